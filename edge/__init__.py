@@ -1,0 +1,1 @@
+"""The in-store NVR box: capture, tracking, matching and alerts."""

@@ -1,0 +1,42 @@
+"""The `mamoru` command line. Expected failures end in one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mamoru.commands import demo, faces, models
+from mamoru.images import BadImageError
+from mamoru.settings import ConfigError
+from models.carrier import FetchError, IntegrityError
+from models.manifest import ManifestError
+from models.packs import PackError
+
+app = typer.Typer(
+    name="mamoru",
+    help="mamoru (守る): lawful face identification against shoplifting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(faces.app, name="faces")
+app.command("demo")(demo.run)
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    BadImageError,
+    ConfigError,
+    FetchError,
+    IntegrityError,
+    ManifestError,
+    PackError,
+)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app()
+    except USER_ERRORS as exc:
+        sys.stderr.write(f"mamoru: error: {exc}\n")
+        raise SystemExit(2) from None

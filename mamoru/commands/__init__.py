@@ -1,0 +1,1 @@
+"""Sub-commands of the `mamoru` CLI, one module per concept."""

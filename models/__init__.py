@@ -1,0 +1,1 @@
+"""Model packs and the face engine that runs them (detect, align, quality, embed)."""

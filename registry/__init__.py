@@ -1,0 +1,1 @@
+"""The registry service: the encrypted watchlist and the rules around it."""
