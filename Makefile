@@ -11,13 +11,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
 .PHONY: demo test install models face-data clean
 
+# insightface is used for its alignment and SCRFD decoder only; its wheel pins
+# opencv-python (GUI build), which clashes with opencv-python-headless, so it is
+# installed without dependencies (the ones it needs are ours).
 $(BIN)/mamoru: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	# insightface is used for its alignment and SCRFD decoder only; its wheel
-	# pins opencv-python (GUI build) which clashes with opencv-python-headless,
-	# so it is installed without dependencies (the ones it needs are ours).
 	$(BIN)/pip install --quiet --no-deps 'insightface==2.1'
 	touch $@
 

@@ -1,0 +1,1 @@
+"""Measurements of the engine (speed, accuracy) run by hand, not by the test suite."""

@@ -1,0 +1,1 @@
+"""mamoru's test suite: real models, real face images, real files."""

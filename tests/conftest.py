@@ -1,0 +1,61 @@
+"""Shared fixtures: the real model packs and the real face data.
+
+`make test` fetches both (SHA-256 checked) before pytest starts; a test that
+finds them missing fails with the command to run, it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from mamoru.face_data import data_root
+from mamoru.images import read_image
+from mamoru.settings import MamoruSettings, get_settings
+from mamoru.wiring import open_engine
+from models.engine import FaceEngine
+
+REPO = Path(__file__).resolve().parents[1]
+PACKS = ("yunet-sface", "scrfd-mbf")
+
+
+@pytest.fixture(scope="session")
+def settings() -> MamoruSettings:
+    os.environ.setdefault("MAMORU_CACHE_DIR", str(REPO / ".cache"))
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def face_data(settings: MamoruSettings) -> Path:
+    root = data_root(settings.cache_dir)
+    if not (root / "orl" / ".complete").is_file():
+        pytest.fail(f"real face data missing under {root}: run `make face-data`")
+    return root
+
+
+@pytest.fixture(scope="session")
+def engines(settings: MamoruSettings) -> Iterator[dict[str, FaceEngine]]:
+    """One engine per built-in pack (the research pack with its licence accepted)."""
+    yield {pack: open_engine(settings, pack=pack, accept_licence=True) for pack in PACKS}
+
+
+@pytest.fixture(params=PACKS)
+def engine(request: pytest.FixtureRequest, engines: dict[str, FaceEngine]) -> FaceEngine:
+    return engines[request.param]
+
+
+def image(face_data: Path, relative: str) -> npt.NDArray[np.uint8]:
+    return read_image(face_data / relative)
+
+
+def main_face_embedding(engine: FaceEngine, img: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """Embedding of the largest face: what a person means by 'the face in this photo'."""
+    faces = engine.detect(img)
+    assert faces, "no face found"
+    face = max(faces, key=lambda f: f.size_px)
+    return engine.embed_faces(img, [face])[0]
