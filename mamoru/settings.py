@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
+from registry.config import RegistrySettings
 
 DEFAULT_PACK = "yunet-sface"
 
@@ -33,6 +34,11 @@ class ConfigError(ValueError):
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mamoru"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "mamoru"
 
 
@@ -73,6 +79,15 @@ class MamoruSettings(BaseSettings):
     models_dir: Path | None = Field(
         default=None, description="where built-in packs are fetched to; default <cache_dir>/models"
     )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="the registry's encrypted files (database, audit trail, evidence, index)",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="master key file (0600); default <data_dir>/master.key. Never a CLI argument",
+    )
+    registry: RegistrySettings = RegistrySettings()
     engine: EngineSettings = EngineSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     quality: QualitySettings = QualitySettings()
@@ -80,6 +95,10 @@ class MamoruSettings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.cache_dir / "models"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "master.key"
 
     @property
     def carrier_dir(self) -> Path:

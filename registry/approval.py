@@ -1,0 +1,193 @@
+"""Registration: propose with evidence, then a second person approves or rejects (G-REG-1, G-REG-2).
+
+Nobody becomes active on the watchlist through one person's decision. A
+proposal needs an objective confirmation of the offence (e.g. a police damage
+report) and at least one photo whose face passes the registration quality
+gate; bystanders in the photos are masked before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from models.engine import FaceEngine
+from models.quality import QualityPolicy
+from registry.audit import Action
+from registry.context import RegistryContext
+from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
+from registry.errors import NotFoundError, QualityRejectedError, RuleViolationError
+from registry.incidents import validate_incident
+from registry.masking import mask_faces
+from registry.retention import expiry_for
+from registry.users import require_role
+from registry.watchlist import close_entry
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A registration photo and the name it was given (for messages, never stored)."""
+
+    label: str
+    image: Image
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    masked: Image
+    masked_faces: int
+    embedding: npt.NDArray[np.float32]
+    quality: str
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    entry_id: str
+    templates: int
+    refused_photos: tuple[str, ...]  # "label: reason; reason"
+
+
+def _prepare(engine: FaceEngine, photo: Photo, policy: QualityPolicy) -> _Prepared | str:
+    """Mask bystanders and embed the subject, or say why the photo cannot be used."""
+    faces = engine.detect(photo.image)
+    if not faces:
+        return f"{photo.label}: no face found"
+    subject = max(faces, key=lambda f: f.size_px)
+    verdict = engine.assess(photo.image, subject, policy)
+    if not verdict.passed:
+        return f"{photo.label}: " + "; ".join(verdict.reasons)
+    return _Prepared(
+        masked=mask_faces(photo.image, faces, keep=subject),
+        masked_faces=len(faces) - 1,
+        embedding=engine.embed_faces(photo.image, [subject])[0],
+        quality=json.dumps(verdict.to_dict(), sort_keys=True),
+    )
+
+
+def propose(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *, actor: User,
+            photos: Sequence[Photo], incident: IncidentInput, features: str,
+            display_name: str = "", now: datetime) -> ProposalResult:
+    """Create a proposed entry; it matches nobody until a different manager approves it."""
+    require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
+    validate_incident(incident, now)
+    if not photos:
+        raise RuleViolationError("registration needs at least one photo as evidence")
+    if engine.info.pack != ctx.index_spec.pack:
+        raise RuleViolationError(
+            f"the engine runs pack {engine.info.pack} but the registry indexes {ctx.index_spec.pack}"
+        )
+    outcomes = [_prepare(engine, photo, policy) for photo in photos]
+    usable = [o for o in outcomes if isinstance(o, _Prepared)]
+    refused = tuple(o for o in outcomes if isinstance(o, str))
+    if not usable:
+        raise QualityRejectedError(
+            "no photo passed the registration quality gate (G-REG-1): " + " | ".join(refused)
+        )
+    entry_id = uuid.uuid4().hex
+    with ctx.writing():
+        stored = [ctx.evidence.put(p.masked) for p in usable]
+        try:
+            _insert_proposal(ctx, actor, entry_id, usable, stored, incident, features,
+                             display_name, now)
+        except BaseException:
+            for image in stored:
+                ctx.evidence.delete(image.image_id)
+            raise
+    return ProposalResult(entry_id, len(usable), refused)
+
+
+def _insert_proposal(ctx: RegistryContext, actor: User, entry_id: str,
+                     usable: Sequence[_Prepared], stored: Sequence, incident: IncidentInput,  # type: ignore[type-arg]
+                     features: str, display_name: str, now: datetime) -> None:
+    entry = Entry(
+        entry_id=entry_id, state=EntryState.PROPOSED, store_id=ctx.policy.store_id,
+        features=features.strip(), display_name=display_name.strip(), proposed_by=actor.user_id,
+        proposed_at=now, decided_by=None, decided_at=None, decision_reason="", expires_at=None,
+        revision=1, closed_at=None, closed_reason="",
+    )
+    with ctx.repo.unit_of_work():
+        ctx.repo.add_entry(entry)
+        ctx.repo.add_incident(entry_id, ctx.policy.store_id, incident, actor.user_id, now)
+        for prepared, image in zip(usable, stored, strict=True):
+            ctx.repo.add_evidence(EvidenceRecord(image.image_id, entry_id, image.sha256,
+                                                 prepared.masked_faces, now))
+            ctx.repo.add_template(entry_id, ctx.index_spec.pack,
+                                  prepared.embedding.astype(np.float32).tobytes(),
+                                  ctx.index_spec.dim, image.image_id, prepared.quality)
+        ctx.audit.record(
+            actor=actor.username, action=Action.PROPOSE, at=now, entry_id=entry_id,
+            details={
+                "category": incident.category.value,
+                "confirmation": incident.confirmation_kind.value,
+                "templates": len(usable),
+                "masked_bystanders": sum(p.masked_faces for p in usable),
+                "evidence_sha256": [i.sha256 for i in stored],
+            },
+        )
+
+
+def _pending(ctx: RegistryContext, entry_id: str) -> Entry:
+    entry = ctx.repo.entry(entry_id)
+    if entry is None:
+        raise NotFoundError(f"no entry {entry_id}")
+    if entry.state is not EntryState.PROPOSED:
+        raise RuleViolationError(f"entry {entry_id} is {entry.state.value}, not awaiting a decision")
+    return entry
+
+
+def _require_reason(reason: str) -> str:
+    if not reason.strip():
+        raise RuleViolationError("every decision records why: give a reason")
+    return reason.strip()
+
+
+def approve(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
+            now: datetime) -> Entry:
+    """Activate a proposal: a trained manager who is not the proposer (G-REG-2)."""
+    require_role(actor, Role.MANAGER, trained=True)
+    reason = _require_reason(reason)
+    with ctx.writing():
+        entry = _pending(ctx, entry_id)
+        if entry.proposed_by == actor.user_id:
+            raise RuleViolationError(
+                "a proposal must be approved by a responsible person other than its proposer "
+                "(G-REG-2: two-person approval)"
+            )
+        expires_at = expiry_for(ctx.repo.incidents(entry_id), ctx.policy.retention_years)
+        if expires_at <= now:
+            raise RuleViolationError(
+                f"the latest incident is older than the {ctx.policy.retention_years}-year "
+                "retention period; it cannot be registered (G-REG-4)"
+            )
+        approved = replace(entry, state=EntryState.ACTIVE, decided_by=actor.user_id,
+                           decided_at=now, decision_reason=reason, expires_at=expires_at)
+        with ctx.repo.unit_of_work():
+            ctx.repo.update_entry(approved)
+            version = ctx.repo.bump_watchlist_version()
+            ctx.audit.record(actor=actor.username, action=Action.APPROVE, at=now,
+                             entry_id=entry_id,
+                             details={"reason": reason, "watchlist_version": version,
+                                      "expires_at": expires_at.date().isoformat()})
+        ctx.publish_index_if_stale()
+    return approved
+
+
+def reject(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
+           now: datetime) -> None:
+    """Turn a proposal down; its photos and templates are erased at once."""
+    require_role(actor, Role.MANAGER, trained=True)
+    reason = _require_reason(reason)
+    with ctx.writing():
+        entry = _pending(ctx, entry_id)
+        close_entry(ctx, replace(entry, decided_by=actor.user_id, decided_at=now,
+                                 decision_reason=reason),
+                    state=EntryState.REJECTED, action=Action.REJECT, actor=actor.username,
+                    reason=reason, now=now)

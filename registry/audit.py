@@ -1,0 +1,169 @@
+"""The tamper-evident audit trail (REQUIREMENTS, "what follows" 3; G-SHR-4, G-SHR-7).
+
+Every change to the watchlist appends one record in the same transaction as
+the change. Each record's hash covers its sequence number, content and the
+previous record's hash, so editing, deleting or re-ordering any record breaks
+the chain from that point; the newest (seq, hash) is also copied to a head
+file outside the database, so cutting records off the end is caught too.
+Records carry pseudonymous entry ids and counts, never a face or a name:
+an outside auditor can verify and count without reading anyone's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from registry.clock import from_text, to_text
+from registry.repository import AuditRow, RegistryRepository
+
+GENESIS = "0" * 64
+
+
+class Action(str, Enum):
+    """Every kind of change the trail records."""
+
+    REGISTRY_INIT = "registry_init"
+    USER_ADD = "user_add"
+    USER_ROLE = "user_role"
+    USER_TRAINED = "user_trained"
+    USER_DISABLED = "user_disabled"
+    PROPOSE = "propose"
+    APPROVE = "approve"
+    REJECT = "reject"
+    CORRECT = "correct"
+    REOFFENCE = "reoffence"
+    WITHDRAW = "withdraw"
+    EXPIRE = "expire"
+    ERASE = "erase"
+    KEY_ROTATE = "key_rotate"
+    BACKUP = "backup"
+    BACKUP_DELETED = "backup_deleted"
+    RESTORE = "restore"
+    ERASURE_REAPPLIED = "erasure_reapplied"
+
+
+# Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
+ERASING_ACTIONS = frozenset({Action.REJECT, Action.WITHDRAW, Action.EXPIRE, Action.ERASE})
+
+
+def record_hash(prev_hash: str, seq: int, at: str, actor: str, action: str,
+                entry_id: str | None, details: str) -> str:
+    body = json.dumps([seq, at, actor, action, entry_id, details], ensure_ascii=False,
+                      separators=(",", ":"))
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """The first record that does not verify, and how."""
+
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    records: int
+    problem: ChainProblem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+class AuditTrail:
+    """Appends and verifies records through the repository; anchors the head in a file."""
+
+    def __init__(self, repository: RegistryRepository, head_file: Path) -> None:
+        self._repo = repository
+        self._head_file = head_file
+
+    def record(self, *, actor: str, action: Action, at: datetime, entry_id: str | None = None,
+               details: dict[str, Any] | None = None) -> int:
+        """Append one record; call inside the use case's unit of work."""
+        last = self._repo.last_audit()
+        seq = (last[0] if last else 0) + 1
+        prev = last[1] if last else GENESIS
+        text = json.dumps(details or {}, ensure_ascii=False, sort_keys=True)
+        stamp = to_text(at)
+        digest = record_hash(prev, seq, stamp, actor, action.value, entry_id, text)
+        self._repo.append_audit(stamp, actor, action.value, entry_id, text, prev, digest)
+        return seq
+
+    def anchor_head(self) -> None:
+        """Copy the newest (seq, hash) outside the database, after a commit."""
+        last = self._repo.last_audit()
+        if last is None:
+            return
+        partial = self._head_file.with_name(self._head_file.name + ".partial")
+        partial.write_text(f"{last[0]} {last[1]}\n", encoding="ascii")
+        os.replace(partial, self._head_file)
+
+    def reset_anchor(self) -> None:
+        """After a restore the chain is re-based; the old head no longer applies."""
+        self._head_file.unlink(missing_ok=True)
+        self.anchor_head()
+
+    def verify(self) -> ChainReport:
+        """Walk the whole chain; name the first record that is wrong."""
+        expected_seq, prev, count = 1, GENESIS, 0
+        for row in self._repo.audit_rows():
+            problem = _check_row(row, expected_seq, prev)
+            if problem:
+                return ChainReport(count, problem)
+            expected_seq, prev, count = row.seq + 1, row.hash, count + 1
+        return ChainReport(count, self._check_head(expected_seq - 1, prev))
+
+    def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
+        if not self._head_file.is_file():
+            return None
+        seq_text, _, hash_text = self._head_file.read_text(encoding="ascii").strip().partition(" ")
+        head_seq = int(seq_text)
+        if head_seq > last_seq:
+            return ChainProblem(last_seq + 1, f"records {last_seq + 1}..{head_seq} were deleted "
+                                              "(the anchored head is beyond the last record)")
+        if head_seq == last_seq and hash_text != last_hash:
+            return ChainProblem(last_seq, "the last record differs from the anchored head")
+        return None
+
+    def rows_between(self, start: datetime, end: datetime) -> list[AuditRow]:
+        return [r for r in self._repo.audit_rows() if start <= from_text(r.at) < end]
+
+    def report(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """Counts per action in [start, end): what an outside auditor needs, no faces or names."""
+        rows = self.rows_between(start, end)
+        counts = Counter(r.action for r in rows)
+        return {
+            "from": to_text(start),
+            "to": to_text(end),
+            "records": len(rows),
+            "registrations_proposed": counts.get(Action.PROPOSE.value, 0),
+            "approvals": counts.get(Action.APPROVE.value, 0),
+            "rejections": counts.get(Action.REJECT.value, 0),
+            "corrections": counts.get(Action.CORRECT.value, 0),
+            "reoffences": counts.get(Action.REOFFENCE.value, 0),
+            "withdrawals": counts.get(Action.WITHDRAW.value, 0),
+            "expiries": counts.get(Action.EXPIRE.value, 0),
+            "erasures": counts.get(Action.ERASE.value, 0),
+            "erasures_reapplied_after_restore": counts.get(Action.ERASURE_REAPPLIED.value, 0),
+            "by_action": dict(sorted(counts.items())),
+        }
+
+
+def _check_row(row: AuditRow, expected_seq: int, prev: str) -> ChainProblem | None:
+    if row.seq != expected_seq:
+        return ChainProblem(expected_seq, f"record {expected_seq} is missing (next is {row.seq})")
+    if row.prev_hash != prev:
+        return ChainProblem(row.seq, "does not follow the record before it (re-ordered or replaced)")
+    digest = record_hash(prev, row.seq, row.at, row.actor, row.action, row.entry_id, row.details)
+    if digest != row.hash:
+        return ChainProblem(row.seq, "its content was edited after it was written")
+    return None

@@ -1,0 +1,173 @@
+"""An opened registry: key, encrypted databases, evidence store, index, audit trail.
+
+Opening fails loudly and early (missing key, wrong key, unreadable database)
+before anything is written. Every writing use case runs under one
+process-wide lock and leaves behind a state that `recover()` can always
+complete: orphaned evidence files are swept, a stale index is republished.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from registry.audit import Action, AuditTrail
+from registry.clock import utc_now
+from registry.config import RegistrySettings
+from registry.errors import NotInitialisedError, RegistryError
+from registry.evidence import EvidenceStore
+from registry.keys import MasterKey, create_key_file, load_key_file
+from registry.storage.database import Connection, open_registry_database
+from registry.storage.sqlcipher_repository import SqlCipherRepository
+from registry.watchlist_index import IndexedTemplate, publish_index, read_index_version
+
+
+@dataclass(frozen=True)
+class RegistryPaths:
+    """Where each part of the registry lives under the data folder."""
+
+    data_dir: Path
+    key_file: Path
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "registry.db"
+
+    @property
+    def audit_database(self) -> Path:
+        return self.data_dir / "audit.db"
+
+    @property
+    def audit_head(self) -> Path:
+        return self.data_dir / "audit.head"
+
+    @property
+    def evidence(self) -> Path:
+        return self.data_dir / "evidence"
+
+    @property
+    def index(self) -> Path:
+        return self.data_dir / "index" / "watchlist.idx"
+
+    @property
+    def backups(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def lock(self) -> Path:
+        return self.data_dir / ".write.lock"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which model pack's templates the published index holds."""
+
+    pack: str
+    dim: int
+
+
+class RegistryContext:
+    """The opened registry; use as a context manager so files are closed on every path."""
+
+    def __init__(self, paths: RegistryPaths, key: MasterKey, connection: Connection,
+                 policy: RegistrySettings, index_spec: IndexSpec) -> None:
+        self.paths = paths
+        self.policy = policy
+        self.index_spec = index_spec
+        self._key = key
+        self._connection = connection
+        self.repo = SqlCipherRepository(connection)
+        self.audit = AuditTrail(self.repo, paths.audit_head)
+        self.evidence = EvidenceStore(paths.evidence, key.derive("evidence"))
+
+    @property
+    def master_key(self) -> MasterKey:
+        return self._key
+
+    def index_key(self) -> bytes:
+        """The key the edge box needs to read the published index, and nothing else."""
+        return self._key.derive("index")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> RegistryContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Serialise writers across processes; the anchor is refreshed after each write."""
+        self.paths.lock.touch(mode=0o600, exist_ok=True)
+        with self.paths.lock.open("r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                self.audit.anchor_head()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def recover(self) -> None:
+        """Finish whatever a crash interrupted: sweep orphan evidence, republish the index."""
+        with self.writing():
+            self.sweep_orphan_evidence()
+            self.publish_index_if_stale()
+
+    def sweep_orphan_evidence(self) -> int:
+        """Delete encrypted images no row refers to (left by a crash between commit and delete)."""
+        orphans = self.evidence.ids() - self.repo.all_evidence_ids()
+        for image_id in orphans:
+            self.evidence.delete(image_id)
+        return len(orphans)
+
+    def publish_index_if_stale(self) -> int:
+        """Publish the active templates when the file is older than the database's version."""
+        version = self.repo.watchlist_version()
+        if read_index_version(self.paths.index) == version:
+            return version
+        templates = [
+            IndexedTemplate(t.template_id, t.entry_id, np.frombuffer(t.vector, dtype=np.float32))
+            for t in self.repo.active_templates(self.index_spec.pack)
+        ]
+        self.paths.index.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        publish_index(self.paths.index, key=self.index_key(), version=version,
+                      pack=self.index_spec.pack, dim=self.index_spec.dim, templates=templates)
+        return version
+
+
+def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+    """Open an existing registry; nothing is created or changed if the key is wrong."""
+    if not paths.database.is_file():
+        raise NotInitialisedError(
+            f"no registry in {paths.data_dir}: run `mamoru registry init` first"
+        )
+    key = load_key_file(paths.key_file)
+    connection = open_registry_database(paths.database, paths.audit_database, key)
+    return RegistryContext(paths, key, connection, policy, index_spec)
+
+
+def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+    """Create key file, databases and folders for a new registry; refuse to touch an old one."""
+    if paths.database.exists() or paths.audit_database.exists():
+        raise RegistryError(f"a registry already exists in {paths.data_dir}")
+    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(paths.data_dir, 0o700)
+    key = load_key_file(paths.key_file) if paths.key_file.exists() else create_key_file(paths.key_file)
+    connection = open_registry_database(paths.database, paths.audit_database, key, create=True)
+    for path in (paths.database, paths.audit_database):
+        os.chmod(path, 0o600)
+    context = RegistryContext(paths, key, connection, policy, index_spec)
+    with context.writing(), context.repo.unit_of_work():
+        context.audit.record(actor="system", action=Action.REGISTRY_INIT, at=utc_now(),
+                             details={"store_id": policy.store_id,
+                                      "retention_years": policy.retention_years})
+    context.recover()
+    return context

@@ -1,0 +1,136 @@
+"""The registry's vocabulary: roles, entry states, offence categories, records.
+
+Plain frozen dataclasses: the storage layer fills them, the services decide
+with them, nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+
+class Role(str, Enum):
+    """G-SEC-1: named staff with roles; the responsible person is a manager."""
+
+    STAFF = "staff"  # proposes registrations
+    MANAGER = "manager"  # responsible person: approves, rejects, corrects, erases
+    ADMIN = "admin"  # users, configuration, keys, backups
+    AUDITOR = "auditor"  # reads the audit trail and reports; never sees a face
+
+
+class EntryState(str, Enum):
+    PROPOSED = "proposed"
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # G-REG-3: a wrong entry taken back
+    EXPIRED = "expired"  # G-REG-4: retention ran out
+    ERASED = "erased"  # erasure on request or by decision
+
+    @property
+    def is_final(self) -> bool:
+        """Final states hold no face data any more: only a tombstone remains."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {EntryState.REJECTED, EntryState.WITHDRAWN, EntryState.EXPIRED, EntryState.ERASED}
+)
+
+
+class OffenceCategory(str, Enum):
+    """G-REG-5: the only categories that may be registered."""
+
+    THEFT = "theft"  # 万引き
+    VOYEURISM = "voyeurism"  # 盗撮
+    PROPERTY_DAMAGE = "property_damage"  # 器物損壊
+    ASSAULT = "assault"  # 暴行・傷害
+    PUBLIC_INDECENCY = "public_indecency"  # 公然わいせつ
+    NUISANCE = "nuisance"  # 迷惑行為
+
+
+class ConfirmationKind(str, Enum):
+    """G-REG-2: how the offence was objectively confirmed."""
+
+    POLICE_REPORT = "police_report"  # 被害届
+    OTHER = "other"  # e.g. a court record or the offender's written admission
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: int
+    username: str
+    role: Role
+    trained_at: datetime | None  # G-SEC-1: privacy training recorded
+    active: bool
+
+    @property
+    def trained(self) -> bool:
+        return self.trained_at is not None
+
+
+@dataclass(frozen=True)
+class IncidentInput:
+    """What a person states about one incident when proposing or adding a re-offence."""
+
+    category: OffenceCategory
+    occurred_at: datetime
+    confirmation_kind: ConfirmationKind
+    confirmation_ref: str  # e.g. the police damage-report number
+    damage: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Incident:
+    incident_id: int
+    entry_id: str
+    store_id: str
+    category: OffenceCategory
+    occurred_at: datetime
+    confirmation_kind: ConfirmationKind
+    confirmation_ref: str
+    damage: str
+    description: str
+    recorded_by: int
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One watchlist subject. `display_name` is personal data that never leaves the store."""
+
+    entry_id: str
+    state: EntryState
+    store_id: str
+    features: str
+    display_name: str
+    proposed_by: int
+    proposed_at: datetime
+    decided_by: int | None
+    decided_at: datetime | None
+    decision_reason: str
+    expires_at: datetime | None
+    revision: int
+    closed_at: datetime | None
+    closed_reason: str
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    template_id: int
+    entry_id: str
+    pack: str
+    vector: bytes  # float32, unit length
+    image_id: str
+    quality: str  # the gate's verdict as JSON, kept for audits of G-REG-1
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    image_id: str
+    entry_id: str
+    sha256: str
+    masked_faces: int
+    added_at: datetime

@@ -1,0 +1,43 @@
+"""Typed failures of the registry. Each message is meant for the person who caused it."""
+
+from __future__ import annotations
+
+
+class RegistryError(RuntimeError):
+    """Base of every registry failure a user can cause or must act on."""
+
+
+class NotInitialisedError(RegistryError):
+    """No registry (or no key file) where the configuration points."""
+
+
+class KeyFileError(RegistryError):
+    """The key file is missing, malformed or readable by others."""
+
+
+class WrongKeyError(RegistryError):
+    """The key does not open the encrypted database: fail closed, touch nothing."""
+
+
+class AuthenticationError(RegistryError):
+    """Unknown user or wrong password (deliberately not saying which)."""
+
+
+class PermissionDeniedError(RegistryError):
+    """The user's role or training does not allow the action (G-SEC-1)."""
+
+
+class RuleViolationError(RegistryError):
+    """A guideline rule forbids the action (two-person approval, evidence, state...)."""
+
+
+class QualityRejectedError(RuleViolationError):
+    """No registration image passed the quality gate (G-REG-1)."""
+
+
+class NotFoundError(RegistryError):
+    """No entry or user with that id."""
+
+
+class AuditChainError(RegistryError):
+    """The audit trail was edited, deleted from or re-ordered."""

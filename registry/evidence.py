@@ -1,0 +1,244 @@
+"""Encrypted evidence images on disk.
+
+Evidence images (the masked photo a registration rests on, later alert
+snapshots) are raw images outside the database, so they are protected the
+same way as the database: encrypted at rest (G-SEC-2). A stolen NVR box then
+holds ciphertext, not faces, which is what keeps a theft from becoming a
+reportable leak of every registered face (G-BRE-3).
+
+Format of one file `<image_id>.bin`: MAGIC | 12-byte nonce | AES-256-GCM
+ciphertext and tag of the PNG bytes. The associated data binds the image id,
+so a file renamed to another id (swapping the evidence of two entries) fails
+authentication instead of showing the wrong person.
+
+Images are decrypted in memory only; no plaintext ever touches the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32  # AES-256
+NONCE_BYTES = 12  # GCM's standard nonce; random per file
+MAGIC = b"MEV1"  # lets a reader refuse a foreign file before trying to decrypt it
+AAD_PREFIX = b"mamoru-evidence-v1:"
+SUFFIX = ".bin"
+_TAG_BYTES = 16
+_ID_PATTERN = re.compile(r"[0-9a-f-]{8,64}")
+_WIPE_CHUNK = 1 << 20
+
+
+class EvidenceError(RuntimeError):
+    """An evidence image cannot be stored or read."""
+
+
+class EvidenceNotFoundError(EvidenceError):
+    """No evidence image is stored under this id (never stored, or erased)."""
+
+
+class EvidenceIntegrityError(EvidenceError):
+    """A stored file fails authentication: altered, renamed, or under another key. Refused."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What the registry records about a stored image: its id and a hash, not the picture.
+
+    `sha256` is over the encoded (masked) PNG bytes before encryption, so the
+    audit trail can prove which image an entry rests on without holding it.
+    """
+
+    image_id: str
+    sha256: str
+
+
+def validate_image_id(image_id: str) -> str:
+    """Return `image_id` if it is a plain hex/uuid-like name; `ValueError` otherwise.
+
+    Ids become file names, so anything that could be a path ("../x", "/etc")
+    is refused before it reaches the file system.
+    """
+    if not isinstance(image_id, str) or _ID_PATTERN.fullmatch(image_id) is None:
+        raise ValueError(
+            "image_id must be 8 to 64 characters of lower-case hex digits and '-' "
+            f"(got {image_id!r})"
+        )
+    return image_id
+
+
+class EvidenceStore:
+    """A folder of AES-256-GCM encrypted PNG images, one file per image id."""
+
+    def __init__(self, folder: Path, key: bytes) -> None:
+        """`key` is 32 bytes the caller derived from the master key (HKDF), never the master key."""
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+            raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
+        self.folder = Path(folder)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)  # mkdir's mode is cut by the umask, and the folder may exist
+        self._aead = AESGCM(bytes(key))
+
+    def __repr__(self) -> str:
+        return f"EvidenceStore(folder={str(self.folder)!r})"  # never the key
+
+    def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None) -> StoredImage:
+        """Encrypt and store one image as lossless PNG; refuses to overwrite an existing id.
+
+        Evidence is write-once: replacing it under the same id would break the
+        hash the audit trail recorded. Erase and store under a new id instead.
+        """
+        image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
+        png = _encode_png(image)
+        if self._path(image_id).exists():
+            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
+        self._write(image_id, self._seal(image_id, png))
+        return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
+
+    def get(self, image_id: str) -> npt.NDArray[np.uint8]:
+        """The stored image, decrypted in memory (pixel-exact)."""
+        png = self.get_bytes(image_id)
+        decoded = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is None:
+            raise EvidenceIntegrityError(f"evidence {image_id} decrypted but is not a PNG image")
+        return decoded
+
+    def get_bytes(self, image_id: str) -> bytes:
+        """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""
+        return self._open(image_id, self._read(image_id), self._aead)
+
+    def delete(self, image_id: str) -> bool:
+        """Erase an image for real (G-REG-4): zero its bytes, fsync, unlink. Idempotent.
+
+        Returns True if a file existed. On flash storage and copy-on-write or
+        journaling file systems the overwrite may not reach every old block;
+        what makes any remnant unreadable is the encryption, and rotating the
+        key (`rekey`) and destroying the old one erases such remnants too.
+        """
+        path = self._path(validate_image_id(image_id))
+        try:
+            handle = path.open("r+b")
+        except FileNotFoundError:
+            return False
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            zeros = bytes(min(size, _WIPE_CHUNK))
+            written = 0
+            while written < size:
+                written += handle.write(zeros[: size - written])
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._sync_folder()
+        return True
+
+    def ids(self) -> set[str]:
+        """Ids of the images present, to sweep orphans (stored but never recorded) after a crash."""
+        found: set[str] = set()
+        for entry in self.folder.iterdir():
+            stem = entry.name[: -len(SUFFIX)] if entry.name.endswith(SUFFIX) else ""
+            if _ID_PATTERN.fullmatch(stem) and entry.is_file():
+                found.add(stem)
+        return found
+
+    def rekey(self, new_key: bytes) -> EvidenceStore:
+        """Re-encrypt every image under `new_key`, each file atomically; returns the new store.
+
+        Resumable: a file that already opens under the new key is left as it
+        is, so after a crash half-way the same call finishes the job. Keep the
+        old key until this returns, then destroy it.
+        """
+        new_store = EvidenceStore(self.folder, new_key)
+        for image_id in sorted(self.ids()):
+            blob = self._read(image_id)
+            try:
+                self._open(image_id, blob, new_store._aead)
+                continue  # already under the new key
+            except EvidenceIntegrityError:
+                pass
+            png = self._open(image_id, blob, self._aead)
+            new_store._write(image_id, new_store._seal(image_id, png))
+        return new_store
+
+    def _path(self, image_id: str) -> Path:
+        return self.folder / f"{image_id}{SUFFIX}"
+
+    def _seal(self, image_id: str, plaintext: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return MAGIC + nonce + self._aead.encrypt(nonce, plaintext, _aad(image_id))
+
+    @staticmethod
+    def _open(image_id: str, blob: bytes, aead: AESGCM) -> bytes:
+        header = len(MAGIC) + NONCE_BYTES
+        if len(blob) < header + _TAG_BYTES or not blob.startswith(MAGIC):
+            raise EvidenceIntegrityError(f"evidence {image_id} is not a mamoru evidence file")
+        nonce = blob[len(MAGIC) : header]
+        try:
+            return aead.decrypt(nonce, blob[header:], _aad(image_id))
+        except InvalidTag:
+            raise EvidenceIntegrityError(
+                f"evidence {image_id} failed authentication: altered, renamed from another "
+                "id, or encrypted under a different key; refused"
+            ) from None
+
+    def _read(self, image_id: str) -> bytes:
+        path = self._path(validate_image_id(image_id))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise EvidenceNotFoundError(f"no evidence image {image_id}") from None
+
+    def _write(self, image_id: str, blob: bytes) -> None:
+        """Temp file in the same folder, fsync, rename: a crash leaves old or new, never half."""
+        fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".partial-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # mkstemp already does; say it explicitly
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self._path(image_id))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        self._sync_folder()
+
+    def _sync_folder(self) -> None:
+        """Make the rename or unlink itself durable, not just the file's bytes."""
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _aad(image_id: str) -> bytes:
+    return AAD_PREFIX + image_id.encode("ascii")
+
+
+def _encode_png(image: npt.NDArray[np.uint8]) -> bytes:
+    """Lossless PNG in memory: evidence must round-trip pixel-exactly."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise EvidenceError("an evidence image must be a uint8 numpy array")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise EvidenceError(f"an evidence image must be HxW or HxWx(3|4), got {image.shape}")
+    if image.size == 0:
+        raise EvidenceError("an evidence image must not be empty")
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise EvidenceError("the image could not be encoded as PNG")
+    return encoded.tobytes()

@@ -1,0 +1,1 @@
+"""Storage behind the repository interface: SQLCipher files as the embedded default."""

@@ -1,0 +1,140 @@
+"""Versioned schema migrations for the registry and audit databases.
+
+Each database records its schema version in `PRAGMA user_version`. A
+migration is applied in a transaction with the version bump, so a crash
+leaves either the old schema or the new one. Never edit a released step:
+append a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REGISTRY_MIGRATIONS: tuple[str, ...] = (
+    # 1: users, entries, incidents, templates, evidence, meta
+    """
+    CREATE TABLE main.users (
+        user_id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('staff', 'manager', 'admin', 'auditor')),
+        password_hash TEXT NOT NULL,
+        trained_at TEXT,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE main.entries (
+        entry_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN
+            ('proposed', 'active', 'rejected', 'withdrawn', 'expired', 'erased')),
+        store_id TEXT NOT NULL,
+        features TEXT NOT NULL DEFAULT '',
+        display_name TEXT NOT NULL DEFAULT '',
+        proposed_by INTEGER NOT NULL REFERENCES users (user_id),
+        proposed_at TEXT NOT NULL,
+        decided_by INTEGER REFERENCES users (user_id),
+        decided_at TEXT,
+        decision_reason TEXT NOT NULL DEFAULT '',
+        expires_at TEXT,
+        revision INTEGER NOT NULL DEFAULT 1,
+        closed_at TEXT,
+        closed_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX main.entries_by_state ON entries (state, expires_at);
+    CREATE TABLE main.incidents (
+        incident_id INTEGER PRIMARY KEY,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        store_id TEXT NOT NULL,
+        category TEXT NOT NULL CHECK (category IN ('theft', 'voyeurism', 'property_damage',
+            'assault', 'public_indecency', 'nuisance')),
+        occurred_at TEXT NOT NULL,
+        confirmation_kind TEXT NOT NULL,
+        confirmation_ref TEXT NOT NULL CHECK (length(trim(confirmation_ref)) > 0),
+        damage TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        recorded_by INTEGER NOT NULL REFERENCES users (user_id),
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX main.incidents_by_entry ON incidents (entry_id);
+    CREATE TABLE main.templates (
+        template_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        pack TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,
+        image_id TEXT NOT NULL,
+        quality TEXT NOT NULL
+    );
+    CREATE INDEX main.templates_by_entry ON templates (entry_id);
+    CREATE TABLE main.evidence (
+        image_id TEXT PRIMARY KEY,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        sha256 TEXT NOT NULL,
+        masked_faces INTEGER NOT NULL,
+        added_at TEXT NOT NULL
+    );
+    CREATE INDEX main.evidence_by_entry ON evidence (entry_id);
+    CREATE TABLE main.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO main.meta (key, value) VALUES ('watchlist_version', '0');
+    """,
+)
+
+AUDIT_MIGRATIONS: tuple[str, ...] = (
+    # 1: the hash-chained, append-only audit trail
+    """
+    CREATE TABLE audit.records (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entry_id TEXT,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit.records_by_time ON records (at);
+    CREATE TRIGGER audit.records_no_update BEFORE UPDATE ON records
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit.records_no_delete BEFORE DELETE ON records
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    """,
+)
+
+
+def _apply(connection: Any, schema: str, steps: tuple[str, ...]) -> None:
+    current = connection.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
+    if current > len(steps):
+        raise RuntimeError(
+            f"the {schema} database has schema version {current}, newer than this mamoru "
+            f"({len(steps)}): upgrade mamoru before opening it"
+        )
+    for version, script in enumerate(steps[current:], start=current + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA {schema}.user_version = {version}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], []
+    for line in script.strip().splitlines():
+        buffer.append(line)
+        joined = "\n".join(buffer).strip()
+        inside_trigger = joined.upper().startswith("CREATE TRIGGER") and not joined.upper().endswith("END;")
+        if joined.endswith(";") and not inside_trigger:
+            statements.append(joined)
+            buffer = []
+    if "".join(buffer).strip():
+        statements.append("\n".join(buffer))
+    return statements
+
+
+def migrate(connection: Any) -> None:
+    """Bring both databases to the newest schema this code knows."""
+    _apply(connection, "main", REGISTRY_MIGRATIONS)
+    _apply(connection, "audit", AUDIT_MIGRATIONS)

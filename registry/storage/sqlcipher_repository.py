@@ -1,0 +1,317 @@
+"""`RegistryRepository` on the embedded SQLCipher files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from registry.clock import from_text, to_text
+from registry.domain import (
+    ConfirmationKind,
+    Entry,
+    EntryState,
+    EvidenceRecord,
+    Incident,
+    IncidentInput,
+    OffenceCategory,
+    Role,
+    TemplateRecord,
+    User,
+)
+from registry.errors import NotFoundError
+from registry.storage.database import Connection, transaction
+
+_ENTRY_COLUMNS = (
+    "entry_id, state, store_id, features, display_name, proposed_by, proposed_at, decided_by, "
+    "decided_at, decision_reason, expires_at, revision, closed_at, closed_reason"
+)
+
+
+@dataclass(frozen=True)
+class _AuditRow:
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entry_id: str | None
+    details: str
+    prev_hash: str
+    hash: str
+
+
+def _user(row: Any) -> User:
+    return User(
+        user_id=row[0], username=row[1], role=Role(row[2]),
+        trained_at=from_text(row[3]) if row[3] else None, active=bool(row[4]),
+    )
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        entry_id=row[0], state=EntryState(row[1]), store_id=row[2], features=row[3],
+        display_name=row[4], proposed_by=row[5], proposed_at=from_text(row[6]),
+        decided_by=row[7], decided_at=from_text(row[8]) if row[8] else None,
+        decision_reason=row[9], expires_at=from_text(row[10]) if row[10] else None,
+        revision=row[11], closed_at=from_text(row[12]) if row[12] else None,
+        closed_reason=row[13],
+    )
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        incident_id=row[0], entry_id=row[1], store_id=row[2], category=OffenceCategory(row[3]),
+        occurred_at=from_text(row[4]), confirmation_kind=ConfirmationKind(row[5]),
+        confirmation_ref=row[6], damage=row[7], description=row[8], recorded_by=row[9],
+        recorded_at=from_text(row[10]),
+    )
+
+
+class SqlCipherRepository:
+    """Every query of the registry, on one connection; commits only in `unit_of_work`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+        self._depth = 0
+
+    @property
+    def connection(self) -> Connection:
+        return self._db
+
+    def unit_of_work(self) -> AbstractContextManager[None]:
+        return self._unit_of_work()
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[None]:
+        if self._depth:  # nested use cases join the outer transaction
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with transaction(self._db):
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql, params).fetchone()
+
+    # users ---------------------------------------------------------------
+    def add_user(self, username: str, role: Role, password_hash: str, now: datetime) -> User:
+        cursor = self._db.execute(
+            "INSERT INTO users (username, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            (username, role.value, password_hash, to_text(now)),
+        )
+        return User(int(cursor.lastrowid or 0), username, role, None, True)
+
+    def user_by_name(self, username: str) -> User | None:
+        row = self._one(
+            "SELECT user_id, username, role, trained_at, active FROM users WHERE username = ?",
+            (username,),
+        )
+        return _user(row) if row else None
+
+    def password_hash_of(self, username: str) -> str | None:
+        row = self._one("SELECT password_hash FROM users WHERE username = ?", (username,))
+        return str(row[0]) if row else None
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        self._db.execute(
+            "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+        )
+
+    def set_trained(self, user_id: int, at: datetime) -> None:
+        self._db.execute("UPDATE users SET trained_at = ? WHERE user_id = ?", (to_text(at), user_id))
+
+    def set_role(self, user_id: int, role: Role) -> None:
+        self._db.execute("UPDATE users SET role = ? WHERE user_id = ?", (role.value, user_id))
+
+    def set_active(self, user_id: int, active: bool) -> None:
+        self._db.execute("UPDATE users SET active = ? WHERE user_id = ?", (int(active), user_id))
+
+    def users(self) -> list[User]:
+        rows = self._db.execute(
+            "SELECT user_id, username, role, trained_at, active FROM users ORDER BY username"
+        )
+        return [_user(r) for r in rows]
+
+    def username_of(self, user_id: int) -> str:
+        row = self._one("SELECT username FROM users WHERE user_id = ?", (user_id,))
+        if row is None:
+            raise NotFoundError(f"no user with id {user_id}")
+        return str(row[0])
+
+    # entries and incidents --------------------------------------------------
+    def add_entry(self, entry: Entry) -> None:
+        self._db.execute(
+            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            _entry_params(entry),
+        )
+
+    def entry(self, entry_id: str) -> Entry | None:
+        row = self._one(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE entry_id = ?", (entry_id,))
+        return _entry(row) if row else None
+
+    def entries(self, states: Sequence[EntryState] | None = None) -> list[Entry]:
+        if states is None:
+            rows = self._db.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY proposed_at")
+        else:
+            marks = ", ".join("?" * len(states))
+            rows = self._db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE state IN ({marks}) "
+                "ORDER BY proposed_at",
+                [s.value for s in states],
+            )
+        return [_entry(r) for r in rows]
+
+    def due_for_expiry(self, now: datetime) -> list[Entry]:
+        rows = self._db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE state = 'active' AND expires_at <= ? "
+            "ORDER BY expires_at",
+            (to_text(now),),
+        )
+        return [_entry(r) for r in rows]
+
+    def update_entry(self, entry: Entry) -> None:
+        params = _entry_params(entry)
+        assignments = ", ".join(f"{c.strip()} = ?" for c in _ENTRY_COLUMNS.split(",")[1:])
+        cursor = self._db.execute(
+            f"UPDATE entries SET {assignments} WHERE entry_id = ?", (*params[1:], params[0])
+        )
+        if cursor.rowcount != 1:
+            raise NotFoundError(f"no entry {entry.entry_id}")
+
+    def add_incident(
+        self, entry_id: str, store_id: str, incident: IncidentInput, by: int, now: datetime
+    ) -> Incident:
+        cursor = self._db.execute(
+            "INSERT INTO incidents (entry_id, store_id, category, occurred_at, confirmation_kind, "
+            "confirmation_ref, damage, description, recorded_by, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry_id, store_id, incident.category.value, to_text(incident.occurred_at),
+                incident.confirmation_kind.value, incident.confirmation_ref, incident.damage,
+                incident.description, by, to_text(now),
+            ),
+        )
+        return Incident(
+            int(cursor.lastrowid or 0), entry_id, store_id, incident.category, incident.occurred_at,
+            incident.confirmation_kind, incident.confirmation_ref, incident.damage,
+            incident.description, by, now,
+        )
+
+    def incidents(self, entry_id: str) -> list[Incident]:
+        rows = self._db.execute(
+            "SELECT incident_id, entry_id, store_id, category, occurred_at, confirmation_kind, "
+            "confirmation_ref, damage, description, recorded_by, recorded_at FROM incidents "
+            "WHERE entry_id = ? ORDER BY occurred_at",
+            (entry_id,),
+        )
+        return [_incident(r) for r in rows]
+
+    # face data ---------------------------------------------------------------
+    def add_template(
+        self, entry_id: str, pack: str, vector: bytes, dim: int, image_id: str, quality: str
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO templates (entry_id, pack, dim, vector, image_id, quality) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (entry_id, pack, dim, vector, image_id, quality),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def templates(self, entry_id: str) -> list[TemplateRecord]:
+        rows = self._db.execute(
+            "SELECT template_id, entry_id, pack, vector, image_id, quality FROM templates "
+            "WHERE entry_id = ? ORDER BY template_id",
+            (entry_id,),
+        )
+        return [TemplateRecord(*r) for r in rows]
+
+    def active_templates(self, pack: str) -> list[TemplateRecord]:
+        rows = self._db.execute(
+            "SELECT t.template_id, t.entry_id, t.pack, t.vector, t.image_id, t.quality "
+            "FROM templates t JOIN entries e ON e.entry_id = t.entry_id "
+            "WHERE e.state = 'active' AND t.pack = ? ORDER BY t.template_id",
+            (pack,),
+        )
+        return [TemplateRecord(*r) for r in rows]
+
+    def add_evidence(self, record: EvidenceRecord) -> None:
+        self._db.execute(
+            "INSERT INTO evidence (image_id, entry_id, sha256, masked_faces, added_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (record.image_id, record.entry_id, record.sha256, record.masked_faces,
+             to_text(record.added_at)),
+        )
+
+    def evidence(self, entry_id: str) -> list[EvidenceRecord]:
+        rows = self._db.execute(
+            "SELECT image_id, entry_id, sha256, masked_faces, added_at FROM evidence "
+            "WHERE entry_id = ? ORDER BY added_at, image_id",
+            (entry_id,),
+        )
+        return [EvidenceRecord(r[0], r[1], r[2], r[3], from_text(r[4])) for r in rows]
+
+    def all_evidence_ids(self) -> set[str]:
+        return {str(r[0]) for r in self._db.execute("SELECT image_id FROM evidence")}
+
+    def purge_face_data(self, entry_id: str) -> list[str]:
+        image_ids = [
+            str(r[0])
+            for r in self._db.execute("SELECT image_id FROM evidence WHERE entry_id = ?", (entry_id,))
+        ]
+        for table in ("templates", "evidence", "incidents"):
+            self._db.execute(f"DELETE FROM {table} WHERE entry_id = ?", (entry_id,))
+        return image_ids
+
+    # index version -------------------------------------------------------------
+    def watchlist_version(self) -> int:
+        return int(self._one("SELECT value FROM meta WHERE key = 'watchlist_version'")[0])
+
+    def bump_watchlist_version(self) -> int:
+        self._db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'watchlist_version'"
+        )
+        return self.watchlist_version()
+
+    # audit trail -----------------------------------------------------------------
+    def append_audit(
+        self, at: str, actor: str, action: str, entry_id: str | None, details: str,
+        prev_hash: str, hash_: str,
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO audit.records (at, actor, action, entry_id, details, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, actor, action, entry_id, details, prev_hash, hash_),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def last_audit(self) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), str(row[1])) if row else None
+
+    def audit_rows(self, since_seq: int = 0) -> Iterator[_AuditRow]:
+        rows = self._db.execute(
+            "SELECT seq, at, actor, action, entry_id, details, prev_hash, hash "
+            "FROM audit.records WHERE seq > ? ORDER BY seq",
+            (since_seq,),
+        )
+        for row in rows:
+            yield _AuditRow(*row)
+
+
+def _entry_params(entry: Entry) -> tuple[Any, ...]:
+    return (
+        entry.entry_id, entry.state.value, entry.store_id, entry.features, entry.display_name,
+        entry.proposed_by, to_text(entry.proposed_at), entry.decided_by,
+        to_text(entry.decided_at) if entry.decided_at else None, entry.decision_reason,
+        to_text(entry.expires_at) if entry.expires_at else None, entry.revision,
+        to_text(entry.closed_at) if entry.closed_at else None, entry.closed_reason,
+    )

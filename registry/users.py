@@ -1,0 +1,113 @@
+"""Named staff, their roles and their training (G-SEC-1), with argon2 passwords."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from registry.audit import Action, AuditTrail
+from registry.domain import Role, User
+from registry.errors import AuthenticationError, PermissionDeniedError, RuleViolationError
+from registry.repository import RegistryRepository
+
+_HASHER = PasswordHasher()
+# Verified against when the user does not exist, so a wrong name and a wrong
+# password take the same time and give the same answer.
+_DUMMY_HASH = _HASHER.hash("mamoru-no-such-user")
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+MIN_PASSWORD_LENGTH = 12
+
+
+def validate_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise RuleViolationError(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def hash_password(password: str) -> str:
+    validate_new_password(password)
+    return _HASHER.hash(password)
+
+
+def authenticate(repo: RegistryRepository, username: str, password: str) -> User:
+    """The active user with this name and password, or `AuthenticationError`."""
+    stored = repo.password_hash_of(username)
+    try:
+        _HASHER.verify(stored or _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        raise AuthenticationError("unknown user or wrong password") from None
+    user = repo.user_by_name(username)
+    if stored is None or user is None or not user.active:
+        raise AuthenticationError("unknown user or wrong password")
+    if _HASHER.check_needs_rehash(stored):
+        with repo.unit_of_work():
+            repo.set_password_hash(user.user_id, _HASHER.hash(password))
+    return user
+
+
+def require_role(user: User, *roles: Role, trained: bool = False) -> None:
+    """Refuse unless the user has one of `roles` (and, if asked, recorded training)."""
+    if user.role not in roles:
+        allowed = " or ".join(r.value for r in roles)
+        raise PermissionDeniedError(f"{user.username} is {user.role.value}; this needs {allowed}")
+    if trained and not user.trained:
+        raise PermissionDeniedError(
+            f"{user.username} has no recorded privacy training (G-SEC-1); "
+            "an admin records it with `mamoru user train`"
+        )
+
+
+def add_user(repo: RegistryRepository, audit: AuditTrail, *, actor: str, username: str,
+             role: Role, password: str, now: datetime) -> User:
+    """Create a named user; only an admin may do this (or `registry init` for the first one)."""
+    if not _USERNAME.match(username):
+        raise RuleViolationError(
+            "user names are 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
+        )
+    if repo.user_by_name(username) is not None:
+        raise RuleViolationError(f"user {username} already exists")
+    password_hash = hash_password(password)
+    with repo.unit_of_work():
+        user = repo.add_user(username, role, password_hash, now)
+        audit.record(actor=actor, action=Action.USER_ADD, at=now,
+                     details={"user": username, "role": role.value})
+    return user
+
+
+def record_training(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+                    now: datetime) -> None:
+    require_role(admin, Role.ADMIN)
+    user = _existing(repo, username)
+    with repo.unit_of_work():
+        repo.set_trained(user.user_id, now)
+        audit.record(actor=admin.username, action=Action.USER_TRAINED, at=now,
+                     details={"user": username})
+
+
+def change_role(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+                role: Role, now: datetime) -> None:
+    require_role(admin, Role.ADMIN)
+    user = _existing(repo, username)
+    with repo.unit_of_work():
+        repo.set_role(user.user_id, role)
+        audit.record(actor=admin.username, action=Action.USER_ROLE, at=now,
+                     details={"user": username, "from": user.role.value, "to": role.value})
+
+
+def disable_user(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+                 now: datetime) -> None:
+    require_role(admin, Role.ADMIN)
+    user = _existing(repo, username)
+    with repo.unit_of_work():
+        repo.set_active(user.user_id, False)
+        audit.record(actor=admin.username, action=Action.USER_DISABLED, at=now,
+                     details={"user": username})
+
+
+def _existing(repo: RegistryRepository, username: str) -> User:
+    user = repo.user_by_name(username)
+    if user is None:
+        raise RuleViolationError(f"no user named {username}")
+    return user
