@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from registry.config import RegistrySettings
 from registry.errors import NotInitialisedError, RegistryError
 from registry.evidence import EvidenceStore
 from registry.keys import MasterKey, create_key_file, load_key_file
-from registry.storage.database import Connection, open_registry_database
+from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
 from registry.watchlist_index import IndexedTemplate, publish_index, read_index_version
 
@@ -75,14 +75,14 @@ class IndexSpec:
 class RegistryContext:
     """The opened registry; use as a context manager so files are closed on every path."""
 
-    def __init__(self, paths: RegistryPaths, key: MasterKey, connection: Connection,
+    def __init__(self, paths: RegistryPaths, key: MasterKey, opened: OpenedDatabase,
                  policy: RegistrySettings, index_spec: IndexSpec) -> None:
         self.paths = paths
         self.policy = policy
         self.index_spec = index_spec
         self._key = key
-        self._connection = connection
-        self.repo = SqlCipherRepository(connection)
+        self._opened = opened
+        self.repo = SqlCipherRepository(opened.connection)
         self.audit = AuditTrail(self.repo, paths.audit_head)
         self.evidence = EvidenceStore(paths.evidence, key.derive("evidence"))
 
@@ -95,7 +95,30 @@ class RegistryContext:
         return self._key.derive("index")
 
     def close(self) -> None:
-        self._connection.close()
+        self._opened.connection.close()
+
+    def reconnect(self, while_closed: Callable[[], None]) -> None:
+        """Close the databases, run `while_closed` (a restore swaps files), open them again."""
+        self._opened.connection.close()
+        while_closed()
+        self._opened = open_registry_database(
+            self.paths.database, self.paths.audit_database, [self._key]
+        )
+        self.repo.rebind(self._opened.connection)
+
+    def switch_key(self, new_key: MasterKey) -> None:
+        """Re-encrypt databases and evidence under `new_key` and use it from now on.
+
+        Resumable: a database already under the new key is left alone, and the
+        evidence store skips files that already open under the new key.
+        """
+        if self._opened.main_key is not new_key:
+            rekey(self._opened.connection, "main", new_key)
+        if self._opened.audit_key is not new_key:
+            rekey(self._opened.connection, "audit", new_key)
+        self._opened = OpenedDatabase(self._opened.connection, new_key, new_key)
+        self.evidence = self.evidence.rekey(new_key.derive("evidence"))
+        self._key = new_key
 
     def __enter__(self) -> RegistryContext:
         return self
@@ -150,8 +173,36 @@ def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
             f"no registry in {paths.data_dir}: run `mamoru registry init` first"
         )
     key = load_key_file(paths.key_file)
-    connection = open_registry_database(paths.database, paths.audit_database, key)
-    return RegistryContext(paths, key, connection, policy, index_spec)
+    pending = pending_key_file(paths.key_file)
+    candidates = [key, load_key_file(pending)] if pending.is_file() else [key]
+    opened = open_registry_database(paths.database, paths.audit_database, candidates)
+    context = RegistryContext(paths, key, opened, policy, index_spec)
+    if pending.is_file():
+        finish_rotation(context, candidates[-1], resumed=True)
+    return context
+
+
+def pending_key_file(key_file: Path) -> Path:
+    """Where a key rotation parks the new key until every file is re-encrypted."""
+    return key_file.with_name(key_file.name + ".next")
+
+
+def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bool,
+                    actor: str = "system") -> None:
+    """Move every encrypted file to `new_key`, then make it the key file's content.
+
+    The same steps run for a fresh rotation and after a crash in one, so a
+    rotation killed at any point is completed by the next open.
+    """
+    with context.writing():
+        context.switch_key(new_key)
+        with context.repo.unit_of_work():
+            version = context.repo.bump_watchlist_version()
+            context.audit.record(actor=actor, action=Action.KEY_ROTATE, at=utc_now(),
+                                 details={"watchlist_version": version,
+                                          "resumed_after_interruption": resumed})
+        context.publish_index_if_stale()
+        os.replace(pending_key_file(context.paths.key_file), context.paths.key_file)
 
 
 def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
@@ -161,10 +212,10 @@ def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
     paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(paths.data_dir, 0o700)
     key = load_key_file(paths.key_file) if paths.key_file.exists() else create_key_file(paths.key_file)
-    connection = open_registry_database(paths.database, paths.audit_database, key, create=True)
+    opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)
     for path in (paths.database, paths.audit_database):
         os.chmod(path, 0o600)
-    context = RegistryContext(paths, key, connection, policy, index_spec)
+    context = RegistryContext(paths, key, opened, policy, index_spec)
     with context.writing(), context.repo.unit_of_work():
         context.audit.record(actor="system", action=Action.REGISTRY_INIT, at=utc_now(),
                              details={"store_id": policy.store_id,

@@ -31,6 +31,8 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from registry.errors import RegistryError
+
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per file
 MAGIC = b"MEV1"  # lets a reader refuse a foreign file before trying to decrypt it
@@ -41,7 +43,7 @@ _ID_PATTERN = re.compile(r"[0-9a-f-]{8,64}")
 _WIPE_CHUNK = 1 << 20
 
 
-class EvidenceError(RuntimeError):
+class EvidenceError(RegistryError):
     """An evidence image cannot be stored or read."""
 
 

@@ -71,6 +71,8 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from registry.errors import RegistryError
+
 MAGIC = b"MAMORUIX"
 FORMAT_VERSION = 1
 KEY_BYTES = 32  # AES-256 (G-SEC-2: data at rest encrypted to a high standard, G-BRE-3)
@@ -96,7 +98,7 @@ KIND_FLAT = "flat-ip"
 KIND_HNSW = "hnsw-flat-ip"
 
 
-class WatchlistIndexError(RuntimeError):
+class WatchlistIndexError(RegistryError):
     """The watchlist index cannot be published, read or searched as asked."""
 
 

@@ -80,6 +80,10 @@ class SqlCipherRepository:
     def connection(self) -> Connection:
         return self._db
 
+    def rebind(self, connection: Connection) -> None:
+        """Use a new connection (after a restore replaced the database file)."""
+        self._db = connection
+
     def unit_of_work(self) -> AbstractContextManager[None]:
         return self._unit_of_work()
 
@@ -278,6 +282,13 @@ class SqlCipherRepository:
     def bump_watchlist_version(self) -> int:
         self._db.execute(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'watchlist_version'"
+        )
+        return self.watchlist_version()
+
+    def raise_watchlist_version(self, at_least: int) -> int:
+        self._db.execute(
+            "UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'watchlist_version'",
+            (at_least,),
         )
         return self.watchlist_version()
 

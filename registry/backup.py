@@ -1,0 +1,236 @@
+"""Encrypted backups that cannot bring an erased person back (G-REG-4).
+
+A backup is one file: a tar of a consistent database snapshot (SQLite online
+backup API, still SQLCipher-encrypted), the encrypted evidence files and the
+published index, sealed again with AES-256-GCM under the backup key. Backups
+have their own, short retention and are deleted (overwritten) when it ends.
+
+The audit trail is not in the backup and is never restored: it lives in its
+own database, so it still holds every erasure, withdrawal, rejection and
+expiry that happened after the snapshot. `restore_backup` replays them all
+before the registry is used again, so a restore never resurrects anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from registry.audit import ERASING_ACTIONS, Action
+from registry.clock import from_text, to_text
+from registry.context import RegistryContext
+from registry.domain import EntryState, Role, User
+from registry.errors import RegistryError
+from registry.keys import sqlcipher_pragma_value
+from registry.users import require_role
+from registry.watchlist import close_entry
+from registry.watchlist_index import read_index_version
+
+MAGIC = b"MAMORU-BACKUP-1\n"
+SUFFIX = ".backup"
+_NONCE = 12
+_FINAL_STATE = {
+    Action.REJECT.value: EntryState.REJECTED,
+    Action.WITHDRAW.value: EntryState.WITHDRAWN,
+    Action.EXPIRE.value: EntryState.EXPIRED,
+    Action.ERASE.value: EntryState.ERASED,
+}
+
+
+class BackupError(RegistryError):
+    """A backup file is unreadable, altered, or made with another key."""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    taken_at: datetime
+    entries: int
+    erasures_reapplied: int
+
+
+def wipe_file(path: Path) -> None:
+    """Overwrite, then unlink: a deleted backup must not linger in free blocks."""
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.write(b"\0" * size)
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()
+
+
+def _snapshot_database(ctx: RegistryContext, target: Path) -> None:
+    """Copy the live database page by page while holding the write lock."""
+    destination = sqlcipher3.connect(str(target))
+    try:
+        destination.execute("PRAGMA cipher_log_level = NONE")
+        destination.execute(f"PRAGMA key = {sqlcipher_pragma_value(ctx.master_key.derive('database'))}")
+        ctx.repo.connection.backup(destination, name="main")
+    finally:
+        destination.close()
+
+
+def _tar(files: dict[str, Path], manifest: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = json.dumps(manifest, sort_keys=True).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        for name, path in sorted(files.items()):
+            archive.add(str(path), arcname=name, recursive=False)
+    return buffer.getvalue()
+
+
+def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
+    """Write an encrypted snapshot, record it in the audit trail, prune expired backups."""
+    require_role(actor, Role.ADMIN)
+    ctx.paths.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with ctx.writing(), tempfile.TemporaryDirectory(dir=ctx.paths.backups) as scratch:
+        snapshot = Path(scratch) / "registry.db"
+        _snapshot_database(ctx, snapshot)
+        files = {"registry.db": snapshot}
+        files.update({f"evidence/{i}.bin": ctx.paths.evidence / f"{i}.bin"
+                      for i in sorted(ctx.evidence.ids())})
+        if ctx.paths.index.is_file():
+            files["index/watchlist.idx"] = ctx.paths.index
+        last = ctx.repo.last_audit()
+        manifest = {"format": 1, "taken_at": to_text(now), "audit_seq": last[0] if last else 0,
+                    "watchlist_version": ctx.repo.watchlist_version(),
+                    "store_id": ctx.policy.store_id}
+        sealed = _seal(ctx, _tar(files, manifest))
+    target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
+    _write_new(target, sealed)
+    with ctx.writing(), ctx.repo.unit_of_work():
+        ctx.audit.record(actor=actor.username, action=Action.BACKUP, at=now,
+                         details={"file": target.name, "evidence_files": len(files) - 1,
+                                  "sha256": hashlib.sha256(sealed).hexdigest()})
+    prune_backups(ctx, actor=actor.username, now=now)
+    return target
+
+
+def _seal(ctx: RegistryContext, payload: bytes) -> bytes:
+    nonce = secrets.token_bytes(_NONCE)
+    return MAGIC + nonce + AESGCM(ctx.master_key.derive("backup")).encrypt(nonce, payload, MAGIC)
+
+
+def _open_sealed(ctx: RegistryContext, path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        raise BackupError(f"{path} is not a mamoru backup")
+    nonce = data[len(MAGIC) : len(MAGIC) + _NONCE]
+    try:
+        return AESGCM(ctx.master_key.derive("backup")).decrypt(
+            nonce, data[len(MAGIC) + _NONCE :], MAGIC
+        )
+    except InvalidTag:
+        raise BackupError(
+            f"{path} does not decrypt with this registry's key: altered, or made with another key"
+        ) from None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[str]:
+    """Delete backups older than the backup retention (their own schedule, G-REG-4)."""
+    limit = now - timedelta(days=ctx.policy.backup_retention_days)
+    removed = []
+    for path in sorted(ctx.paths.backups.glob(f"mamoru-*{SUFFIX}")):
+        if datetime.fromtimestamp(path.stat().st_mtime, tz=now.tzinfo) < limit:
+            wipe_file(path)
+            removed.append(path.name)
+    if removed:
+        with ctx.writing(), ctx.repo.unit_of_work():
+            ctx.audit.record(actor=actor, action=Action.BACKUP_DELETED, at=now,
+                             details={"files": removed,
+                                      "retention_days": ctx.policy.backup_retention_days})
+    return removed
+
+
+def read_backup(ctx: RegistryContext, path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Decrypt a backup in memory: its manifest and its files."""
+    payload = _open_sealed(ctx, path)
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as archive:
+        members = {}
+        for member in archive.getmembers():
+            if not member.isfile() or member.name.startswith("/") or ".." in member.name:
+                raise BackupError(f"{path} holds an unexpected member {member.name!r}")
+            handle = archive.extractfile(member)
+            assert handle is not None
+            members[member.name] = handle.read()
+    manifest = json.loads(members.pop("manifest.json"))
+    if manifest.get("format") != 1 or "registry.db" not in members:
+        raise BackupError(f"{path} is not a complete mamoru backup")
+    return manifest, members
+
+
+def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
+    """Put the snapshot's database and evidence in place. Caller holds the write lock."""
+    partial = ctx.paths.database.with_name("registry.db.restoring")
+    _write_new(partial, members["registry.db"])
+    os.replace(partial, ctx.paths.database)
+    wanted = {name.split("/", 1)[1][: -len(".bin")]: data for name, data in members.items()
+              if name.startswith("evidence/")}
+    for image_id in ctx.evidence.ids() - set(wanted):
+        ctx.evidence.delete(image_id)
+    ctx.paths.evidence.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for image_id, data in wanted.items():
+        _write_new(ctx.paths.evidence / f"{image_id}.bin", data)
+
+
+def reapply_erasures(ctx: RegistryContext, *, now: datetime) -> int:
+    """Close again every entry the audit trail says was closed; returns how many."""
+    count = 0
+    for row in list(ctx.repo.audit_rows()):
+        if row.action not in {a.value for a in ERASING_ACTIONS} or row.entry_id is None:
+            continue
+        entry = ctx.repo.entry(row.entry_id)
+        if entry is None or entry.state.is_final:
+            continue
+        close_entry(ctx, entry, state=_FINAL_STATE[row.action], action=Action.ERASURE_REAPPLIED,
+                    actor="restore", reason=f"re-applied {row.action} of audit record {row.seq}",
+                    now=now, details={"original_seq": row.seq, "original_action": row.action,
+                                      "original_at": row.at},
+                    publish=False)
+        count += 1
+    return count
+
+
+def restore_backup(ctx: RegistryContext, *, actor: User, path: Path, now: datetime) -> RestoreResult:
+    """Bring a backup back, then re-apply every later erasure before anyone can use it."""
+    require_role(actor, Role.ADMIN)
+    manifest, members = read_backup(ctx, path)
+    index_version = read_index_version(ctx.paths.index) or 0
+    with ctx.writing():
+        ctx.reconnect(lambda: restore_files(ctx, members))
+        reapplied = reapply_erasures(ctx, now=now)
+        with ctx.repo.unit_of_work():
+            ctx.repo.raise_watchlist_version(index_version + 1)
+            ctx.audit.record(actor=actor.username, action=Action.RESTORE, at=now,
+                             details={"file": path.name, "taken_at": manifest["taken_at"],
+                                      "snapshot_audit_seq": manifest["audit_seq"],
+                                      "erasures_reapplied": reapplied})
+        ctx.sweep_orphan_evidence()
+        ctx.publish_index_if_stale()
+    return RestoreResult(from_text(manifest["taken_at"]), len(ctx.repo.entries()), reapplied)
+

@@ -1,0 +1,33 @@
+"""`mamoru key rotate`: a new master key for every encrypted file (G-SEC-2, G-BRE-3).
+
+The new key is first written next to the old one (`<key file>.next`); then
+both databases are re-keyed, the evidence re-encrypted, the index republished,
+and only then does the new key replace the old file (`finish_rotation`). If
+the process dies in between, the next open finds `.next` and finishes.
+
+Backups made under the old key are wiped and a fresh one is taken: a rotation
+usually follows a suspected key leak, and backups readable with the leaked key
+would keep the leak alive.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from registry.backup import SUFFIX, create_backup, wipe_file
+from registry.context import RegistryContext, finish_rotation, pending_key_file
+from registry.domain import Role, User
+from registry.keys import new_master_key, write_key_file
+from registry.users import require_role
+
+
+def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
+    """Re-encrypt everything under a new master key; returns the fresh backup's path."""
+    require_role(actor, Role.ADMIN)
+    new_key = new_master_key()
+    write_key_file(pending_key_file(ctx.paths.key_file), new_key, replace=True)
+    finish_rotation(ctx, new_key, resumed=False, actor=actor.username)
+    for old in sorted(ctx.paths.backups.glob(f"mamoru-*{SUFFIX}")):
+        wipe_file(old)
+    return create_backup(ctx, actor=actor, now=now)
