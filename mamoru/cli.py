@@ -6,12 +6,13 @@ import sys
 
 import typer
 
-from mamoru.commands import demo, faces, models
+from mamoru.commands import audit, demo, faces, models, registry, users, watchlist
 from mamoru.images import BadImageError
 from mamoru.settings import ConfigError
 from models.carrier import FetchError, IntegrityError
 from models.manifest import ManifestError
 from models.packs import PackError
+from registry.errors import RegistryError
 
 app = typer.Typer(
     name="mamoru",
@@ -22,6 +23,15 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(faces.app, name="faces")
 app.command("demo")(demo.run)
+app.add_typer(registry.app, name="registry")
+app.add_typer(registry.key_app, name="key")
+app.add_typer(users.app, name="user")
+app.add_typer(watchlist.app, name="watchlist")
+app.add_typer(audit.app, name="audit")
+for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
+                watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
+                registry.backup, registry.restore):
+    app.command(command.__name__)(command)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     BadImageError,
@@ -30,6 +40,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     IntegrityError,
     ManifestError,
     PackError,
+    RegistryError,
 )
 
 

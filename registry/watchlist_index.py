@@ -364,6 +364,50 @@ def _decode_pack(path: Path, pack_bytes: bytes) -> str:
         raise IndexIntegrityError(f"{path}: the pack name in the header is not UTF-8") from None
 
 
+
+def _decrypt_file(path: Path, cipher: AESGCM) -> tuple[IndexHeader, bytes]:
+    """Authenticate the whole file and return its clear header and plaintext.
+
+    The ciphertext is passed as a memoryview, not a slice, so a large index is
+    not copied once more; the file's bytes are released when this returns.
+    """
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise WatchlistIndexError(f"no watchlist index at {path}") from None
+    fmt, version, pack_length = _parse_prefix(path, blob)
+    clear_length = _PREFIX.size + pack_length + NONCE_BYTES
+    if len(blob) < clear_length + TAG_BYTES:
+        raise IndexIntegrityError(f"{path} is truncated")
+    clear = blob[:clear_length]
+    try:
+        plaintext = cipher.decrypt(
+            clear[-NONCE_BYTES:], memoryview(blob)[clear_length:], clear
+        )
+    except InvalidTag:
+        raise IndexIntegrityError(
+            f"{path} failed authentication: wrong key, or the file was altered or truncated"
+        ) from None
+    pack = _decode_pack(path, clear[_PREFIX.size : _PREFIX.size + pack_length])
+    return IndexHeader(fmt, version, pack), plaintext
+
+
+class _ViewReader:
+    """Feeds FAISS a memoryview chunk by chunk: no second whole copy of the plaintext."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._position = 0
+
+    def read(self, size: int) -> bytes:
+        chunk = self._view[self._position : self._position + size]
+        self._position += len(chunk)
+        return chunk.tobytes()
+
+
+def _read_faiss(view: memoryview) -> faiss.Index:
+    return faiss.read_index(faiss.PyCallbackIOReader(_ViewReader(view).read))
+
 class WatchlistIndex:
     """One authenticated, decrypted watchlist version, searchable in memory."""
 
@@ -391,26 +435,9 @@ class WatchlistIndex:
         (an old file put back would resurrect erased subjects, G-REG-4) raise
         `WatchlistIndexError`.
         """
-        cipher = _cipher(key)
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
-            raise WatchlistIndexError(f"no watchlist index at {path}") from None
-        fmt, version, pack_length = _parse_prefix(path, blob)
-        clear_length = _PREFIX.size + pack_length + NONCE_BYTES
-        if len(blob) < clear_length + TAG_BYTES:
-            raise IndexIntegrityError(f"{path} is truncated")
-        clear = blob[:clear_length]
-        nonce = clear[-NONCE_BYTES:]
-        try:
-            plaintext = cipher.decrypt(nonce, blob[clear_length:], clear)
-        except InvalidTag:
-            raise IndexIntegrityError(
-                f"{path} failed authentication: wrong key, or the file was altered or truncated"
-            ) from None
-        pack = _decode_pack(path, clear[_PREFIX.size : _PREFIX.size + pack_length])
-        loaded = cls._from_plaintext(path, plaintext, IndexHeader(fmt, version, pack))
-        del plaintext
+        clear, plaintext = _decrypt_file(path, _cipher(key))
+        loaded = cls._from_plaintext(path, plaintext, clear)
+        del plaintext  # the FAISS index holds its own copy; nothing else needs this
         if expected_pack is not None and loaded.pack != expected_pack:
             raise WatchlistIndexError(
                 f"{path} holds templates of pack {loaded.pack!r}, but the engine runs "
@@ -430,8 +457,7 @@ class WatchlistIndex:
             (json_length,) = _JSON_LENGTH.unpack_from(plaintext, 0)
             start = _JSON_LENGTH.size
             header: dict[str, Any] = json.loads(plaintext[start : start + json_length])
-            body = np.frombuffer(plaintext, dtype=np.uint8, offset=start + json_length)
-            index = faiss.deserialize_index(body)
+            index = _read_faiss(memoryview(plaintext)[start + json_length :])
             metadata = IndexMetadata(
                 format=int(header["format"]),
                 version=int(header["version"]),
@@ -442,7 +468,8 @@ class WatchlistIndex:
                 kind=str(header["kind"]),
             )
             entries = {int(t): str(e) for t, e in header["entries"].items()}
-        except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
             raise IndexIntegrityError(f"{path}: authenticated but malformed content ({exc})") from None
         inconsistent = (
             (metadata.format, metadata.version, metadata.pack)
@@ -450,6 +477,7 @@ class WatchlistIndex:
             or index.d != metadata.dim
             or index.ntotal != metadata.count
             or len(entries) != metadata.count
+            or not all(int(i) in entries for i in ids)
         )
         if inconsistent:
             raise IndexIntegrityError(f"{path}: encrypted header disagrees with the index")

@@ -1,0 +1,73 @@
+"""`mamoru audit verify|report` and `mamoru expire`."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from mamoru.commands.session import AsOption, JsonOption, login, registry
+from registry.clock import parse_user_time, utc_now
+from registry.domain import Role
+from registry.expiry import run_expiry
+from registry.users import require_role
+
+app = typer.Typer(help="The tamper-evident audit trail.")
+
+
+@app.command("verify")
+def verify(as_user: AsOption) -> None:
+    """Check the whole hash chain; exit 1 and name the first bad record if it was altered."""
+    with registry() as ctx:
+        require_role(login(ctx, as_user), Role.AUDITOR, Role.ADMIN, Role.MANAGER)
+        report = ctx.audit.verify()
+    if report.problem is None:
+        typer.echo(f"audit trail intact: {report.records} records")
+        return
+    typer.echo(f"audit trail BROKEN at record {report.problem.seq}: {report.problem.reason}")
+    raise typer.Exit(1)
+
+
+@app.command("report")
+def report(
+    as_user: AsOption,
+    start: Annotated[str, typer.Option("--from", help="start date, e.g. 2026-01-01")],
+    end: Annotated[str | None, typer.Option("--to", help="end date (exclusive); default now")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts of registrations, approvals and erasures for a period; no faces, no names."""
+    begin = parse_user_time(start)
+    finish = parse_user_time(end) if end else utc_now() + timedelta(seconds=1)
+    with registry() as ctx:
+        require_role(login(ctx, as_user), Role.AUDITOR, Role.ADMIN, Role.MANAGER)
+        counts = ctx.audit.report(begin, finish)
+    if as_json:
+        typer.echo(json.dumps(counts, indent=2))
+        return
+    for key, value in counts.items():
+        if key != "by_action":
+            typer.echo(f"{key:<34} {value}")
+
+
+def expire(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be erased")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="pretend it is this time (testing)")] = None,
+) -> None:
+    """Erase every entry past its retention period (the nightly job, G-REG-4)."""
+    moment = parse_user_time(now) if now else utc_now()
+    with registry() as ctx:
+        due = len(ctx.repo.due_for_expiry(moment))
+        with tqdm(total=due, desc="expiring", unit="entry", disable=due < 50 or dry_run) as bar:
+            result = run_expiry(ctx, now=moment, dry_run=dry_run, on_progress=lambda _: bar.update())
+    if dry_run:
+        typer.echo(f"{len(result.due)} entr{'y' if len(result.due) == 1 else 'ies'} would expire")
+        for entry_id in result.due:
+            typer.echo(f"  {entry_id}")
+        return
+    typer.echo(f"expired {len(result.expired)} entr{'y' if len(result.expired) == 1 else 'ies'}; "
+               f"swept {result.orphans_swept} orphaned image file(s)")
+    for entry_id in result.expired:
+        typer.echo(f"  {entry_id}")

@@ -1,0 +1,55 @@
+"""Opening the registry and logging in for one CLI command.
+
+Passwords come from `MAMORU_PASSWORD` or an interactive prompt, never from a
+command-line argument (which would land in shell history and `ps`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from mamoru.settings import get_settings
+from mamoru.wiring import open_registry_from
+from registry.context import RegistryContext
+from registry.domain import User
+from registry.errors import NotFoundError, RuleViolationError
+from registry.users import authenticate
+
+AsOption = Annotated[str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def read_password(prompt: str = "Password") -> str:
+    from_env = os.environ.get("MAMORU_PASSWORD")
+    if from_env is not None:
+        return from_env
+    return str(typer.prompt(prompt, hide_input=True))
+
+
+@contextmanager
+def registry() -> Iterator[RegistryContext]:
+    """The configured registry, closed on every path out of the command."""
+    with open_registry_from(get_settings()) as context:
+        yield context
+
+
+def login(ctx: RegistryContext, username: str) -> User:
+    return authenticate(ctx.repo, username, read_password(f"Password for {username}"))
+
+
+def resolve_entry(ctx: RegistryContext, prefix: str) -> str:
+    """Accept a unique prefix of an entry id (at least 6 characters), as git does for commits."""
+    prefix = prefix.strip().lower()
+    if len(prefix) < 6:
+        raise RuleViolationError("give at least 6 characters of the entry id")
+    matches = [e.entry_id for e in ctx.repo.entries() if e.entry_id.startswith(prefix)]
+    if not matches:
+        raise NotFoundError(f"no entry id starts with {prefix}")
+    if len(matches) > 1:
+        raise RuleViolationError(f"{prefix} matches {len(matches)} entries; give more characters")
+    return matches[0]
