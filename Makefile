@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export MAMORU_CACHE_DIR ?= $(CURDIR)/.cache
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test install models face-data clean
+.PHONY: demo test install models face-data system-deps clean
 
 # insightface is used for its alignment and SCRFD decoder only; its wheel pins
 # opencv-python (GUI build), which clashes with opencv-python-headless, so it is
@@ -23,6 +23,25 @@ $(BIN)/mamoru: pyproject.toml
 
 install: $(BIN)/mamoru
 
+# Debian packages for the edge loop and its tests: GStreamer's RTSP server (run
+# by the system python3 through gi, see tests/edge/rtsp_server.py) with the
+# codecs to decode and re-encode test clips, and ffmpeg. A machine that already
+# has them all does no network work.
+SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+	gstreamer1.0-libav gstreamer1.0-tools ffmpeg
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || printf '%s ' $$p; \
+		done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 models: install
 	$(BIN)/mamoru models fetch --pack yunet-sface
 	$(BIN)/mamoru models fetch --pack scrfd-mbf --accept-licence
@@ -34,7 +53,7 @@ demo: install
 	$(BIN)/mamoru models fetch
 	$(BIN)/mamoru demo
 
-test: models face-data
+test: system-deps models face-data
 	$(BIN)/python -m pytest
 
 clean:

@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from edge.config import EdgeSettings
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
 from registry.config import RegistrySettings
@@ -89,6 +90,7 @@ class MamoruSettings(BaseSettings):
     )
     registry: RegistrySettings = RegistrySettings()
     engine: EngineSettings = EngineSettings()
+    edge: EdgeSettings = EdgeSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     quality: QualitySettings = QualitySettings()
 

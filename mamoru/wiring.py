@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from mamoru.settings import MamoruSettings
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.archive import SnapshotArchive
+from edge.matcher import WatchlistMatcher
+from edge.metrics import EdgeMetrics
+from edge.outbox import Delivery, Outbox
+from mamoru.settings import ConfigError, MamoruSettings
 from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
+from registry.evidence import EvidenceStore
+from registry.keys import load_key_file
 
 
 def open_engine(
@@ -37,3 +47,49 @@ def open_registry_from(settings: MamoruSettings) -> RegistryContext:
     context = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
     context.recover()
     return context
+
+
+@dataclass(frozen=True)
+class EdgeParts:
+    """Everything the edge loop needs besides its cameras, checked at start-up."""
+
+    engine: FaceEngine
+    matcher: WatchlistMatcher
+    outbox: Outbox
+    archive: SnapshotArchive
+    metrics: EdgeMetrics
+
+
+def read_device_token(path: Path) -> str:
+    """The box's device token; refused if others can read the file (like the key file)."""
+    if not path.is_file():
+        raise ConfigError(f"device token file {path} does not exist (`mamoru device add`)")
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise ConfigError(f"device token file {path} is readable by others; run `chmod 600 {path}`")
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(f"device token file {path} is empty")
+    return token
+
+
+def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
+    """Engine, watchlist, outbox and archive for a box next to its registry (same key file)."""
+    engine = open_engine(settings)
+    key = load_key_file(settings.resolved_key_file)
+    edge_dir = settings.data_dir / "edge"
+    delivery = None
+    if settings.edge.registry_url:
+        if settings.edge.device_token_file is None:
+            raise ConfigError("edge.registry_url is set but edge.device_token_file is not")
+        delivery = Delivery(settings.edge.registry_url,
+                            read_device_token(settings.edge.device_token_file))
+    matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
+                               pack=engine.info.pack, poll_s=settings.edge.index_poll_s)
+    edge_key = key.derive("edge")
+    return EdgeParts(
+        engine=engine,
+        matcher=matcher,
+        outbox=Outbox(edge_dir / "outbox", edge_key, delivery),
+        archive=SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key)),
+        metrics=EdgeMetrics(),
+    )

@@ -48,6 +48,9 @@ class Action(str, Enum):
     BACKUP_DELETED = "backup_deleted"
     RESTORE = "restore"
     ERASURE_REAPPLIED = "erasure_reapplied"
+    DEVICE_ADD = "device_add"
+    DEVICE_DISABLED = "device_disabled"
+    ALERT_RECEIVED = "alert_received"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
@@ -99,9 +102,19 @@ class AuditTrail:
         return seq
 
     def anchor_head(self) -> None:
-        """Copy the newest (seq, hash) outside the database, after a commit."""
+        """Copy the newest (seq, hash) outside the database, after a commit.
+
+        The anchor only moves forward along the chain: if the trail no longer
+        holds the anchored record (records were cut off the end, or the end
+        rewritten), the old anchor is kept as the evidence `verify()` reports.
+        Otherwise any write, even the `recover()` every open runs, would
+        re-anchor a truncated trail and hide the truncation.
+        """
         last = self._repo.last_audit()
         if last is None:
+            return
+        head = self._read_head()
+        if head is not None and self._hash_at(head[0]) != head[1]:
             return
         partial = self._head_file.with_name(self._head_file.name + ".partial")
         partial.write_text(f"{last[0]} {last[1]}\n", encoding="ascii")
@@ -122,6 +135,27 @@ class AuditTrail:
             expected_seq, prev, count = row.seq + 1, row.hash, count + 1
         return ChainReport(count, self._check_head(expected_seq - 1, prev))
 
+    def _read_head(self) -> tuple[int, str] | None:
+        """The anchored (seq, hash); None without a head file or with an unreadable one."""
+        if not self._head_file.is_file():
+            return None
+        seq_text, _, hash_text = self._head_file.read_text(encoding="ascii").strip().partition(" ")
+        try:
+            return int(seq_text), hash_text
+        except ValueError:
+            return None
+
+    def _hash_at(self, seq: int) -> str | None:
+        """The hash of record `seq`, or None if the trail has no such record."""
+        rows = self._repo.audit_rows(seq - 1)
+        try:
+            row = next(iter(rows), None)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        return row.hash if row is not None and row.seq == seq else None
+
     def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
         if not self._head_file.is_file():
             return None
@@ -132,6 +166,9 @@ class AuditTrail:
                                               "(the anchored head is beyond the last record)")
         if head_seq == last_seq and hash_text != last_hash:
             return ChainProblem(last_seq, "the last record differs from the anchored head")
+        if head_seq < last_seq and self._hash_at(head_seq) != hash_text:
+            return ChainProblem(head_seq, f"record {head_seq} differs from the anchored head "
+                                          "(the end of the trail was cut off and rewritten)")
         return None
 
     def rows_between(self, start: datetime, end: datetime) -> list[AuditRow]:

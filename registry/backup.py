@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from registry.audit import ERASING_ACTIONS, Action
 from registry.clock import from_text, to_text
 from registry.context import RegistryContext
+from registry.devices import reapply_device_disables
 from registry.domain import EntryState, Role, User
 from registry.errors import RegistryError
 from registry.keys import sqlcipher_pragma_value
@@ -225,11 +226,14 @@ def restore_backup(ctx: RegistryContext, *, actor: User, path: Path, now: dateti
         ctx.reconnect(lambda: restore_files(ctx, members))
         reapplied = reapply_erasures(ctx, now=now)
         with ctx.repo.unit_of_work():
+            # A box disabled after the snapshot must not get its token back.
+            devices_disabled = reapply_device_disables(ctx)
             ctx.repo.raise_watchlist_version(index_version + 1)
             ctx.audit.record(actor=actor.username, action=Action.RESTORE, at=now,
                              details={"file": path.name, "taken_at": manifest["taken_at"],
                                       "snapshot_audit_seq": manifest["audit_seq"],
-                                      "erasures_reapplied": reapplied})
+                                      "erasures_reapplied": reapplied,
+                                      "device_disables_reapplied": devices_disabled})
         ctx.sweep_orphan_evidence()
         ctx.publish_index_if_stale()
     return RestoreResult(from_text(manifest["taken_at"]), len(ctx.repo.entries()), reapplied)

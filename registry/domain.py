@@ -134,3 +134,45 @@ class EvidenceRecord:
     sha256: str
     masked_faces: int
     added_at: datetime
+
+
+@dataclass(frozen=True)
+class Device:
+    """An in-store edge box allowed to call the registry. Its token is never held, only a hash."""
+
+    device_id: int
+    name: str
+    created_at: datetime
+    active: bool
+
+
+class AlertStatus(str, Enum):
+    """A match is a lead, not a verdict: staff confirm or dismiss every alert."""
+
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    DISMISSED = "dismissed"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One match reported by an edge box. The snapshot is an encrypted evidence image.
+
+    `snapshot_image_id` is None once the entry's face data was erased (G-REG-4):
+    the record of the alert stays, the picture of the person does not.
+    """
+
+    alert_id: str
+    device: str
+    camera: str
+    detected_at: datetime
+    received_at: datetime
+    score: float
+    threshold: float
+    entry_id: str
+    index_version: int
+    snapshot_image_id: str | None
+    status: AlertStatus
+    decided_by: int | None
+    decided_at: datetime | None
+    decision_reason: str

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from registry.errors import KeyFileError, NotInitialisedError
 
 KEY_BYTES = 32
-Purpose = Literal["database", "audit", "index", "evidence", "backup"]
+Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge"]
 
 
 class MasterKey:

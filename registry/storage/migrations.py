@@ -76,6 +76,34 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE main.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO main.meta (key, value) VALUES ('watchlist_version', '0');
     """,
+    # 2: edge devices (token hashes only) and the alerts they send
+    """
+    CREATE TABLE main.devices (
+        device_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        token_sha256 TEXT NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE main.alerts (
+        alert_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL REFERENCES devices (name),
+        camera TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        score REAL NOT NULL,
+        threshold REAL NOT NULL,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        index_version INTEGER NOT NULL,
+        snapshot_image_id TEXT,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'confirmed', 'dismissed')),
+        decided_by INTEGER REFERENCES users (user_id),
+        decided_at TEXT,
+        decision_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX main.alerts_by_status ON alerts (status, received_at);
+    CREATE INDEX main.alerts_by_entry ON alerts (entry_id);
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

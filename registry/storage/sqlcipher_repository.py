@@ -10,7 +10,10 @@ from typing import Any
 
 from registry.clock import from_text, to_text
 from registry.domain import (
+    Alert,
+    AlertStatus,
     ConfirmationKind,
+    Device,
     Entry,
     EntryState,
     EvidenceRecord,
@@ -27,6 +30,11 @@ from registry.storage.database import Connection, transaction
 _ENTRY_COLUMNS = (
     "entry_id, state, store_id, features, display_name, proposed_by, proposed_at, decided_by, "
     "decided_at, decision_reason, expires_at, revision, closed_at, closed_reason"
+)
+_DEVICE_COLUMNS = "device_id, name, created_at, active"
+_ALERT_COLUMNS = (
+    "alert_id, device, camera, detected_at, received_at, score, threshold, entry_id, "
+    "index_version, snapshot_image_id, status, decided_by, decided_at, decision_reason"
 )
 
 
@@ -57,6 +65,21 @@ def _entry(row: Any) -> Entry:
         decision_reason=row[9], expires_at=from_text(row[10]) if row[10] else None,
         revision=row[11], closed_at=from_text(row[12]) if row[12] else None,
         closed_reason=row[13],
+    )
+
+
+def _device(row: Any) -> Device:
+    return Device(device_id=row[0], name=row[1], created_at=from_text(row[2]),
+                  active=bool(row[3]))
+
+
+def _alert(row: Any) -> Alert:
+    return Alert(
+        alert_id=row[0], device=row[1], camera=row[2], detected_at=from_text(row[3]),
+        received_at=from_text(row[4]), score=row[5], threshold=row[6], entry_id=row[7],
+        index_version=row[8], snapshot_image_id=row[9], status=AlertStatus(row[10]),
+        decided_by=row[11], decided_at=from_text(row[12]) if row[12] else None,
+        decision_reason=row[13],
     )
 
 
@@ -264,16 +287,89 @@ class SqlCipherRepository:
         return [EvidenceRecord(r[0], r[1], r[2], r[3], from_text(r[4])) for r in rows]
 
     def all_evidence_ids(self) -> set[str]:
-        return {str(r[0]) for r in self._db.execute("SELECT image_id FROM evidence")}
+        rows = self._db.execute(
+            "SELECT image_id FROM evidence UNION "
+            "SELECT snapshot_image_id FROM alerts WHERE snapshot_image_id IS NOT NULL"
+        )
+        return {str(r[0]) for r in rows}
 
     def purge_face_data(self, entry_id: str) -> list[str]:
         image_ids = [
             str(r[0])
             for r in self._db.execute("SELECT image_id FROM evidence WHERE entry_id = ?", (entry_id,))
         ]
+        image_ids += [
+            str(r[0])
+            for r in self._db.execute(
+                "SELECT snapshot_image_id FROM alerts "
+                "WHERE entry_id = ? AND snapshot_image_id IS NOT NULL",
+                (entry_id,),
+            )
+        ]
         for table in ("templates", "evidence", "incidents"):
             self._db.execute(f"DELETE FROM {table} WHERE entry_id = ?", (entry_id,))
+        # The alerts stay as a record that a match happened; the picture of the person goes.
+        self._db.execute(
+            "UPDATE alerts SET snapshot_image_id = NULL WHERE entry_id = ?", (entry_id,)
+        )
         return image_ids
+
+    # edge devices ---------------------------------------------------------------
+    def add_device(self, name: str, token_sha256: str, now: datetime) -> Device:
+        cursor = self._db.execute(
+            "INSERT INTO devices (name, token_sha256, created_at) VALUES (?, ?, ?)",
+            (name, token_sha256, to_text(now)),
+        )
+        return Device(int(cursor.lastrowid or 0), name, from_text(to_text(now)), True)
+
+    def device_by_name(self, name: str) -> Device | None:
+        row = self._one(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE name = ?", (name,))
+        return _device(row) if row else None
+
+    def device_by_token_hash(self, token_sha256: str) -> Device | None:
+        row = self._one(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE token_sha256 = ?", (token_sha256,)
+        )
+        return _device(row) if row else None
+
+    def devices(self) -> list[Device]:
+        return [_device(r) for r in
+                self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY name")]
+
+    def set_device_active(self, device_id: int, active: bool) -> None:
+        self._db.execute(
+            "UPDATE devices SET active = ? WHERE device_id = ?", (int(active), device_id)
+        )
+
+    # alerts -----------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> None:
+        self._db.execute(
+            f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            (
+                alert.alert_id, alert.device, alert.camera, to_text(alert.detected_at),
+                to_text(alert.received_at), alert.score, alert.threshold, alert.entry_id,
+                alert.index_version, alert.snapshot_image_id, alert.status.value,
+                alert.decided_by, to_text(alert.decided_at) if alert.decided_at else None,
+                alert.decision_reason,
+            ),
+        )
+
+    def alert(self, alert_id: str) -> Alert | None:
+        row = self._one(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,))
+        return _alert(row) if row else None
+
+    def alerts(self, status: AlertStatus | None = None) -> list[Alert]:
+        if status is None:
+            rows = self._db.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts ORDER BY received_at, alert_id"
+            )
+        else:
+            rows = self._db.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? "
+                "ORDER BY received_at, alert_id",
+                (status.value,),
+            )
+        return [_alert(r) for r in rows]
 
     # index version -------------------------------------------------------------
     def watchlist_version(self) -> int:

@@ -70,7 +70,7 @@ class Registry:
     ctx: RegistryContext
     engine: FaceEngine
     face_data: Path
-    _images: dict[str, Image] = field(default_factory=dict)
+    _images: dict[str, Image] = field(default_factory=dict, repr=False)
 
     @property
     def data_dir(self) -> Path:

@@ -71,7 +71,7 @@ def trail(registry: Registry) -> dict[str, str]:
 
 def test_intact_trail_verifies_and_records_every_change(registry: Registry,
                                                         trail: dict[str, str]) -> None:
-    """Every watchlist change is in the trail, in order."""
+    """G-REG-2..4, G-SEC-1: every watchlist change is in the trail, by named user, in order."""
     actions = [r.action for r in _rows(registry.ctx) if r.entry_id is not None]
     assert actions == ["propose", "approve", "propose", "approve", "propose", "correct",
                        "reoffence", "reject", "erase"]
@@ -79,6 +79,7 @@ def test_intact_trail_verifies_and_records_every_change(registry: Registry,
 
 
 def test_edited_record_is_named(registry: Registry, trail: dict[str, str]) -> None:
+    """G-SEC-2/G-REG-2: an approval's recorded reason cannot be rewritten unnoticed."""
     rows = _rows(registry.ctx)
     target = next(r for r in rows if r.action == "approve")
     with _raw_audit(registry.ctx) as raw:
@@ -92,6 +93,7 @@ def test_edited_record_is_named(registry: Registry, trail: dict[str, str]) -> No
 
 
 def test_deleted_middle_record_is_named(registry: Registry, trail: dict[str, str]) -> None:
+    """G-SEC-2/G-REG-4: a rejection (an erasure) cannot be made to disappear from history."""
     rows = _rows(registry.ctx)
     target = next(r for r in rows if r.action == "reject")
     assert target.seq < rows[-1].seq
@@ -104,14 +106,15 @@ def test_deleted_middle_record_is_named(registry: Registry, trail: dict[str, str
 
 def test_swapped_records_are_caught_at_the_first(registry: Registry,
                                                   trail: dict[str, str]) -> None:
-    """Re-ordering history (contents swapped, seq numbers kept) is caught where it starts."""
+    """G-SEC-2: re-ordering history (contents swapped, seq kept) is caught where it starts."""
     rows = _rows(registry.ctx)
     first = next(r for r in rows if r.action == "correct")
     second = next(r for r in rows if r.action == "erase")
     columns = ("at", "actor", "action", "entry_id", "details", "prev_hash", "hash")
+    assignments = ", ".join(f"{c} = ?" for c in columns)
     with _raw_audit(registry.ctx) as raw:
         for row, other in ((first, second), (second, first)):
-            raw.execute(f"UPDATE records SET {', '.join(c + ' = ?' for c in columns)} WHERE seq = ?",
+            raw.execute(f"UPDATE records SET {assignments} WHERE seq = ?",
                         (*(getattr(other, c) for c in columns), row.seq))
     ctx = registry.reopen()
     assert [r.action for r in _rows(ctx)][first.seq - 1] == "erase"  # the edit took effect
@@ -121,7 +124,7 @@ def test_swapped_records_are_caught_at_the_first(registry: Registry,
 
 def test_deleted_last_record_is_caught_by_the_head_anchor(registry: Registry,
                                                          trail: dict[str, str]) -> None:
-    """Cutting records off the end leaves a valid chain; the anchored head (audit.head) catches it."""
+    """G-SEC-2: cutting records off the end leaves a valid chain; audit.head catches it."""
     last = _rows(registry.ctx)[-1]
     assert registry.ctx.paths.audit_head.read_text().split() == [str(last.seq), last.hash]
     with _raw_audit(registry.ctx) as raw:
@@ -133,7 +136,7 @@ def test_deleted_last_record_is_caught_by_the_head_anchor(registry: Registry,
 
 def test_truncation_stays_detected_after_opening_as_the_cli_does(registry: Registry,
                                                                 trail: dict[str, str]) -> None:
-    """`mamoru audit verify` opens with recover(); that write must not re-anchor a cut trail."""
+    """G-SEC-2: `mamoru audit verify` opens with recover(); it must not re-anchor a cut trail."""
     last = _rows(registry.ctx)[-1]
     with _raw_audit(registry.ctx) as raw:
         raw.execute("DELETE FROM records WHERE seq = ?", (last.seq,))
@@ -184,7 +187,7 @@ def test_report_counts_without_names_or_templates(registry: Registry,
 
 def test_triggers_refuse_edits_through_the_application_connection(registry: Registry,
                                                                   trail: dict[str, str]) -> None:
-    """The trail is append-only even for the application's own connection."""
+    """G-SEC-2: the trail is append-only even for the application's own connection."""
     connection = registry.ctx.repo.connection
     count = len(_rows(registry.ctx))
     with pytest.raises(sqlcipher3.DatabaseError, match="append-only"):

@@ -7,12 +7,15 @@ as the edge box would read it.
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
+import sqlcipher3
 
 from registry import approval, users, watchlist
-from registry.domain import EntryState, Role
+from registry.domain import EntryState, OffenceCategory, Role
 from registry.errors import PermissionDeniedError, QualityRejectedError, RuleViolationError
 from registry.masking import iou
 from tests.registry.conftest import (
@@ -97,6 +100,29 @@ def test_proposal_without_confirmation_reference_is_refused(registry: Registry) 
 # --- the quality gate (G-REG-1) --------------------------------------------------------
 
 
+def test_offence_category_is_recorded_on_every_entry(registry: Registry) -> None:
+    """G-REG-5: only the listed categories; the category is on the entry and in the trail."""
+    result = approval.propose(
+        registry.ctx, registry.engine, registry.settings.quality.registration,
+        actor=registry.user("staff"), photos=[approval.Photo("obama", registry.image(OBAMA))],
+        incident=incident(category=OffenceCategory.VOYEURISM), features="", now=T0,
+    )
+    shown = watchlist.view(registry.ctx, actor=registry.user("staff"), entry_id=result.entry_id)
+    assert [i["category"] for i in shown.to_dict()["incidents"]] == ["voyeurism"]
+    propose_record = [r for r in registry.ctx.repo.audit_rows() if r.action == "propose"][-1]
+    assert json.loads(propose_record.details)["category"] == "voyeurism"
+    assert {c.value for c in OffenceCategory} == {
+        "theft", "voyeurism", "property_damage", "assault", "public_indecency", "nuisance"}
+    with pytest.raises(ValueError):
+        OffenceCategory("robbery")
+    with pytest.raises(sqlcipher3.IntegrityError):  # the database refuses it too
+        registry.ctx.repo.connection.execute(
+            "INSERT INTO incidents (entry_id, store_id, category, occurred_at, "
+            "confirmation_kind, confirmation_ref, recorded_by, recorded_at) "
+            "VALUES (?, 's', 'robbery', 't', 'police_report', 'R-1', 1, 't')",
+            (result.entry_id,))
+
+
 def _tiny(img: np.ndarray, face_px: float, target: float = 30.0) -> np.ndarray:
     scale = target / face_px
     return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -140,7 +166,8 @@ def test_a_bad_photo_beside_a_good_one_is_reported_not_used(registry: Registry) 
         incident=incident(), features="", now=T0,
     )
     assert result.templates == 1
-    assert len(result.refused_photos) == 1 and result.refused_photos[0].startswith("blurred: too blurred")
+    [refused] = result.refused_photos
+    assert refused.startswith("blurred: too blurred")
     assert len(registry.ctx.repo.templates(result.entry_id)) == 1
     assert len(registry.evidence_files()) == 1
 

@@ -1,0 +1,52 @@
+"""Encrypted local copies of alert snapshots, and the JSON-lines alert feed for scripts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+import numpy as np
+
+from edge.alerts import Alert
+from registry.evidence import EvidenceStore
+
+
+class SnapshotArchive:
+    """Keeps each alert's masked snapshot encrypted at rest (G-SEC-2), named by alert id."""
+
+    def __init__(self, store: EvidenceStore) -> None:
+        self._store = store
+
+    def path_of(self, alert: Alert) -> Path:
+        return self._store.folder / f"{alert.alert_id}.bin"
+
+    def __call__(self, alert: Alert) -> None:
+        image = cv2.imdecode(np.frombuffer(alert.snapshot_png, np.uint8), cv2.IMREAD_COLOR)
+        self._store.put(image, image_id=alert.alert_id)
+
+
+class JsonLinesFeed:
+    """One JSON object per alert: camera, time, score, entry id, snapshot path. No image bytes."""
+
+    def __init__(self, stream: TextIO, archive: SnapshotArchive) -> None:
+        self._stream = stream
+        self._archive = archive
+        self._lock = threading.Lock()
+
+    def __call__(self, alert: Alert) -> None:
+        line = json.dumps({
+            "alert_id": alert.alert_id,
+            "camera": alert.camera,
+            "time": alert.detected_at.isoformat(),
+            "score": round(alert.score, 4),
+            "threshold": alert.threshold,
+            "entry_id": alert.entry_id,
+            "index_version": alert.index_version,
+            "snapshot": str(self._archive.path_of(alert)),
+        })
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()

@@ -1,0 +1,73 @@
+"""Edge loop settings: cameras and the loop's policy, one section of the validated tree.
+
+Global/per-camera pairs follow Frigate's habit: a camera that sets nothing
+inherits the loop's defaults. URLs may carry camera passwords, so they are
+`SecretStr` and never printed; logs and metrics name cameras, not URLs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+CAMERA_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+
+
+class CameraConfig(BaseModel):
+    """One camera: an RTSP URL or a video file (files replay at their own frame rate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=CAMERA_NAME)
+    url: SecretStr = Field(description="rtsp://user:pass@host/stream or a file path")
+    analysis_fps: float | None = Field(
+        default=None, gt=0.0, le=30.0, description="frames analysed per second; default: loop's"
+    )
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("camera url is empty")
+        return value
+
+    @property
+    def is_file(self) -> bool:
+        return "://" not in self.url.get_secret_value()
+
+
+class EdgeSettings(BaseModel):
+    """How the in-store box captures, tracks, matches and alerts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cameras: tuple[CameraConfig, ...] = ()
+    analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0)
+    open_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
+    read_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
+    reconnect_initial_s: float = Field(default=0.5, ge=0.1, le=60.0)
+    reconnect_max_s: float = Field(default=15.0, ge=0.5, le=600.0)
+    alert_cooldown_s: float = Field(
+        default=60.0, ge=1.0, le=3600.0,
+        description="one alert per (subject, camera) per window, not one per frame",
+    )
+    embed_interval_s: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="a track is embedded at most this often"
+    )
+    max_embeds_per_track: int = Field(default=6, ge=1, le=100)
+    track_max_age_s: float = Field(default=1.5, gt=0.0, le=30.0)
+    mask_style: Literal["solid", "pixelate"] = "solid"
+    index_poll_s: float = Field(default=1.0, ge=0.1, le=60.0, description="hot-reload check")
+    registry_url: str | None = Field(
+        default=None, description="registry API base URL; alerts wait in the outbox without it"
+    )
+    device_token_file: Path | None = Field(
+        default=None, description="0600 file with this box's device token (`mamoru device add`)"
+    )
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off")
+
+    def camera_fps(self, camera: CameraConfig) -> float:
+        return camera.analysis_fps or self.analysis_fps

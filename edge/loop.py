@@ -1,0 +1,220 @@
+"""The edge loop: cameras in, alerts out, everyone else forgotten.
+
+Readers decode each camera in its own thread; this loop takes the newest
+frame of every camera that is due (its own analysis rate), and runs
+detect -> track -> choose which faces to embed -> embed them in one batch ->
+search the watchlist -> resolve each probe. A probe that does not match is
+wiped at once; a match raises an alert once per cool-down window. One
+analysis thread serves all cameras: on a 2-core box the ONNX sessions already
+use both cores, and more threads would only contend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.alerts import Alert, AlertPolicy, build_alert
+from edge.capture import CameraReader, CameraState, Frame
+from edge.config import CameraConfig, EdgeSettings
+from edge.matcher import WatchlistMatcher
+from edge.metrics import EdgeMetrics
+from edge.outbox import Outbox
+from edge.probe import FaceProbe
+from edge.tracker import IouTracker, Observation, wants_embedding
+from models.engine import FaceEngine
+from models.quality import QualityPolicy, assess
+
+Image = npt.NDArray[np.uint8]
+
+log = logging.getLogger("mamoru.edge.loop")
+
+AlertListener = Callable[[Alert], None]
+_FINISHED = (CameraState.ENDED, CameraState.FAILED, CameraState.STOPPED)
+
+
+@dataclass
+class CameraLane:
+    """Per-camera analysis state: reader, tracker, pacing, counters."""
+
+    reader: CameraReader
+    tracker: IouTracker
+    period_s: float
+    next_due: float = 0.0
+    analysed: int = 0
+    window_started: float = field(default_factory=time.monotonic)
+    window_count: int = 0
+
+
+class EdgeLoop:
+    """Runs every camera until stopped (or, with `exit_at_end`, until every file ended)."""
+
+    def __init__(self, settings: EdgeSettings, cameras: Sequence[CameraConfig], *,
+                 engine: FaceEngine, matcher: WatchlistMatcher, outbox: Outbox,
+                 matching_policy: QualityPolicy, metrics: EdgeMetrics | None = None,
+                 listeners: Sequence[AlertListener] = ()) -> None:
+        if not cameras:
+            raise ValueError("no camera configured: add [[edge.cameras]] or pass --source NAME=URL")
+        self._settings = settings
+        self._engine = engine
+        self._matcher = matcher
+        self._outbox = outbox
+        self._policy = matching_policy
+        self._metrics = metrics or EdgeMetrics()
+        self._listeners = list(listeners)
+        self._alerts = AlertPolicy(settings.alert_cooldown_s)
+        self._style: Literal["solid", "pixelate"] = settings.mask_style
+        self.lanes = [
+            CameraLane(
+                reader=CameraReader(camera, settings, on_event=self._camera_event),
+                tracker=IouTracker(max_age_s=settings.track_max_age_s),
+                period_s=1.0 / settings.camera_fps(camera),
+            )
+            for camera in cameras if camera.enabled
+        ]
+
+    @property
+    def metrics(self) -> EdgeMetrics:
+        return self._metrics
+
+    def states(self) -> dict[str, CameraState]:
+        return {lane.reader.name: lane.reader.state for lane in self.lanes}
+
+    def _camera_event(self, camera: str, state: str) -> None:
+        self._metrics.set_state(camera, CameraState(state))
+        log.info("camera state", extra={"camera": camera, "state": state})
+
+    def run(self, stop: threading.Event, *, exit_at_end: bool = False) -> None:
+        """Analyse until `stop` is set; readers and the outbox run beside this thread."""
+        self._matcher.load()
+        self._metrics.index_version.set(self._matcher.version or 0)
+        delivery = threading.Thread(target=self._outbox.run, args=(stop,),
+                                    name="mamoru.outbox", daemon=True)
+        delivery.start()
+        for lane in self.lanes:
+            lane.reader.start()
+        try:
+            while not stop.is_set():
+                if self._matcher.refresh():
+                    self._metrics.index_version.set(self._matcher.version or 0)
+                worked = self._analyse_due_cameras()
+                if exit_at_end and self._all_finished():
+                    self._analyse_due_cameras(ignore_pacing=True)
+                    break
+                if not worked:
+                    stop.wait(0.005)
+        finally:
+            for lane in self.lanes:
+                lane.reader.stop()
+            stop.set()
+            self._outbox.wake()
+            delivery.join(timeout=10)
+            self._outbox.flush_once()
+
+    def _all_finished(self) -> bool:
+        return all(lane.reader.state in _FINISHED for lane in self.lanes)
+
+    def _analyse_due_cameras(self, *, ignore_pacing: bool = False) -> bool:
+        now = time.monotonic()
+        worked = False
+        for lane in self.lanes:
+            lane.reader.check_stall(now)
+            self._export_reader_stats(lane)
+            if not ignore_pacing and now < lane.next_due:
+                continue
+            frame = lane.reader.slot.take()
+            if frame is None:
+                continue
+            lane.next_due = max(lane.next_due + lane.period_s, now)
+            self.analyse(lane, frame)
+            worked = True
+        return worked
+
+    def _export_reader_stats(self, lane: CameraLane) -> None:
+        stats, name = lane.reader.stats, lane.reader.name
+        self._metrics.frames_read.labels(name).set(stats.frames)
+        self._metrics.frames_dropped.labels(name).set(stats.dropped)
+        self._metrics.reconnects.labels(name).set(stats.reconnects)
+
+    def analyse(self, lane: CameraLane, frame: Frame) -> list[Alert]:
+        """One frame through detect, track, embed, search; returns the alerts it raised."""
+        camera = frame.camera
+        started = time.perf_counter()
+        faces = self._engine.detect(frame.image)
+        self._metrics.detect_seconds.observe(time.perf_counter() - started)
+        self._count_frame(lane, camera, len(faces))
+        observations = lane.tracker.update(faces, frame.monotonic)
+        chosen = self._choose_for_embedding(frame, observations)
+        if not chosen:
+            return []
+        started = time.perf_counter()
+        embeddings = self._engine.embed([crop for _, crop in chosen])
+        self._metrics.embed_seconds.observe(time.perf_counter() - started)
+        self._metrics.embeds.labels(camera).inc(len(chosen))
+        probes = [FaceProbe(frame, obs.face, embeddings[i]) for i, (obs, _) in enumerate(chosen)]
+        started = time.perf_counter()
+        hits = self._matcher.search(embeddings)
+        self._metrics.search_seconds.observe(time.perf_counter() - started)
+        alerts = []
+        for probe, (obs, _), hit in zip(probes, chosen, hits, strict=True):
+            match = probe.resolve(hit, self._engine.threshold)
+            if match is None:
+                continue
+            obs.track.matched_entry = match.entry_id
+            if self._alerts.should_alert(match.entry_id, camera, frame.monotonic):
+                alert = build_alert(match, faces, index_version=self._matcher.version or 0,
+                                    style=self._style)
+                self._emit(alert)
+                alerts.append(alert)
+        return alerts
+
+    def _count_frame(self, lane: CameraLane, camera: str, faces: int) -> None:
+        lane.analysed += 1
+        lane.window_count += 1
+        self._metrics.frames_analysed.labels(camera).inc()
+        self._metrics.faces.labels(camera).inc(faces)
+        elapsed = time.monotonic() - lane.window_started
+        if elapsed >= 5.0:
+            self._metrics.analysis_fps.labels(camera).set(lane.window_count / elapsed)
+            lane.window_started, lane.window_count = time.monotonic(), 0
+
+    def _choose_for_embedding(
+        self, frame: Frame, observations: list[Observation]
+    ) -> list[tuple[Observation, Image]]:
+        """Faces worth an embedding now: new, clearly better, or due; and good enough to match."""
+        chosen = []
+        now = frame.monotonic
+        for obs in observations:
+            quality = obs.face.size_px * obs.face.score
+            if not wants_embedding(obs.track, quality, now,
+                                   interval_s=self._settings.embed_interval_s,
+                                   max_embeds=self._settings.max_embeds_per_track):
+                continue
+            crop = self._engine.align(frame.image, obs.face)
+            if not assess(obs.face, crop, self._policy).passed:
+                continue  # below the quality gate: never matched (issue: per-frame work)
+            obs.track.embeds += 1
+            obs.track.last_embedded_at = now
+            obs.track.best_quality = max(obs.track.best_quality, quality)
+            chosen.append((obs, crop))
+        return chosen
+
+    def _emit(self, alert: Alert) -> None:
+        self._outbox.put(alert)
+        self._metrics.alerts.labels(alert.camera).inc()
+        self._metrics.outbox_pending.set(len(self._outbox.pending()))
+        log.info("watchlist alert", extra={"camera": alert.camera, "entry_id": alert.entry_id,
+                                           "score": round(alert.score, 3),
+                                           "alert_id": alert.alert_id})
+        for listener in self._listeners:
+            try:
+                listener(alert)
+            except Exception:  # a listener (e.g. a closed stdout) must not stop the cameras
+                log.exception("alert listener failed")

@@ -1,0 +1,114 @@
+"""A small IoU tracker: follows each face across frames so it is embedded a few times, not every frame.
+
+Embedding dominates the per-face cost, and consecutive frames of one face
+tell us nothing new. The tracker links detections to tracks by box overlap
+(with a constant-velocity guess of where the box moved) and remembers, per
+track, when it was last embedded and whether it already matched, so the
+loop embeds a face when it is new, when its quality clearly improved, or at
+most every `embed_interval_s`, and stops after `max_embeds_per_track`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.face import DetectedFace
+
+
+def iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(eq=False)
+class Track:
+    """One face followed over time in one camera. Holds no embedding and no image."""
+
+    track_id: int
+    box: npt.NDArray[np.float32]
+    last_seen: float
+    velocity: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(4, np.float32))
+    hits: int = 1
+    embeds: int = 0
+    last_embedded_at: float = float("-inf")
+    best_quality: float = 0.0
+    matched_entry: str | None = None
+
+    def predicted(self, now: float) -> npt.NDArray[np.float32]:
+        return self.box + self.velocity * float(now - self.last_seen)
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """A detection in the current frame and the track it belongs to."""
+
+    face: DetectedFace
+    track: Track
+
+
+class IouTracker:
+    """Greedy IoU association; tracks unseen for `max_age_s` are dropped."""
+
+    def __init__(self, *, max_age_s: float, min_iou: float = 0.3) -> None:
+        self._max_age_s = max_age_s
+        self._min_iou = min_iou
+        self._tracks: list[Track] = []
+        self._ids = itertools.count(1)
+
+    @property
+    def tracks(self) -> list[Track]:
+        return list(self._tracks)
+
+    def update(self, faces: list[DetectedFace], now: float) -> list[Observation]:
+        """Assign each face to a track (new or existing); forget tracks that are gone."""
+        self._tracks = [t for t in self._tracks if now - t.last_seen <= self._max_age_s]
+        pairs = sorted(
+            ((iou(t.predicted(now), f.box), ti, fi)
+             for ti, t in enumerate(self._tracks) for fi, f in enumerate(faces)),
+            reverse=True,
+        )
+        assigned: dict[int, Track] = {}
+        used_tracks: set[int] = set()
+        for overlap, ti, fi in pairs:
+            if overlap < self._min_iou:
+                break
+            if ti in used_tracks or fi in assigned:
+                continue
+            track = self._tracks[ti]
+            self._advance(track, faces[fi], now)
+            assigned[fi] = track
+            used_tracks.add(ti)
+        for fi, face in enumerate(faces):
+            if fi not in assigned:
+                track = Track(next(self._ids), face.box.copy(), now)
+                self._tracks.append(track)
+                assigned[fi] = track
+        return [Observation(faces[fi], assigned[fi]) for fi in range(len(faces))]
+
+    @staticmethod
+    def _advance(track: Track, face: DetectedFace, now: float) -> None:
+        elapsed = now - track.last_seen
+        if elapsed > 0:
+            track.velocity = ((face.box - track.box) / elapsed).astype(np.float32)
+        track.box = face.box.copy()
+        track.last_seen = now
+        track.hits += 1
+
+
+def wants_embedding(track: Track, quality: float, now: float, *, interval_s: float,
+                    max_embeds: int) -> bool:
+    """Embed when new, when quality improved by a quarter, or when the interval passed."""
+    if track.matched_entry is not None or track.embeds >= max_embeds:
+        return False
+    if track.embeds == 0:
+        return True
+    if quality > track.best_quality * 1.25:
+        return True
+    return now - track.last_embedded_at >= interval_s

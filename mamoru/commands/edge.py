@@ -1,0 +1,70 @@
+"""`mamoru edge run`: the in-store NVR box's main job."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from pydantic import SecretStr, ValidationError
+
+from edge.archive import JsonLinesFeed
+from edge.config import CameraConfig
+from edge.logs import configure_json_logging
+from edge.loop import EdgeLoop
+from mamoru.settings import ConfigError, get_settings
+from mamoru.wiring import open_edge_parts
+
+app = typer.Typer(help="The in-store edge loop.")
+
+
+def parse_source(text: str) -> CameraConfig:
+    name, sep, url = text.partition("=")
+    if not sep:
+        raise typer.BadParameter(f"{text!r}: expected NAME=URL_OR_FILE")
+    try:
+        return CameraConfig(name=name.strip(), url=SecretStr(url.strip()))
+    except ValidationError as exc:
+        raise ConfigError(f"--source {name}: {exc.errors()[0]['msg']}") from None
+
+
+@app.command("run")
+def run(
+    source: Annotated[list[str] | None, typer.Option("--source", help="NAME=RTSP_URL_OR_FILE (repeatable)")] = None,
+    exit_at_end: Annotated[bool, typer.Option("--exit-at-end", help="stop when every file source ended")] = False,
+    alerts_jsonl: Annotated[str | None, typer.Option("--alerts-jsonl", help="append alerts as JSON lines to PATH, or - for stdout")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
+) -> None:
+    """Capture every camera, alert on watchlist faces, forget everyone else."""
+    settings = get_settings()
+    configure_json_logging()
+    cameras = list(settings.edge.cameras) + [parse_source(s) for s in source or []]
+    names = [c.name for c in cameras]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"camera names must be unique: {', '.join(names)}")
+    stop = threading.Event()
+    with ExitStack() as stack:
+        parts = open_edge_parts(settings)
+        listeners = [parts.archive]
+        if alerts_jsonl:
+            stream: TextIO = sys.stdout if alerts_jsonl == "-" else stack.enter_context(
+                Path(alerts_jsonl).open("a", encoding="utf-8"))
+            listeners.append(JsonLinesFeed(stream, parts.archive))
+        loop = EdgeLoop(settings.edge, cameras, engine=parts.engine, matcher=parts.matcher,
+                        outbox=parts.outbox, matching_policy=settings.quality.matching,
+                        metrics=parts.metrics, listeners=listeners)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        if max_seconds:
+            threading.Timer(max_seconds, stop.set).start()
+        if settings.edge.metrics_port:
+            parts.metrics.serve(settings.edge.metrics_port)
+        loop.run(stop, exit_at_end=exit_at_end)
+        states = ", ".join(f"{name}: {state.value}" for name, state in loop.states().items())
+        typer.echo(f"edge loop stopped ({states}); {len(parts.outbox.pending())} alert(s) waiting in the outbox",
+                   err=True)
+

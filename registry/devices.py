@@ -1,0 +1,107 @@
+"""Edge devices: the in-store boxes allowed to send alerts and fetch the index (G-SEC-2).
+
+Each box authenticates with a bearer token that the registry generates once,
+shows once, and never stores: only its SHA-256 is kept. The token is 256
+random bits, so a fast hash is enough (there is nothing to brute-force, unlike
+a person's password), and looking a token up by its hash means no secret is
+ever compared character by character. A box that is lost, stolen or retired is
+disabled; disabling is final (add a new device instead), so a restore from a
+backup taken earlier re-applies it before anyone can use the old token again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from datetime import datetime
+
+from registry.audit import Action
+from registry.context import RegistryContext
+from registry.domain import Device, Role, User
+from registry.errors import AuthenticationError, NotFoundError, RuleViolationError
+from registry.users import require_role
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+TOKEN_BYTES = 32  # 256 bits
+# token_urlsafe(32) is 43 characters; anything far longer is not a token of ours.
+_MAX_TOKEN_CHARS = 128
+_GENERIC_REFUSAL = "unknown, disabled or missing device token"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_device(ctx: RegistryContext, *, admin: User, name: str, now: datetime) -> str:
+    """Register a box; returns its token, which exists nowhere else after this call."""
+    require_role(admin, Role.ADMIN)
+    if not _NAME.match(name):
+        raise RuleViolationError(
+            "device names are 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
+        )
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    with ctx.writing():
+        if ctx.repo.device_by_name(name) is not None:
+            raise RuleViolationError(f"device {name} already exists (names are never reused)")
+        with ctx.repo.unit_of_work():
+            ctx.repo.add_device(name, token_hash(token), now)
+            ctx.audit.record(actor=admin.username, action=Action.DEVICE_ADD, at=now,
+                             details={"device": name})
+    return token
+
+
+def authenticate_device(ctx: RegistryContext, token: str) -> Device:
+    """The active device holding `token`, or `AuthenticationError` (never saying why)."""
+    if not token or len(token) > _MAX_TOKEN_CHARS:
+        raise AuthenticationError(_GENERIC_REFUSAL)
+    device = ctx.repo.device_by_token_hash(token_hash(token))
+    if device is None or not device.active:
+        raise AuthenticationError(_GENERIC_REFUSAL)
+    return device
+
+
+def disable_device(ctx: RegistryContext, *, admin: User, name: str, now: datetime) -> None:
+    """Revoke a box's token for good; its past alerts stay attributed to it."""
+    require_role(admin, Role.ADMIN)
+    with ctx.writing():
+        device = ctx.repo.device_by_name(name)
+        if device is None:
+            raise NotFoundError(f"no device named {name}")
+        if not device.active:
+            raise RuleViolationError(f"device {name} is already disabled")
+        with ctx.repo.unit_of_work():
+            ctx.repo.set_device_active(device.device_id, False)
+            ctx.audit.record(actor=admin.username, action=Action.DEVICE_DISABLED, at=now,
+                             details={"device": name})
+
+
+def list_devices(ctx: RegistryContext) -> list[Device]:
+    return ctx.repo.devices()
+
+
+def reapply_device_disables(ctx: RegistryContext) -> int:
+    """Disable again every device the audit trail says was disabled; returns how many.
+
+    A restored database may predate a disable; the audit trail is never
+    restored, so it is the record to replay. Call inside the restore's unit of work.
+    """
+    count = 0
+    for row in list(ctx.repo.audit_rows()):
+        if row.action != Action.DEVICE_DISABLED.value:
+            continue
+        name = _device_name(row.details)
+        device = ctx.repo.device_by_name(name) if name else None
+        if device is not None and device.active:
+            ctx.repo.set_device_active(device.device_id, False)
+            count += 1
+    return count
+
+
+def _device_name(details: str) -> str | None:
+    try:
+        value = json.loads(details).get("device")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
