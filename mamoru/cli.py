@@ -6,7 +6,18 @@ import sys
 
 import typer
 
-from mamoru.commands import audit, demo, edge, faces, models, registry, users, watchlist
+from mamoru.commands import (
+    audit,
+    demo,
+    devices,
+    edge,
+    faces,
+    models,
+    registry,
+    serve,
+    users,
+    watchlist,
+)
 from mamoru.images import BadImageError
 from mamoru.settings import ConfigError
 from models.carrier import FetchError, IntegrityError
@@ -28,6 +39,8 @@ app.add_typer(registry.key_app, name="key")
 app.add_typer(users.app, name="user")
 app.add_typer(watchlist.app, name="watchlist")
 app.add_typer(audit.app, name="audit")
+app.add_typer(devices.app, name="device")
+app.command("serve")(serve.serve)
 app.add_typer(edge.app, name="edge")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,

@@ -36,6 +36,7 @@ MAX_SNAPSHOT_B64_CHARS = 4 * ((MAX_SNAPSHOT_BYTES + 2) // 3)
 MAX_SNAPSHOT_PIXELS = 40_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEX32 = r"^[0-9a-f]{32}$"
+_ROUNDING = 1e-6
 
 
 class SnapshotError(RuleViolationError):
@@ -73,7 +74,8 @@ class AlertIn(BaseModel):
 
     @model_validator(mode="after")
     def _a_match_reaches_its_threshold(self) -> AlertIn:
-        if self.score < self.threshold:
+        # The box rounds the score to 6 decimals; allow for that, nothing more.
+        if self.score < self.threshold - _ROUNDING:
             raise ValueError("score is below threshold: that is not a match, send no alert")
         return self
 

@@ -63,7 +63,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -330,10 +330,19 @@ def read_index_header(path: Path) -> IndexHeader | None:
     """
     try:
         with path.open("rb") as handle:
-            fmt, version, pack_length = _parse_prefix(path, handle.read(_PREFIX.size))
-            pack_bytes = handle.read(pack_length)
+            return read_index_header_from(handle, path)
     except FileNotFoundError:
         return None
+
+
+def read_index_header_from(handle: BinaryIO, path: Path) -> IndexHeader:
+    """The clear header from an open file, read from its current position.
+
+    Whoever serves the file reads header and bytes through one handle, so both
+    come from the same version even if a new one is published meanwhile.
+    """
+    fmt, version, pack_length = _parse_prefix(path, handle.read(_PREFIX.size))
+    pack_bytes = handle.read(pack_length)
     if len(pack_bytes) != pack_length:
         raise IndexIntegrityError(f"{path} is truncated: no complete index header")
     return IndexHeader(fmt, version, _decode_pack(path, pack_bytes))

@@ -3,19 +3,20 @@
     /usr/bin/python3 tests/edge/rtsp_server.py --port 8554 \\
         --mount cam1=/path/a.mp4 --mount cam2=/path/b.mp4 [--loop]
 
-Each mount is `rtsp://127.0.0.1:PORT/NAME`. The file is decoded (any format
-`decodebin` knows, including OpenCV's 'mp4v' MPEG-4 part 2 through
-gstreamer1.0-libav), re-encoded to H.264 and paced at the file's own frame rate,
-as a camera would send it. With --loop a stream never ends: at the end of the
-file it seeks back to the start, so a test camera is always "on". All clients of
-one mount share one pipeline, as they would share one physical camera. Prints
-`READY <port>` on stdout once it is listening; stops on SIGTERM/SIGINT.
+Each mount is `rtsp://127.0.0.1:PORT/NAME`. The file is decoded (anything
+`decodebin` knows, including OpenCV's 'mp4v' MPEG-4 part 2 through avdec_mpeg4
+from gstreamer1.0-libav), re-encoded to H.264 and paced at the file's own frame
+rate, as a camera sends it. All readers of one mount share one pipeline, as
+they would share one camera; a pipeline starts at the file's first frame when
+its first reader connects. Without --loop a stream ends with the file (readers
+get RTCP BYE); with --loop it never ends. Prints `READY <port>` on stdout once
+listening; SIGTERM or SIGINT stops it.
 
 This runs on Debian's own interpreter (/usr/bin/python3), not the project's
 virtual environment: GStreamer's RTSP server is reached through the `gi`
-bindings (python3-gi, gir1.2-gst-rtsp-server-1.0), which are system packages
-that cannot be pip-installed into the venv. Tests start it as a subprocess
-(tests/edge/rtsp.py); `make system-deps` installs the packages.
+bindings (python3-gi, gir1.2-gst-rtsp-server-1.0), system packages that pip
+cannot install into the venv. Tests start it as a subprocess through
+tests/edge/rtsp.py; `make system-deps` installs the packages.
 """
 
 from __future__ import annotations
@@ -28,74 +29,75 @@ from pathlib import Path
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-Gst.init(None)  # before LoopingMedia is defined: its vfuncs take Gst types
-
-# Keyframe every 5 frames: a reader that joins a running (shared) stream, or one
-# reconnecting after a drop, can decode within half a second at 10 fps.
+# key-int-max=5: a reader that joins a running stream, or comes back after a
+# drop, decodes within half a second at 10 fps (x264's default is 250 frames).
+# sliced-threads=false: tune=zerolatency otherwise cuts each frame into slices,
+# which OpenCV's FFmpeg reader turns into extra, half-concealed frames.
+# config-interval=-1: SPS/PPS before every keyframe, for readers joining late.
 LAUNCH = (
     "( filesrc location={location} ! qtdemux ! decodebin ! videoconvert"
-    " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5"
+    " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 sliced-threads=false"
     " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
 
 
-class LoopingMedia(GstRtspServer.RTSPMedia):
-    """A media whose pipeline goes back to the start instead of ending.
+def loop_forever(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+    """Make a media's pipeline go back to the file's start instead of ending.
 
-    EOS must never reach the RTP session: it would send RTCP BYE and readers
-    would take the camera as gone. So once prepared, the media does a segment
-    seek: at the end of the file the demuxer posts SEGMENT_DONE instead of
-    sending EOS, and a non-flushing segment seek to 0 starts the next pass with
-    running time (and RTP timestamps) still increasing: readers see one
-    continuous stream.
+    EOS must never reach the RTP session: it sends RTCP BYE and every reader
+    takes the camera as gone. So EOS is dropped before the payloader and
+    answered with a flushing *segment* seek to 0; from then on the demuxer
+    posts SEGMENT_DONE at the end of the file instead of sending EOS, and a
+    non-flushing segment seek starts the next pass with timestamps still
+    increasing. (Only the first wrap, the flushing one, restarts timestamps.)
     """
+    pipeline = media.get_element().get_parent()
 
-    def do_prepared(self) -> None:
-        # Not from inside the signal: the seek waits for a preroll that this
-        # thread would have to deliver.
-        print("prepared", file=sys.stderr)
-        GLib.idle_add(self._start_segment)
-
-    def _start_segment(self) -> bool:
-        ok, whole = GstRtsp.rtsp_range_parse("npt=0-")
-        print("seek", self.seek_full(whole, Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT), file=sys.stderr)
+    def seek_to_start(flags: Gst.SeekFlags) -> bool:
+        pipeline.seek(
+            1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT,
+            Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1,
+        )
         return GLib.SOURCE_REMOVE
 
-    def do_handle_message(self, message: Gst.Message) -> bool:
-        print("msg", message.type, file=sys.stderr)
-        if message.type == Gst.MessageType.SEGMENT_DONE:
-            pipeline = self.get_element().get_parent()
-            pipeline.seek(
-                1.0, Gst.Format.TIME, Gst.SeekFlags.SEGMENT,
-                Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1,
-            )
-            return True
-        return GstRtspServer.RTSPMedia.do_handle_message(self, message)
+    def on_event(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if info.get_event().type != Gst.EventType.EOS:
+            return Gst.PadProbeReturn.OK
+        # Not from this streaming thread: a flushing seek waits for it to stop.
+        GLib.idle_add(seek_to_start, Gst.SeekFlags.FLUSH)
+        return Gst.PadProbeReturn.DROP
+
+    def on_segment_done(media: GstRtspServer.RTSPMedia, message: Gst.Message) -> bool:
+        seek_to_start(Gst.SeekFlags.NONE)
+        return True
+
+    payloader_sink = media.get_element().get_by_name("pay0").get_static_pad("sink")
+    payloader_sink.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
+    media.connect("handle-message::segment-done", on_segment_done)
 
 
 def make_factory(video: Path, loop: bool) -> GstRtspServer.RTSPMediaFactory:
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(LAUNCH.format(location=_quote(video)))
+    factory.set_launch(LAUNCH.format(location=_launch_string(video)))
     factory.set_shared(True)
     if loop:
-        factory.set_media_gtype(LoopingMedia.__gtype__)
+        factory.connect("media-configure", loop_forever)
     return factory
 
 
-def _quote(path: Path) -> str:
-    """The path as a gst-launch string value."""
+def _launch_string(path: Path) -> str:
+    """A path quoted as a gst-launch property value."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_mount(text: str) -> tuple[str, Path]:
     name, sep, location = text.partition("=")
-    path = Path(location).resolve()
     if not sep or not name or "/" in name:
         raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    path = Path(location).resolve()
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{path}: no such file")
     return name, path
@@ -104,19 +106,20 @@ def parse_mount(text: str) -> tuple[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8554)
-    parser.add_argument("--mount", type=parse_mount, action="append", required=True)
+    parser.add_argument("--mount", type=parse_mount, action="append", required=True,
+                        metavar="NAME=FILE", help="serve FILE at rtsp://127.0.0.1:PORT/NAME")
     parser.add_argument("--loop", action="store_true", help="repeat each file forever")
     args = parser.parse_args()
 
+    Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    mounts = server.get_mount_points()
+    mount_points = server.get_mount_points()
     for name, path in args.mount:
-        mounts.add_factory(f"/{name}", make_factory(path, args.loop))
-
+        mount_points.add_factory(f"/{name}", make_factory(path, args.loop))
     if server.attach(None) == 0:
-        print(f"cannot listen on port {args.port}", file=sys.stderr)
+        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
         return 1
 
     main_loop = GLib.MainLoop()

@@ -1,0 +1,79 @@
+"""Failures as HTTP answers: short, typed, and never a stack trace or a secret.
+
+A `RegistryError` the caller caused becomes a 4xx carrying its one-line
+message, as the CLI prints it. Failures that are the server's own (a key that
+does not open a file, an evidence file that fails authentication) and anything
+unexpected become a bare 500: their details name files and internals, so they
+go to the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from registry.alerts import AlertConflictError, SnapshotTooLargeError
+from registry.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RegistryError,
+    RuleViolationError,
+)
+
+logger = logging.getLogger("mamoru.registry.api")
+
+# Looked up along the exception's MRO, so a subclass may override its base.
+STATUS_OF: dict[type[RegistryError], int] = {
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    AlertConflictError: 409,
+    SnapshotTooLargeError: 413,
+    RuleViolationError: 422,
+}
+INTERNAL_ERROR = "internal error; the registry's log has the details"
+
+
+def status_of(exc: RegistryError) -> int | None:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return None
+
+
+def _registry_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RegistryError)
+    status = status_of(exc)
+    if status is None:
+        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Where and what, without echoing the input back (it may be an 11 MB snapshot)."""
+    assert isinstance(exc, RequestValidationError)
+    problems: list[dict[str, Any]] = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", "invalid"),
+         "type": error.get("type", "value_error")}
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected failure on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RegistryError, _registry_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,82 @@
+"""What an in-store edge box calls: send an alert, poll and fetch the watchlist index.
+
+Every route here needs the box's bearer token (`mamoru device add`). A 4xx
+answer is final for that request (the box drops or fixes it; retrying the
+same bytes gives the same answer); a 5xx or a network failure is worth a
+retry, and retrying an alert is safe because its `alert_id` makes it idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi.responses import StreamingResponse
+
+from registry.alerts import receive_alert
+from registry.api.deps import ContextDep, CurrentDevice, current_device
+from registry.api.schemas import AlertIn, AlertReceipt, IndexVersionOut
+from registry.clock import utc_now
+from registry.watchlist_index import read_index_header, read_index_header_from
+
+router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
+
+_CHUNK = 1 << 20
+_NO_INDEX = "no watchlist index is published yet"
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "missing, unknown or disabled device token"},
+    413: {"description": "body or snapshot too large"},
+    422: {"description": "malformed body, unusable snapshot, or an entry that is not active"},
+}
+
+
+@router.post("/alerts", status_code=201, response_model=AlertReceipt,
+             responses={200: {"model": AlertReceipt, "description": "already received"},
+                        409: {"description": "alert id used by another device"}, **_ERRORS})
+def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice,
+               response: Response) -> AlertReceipt:
+    """Store one match for staff to confirm or dismiss; 201 new, 200 a re-delivery."""
+    alert_id, created = receive_alert(ctx, device=device, payload=payload, now=utc_now())
+    if not created:
+        response.status_code = 200
+    return AlertReceipt(alert_id=alert_id, created=created)
+
+
+@router.get("/index/version", response_model=IndexVersionOut, responses=_ERRORS)
+def index_version(ctx: ContextDep) -> IndexVersionOut:
+    """The published version: poll this, download only when it changed."""
+    header = read_index_header(ctx.paths.index)
+    if header is None:
+        raise HTTPException(503, _NO_INDEX)
+    return IndexVersionOut(version=header.version, pack=header.pack)
+
+
+@router.get("/index", response_class=StreamingResponse, responses=_ERRORS)
+def download_index(ctx: ContextDep) -> StreamingResponse:
+    """The encrypted index file as published, byte for byte; the box holds the index key."""
+    try:
+        handle = ctx.paths.index.open("rb")
+    except FileNotFoundError:
+        raise HTTPException(503, _NO_INDEX) from None
+    try:
+        header = read_index_header_from(handle, ctx.paths.index)
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    # One handle for header and bytes: a publish meanwhile replaces the path, not this file.
+    return StreamingResponse(
+        _chunks(handle), media_type="application/octet-stream",
+        headers={"Content-Length": str(size), "ETag": f'"{header.version}"',
+                 "X-Mamoru-Index-Version": str(header.version),
+                 "X-Mamoru-Index-Pack": header.pack},
+    )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
