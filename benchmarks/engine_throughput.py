@@ -17,7 +17,7 @@ shared and noisy, so only ratios inside one run mean much):
   (spinning on, thread count chosen by onnxruntime, file loaded as shipped);
 * ``opencv``: for YuNet/SFace, OpenCV's own `cv2.FaceDetectorYN` and
   `cv2.FaceRecognizerSF`, which is what most YuNet/SFace examples use;
-* ``mamoru dyn-batch``: for a recognizer whose file fixes the batch size to 1
+* ``mamoru + dynamic batch``: for a recognizer whose file fixes the batch size to 1
   (SFace), the same session settings with the batch dimension made dynamic in
   memory, to see whether real batching would pay. The engine does not do this;
   the embeddings are compared with the engine's to show whether it would be safe.
@@ -103,7 +103,7 @@ class Result:
 # --- inputs -----------------------------------------------------------------------------
 
 
-def test_frame(settings: MamoruSettings) -> Image:
+def benchmark_frame(settings: MamoruSettings) -> Image:
     """t1.jpg (1280x886) letterboxed to a camera-like 1280x720 frame.
 
     Letterboxing keeps the faces undistorted, so the detector sees what it
@@ -374,7 +374,7 @@ def format_table(pack: str, results: Sequence[Result]) -> str:
 def run_pack(pack: str, settings: MamoruSettings, options: argparse.Namespace) -> str:
     """Build, check and time every variant of one pack; returns the printable report."""
     variants, engine = build_variants(pack, settings)
-    frame = test_frame(settings)
+    frame = benchmark_frame(settings)
     faces = engine.detect(frame)
     crops = real_crops(engine, frame, settings)
     reference = engine.embed(crops)

@@ -18,6 +18,7 @@ import base64
 import binascii
 import struct
 from datetime import datetime
+from typing import cast
 
 import cv2
 import numpy as np
@@ -60,7 +61,7 @@ class AlertIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alert_id: str = Field(pattern=_HEX32, description="chosen by the box (uuid4 hex); retries reuse it")
+    alert_id: str = Field(pattern=_HEX32, description="uuid4 hex from the box; retries reuse it")
     camera: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     detected_at: AwareDatetime
     score: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
@@ -105,7 +106,7 @@ def decode_snapshot(snapshot_b64: str) -> npt.NDArray[np.uint8]:
         raise SnapshotError("the snapshot is a damaged PNG (it does not decode)")
     if image.dtype != np.uint8:
         raise SnapshotError("the snapshot must be an 8-bit PNG")
-    return image
+    return cast(npt.NDArray[np.uint8], image)
 
 
 def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,

@@ -84,7 +84,7 @@ FILE_MODE = 0o600
 HNSW_THRESHOLD = 200_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 512
 
 # A template must be unit length so that inner product is the engine's cosine.
 _UNIT_TOLERANCE = 1e-3
@@ -292,7 +292,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     """
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    _remove_stale_temps(path)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
@@ -308,6 +309,22 @@ def _write_atomically(path: Path, data: bytes) -> None:
             os.unlink(temp_name)
         raise
     _fsync_directory(directory)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files a crashed publish left behind (G-REG-4).
+
+    They are encrypted, but they hold an older version, i.e. possibly subjects
+    erased since: erasure must reach them too. Publishers are serialised by
+    the registry's write lock, so no other publish is writing one now.
+    """
+    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def _fsync_directory(directory: Path) -> None:

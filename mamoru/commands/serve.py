@@ -39,8 +39,8 @@ def serve(
         )
     if not is_loopback(host):
         raise ConfigError(
-            f"--insecure-http serves plain HTTP and is refused on {host}: device tokens and "
-            "snapshots would cross the network unencrypted; use 127.0.0.1 or ::1"
+            f"--insecure-http is refused on {host}, which is not a loopback address: device "
+            "tokens and snapshots would cross the network unencrypted; use 127.0.0.1 or ::1"
         )
     import uvicorn
 

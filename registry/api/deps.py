@@ -100,7 +100,7 @@ def _guarded(dependant: Dependant) -> bool:
 def unguarded_routes(app: FastAPI) -> list[str]:
     """Routes that name no caller and are not marked public."""
     return [
-        f"{sorted(route.methods)} {route.path}"
+        f"{','.join(sorted(route.methods or ()))} {route.path}"
         for route in app.routes
         if isinstance(route, APIRoute)
         and not getattr(route.endpoint, _PUBLIC_MARK, False)

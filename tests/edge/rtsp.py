@@ -3,8 +3,17 @@
     with RtspServer({"cam1": clip}) as server:
         capture = open_capture(server.url("cam1"))
         ...
-        server.stop()    # the camera drops: readers fail within their read timeout
+        server.stop()    # the camera drops (hangs up): open readers fail at once
         server.start()   # and comes back on the same port and URL
+        server.freeze()  # the camera hangs without hanging up: readers wait
+        server.thaw()    # for their read timeout (see READ_TIMEOUT_MS)
+
+Readers seen here (opencv-python 5.0, FFmpeg backend, default UDP transport):
+opening takes about 3 s (FFmpeg probes ~20 frames to learn the frame rate),
+then frames come at the clip's rate and a new stream starts at the clip's first
+frame. After stop() a blocked read fails at once. After freeze() each read
+waits the read timeout and may still return True with a stale frame: two such
+reads, then one fails (about 3 x READ_TIMEOUT_MS in all).
 
 The server runs on Debian's /usr/bin/python3 (GStreamer's RTSP server through
 `gi`, see rtsp_server.py); this module, imported by the tests in the venv, only
@@ -73,6 +82,7 @@ class RtspServer:
                 raise FileNotFoundError(f"mount {name!r}: {path}: no such file")
         self.mounts = {name: Path(path).resolve() for name, path in mounts.items()}
         self.port = port or free_port()
+        self._port_chosen = port is None
         self.loop = loop
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[str] | None = None
@@ -90,6 +100,21 @@ class RtspServer:
         """Start serving (again, on the same port); returns once it listens."""
         if self.running:
             return self
+        attempts = 3 if self._port_chosen else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start()
+            except RtspServerError as error:
+                # The free port picked here was taken meanwhile: pick another.
+                if attempt == attempts or "cannot listen" not in str(error):
+                    raise
+                self.port = free_port()
+            else:
+                self._port_chosen = False  # the camera's address from now on
+                return self
+        raise AssertionError("unreachable")
+
+    def _start(self) -> None:
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
         for name, path in self.mounts.items():
             command += ["--mount", f"{name}={path}"]
@@ -103,7 +128,6 @@ class RtspServer:
             self.stop()
             raise RtspServerError(f"{SYSTEM_PYTHON} not found: run `make system-deps`") from error
         self._wait_ready()
-        return self
 
     def stop(self) -> None:
         """Stop serving: the camera drops. Safe to call when already stopped."""
@@ -112,11 +136,25 @@ class RtspServer:
             self._stderr.close()
             self._stderr = None
 
+    def freeze(self) -> None:
+        """The camera hangs without hanging up (SIGSTOP): connections stay open
+        but nothing more arrives, so readers only have their read timeout."""
+        if self.running:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """A frozen camera resumes (SIGCONT)."""
+        if self.running:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGCONT)
+
     def _terminate(self) -> int | None:
         process, self._process = self._process, None
         if process is None:
             return None
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a frozen server could not act on SIGTERM
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(STOP_TIMEOUT_S)
@@ -152,7 +190,7 @@ class RtspServer:
             f"RTSP server on port {self.port} did not start: {why} (exit code {code}).\n"
             f"command: {SYSTEM_PYTHON} {SERVER_SCRIPT}\n"
             f"its stderr:\n{stderr or '(empty)'}\n"
-            "GStreamer packages missing? Run `make system-deps`."
+            "(`gi` or GStreamer missing? Run `make system-deps`.)"
         )
 
     def __enter__(self) -> RtspServer:

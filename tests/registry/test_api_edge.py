@@ -38,6 +38,7 @@ from registry.api.app import MAX_REQUEST_BYTES, create_app
 from registry.api.deps import enforce_guards, unguarded_routes
 from registry.audit import Action
 from registry.domain import AlertStatus
+from registry.errors import AuthenticationError
 from registry.evidence import MAGIC as EVIDENCE_MAGIC
 from registry.watchlist_index import WatchlistIndex, read_index_version
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
@@ -381,7 +382,7 @@ def test_a_restore_does_not_re_enable_a_disabled_device(edge: Edge) -> None:
     backup.restore_backup(edge.reg.ctx, actor=admin, path=snapshot, now=T0)
     device = edge.reg.ctx.repo.device_by_name("box-1")
     assert device is not None and not device.active
-    with pytest.raises(devices.AuthenticationError):
+    with pytest.raises(AuthenticationError):
         devices.authenticate_device(edge.reg.ctx, edge.token)
 
 
@@ -459,7 +460,9 @@ def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
-    assert server.returncode == 0, output
+    # uvicorn shuts down gracefully, then exits by the signal it got (as systemd expects).
+    assert server.returncode in (0, -15), output
+    assert "Application shutdown complete" in output and "Traceback" not in output
     assert token not in output
     assert len(list_alerts(registry.ctx)) == 6
     report = registry.ctx.audit.verify()

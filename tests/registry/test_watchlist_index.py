@@ -335,6 +335,16 @@ def test_a_failed_write_keeps_the_previous_version_and_no_temp_file(
     assert [p.name for p in published.parent.iterdir()] == [published.name]
 
 
+def test_a_temp_file_left_by_a_crashed_publish_is_removed_by_the_next(
+    published: Path, key: bytes, templates: list[IndexedTemplate]
+) -> None:
+    """A crash between write and rename leaves an old (encrypted) version: G-REG-4 erases it."""
+    stale = published.with_name(f".{published.name}.k3j9x2.tmp")
+    stale.write_bytes(published.read_bytes())
+    publish_index(published, key=key, version=8, pack=PACK, dim=DIM, templates=templates[1:])
+    assert [p.name for p in published.parent.iterdir()] == [published.name]
+
+
 # --- input checks and threads --------------------------------------------------
 
 
