@@ -13,6 +13,8 @@ builds a synthetic watchlist of random unit vectors, publishes it with
     the `Hit` objects;
   - ``faiss default threads``: a plain `faiss.IndexFlatIP` over the same
     vectors, searched with FAISS's default OpenMP thread count;
+  - ``faiss 1 thread, no wrapper``: the same bare index at one thread, to
+    show what mamoru's wrapper itself costs;
   - ``numpy gallery @ q``: the decrypted (n, dim) matrix times the probe,
     then argmax (what a hand-rolled matcher would do);
   - ``mamoru hnsw`` (with ``--hnsw``): the same file published above the HNSW
@@ -24,8 +26,8 @@ Probes are "genuine-like": a random gallery vector mixed with noise to cosine
 person's live probe does; "top-1 ok" is the share of probes whose best hit is
 that planted template. Uniform random vectors are the hard case for HNSW
 (no cluster structure); measure on real embeddings before trusting HNSW's
-recall for a deployment. All variants are timed in interleaved rounds within one run, because the
-box is shared and noisy; compare ratios inside a run.
+recall for a deployment. All variants are timed in interleaved rounds within
+one run, because the box is shared and noisy; compare ratios inside a run.
 
 Run: ``python -m benchmarks.index_search [--sizes 10000 100000] [--dims 128 512]
 [--queries 200] [--hnsw] [--probe-cosine 0.6]``.
@@ -142,14 +144,30 @@ def mamoru_variant(name: str, index: WatchlistIndex) -> Variant:
     return Variant(name, lambda q: index.search(q, k=1)[0][0].template_id)
 
 
-def faiss_default_variant(gallery: Matrix) -> Variant:
+def faiss_variants(gallery: Matrix) -> list[Variant]:
+    """A bare `IndexFlatIP`: at FAISS's default thread count, and at one thread.
+
+    The one-thread row is what mamoru's wrapper costs on top of FAISS (query
+    checks, thread switch, `Hit` objects); the default row is the naive call.
+    """
     flat = faiss.IndexFlatIP(gallery.shape[1])
     flat.add(gallery)
+    default_threads = faiss.omp_get_max_threads()
 
-    def top1(q: Matrix) -> int:
+    def top1_default(q: Matrix) -> int:
         return int(flat.search(q, 1)[1][0, 0])
 
-    return Variant(f"faiss default threads ({faiss.omp_get_max_threads()})", top1)
+    def top1_single(q: Matrix) -> int:
+        faiss.omp_set_num_threads(1)
+        try:
+            return int(flat.search(q, 1)[1][0, 0])
+        finally:
+            faiss.omp_set_num_threads(default_threads)
+
+    return [
+        Variant(f"faiss default threads ({default_threads})", top1_default),
+        Variant("faiss 1 thread, no wrapper", top1_single),
+    ]
 
 
 def numpy_variant(gallery: Matrix) -> Variant:
@@ -198,7 +216,7 @@ def run_case(dim: int, size: int, options: argparse.Namespace, folder: Path) -> 
         hnsw_index = WatchlistIndex.load(hnsw_path, key=key)
         assert hnsw_index.metadata.kind == KIND_HNSW
         variants.append(mamoru_variant("mamoru hnsw (1 thread)", hnsw_index))
-    variants += [faiss_default_variant(gallery), numpy_variant(gallery)]
+    variants += [*faiss_variants(gallery), numpy_variant(gallery)]
     timings, agreement = time_variants(variants, probes, targets, options.rounds)
     return Case(
         dim=dim,

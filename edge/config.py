@@ -67,6 +67,9 @@ class EdgeSettings(BaseModel):
     device_token_file: Path | None = Field(
         default=None, description="0600 file with this box's device token (`mamoru device add`)"
     )
+    outbox_max_backoff_s: float = Field(
+        default=30.0, ge=0.5, le=600.0, description="longest wait between delivery attempts"
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off")
 
     def camera_fps(self, camera: CameraConfig) -> float:

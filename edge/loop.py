@@ -95,8 +95,11 @@ class EdgeLoop:
         """Analyse until `stop` is set; readers and the outbox run beside this thread."""
         self._matcher.load()
         self._metrics.index_version.set(self._matcher.version or 0)
-        delivery = threading.Thread(target=self._outbox.run, args=(stop,),
-                                    name="mamoru.outbox", daemon=True)
+        delivery = threading.Thread(
+            target=self._outbox.run, args=(stop,),
+            kwargs={"max_backoff_s": self._settings.outbox_max_backoff_s},
+            name="mamoru.outbox", daemon=True,
+        )
         delivery.start()
         for lane in self.lanes:
             lane.reader.start()

@@ -38,7 +38,7 @@ class WatchlistMatcher:
     @property
     def version(self) -> int | None:
         index = self._index
-        return index.version if index else None
+        return index.version if index is not None else None
 
     def load(self) -> None:
         """First load at start-up: a wrong key or a foreign pack stops the box loudly."""

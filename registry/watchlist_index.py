@@ -25,25 +25,37 @@ templates there are; no face data and no entry ids. The JSON header (format,
 version, pack, dim, count, created_at, index kind, template_id -> entry_id) is
 inside the ciphertext.
 
-Which FAISS index, and why (measured on the 2-vCPU store box class, 1 FAISS
-thread per single query, synthetic unit vectors; ``python -m
-benchmarks.index_search --hnsw``):
+Which FAISS index, and why. Measured on this 2-vCPU box class with
+``python -m benchmarks.index_search [--hnsw] [--probe-cosine 0.5]``: one query
+at a time on 1 FAISS thread, synthetic random unit vectors, probes planted at
+cosine 0.6 (or 0.5) to one template like a genuine pair; the box is shared, so
+read ratios within a run rather than absolute numbers:
 
-* Up to `HNSW_THRESHOLD` (200k) templates: ``IndexIDMap2(IndexFlatIP)``, exact
-  inner product (= cosine on unit vectors). Exact search can never miss a
-  registered person that the model itself would match. One query costs
-  p50 0.1 ms (128-D) / 0.5 ms (512-D) at 10k and 2.6 ms / 9.1 ms at 100k, i.e.
-  linear in the list: about 18 ms at 200k for 512-D, still small next to the
-  ~17 ms embedding that produced the probe and the 2-4 probes per second a
-  camera sends.
-* Above it: ``IndexIDMap2(IndexHNSWFlat(M=32, METRIC_INNER_PRODUCT))`` with
-  efConstruction 80 and efSearch 128. Exact search grows to 74 ms per 512-D
-  query at 1M, which no longer fits the per-camera budget; HNSW stays around
-  1-2 ms. Measured at 200k x 128-D: build 64 s, query p50 0.71 / p99 1.23 ms
-  against exact 4.2 / 4.8 ms, and the planted match (a probe at cosine ~0.6 to
-  its template, like a genuine pair) found at rank 1 in 200/200 probes. The
-  price is memory (+M x 8 bytes per template for the graph) and build time,
-  both acceptable for a publish that runs in the background.
+* Up to `HNSW_THRESHOLD` (200k, the `hnsw_threshold` argument) templates:
+  ``IndexIDMap2(IndexFlatIP)``, exact inner product (= cosine of unit
+  vectors). Exact search never misses a registered person the model itself
+  would match. p50 / p99 per query: 128-D 0.09 / 0.4 ms at 10k, 2.3 / 8.3 ms
+  at 100k, 6 ms p50 at 200k; 512-D 0.6 / 1.5 ms at 10k, 8.9 / 15.6 ms at 100k.
+  Linear in the list, and still small next to the ~17 ms embedding behind
+  each probe and the 2-4 probes a second a camera sends. Loading (read,
+  authenticate, decrypt, deserialise) takes 4.5 ms at 10k x 128-D and 0.4 s
+  at 100k x 512-D (208 MB).
+* Above it: ``IndexIDMap2(IndexHNSWFlat(M=32, METRIC_INNER_PRODUCT))``,
+  efConstruction 80, efSearch 512. Exact search reaches ~74 ms per 512-D query
+  at 1M (shared/PERFORMANCE-NOTES.md), which no longer fits the per-camera
+  budget; HNSW grows roughly with log(n). Measured: 100k x 512-D p50 5.7 vs
+  exact 14.3 ms, planted match at rank 1 for 200/200 probes, build 103 s;
+  200k x 128-D p50 3.2 vs exact 6.3 ms, build 100-145 s, cosine-0.6 probes
+  100% the same top-1 as exact search, cosine-0.5 probes 97% (93.0% vs 95.5%
+  of planted matches found). efSearch 128 was only 90% at cosine 0.6 and
+  efConstruction 200 took 2.4x the build time for 2-3 points, hence these
+  settings. HNSW is approximate: it can lose or demote the true match (so a
+  registered person may go unflagged, or a weaker candidate come first), but
+  every score it returns is a true cosine, so it never produces a hit above
+  the threshold that exact search would not also return. Uniform random
+  vectors are its hardest case; check a list this large on its own embeddings.
+  1M was not measured here (the build alone would take about 15 minutes on 2
+  vCPUs); the memory price is M x 8 bytes per template for the graph.
 
 The `key` (32 bytes) comes from the caller's key store; this module never
 logs, prints or puts key bytes into an exception message. Python cannot wipe

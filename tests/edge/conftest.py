@@ -25,3 +25,6 @@ def rtsp_server_factory() -> Iterator[RtspServerFactory]:
     yield make
     for server in servers:
         server.stop()
+
+# The edge tests run against the same real, per-test registry as the registry tests.
+from tests.registry.conftest import engine_default, registry, registry_template  # noqa: E402,F401

@@ -62,7 +62,12 @@ def open_capture(
     return cv2.VideoCapture(
         url,
         cv2.CAP_FFMPEG,
-        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms],
+        [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            read_timeout_ms,
+        ],
     )
 
 
@@ -207,4 +212,3 @@ class RtspServer:
     def __del__(self) -> None:
         if self.running:
             self.stop()
-

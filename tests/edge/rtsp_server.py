@@ -58,8 +58,13 @@ def loop_forever(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
 
     def seek_to_start(flags: Gst.SeekFlags) -> bool:
         pipeline.seek(
-            1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT,
-            Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1,
+            1.0,
+            Gst.Format.TIME,
+            flags | Gst.SeekFlags.SEGMENT,
+            Gst.SeekType.SET,
+            0,
+            Gst.SeekType.NONE,
+            -1,
         )
         return GLib.SOURCE_REMOVE
 
@@ -106,8 +111,14 @@ def parse_mount(text: str) -> tuple[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8554)
-    parser.add_argument("--mount", type=parse_mount, action="append", required=True,
-                        metavar="NAME=FILE", help="serve FILE at rtsp://127.0.0.1:PORT/NAME")
+    parser.add_argument(
+        "--mount",
+        type=parse_mount,
+        action="append",
+        required=True,
+        metavar="NAME=FILE",
+        help="serve FILE at rtsp://127.0.0.1:PORT/NAME",
+    )
     parser.add_argument("--loop", action="store_true", help="repeat each file forever")
     args = parser.parse_args()
 
@@ -119,13 +130,13 @@ def main() -> int:
     for name, path in args.mount:
         mount_points.add_factory(f"/{name}", make_factory(path, args.loop))
     if server.attach(None) == 0:
-        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
+        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)  # noqa: T201
         return 1
 
     main_loop = GLib.MainLoop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, main_loop.quit)
-    print(f"READY {args.port}", flush=True)
+    print(f"READY {args.port}", flush=True)  # noqa: T201
     main_loop.run()
     return 0
 

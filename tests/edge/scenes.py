@@ -113,7 +113,7 @@ def crop_face(photo: Image, height: int, engine: FaceEngine | None = None) -> Fa
     cut = padded[box[1] + pad : box[3] + pad, box[0] + pad : box[2] + pad]
     scale = height / cut.shape[0]
     width = round(cut.shape[1] * scale)
-    image = cv2.resize(cut, (width, height), interpolation=cv2.INTER_AREA)
+    image = np.asarray(cv2.resize(cut, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
     face = (
         round((x1 - box[0]) * scale),
         round((y1 - box[1]) * scale),
@@ -124,10 +124,9 @@ def crop_face(photo: Image, height: int, engine: FaceEngine | None = None) -> Fa
 
 
 def cast(face_data: Path, strangers: int = 3, listed: int = 0) -> tuple[Image, list[Image]]:
-    """The listed person's clip photo (obama2.jpg, or obama3.jpg with listed=1) and
-    `strangers` CTU photos, each from a different file-name group (the CTU names
-    carry no identity; different groups are as close to different people as
-    the data set says), always the same ones."""
+    """The listed person's clip photo (obama2.jpg; obama3.jpg with listed=1) and
+    `strangers` CTU photos, always the same ones. The CTU file names carry no
+    identity; taking each from a different name group spreads them out."""
     groups: dict[str, Path] = {}
     for path in sorted((face_data / "ctu_unknowns").glob("*.jpg")):
         groups.setdefault("_".join(path.stem.lower().split("_")[:2]), path)
@@ -140,7 +139,8 @@ def cast(face_data: Path, strangers: int = 3, listed: int = 0) -> tuple[Image, l
 def background(size: tuple[int, int], face_data: Path | None = None) -> Image:
     """A real picture without faces, at `size` (width, height)."""
     root = face_data or data_root(get_settings().cache_dir)
-    return cv2.resize(read_image(root / BACKGROUND), size, interpolation=cv2.INTER_AREA)
+    still = cv2.resize(read_image(root / BACKGROUND), size, interpolation=cv2.INTER_AREA)
+    return np.asarray(still, np.uint8)
 
 
 def compose_walk_past(
@@ -172,13 +172,14 @@ def compose_walk_past(
     walker = crop_face(listed, LISTED_HEIGHT, engine)
     standing = [crop_face(photo, STRANGER_HEIGHT, engine) for photo in strangers]
     slot = width / max(1, len(standing))
-    if any(crop.width + 40 > slot for crop in standing) or walker.height + STRANGER_HEIGHT + 60 > height:
+    too_wide = any(crop.width + 40 > slot for crop in standing)
+    if too_wide or walker.height + STRANGER_HEIGHT + 60 > height:
         raise ValueError(f"{len(standing)} strangers and the listed person do not fit in {size}")
 
     stranger_boxes: list[dict[int, Box]] = [{} for _ in standing]
     listed_boxes: dict[int, Box] = {}
     still = background(size, face_data)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise OSError(f"cannot write {out}")
     try:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from tests.edge.conftest import RtspServerFactory
@@ -24,8 +25,12 @@ def walk(tmp_path_factory: pytest.TempPathFactory, face_data: Path) -> SceneTrut
     """4 s: two strangers throughout, the listed person from 1 s to 3 s."""
     listed, strangers = cast(face_data, strangers=2)
     return compose_walk_past(
-        tmp_path_factory.mktemp("scene") / "walk.mp4", listed, strangers,
-        seconds=4, listed_enters_at=1.0, listed_leaves_at=3.0,
+        tmp_path_factory.mktemp("scene") / "walk.mp4",
+        listed,
+        strangers,
+        seconds=4,
+        listed_enters_at=1.0,
+        listed_leaves_at=3.0,
     )
 
 
@@ -44,7 +49,7 @@ def test_real_faces_come_over_rtsp_and_a_dropped_camera_comes_back(
         ok, frame = capture.read()
         assert ok, f"read {len(faces_seen)} frames, then the stream failed"
         assert frame.shape == (HEIGHT, WIDTH, 3)
-        faces_seen.append(len(engine.detect(frame)))
+        faces_seen.append(len(engine.detect(np.asarray(frame, np.uint8))))
 
     # The third face is the listed person, seen only while the clip shows him
     # (two frames of slack at the edges).
