@@ -1,0 +1,96 @@
+"""The privacy type and the tracker on their own (no camera needed)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import pickle
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from edge.capture import Frame
+from edge.logs import JsonFormatter
+from edge.probe import FaceProbe, ProbeLeakError
+from edge.tracker import IouTracker, Track, wants_embedding
+from models.face import DetectedFace
+from registry.watchlist_index import Hit
+
+
+def _face(x: float, y: float, size: float = 80.0, score: float = 0.9) -> DetectedFace:
+    box = np.array([x, y, x + size, y + size], np.float32)
+    landmarks = np.array([[x + 0.3 * size, y + 0.4 * size], [x + 0.7 * size, y + 0.4 * size],
+                          [x + 0.5 * size, y + 0.6 * size], [x + 0.35 * size, y + 0.8 * size],
+                          [x + 0.65 * size, y + 0.8 * size]], np.float32)
+    return DetectedFace(box=box, landmarks=landmarks, score=score)
+
+
+def _probe(vector: np.ndarray) -> FaceProbe:
+    frame = Frame("door", 1, 0.0, datetime.now(UTC), np.zeros((64, 64, 3), np.uint8))
+    return FaceProbe(frame, _face(0, 0), vector)
+
+
+def test_a_probe_cannot_be_pickled_copied_or_printed() -> None:
+    probe = _probe(np.ones(128, np.float32))
+    for leak in (pickle.dumps, copy.copy, copy.deepcopy, bytes):
+        with pytest.raises(ProbeLeakError):
+            leak(probe)
+    assert "1.0" not in repr(probe) and "redacted" in repr(probe)
+
+
+def test_a_non_match_is_wiped_when_the_search_returns() -> None:
+    batch = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
+    stranger, listed = _probe(batch[0]), _probe(batch[1])
+    assert stranger.resolve(Hit(entry_id="e" * 32, template_id=1, score=0.2), threshold=0.45) is None
+    assert not batch[0].any(), "the embedding buffer itself is zeroed"
+    with pytest.raises(ProbeLeakError):
+        _ = stranger.embedding
+    match = listed.resolve(Hit(entry_id="f" * 32, template_id=2, score=0.8), threshold=0.45)
+    assert match is not None and match.entry_id == "f" * 32
+    assert not batch[1].any(), "even a match keeps no embedding: the alert needs none"
+    with pytest.raises(ProbeLeakError):
+        listed.resolve(None, threshold=0.45)
+
+
+def test_tracks_follow_moving_faces_and_age_out() -> None:
+    tracker = IouTracker(max_age_s=1.0)
+    first = tracker.update([_face(100, 100), _face(400, 100)], now=0.0)
+    second = tracker.update([_face(110, 100), _face(410, 102)], now=0.2)
+    assert [o.track.track_id for o in first] == [o.track.track_id for o in second]
+    third = tracker.update([_face(120, 100)], now=2.0)  # the other one left long ago
+    assert third[0].track.track_id not in {o.track.track_id for o in first}
+    assert len(tracker.tracks) == 1
+
+
+def test_a_track_is_embedded_a_few_times_not_every_frame() -> None:
+    track = Track(1, np.zeros(4, np.float32), 0.0)
+    decisions = []
+    for i in range(30):  # 3 s at 10 fps, same quality
+        now = i * 0.1
+        wanted = wants_embedding(track, 50.0, now, interval_s=0.5, max_embeds=6)
+        if wanted:
+            track.embeds += 1
+            track.last_embedded_at = now
+            track.best_quality = 50.0
+        decisions.append(wanted)
+    assert 5 <= sum(decisions) <= 6
+    track.matched_entry = "e" * 32
+    assert not wants_embedding(track, 500.0, 10.0, interval_s=0.5, max_embeds=6)
+
+
+def test_json_logs_drop_arrays_and_exception_text() -> None:
+    record = logging.makeLogRecord({"msg": "alert", "levelno": logging.INFO, "levelname": "INFO",
+                                    "name": "mamoru.edge", "camera": "door",
+                                    "embedding": np.ones(4), "score": 0.7})
+    try:
+        raise RuntimeError("rtsp://user:secret@cam/stream")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    line = json.loads(JsonFormatter().format(record))
+    assert line["camera"] == "door" and line["score"] == 0.7
+    assert "embedding" not in line
+    assert "secret" not in json.dumps(line) and line["error"] == "RuntimeError"
