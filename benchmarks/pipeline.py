@@ -90,7 +90,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -305,6 +305,7 @@ class Outcome:
     frame: int
     matched: tuple[Box, ...]
     alerts: int
+    embedded: int  # faces embedded for this frame
     latency_s: float  # part 1: processing time of the frame; part 2: frame age when done
 
 
@@ -340,7 +341,8 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def score(outcomes: Iterable[Outcome], clip: Clip, appearances: Sequence[tuple[int, int]]) -> Scores:
+def score(outcomes: Iterable[Outcome], clip: Clip,
+          appearances: Sequence[tuple[int, int]]) -> Scores:
     """Compare outcomes with the clip's truth (see the module docstring for the definitions)."""
     true_alert_frames: list[Outcome] = []
     alerts = false_alerts = false_matches = 0
@@ -378,14 +380,24 @@ class ObservedLoop(EdgeLoop):
         super().__init__(*args, **kwargs)
         self.outcomes: dict[str, list[Outcome]] = {lane.reader.name: [] for lane in self.lanes}
         self._matched: dict[str, set[int]] = {lane.reader.name: set() for lane in self.lanes}
+        self.engine_pack = self._engine.info.pack
 
     def analyse(self, lane: CameraLane, frame: Frame) -> list[Alert]:
+        embedded = self._embedded(frame.camera)
         alerts = super().analyse(lane, frame)
         age = time.monotonic() - frame.monotonic
         matched = newly_matched(lane.tracker, self._matched[frame.camera])
+        embedded = self._embedded(frame.camera) - embedded
         # CameraReader numbers frames from 1; clip truth numbers them from 0
-        self.outcomes[frame.camera].append(Outcome(frame.index - 1, matched, len(alerts), age))
+        self.outcomes[frame.camera].append(
+            Outcome(frame.index - 1, matched, len(alerts), embedded, age))
         return alerts
+
+    def _embedded(self, camera: str) -> int:
+        """Faces embedded so far on `camera`, from the loop's own metrics."""
+        value = self.metrics.registry.get_sample_value("mamoru_faces_embedded_total",
+                                                       {"camera": camera})
+        return int(value or 0)
 
 
 def newly_matched(tracker: IouTracker, seen: set[int]) -> tuple[Box, ...]:
@@ -411,6 +423,7 @@ class Variant(Protocol):
 
     name: str
     pack: str
+    notes: str
 
     def step(self, index: int, image: Image) -> Outcome | None:
         """Process frame `index` (None if this variant skips it)."""
@@ -420,7 +433,9 @@ class MamoruVariant:
     """`EdgeLoop.analyse` on every `stride`-th frame, stamped with the clip's clock."""
 
     def __init__(self, name: str, loop: ObservedLoop, fps: int, stride: int) -> None:
-        self.name, self.pack = name, "yunet-sface"
+        self.name, self.pack = name, loop.engine_pack
+        self.notes = ("EdgeLoop.analyse: detect, IoU track, quality gate, embed new/improved/due "
+                      "tracks only, search, cool-down, masked snapshot, encrypted outbox")
         self._loop, self._lane = loop, loop.lanes[0]
         self._fps, self._stride = fps, stride
         self._t0, self._wall0 = time.monotonic(), datetime.now(UTC)
@@ -434,7 +449,8 @@ class MamoruVariant:
         started = time.perf_counter()
         self._loop.analyse(self._lane, frame)
         recorded = self._loop.outcomes[frame.camera][-1]
-        return Outcome(index, recorded.matched, recorded.alerts, time.perf_counter() - started)
+        return Outcome(index, recorded.matched, recorded.alerts, recorded.embedded,
+                       time.perf_counter() - started)
 
 
 class NaiveEngineVariant:
@@ -442,6 +458,7 @@ class NaiveEngineVariant:
 
     def __init__(self, parts: EdgeParts, fps: int) -> None:
         self.name, self.pack = "naive, same pack", parts.engine.info.pack
+        self.notes = "engine.detect + engine.embed_faces(every face) + watchlist search"
         self._engine, self._matcher = parts.engine, parts.matcher
         self._alerts = AlertPolicy(ALERT_COOLDOWN_S)
         self._fps = fps
@@ -455,7 +472,7 @@ class NaiveEngineVariant:
                    if h is not None and h.score >= self._engine.threshold]
         alerts = sum(self._alerts.should_alert(entry, "naive", index / self._fps)
                      for entry in {entry for _, entry in matched})
-        return Outcome(index, tuple(box for box, _ in matched), alerts,
+        return Outcome(index, tuple(box for box, _ in matched), alerts, len(faces),
                        time.perf_counter() - started)
 
 
@@ -463,8 +480,10 @@ class InsightfaceVariant:
     """insightface's FaceAnalysis('buffalo_sc').get on every frame, cosine to one template."""
 
     def __init__(self, app: Any, template: npt.NDArray[np.float32], threshold: float,
-                 fps: int) -> None:
+                 fps: int, session_options: dict[str, str]) -> None:
         self.name, self.pack = "naive insightface", "scrfd-mbf (buffalo_sc)"
+        self.notes = (f"FaceAnalysis.get, det_size 640x640, session options {session_options}, "
+                      f"cosine >= {threshold} (calibrated scrfd-mbf threshold)")
         self._app, self._template, self._threshold = app, template, threshold
         self._alerts = AlertPolicy(ALERT_COOLDOWN_S)
         self._fps = fps
@@ -476,12 +495,16 @@ class InsightfaceVariant:
                         if float(np.dot(f.normed_embedding, self._template)) >= self._threshold)
         alerts = int(bool(matched) and self._alerts.should_alert("obama", "naive",
                                                                    index / self._fps))
-        return Outcome(index, matched, alerts, time.perf_counter() - started)
+        return Outcome(index, matched, alerts, len(faces), time.perf_counter() - started)
 
 
 def open_insightface(root: Path, face_data: Path, models_dir: Path
                      ) -> tuple[Any, npt.NDArray[np.float32], dict[str, str]]:
-    """FaceAnalysis on the scrfd-mbf files (= buffalo_sc), spinning off; app, Obama template, options."""
+    """FaceAnalysis on the scrfd-mbf files (= buffalo_sc) with spinning off.
+
+    Returns the app, Obama's template made by the same app, and the session
+    option as the detector's session reports it (to show it was applied).
+    """
     from insightface.app import FaceAnalysis
 
     pack_dir = root / "models" / "buffalo_sc"
@@ -492,7 +515,8 @@ def open_insightface(root: Path, face_data: Path, models_dir: Path
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    app = FaceAnalysis(name="buffalo_sc", root=str(root), allowed_modules=["detection", "recognition"],
+    app = FaceAnalysis(name="buffalo_sc", root=str(root),
+                       allowed_modules=["detection", "recognition"],
                        providers=["CPUExecutionProvider"], sess_options=options)
     app.prepare(ctx_id=-1, det_size=(640, 640))
     session = app.models["detection"].session
@@ -524,8 +548,8 @@ def run_interleaved(variants: Sequence[Variant], frames: Sequence[Image]) -> lis
                     outcome = run.variant.step(i, frames[i])
                     if outcome is not None:
                         run.outcomes.append(outcome)
-        print(f"  part 1: {stop}/{len(frames)} frames", end="\r", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        progress(f"part 1: {stop}/{len(frames)} frames", end="\r")
+    progress("")
     return runs
 
 
@@ -535,12 +559,14 @@ def part1_rows(runs: Sequence[VariantRun], clip: Clip) -> list[dict[str, Any]]:
     for run in runs:
         frames = len(run.outcomes)
         row: dict[str, Any] = {
-            "variant": run.variant.name, "pack": run.variant.pack, "frames": frames,
+            "variant": run.variant.name, "pack": run.variant.pack, "notes": run.variant.notes,
+            "frames": frames,
             "fps": round(frames / run.clock.wall_s, 2),
             "cpu_pct_core": round(run.clock.percent_of_core(), 1),
             "cpu_pct_machine": round(run.clock.percent_of_machine(), 1),
             "ms_per_frame_p50": _round(percentile([o.latency_s * 1000 for o in run.outcomes], 50)),
             "ms_per_frame_p99": _round(percentile([o.latency_s * 1000 for o in run.outcomes], 99)),
+            "embeds_per_frame": round(sum(o.embedded for o in run.outcomes) / max(1, frames), 2),
         }
         row.update(score(run.outcomes, clip, clip.appearances).summary())
         rows.append(row)
@@ -567,10 +593,10 @@ def part1(settings: MamoruSettings, parts: EdgeParts, clip: Clip, tmp: Path, fac
         NaiveEngineVariant(parts, clip.fps),
     ]
     if insightface:
-        app, template, _ = open_insightface(tmp / "insightface", face_data,
+        app, template, applied = open_insightface(tmp / "insightface", face_data,
                                             settings.resolved_models_dir)
         threshold = float(calibrated_thresholds()["scrfd-mbf"]["threshold"])
-        variants.append(InsightfaceVariant(app, template, threshold, clip.fps))
+        variants.append(InsightfaceVariant(app, template, threshold, clip.fps, applied))
         app.get(frames[0])  # warm-up: first runs allocate
     parts.engine.embed_faces(frames[0], parts.engine.detect(frames[0]))
     rows = part1_rows(run_interleaved(variants, frames), clip)
@@ -604,11 +630,13 @@ def run_live(settings: MamoruSettings, parts: EdgeParts, clip: Clip, cameras: in
         shown = [a for a in clip.appearances if a[1] < stats.frames]
         outcomes = loop.outcomes[name]
         ages = [o.latency_s * 1000 for o in outcomes]
-        row = {
+        row: dict[str, Any] = {
             "camera": name, "analysed": lane.analysed,
             "analysis_fps": round(lane.analysed / wall, 2),
             "frames_read": stats.frames, "source_fps": round(stats.frames / wall, 2),
-            "dropped": stats.dropped, "frame_age_ms_p50": _round(percentile(ages, 50)),
+            "dropped": stats.dropped,
+            "embeds_per_frame": round(sum(o.embedded for o in outcomes) / max(1, len(outcomes)), 2),
+            "frame_age_ms_p50": _round(percentile(ages, 50)),
             "frame_age_ms_p99": _round(percentile(ages, 99)),
         }
         row.update(score(outcomes, clip, shown).summary())
@@ -617,7 +645,8 @@ def run_live(settings: MamoruSettings, parts: EdgeParts, clip: Clip, cameras: in
     keeps_up = all(r["analysis_fps"] >= KEEP_UP * target and r["source_fps"] >= KEEP_UP * clip.fps
                    for r in per_camera)
     return {
-        "cameras": cameras, "resolution": f"{clip.size[0]}x{clip.size[1]}", "wall_s": round(wall, 2),
+        "cameras": cameras, "resolution": f"{clip.size[0]}x{clip.size[1]}",
+        "wall_s": round(wall, 2),
         "cpu_pct_core": round(clock.percent_of_core(), 1),
         "cpu_pct_machine": round(clock.percent_of_machine(), 1),
         "loadavg_before": round(load_before, 2), "loadavg_after": round(loadavg(), 2),
@@ -630,23 +659,63 @@ def part2(settings: MamoruSettings, parts: EdgeParts, clips: dict[str, Clip], ca
     """1 and `cameras` cameras at 1080p; if those do not keep up, what does."""
     runs = []
     for count in sorted({1, cameras}):
-        print(f"  part 2: {count} x 1080p for {seconds:g} s", file=sys.stderr)
+        progress(f"part 2: {count} x 1080p for {seconds:g} s")
         runs.append(run_live(settings, parts, clips["1080p"], count, seconds))
     if runs[-1]["keeps_up"]:
         return runs
     for count in range(cameras - 1, 1, -1):  # how many 1080p cameras do keep up
-        print(f"  part 2: {count} x 1080p for {seconds:g} s", file=sys.stderr)
+        progress(f"part 2: {count} x 1080p for {seconds:g} s")
         runs.append(run_live(settings, parts, clips["1080p"], count, seconds))
         if runs[-1]["keeps_up"]:
             break
     for label in ("720p", "360p"):
         clip = clips["720p"] if label == "720p" else make_substream()
-        print(f"  part 2: {cameras} x {label} for {seconds:g} s", file=sys.stderr)
+        progress(f"part 2: {cameras} x {label} for {seconds:g} s")
         runs.append(run_live(settings, parts, clip, cameras, seconds))
     return runs
 
 
 # --------------------------------------------------------------------------- output
+
+
+PART1_LEGEND = """\
+frames/s: frames processed / wall time spent on them. CPU %: getrusage user+sys over that wall,
+of one core / of the whole machine. embeds/frame: faces embedded per processed frame.
+recall: appearances with an alert on a frame where the listed person's face matched.
+alerts (false): alerts raised (of which on no listed face); the naive loops alert through the
+same 1 s cool-down. false matches: matched faces that are not the listed person.
+frames to alert: alerting frame - first frame showing him; ms to alert: those frames in video
+time + the processing time of the alerting frame (p50 / p99 over recalled appearances).
+"""
+
+PART2_LEGEND = """\
+analysis fps: frames analysed / wall of the run. decoded fps: frames the camera's reader decoded
+/ wall (the file is replayed at 25 fps; less means decoding fell behind the camera). dropped:
+decoded frames replaced in the one-frame slot before analysis took one (by design ~20 of 25 per
+second at 5 fps). frame age: time from decode to the end of analyse(). recall counts the
+appearances shown in full during the run. ms to alert: video time from the first frame showing
+him to the alerting frame + that frame's measured age. CPU %: whole process over the run.
+"""
+
+
+def progress(text: str, end: str = "\n") -> None:
+    """A progress line on stderr (the tables go to stdout)."""
+    sys.stderr.write(f"  {text}{end}")
+    sys.stderr.flush()
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def targets_text(targets: dict[str, Any]) -> str:
+    """The targets as lines a reader can check against the tables."""
+    lines = ["Targets:"]
+    for name, verdict in targets.items():
+        detail = ", ".join(f"{k} {v}" for k, v in verdict.items() if k != "met")
+        lines.append(f"- {name}: {'MET' if verdict['met'] else 'NOT MET'} ({detail})")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -673,12 +742,13 @@ def _pair(a: object, b: object) -> str:
 
 def part1_table(rows: Sequence[dict[str, Any]]) -> str:
     headers = ["variant", "pack", "frames", "frames/s", "x naive same pack", "x insightface",
-               "CPU % core / machine", "ms/frame p50 / p99", "recall", "alerts (false)",
-               "false matches", "frames to alert p50 / p99", "ms to alert p50 / p99"]
+               "CPU % core / machine", "ms/frame p50 / p99", "embeds/frame", "recall",
+               "alerts (false)", "false matches", "frames to alert p50 / p99",
+               "ms to alert p50 / p99"]
     return markdown_table(headers, [
         [r["variant"], r["pack"], r["frames"], r["fps"], r["x_naive, same pack"],
          r["x_naive insightface"], _pair(r["cpu_pct_core"], r["cpu_pct_machine"]),
-         _pair(r["ms_per_frame_p50"], r["ms_per_frame_p99"]),
+         _pair(r["ms_per_frame_p50"], r["ms_per_frame_p99"]), r["embeds_per_frame"],
          f"{r['recalled']}/{r['appearances']}", f"{r['alerts']} ({r['false_alerts']})",
          r["false_matches"], _pair(r["frames_to_alert_p50"], r["frames_to_alert_p99"]),
          _pair(r["ms_to_alert_p50"], r["ms_to_alert_p99"])]
@@ -688,14 +758,16 @@ def part1_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def part2_table(runs: Sequence[dict[str, Any]]) -> str:
     headers = ["run", "camera", "analysed", "analysis fps", "decoded fps", "dropped",
-               "frame age ms p50 / p99", "recall", "alerts (false)", "frames to alert p50 / p99",
-               "ms to alert p50 / p99", "CPU % core / machine", "keeps 5 fps + 25 fps"]
+               "embeds/frame", "frame age ms p50 / p99", "recall", "alerts (false)",
+               "frames to alert p50 / p99", "ms to alert p50 / p99", "CPU % core / machine",
+               "keeps 5 fps + 25 fps"]
     rows = []
     for run in runs:
         label = f"{run['cameras']} x {run['resolution']}"
         for r in run["per_camera"]:
             rows.append([label, r["camera"], r["analysed"], r["analysis_fps"], r["source_fps"],
-                         r["dropped"], _pair(r["frame_age_ms_p50"], r["frame_age_ms_p99"]),
+                         r["dropped"], r["embeds_per_frame"],
+                         _pair(r["frame_age_ms_p50"], r["frame_age_ms_p99"]),
                          f"{r['recalled']}/{r['appearances']}",
                          f"{r['alerts']} ({r['false_alerts']})",
                          _pair(r["frames_to_alert_p50"], r["frames_to_alert_p99"]),
@@ -768,14 +840,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmp_name)
         settings = bench_settings(tmp)
         face_data = data_root(settings.cache_dir)
-        print("setup: registry, clips", file=sys.stderr)
+        progress("setup: registry and clips")
         entry_id = build_registry(settings, open_engine(settings), face_data)
         parts = open_edge_parts(settings)  # engine, watchlist, outbox as `mamoru edge run` has them
         parts.matcher.load()
         clips = {
-            "720p": compose_scene(tmp / "clips", (1280, 720), args.segments, parts.engine, face_data),
-            "1080p": compose_scene(tmp / "clips", (1920, 1080), args.segments, parts.engine,
-                                   face_data),
+            label: compose_scene(tmp / "clips", size, args.segments, parts.engine, face_data)
+            for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080)))
         }
         report["setup"] = {
             "registered": REGISTERED_PHOTO, "entry_id": entry_id, "pack": parts.engine.info.pack,
@@ -786,23 +857,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = part1(settings, parts, clips["720p"], tmp, face_data,
                      insightface=not args.skip_insightface)
         report["part1"] = rows
-        print("\nPart 1: per-frame processing of the same decoded 1280x720 frames "
-              f"({clips['720p'].frame_count} frames, {len(clips['720p'].appearances)} appearances)")
-        print(part1_table(rows))
+        say(f"Part 1: per-frame processing of the same decoded 1280x720 frames "
+            f"({clips['720p'].frame_count} frames at {FPS} fps, "
+            f"{len(clips['720p'].appearances)} appearances of the listed person)\n")
+        say(part1_table(rows) + "\n" + PART1_LEGEND)
         runs: list[dict[str, Any]] = []
         if not args.skip_multicam:
             runs = part2(settings, parts, clips, args.cameras, args.seconds,
                          lambda: substream(clips["1080p"], (640, 360)))
-            print(f"\nPart 2: real-time EdgeLoop.run, {args.seconds:g} s per run, files paced at "
-                  f"{FPS} fps, analysis at {settings.edge.analysis_fps:g} fps")
-            print(part2_table(runs))
+            say(f"Part 2: real-time EdgeLoop.run, {args.seconds:g} s per run, H.264 files "
+                f"replayed at {FPS} fps, analysis at {settings.edge.analysis_fps:g} fps\n")
+            say(part2_table(runs) + "\n" + PART2_LEGEND)
         report["part2"] = runs
         report["targets"] = verdicts(rows, runs, args.cameras)
-        print("\nTargets:", json.dumps(report["targets"], ensure_ascii=False))
+        say(targets_text(report["targets"]))
     OUT_FILE.parent.mkdir(parents=True, exist_ok=True)
     OUT_FILE.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
                         encoding="utf-8")
-    print(f"\nwritten {OUT_FILE.relative_to(REPO)}")
+    say(f"written {OUT_FILE.relative_to(REPO)}")
     return 0
 
 

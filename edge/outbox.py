@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.alerts import Alert
+from registry.durable import write_private_file
 
 log = logging.getLogger("mamoru.edge.outbox")
 
@@ -65,13 +66,7 @@ class Outbox:
         name = f"{time.time_ns():020d}-{alert.alert_id}.alert"
         blob = MAGIC + nonce + self._aead.encrypt(nonce, payload, name.encode())
         path = self._folder / name
-        partial = path.with_name(name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        write_private_file(path, blob)
         self._wake.set()
         return path
 

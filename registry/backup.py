@@ -34,6 +34,7 @@ from registry.clock import from_text, to_text
 from registry.context import RegistryContext
 from registry.devices import reapply_device_disables
 from registry.domain import EntryState, Role, User
+from registry.durable import wipe_file, write_private_file
 from registry.errors import RegistryError
 from registry.keys import sqlcipher_pragma_value
 from registry.users import require_role
@@ -60,16 +61,6 @@ class RestoreResult:
     taken_at: datetime
     entries: int
     erasures_reapplied: int
-
-
-def wipe_file(path: Path) -> None:
-    """Overwrite, then unlink: a deleted backup must not linger in free blocks."""
-    size = path.stat().st_size
-    with path.open("r+b") as handle:
-        handle.write(b"\0" * size)
-        handle.flush()
-        os.fsync(handle.fileno())
-    path.unlink()
 
 
 def _snapshot_database(ctx: RegistryContext, target: Path) -> None:
@@ -113,7 +104,7 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
                     "store_id": ctx.policy.store_id}
         sealed = _seal(ctx, _tar(files, manifest))
     target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
-    _write_new(target, sealed)
+    write_private_file(target, sealed)
     with ctx.writing(), ctx.repo.unit_of_work():
         ctx.audit.record(actor=actor.username, action=Action.BACKUP, at=now,
                          details={"file": target.name, "evidence_files": len(files) - 1,
@@ -140,16 +131,6 @@ def _open_sealed(ctx: RegistryContext, path: Path) -> bytes:
         raise BackupError(
             f"{path} does not decrypt with this registry's key: altered, or made with another key"
         ) from None
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[str]:
@@ -188,7 +169,7 @@ def read_backup(ctx: RegistryContext, path: Path) -> tuple[dict[str, Any], dict[
 def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
     """Put the snapshot's database and evidence in place. Caller holds the write lock."""
     partial = ctx.paths.database.with_name("registry.db.restoring")
-    _write_new(partial, members["registry.db"])
+    write_private_file(partial, members["registry.db"])
     os.replace(partial, ctx.paths.database)
     wanted = {name.split("/", 1)[1][: -len(".bin")]: data for name, data in members.items()
               if name.startswith("evidence/")}
@@ -196,7 +177,7 @@ def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
         ctx.evidence.delete(image_id)
     ctx.paths.evidence.mkdir(parents=True, exist_ok=True, mode=0o700)
     for image_id, data in wanted.items():
-        _write_new(ctx.paths.evidence / f"{image_id}.bin", data)
+        write_private_file(ctx.paths.evidence / f"{image_id}.bin", data)
 
 
 def reapply_erasures(ctx: RegistryContext, *, now: datetime) -> int:

@@ -16,11 +16,9 @@ Images are decrypted in memory only; no plaintext ever touches the disk.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from registry.durable import wipe_file, write_private_file
 from registry.errors import RegistryError
 
 KEY_BYTES = 32  # AES-256
@@ -129,23 +128,7 @@ class EvidenceStore:
         what makes any remnant unreadable is the encryption, and rotating the
         key (`rekey`) and destroying the old one erases such remnants too.
         """
-        path = self._path(validate_image_id(image_id))
-        try:
-            handle = path.open("r+b")
-        except FileNotFoundError:
-            return False
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            zeros = bytes(min(size, _WIPE_CHUNK))
-            written = 0
-            while written < size:
-                written += handle.write(zeros[: size - written])
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._sync_folder()
-        return True
+        return wipe_file(self._path(validate_image_id(image_id)))
 
     def ids(self) -> set[str]:
         """Ids of the images present, to sweep orphans (stored but never recorded) after a crash."""
@@ -204,28 +187,8 @@ class EvidenceStore:
             raise EvidenceNotFoundError(f"no evidence image {image_id}") from None
 
     def _write(self, image_id: str, blob: bytes) -> None:
-        """Temp file in the same folder, fsync, rename: a crash leaves old or new, never half."""
-        fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".partial-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # mkstemp already does; say it explicitly
-                handle.write(blob)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self._path(image_id))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        self._sync_folder()
-
-    def _sync_folder(self) -> None:
-        """Make the rename or unlink itself durable, not just the file's bytes."""
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """A crash leaves the old file or the new one, never half of one."""
+        write_private_file(self._path(image_id), blob)
 
 
 def _aad(image_id: str) -> bytes:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from registry.backup import SUFFIX, create_backup, wipe_file
+from registry.backup import SUFFIX, create_backup
 from registry.context import RegistryContext, finish_rotation, pending_key_file
 from registry.domain import Role, User
+from registry.durable import wipe_file
 from registry.keys import new_master_key, write_key_file
 from registry.users import require_role
 

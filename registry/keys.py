@@ -8,7 +8,6 @@ database, and a leaked backup key opens no live file.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from registry.durable import write_private_file
 from registry.errors import KeyFileError, NotInitialisedError
 
 KEY_BYTES = 32
@@ -63,13 +63,7 @@ def write_key_file(path: Path, key: MasterKey, *, replace: bool = False) -> None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() and not replace:
         raise KeyFileError(f"a key file already exists at {path}; refusing to replace it")
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key._raw.hex() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    write_private_file(path, (key._raw.hex() + "\n").encode("ascii"))
 
 
 def create_key_file(path: Path) -> MasterKey:

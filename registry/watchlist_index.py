@@ -70,7 +70,6 @@ import contextlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,6 +82,7 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from registry.durable import temp_prefix, write_private_file
 from registry.errors import RegistryError
 
 MAGIC = b"MAMORUIX"
@@ -297,34 +297,10 @@ def _clear_header(version: int, pack_bytes: bytes) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over, fsync the folder.
-
-    A crash leaves either the previous version or the new one in place, and
-    the file is 0600 from its first byte (mkstemp creates it so).
-    """
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Old version or new one after a crash; stale temps of crashed publishes go first."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _remove_stale_temps(path)
-    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            fd = -1  # owned by `handle` now
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    _fsync_directory(directory)
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
+    write_private_file(path, data)
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -334,18 +310,9 @@ def _remove_stale_temps(path: Path) -> None:
     erased since: erasure must reach them too. Publishers are serialised by
     the registry's write lock, so no other publish is writing one now.
     """
-    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+    for stale in path.parent.glob(f"{temp_prefix(path)}*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX keeps it in the directory entry)."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --- reading ----------------------------------------------------------------

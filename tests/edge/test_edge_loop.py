@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+from prometheus_client import generate_latest
 import numpy as np
 import pytest
 from pydantic import SecretStr
@@ -185,6 +186,10 @@ def test_a_dropped_camera_reconnects_while_the_other_keeps_producing(
         edge.wait_for(lambda: edge.loop.states()["one"] is CameraState.LIVE, 30,
                       "camera one to come back")
         edge.finish()
+    exported = generate_latest(edge.loop.metrics.registry).decode()
+    assert 'mamoru_camera_reconnects{camera="one"} 1.0' in exported
+    assert 'mamoru_frames_analysed_total{camera="two"}' in exported
+    assert "rtsp://" not in exported  # camera URLs can carry passwords
 
 
 def test_a_stalled_camera_never_blocks_the_other(
