@@ -29,7 +29,7 @@ install: $(BIN)/mamoru
 # has them all does no network work.
 SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav gstreamer1.0-tools ffmpeg
+	gstreamer1.0-libav gstreamer1.0-tools ffmpeg chromium fonts-noto-cjk
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system-deps:
@@ -49,7 +49,7 @@ models: install
 face-data: install
 	$(BIN)/python -m mamoru.face_data
 
-demo: install
+demo: install system-deps
 	$(BIN)/mamoru models fetch
 	$(BIN)/mamoru demo
 

@@ -24,7 +24,7 @@ from pydantic_settings import (
 from edge.config import EdgeSettings
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
-from registry.config import RegistrySettings
+from registry.config import RegistrySettings, WebSettings
 
 DEFAULT_PACK = "yunet-sface"
 
@@ -89,6 +89,7 @@ class MamoruSettings(BaseSettings):
         description="master key file (0600); default <data_dir>/master.key. Never a CLI argument",
     )
     registry: RegistrySettings = RegistrySettings()
+    web: WebSettings = WebSettings()
     engine: EngineSettings = EngineSettings()
     edge: EdgeSettings = EdgeSettings()
     runtime: RuntimeSettings = RuntimeSettings()

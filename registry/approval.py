@@ -22,7 +22,13 @@ from models.quality import QualityPolicy
 from registry.audit import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
-from registry.errors import NotFoundError, QualityRejectedError, RuleViolationError
+from registry.errors import (
+    ConflictError,
+    NotFoundError,
+    QualityRejectedError,
+    RuleViolationError,
+    SelfApprovalError,
+)
 from registry.incidents import validate_incident
 from registry.masking import mask_faces
 from registry.retention import expiry_for
@@ -139,7 +145,7 @@ def _pending(ctx: RegistryContext, entry_id: str) -> Entry:
     if entry is None:
         raise NotFoundError(f"no entry {entry_id}")
     if entry.state is not EntryState.PROPOSED:
-        raise RuleViolationError(f"entry {entry_id} is {entry.state.value}, not awaiting a decision")
+        raise ConflictError(f"entry {entry_id} is {entry.state.value}, not awaiting a decision")
     return entry
 
 
@@ -157,7 +163,7 @@ def approve(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     with ctx.writing():
         entry = _pending(ctx, entry_id)
         if entry.proposed_by == actor.user_id:
-            raise RuleViolationError(
+            raise SelfApprovalError(
                 "a proposal must be approved by a responsible person other than its proposer "
                 "(G-REG-2: two-person approval)"
             )

@@ -51,6 +51,11 @@ class Action(str, Enum):
     DEVICE_ADD = "device_add"
     DEVICE_DISABLED = "device_disabled"
     ALERT_RECEIVED = "alert_received"
+    ALERT_CONFIRMED = "alert_confirmed"
+    ALERT_DISMISSED = "alert_dismissed"
+    LOGIN = "login"
+    LOGOUT = "logout"
+    LOGIN_LOCKED = "login_locked"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
@@ -191,6 +196,10 @@ class AuditTrail:
             "expiries": counts.get(Action.EXPIRE.value, 0),
             "erasures": counts.get(Action.ERASE.value, 0),
             "erasures_reapplied_after_restore": counts.get(Action.ERASURE_REAPPLIED.value, 0),
+            "alerts_received": counts.get(Action.ALERT_RECEIVED.value, 0),
+            "alerts_confirmed": counts.get(Action.ALERT_CONFIRMED.value, 0),
+            "alerts_dismissed": counts.get(Action.ALERT_DISMISSED.value, 0),
+            "logins_locked": counts.get(Action.LOGIN_LOCKED.value, 0),
             "by_action": dict(sorted(counts.items())),
         }
 

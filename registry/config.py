@@ -22,3 +22,34 @@ class RegistrySettings(BaseModel):
         default=30, ge=1, le=90,
         description="backups are deleted on their own, shorter schedule (G-REG-4)",
     )
+
+
+class WebSettings(BaseModel):
+    """People on the tablet pages and the API: sessions, lockout, rate limits (G-SEC-2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_idle_minutes: int = Field(
+        default=15, ge=1, le=120,
+        description="a session not used for this long ends (the tablet is left unattended)",
+    )
+    session_absolute_hours: int = Field(
+        default=8, ge=1, le=24,
+        description="a session ends this long after login however busy it is (one shift)",
+    )
+    lockout_failures: int = Field(
+        default=5, ge=3, le=20,
+        description="consecutive failed logins for one user name before it is locked",
+    )
+    lockout_minutes: int = Field(
+        default=15, ge=1, le=24 * 60,
+        description="how long a locked user name refuses every login, even the right password",
+    )
+    login_rate_limit_per_minute: int = Field(
+        default=60, ge=1, le=10_000,
+        description="login attempts accepted per client address and minute",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, le=1_000_000,
+        description="other requests accepted per client address and minute",
+    )

@@ -176,3 +176,29 @@ class Alert:
     decided_by: int | None
     decided_at: datetime | None
     decision_reason: str
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A person's login on the tablet pages or the API, held by the server.
+
+    `session_id` is the SHA-256 of the token in the browser's cookie: a copy of
+    the database (a backup, a stolen disk) holds no usable session.
+    """
+
+    session_id: str
+    user_id: int
+    created_at: datetime
+    last_seen_at: datetime
+    csrf_token: str
+    expires_at: datetime  # absolute end, however busy the session is
+
+
+@dataclass(frozen=True)
+class LoginFailures:
+    """Consecutive failed logins for one user name (known or not) and any lock on it."""
+
+    name_sha256: str  # the name as typed is not kept (it may be a mistyped password)
+    failures: int
+    last_failure_at: datetime
+    locked_until: datetime | None

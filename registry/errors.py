@@ -41,3 +41,11 @@ class NotFoundError(RegistryError):
 
 class AuditChainError(RegistryError):
     """The audit trail was edited, deleted from or re-ordered."""
+
+
+class ConflictError(RuleViolationError):
+    """The record is no longer in a state that allows the action (decided, closed, ...)."""
+
+
+class SelfApprovalError(RuleViolationError):
+    """G-REG-2: the proposer of an entry may not approve it; a second person must."""

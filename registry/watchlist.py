@@ -18,7 +18,7 @@ from registry.audit import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, IncidentInput, Role, User
-from registry.errors import NotFoundError, RuleViolationError
+from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.incidents import validate_incident
 from registry.retention import expiry_for
 from registry.users import require_role
@@ -39,7 +39,7 @@ def close_entry(ctx: RegistryContext, entry: Entry, *, state: EntryState, action
     A batch (the expiry job) passes `publish=False` and publishes once at the end.
     """
     if entry.state.is_final:
-        raise RuleViolationError(f"entry {entry.entry_id} is already {entry.state.value}")
+        raise ConflictError(f"entry {entry.entry_id} is already {entry.state.value}")
     with ctx.repo.unit_of_work():
         image_ids = ctx.repo.purge_face_data(entry.entry_id)
         ctx.repo.update_entry(replace(
@@ -90,7 +90,7 @@ def correct(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str, no
     with ctx.writing():
         entry = _entry(ctx, entry_id)
         if entry.state not in (EntryState.PROPOSED, EntryState.ACTIVE):
-            raise RuleViolationError(f"entry {entry_id} is {entry.state.value}; it cannot be corrected")
+            raise ConflictError(f"entry {entry_id} is {entry.state.value}; it cannot be corrected")
         corrected = replace(entry, revision=entry.revision + 1, **changes)
         with ctx.repo.unit_of_work():
             ctx.repo.update_entry(corrected)
@@ -109,7 +109,7 @@ def add_reoffence(ctx: RegistryContext, *, actor: User, entry_id: str, incident:
     with ctx.writing():
         entry = _entry(ctx, entry_id)
         if entry.state is not EntryState.ACTIVE:
-            raise RuleViolationError(
+            raise ConflictError(
                 f"entry {entry_id} is {entry.state.value}; a re-offence is added to an active "
                 "entry (otherwise propose a new registration)"
             )

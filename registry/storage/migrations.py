@@ -104,6 +104,24 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX main.alerts_by_status ON alerts (status, received_at);
     CREATE INDEX main.alerts_by_entry ON alerts (entry_id);
     """,
+    # 3: people's web sessions (token hashes only) and login failures for the lockout
+    """
+    CREATE TABLE main.web_sessions (
+        session_id TEXT PRIMARY KEY CHECK (length(session_id) = 64),
+        user_id INTEGER NOT NULL REFERENCES users (user_id),
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        csrf_token TEXT NOT NULL CHECK (length(csrf_token) >= 32),
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX main.web_sessions_by_user ON web_sessions (user_id);
+    CREATE TABLE main.login_failures (
+        name_sha256 TEXT PRIMARY KEY CHECK (length(name_sha256) = 64),
+        failures INTEGER NOT NULL CHECK (failures > 0),
+        last_failure_at TEXT NOT NULL,
+        locked_until TEXT
+    );
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

@@ -19,12 +19,14 @@ from registry.domain import (
     EvidenceRecord,
     Incident,
     IncidentInput,
+    LoginFailures,
     OffenceCategory,
     Role,
     TemplateRecord,
     User,
+    WebSession,
 )
-from registry.errors import NotFoundError
+from registry.errors import ConflictError, NotFoundError
 from registry.storage.database import Connection, transaction
 
 _ENTRY_COLUMNS = (
@@ -32,6 +34,7 @@ _ENTRY_COLUMNS = (
     "decided_at, decision_reason, expires_at, revision, closed_at, closed_reason"
 )
 _DEVICE_COLUMNS = "device_id, name, created_at, active"
+_SESSION_COLUMNS = "session_id, user_id, created_at, last_seen_at, csrf_token, expires_at"
 _ALERT_COLUMNS = (
     "alert_id, device, camera, detected_at, received_at, score, threshold, entry_id, "
     "index_version, snapshot_image_id, status, decided_by, decided_at, decision_reason"
@@ -81,6 +84,12 @@ def _alert(row: Any) -> Alert:
         decided_by=row[11], decided_at=from_text(row[12]) if row[12] else None,
         decision_reason=row[13],
     )
+
+
+def _web_session(row: Any) -> WebSession:
+    return WebSession(session_id=row[0], user_id=row[1], created_at=from_text(row[2]),
+                      last_seen_at=from_text(row[3]), csrf_token=row[4],
+                      expires_at=from_text(row[5]))
 
 
 def _incident(row: Any) -> Incident:
@@ -141,6 +150,13 @@ class SqlCipherRepository:
         row = self._one(
             "SELECT user_id, username, role, trained_at, active FROM users WHERE username = ?",
             (username,),
+        )
+        return _user(row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._one(
+            "SELECT user_id, username, role, trained_at, active FROM users WHERE user_id = ?",
+            (user_id,),
         )
         return _user(row) if row else None
 
@@ -370,6 +386,95 @@ class SqlCipherRepository:
                 (status.value,),
             )
         return [_alert(r) for r in rows]
+
+    def decide_alert(self, alert: Alert) -> None:
+        cursor = self._db.execute(
+            "UPDATE alerts SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, "
+            "snapshot_image_id = ? WHERE alert_id = ? AND status = 'open'",
+            (alert.status.value, alert.decided_by,
+             to_text(alert.decided_at) if alert.decided_at else None, alert.decision_reason,
+             alert.snapshot_image_id, alert.alert_id),
+        )
+        if cursor.rowcount != 1:
+            raise ConflictError(f"alert {alert.alert_id} was already decided")
+
+    def alert_counts(self) -> list[tuple[str, AlertStatus, int]]:
+        rows = self._db.execute(
+            "SELECT device, status, count(*) FROM alerts GROUP BY device, status "
+            "ORDER BY device, status"
+        )
+        return [(str(r[0]), AlertStatus(r[1]), int(r[2])) for r in rows]
+
+    # web sessions and login lockout ---------------------------------------------
+    def add_web_session(self, session: WebSession) -> None:
+        self._db.execute(
+            f"INSERT INTO web_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (session.session_id, session.user_id, to_text(session.created_at),
+             to_text(session.last_seen_at), session.csrf_token, to_text(session.expires_at)),
+        )
+
+    def web_session(self, session_id: str) -> WebSession | None:
+        row = self._one(
+            f"SELECT {_SESSION_COLUMNS} FROM web_sessions WHERE session_id = ?", (session_id,)
+        )
+        return _web_session(row) if row else None
+
+    def touch_web_session(self, session_id: str, at: datetime) -> None:
+        self._db.execute(
+            "UPDATE web_sessions SET last_seen_at = ? WHERE session_id = ?",
+            (to_text(at), session_id),
+        )
+
+    def delete_web_session(self, session_id: str) -> None:
+        self._db.execute("DELETE FROM web_sessions WHERE session_id = ?", (session_id,))
+
+    def delete_stale_web_sessions(self, *, idle_before: datetime, now: datetime) -> int:
+        cursor = self._db.execute(
+            "DELETE FROM web_sessions WHERE last_seen_at < ? OR expires_at <= ?",
+            (to_text(idle_before), to_text(now)),
+        )
+        return int(cursor.rowcount)
+
+    def delete_all_web_sessions(self) -> int:
+        return int(self._db.execute("DELETE FROM web_sessions").rowcount)
+
+    def login_failures(self, name_key: str) -> LoginFailures | None:
+        row = self._one(
+            "SELECT name_sha256, failures, last_failure_at, locked_until FROM login_failures "
+            "WHERE name_sha256 = ?",
+            (name_key,),
+        )
+        if row is None:
+            return None
+        return LoginFailures(row[0], int(row[1]), from_text(row[2]),
+                             from_text(row[3]) if row[3] else None)
+
+    def record_login_failure(self, name_key: str, at: datetime) -> int:
+        self._db.execute(
+            "INSERT INTO login_failures (name_sha256, failures, last_failure_at) "
+            "VALUES (?, 1, ?) ON CONFLICT (name_sha256) DO UPDATE SET "
+            "failures = failures + 1, last_failure_at = excluded.last_failure_at",
+            (name_key, to_text(at)),
+        )
+        return int(self._one(
+            "SELECT failures FROM login_failures WHERE name_sha256 = ?", (name_key,))[0])
+
+    def lock_login(self, name_key: str, until: datetime) -> None:
+        self._db.execute(
+            "UPDATE login_failures SET locked_until = ? WHERE name_sha256 = ?",
+            (to_text(until), name_key),
+        )
+
+    def clear_login_failures(self, name_key: str) -> None:
+        self._db.execute("DELETE FROM login_failures WHERE name_sha256 = ?", (name_key,))
+
+    def prune_login_failures(self, *, last_failure_before: datetime, now: datetime) -> int:
+        cursor = self._db.execute(
+            "DELETE FROM login_failures WHERE last_failure_at < ? "
+            "AND (locked_until IS NULL OR locked_until <= ?)",
+            (to_text(last_failure_before), to_text(now)),
+        )
+        return int(cursor.rowcount)
 
     # index version -------------------------------------------------------------
     def watchlist_version(self) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.rtsp import RtspServer
+from mamoru.demo.cameras import RtspServer
 
 RtspServerFactory = Callable[..., RtspServer]
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.edge.scenes import cast, compose_walk_past
+from mamoru.demo.scene import cast, compose_walk_past
 from tests.registry.conftest import OBAMA, Registry
 
 

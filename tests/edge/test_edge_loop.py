@@ -33,8 +33,8 @@ from registry import watchlist
 from registry.alerts import list_alerts
 from registry.devices import add_device
 from tests.conftest import REPO
-from tests.edge.rtsp import RtspServer, free_port
-from tests.edge.scenes import SceneTruth, cast, compose_walk_past
+from mamoru.demo.cameras import RtspServer, free_port
+from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
 from tests.registry.conftest import OBAMA, T0, Registry
 
 FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.3,

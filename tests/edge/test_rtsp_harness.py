@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.edge.conftest import RtspServerFactory
-from tests.edge.rtsp import READ_TIMEOUT_MS, open_capture
-from tests.edge.scenes import SceneTruth, cast, compose_walk_past, default_engine
+from mamoru.demo.cameras import READ_TIMEOUT_MS, open_capture
+from mamoru.demo.scene import SceneTruth, cast, compose_walk_past, default_engine
 
 WIDTH, HEIGHT = 1280, 720
 READ_TIMEOUT_S = READ_TIMEOUT_MS / 1000

@@ -1,6 +1,6 @@
 """A real RTSP server for tests: serves video files as camera streams.
 
-    /usr/bin/python3 tests/edge/rtsp_server.py --port 8554 \\
+    /usr/bin/python3 mamoru/demo/camera_server.py --port 8554 \\
         --mount cam1=/path/a.mp4 --mount cam2=/path/b.mp4 [--loop]
 
 Each mount is `rtsp://127.0.0.1:PORT/NAME`. The file is decoded (anything
@@ -16,7 +16,7 @@ This runs on Debian's own interpreter (/usr/bin/python3), not the project's
 virtual environment: GStreamer's RTSP server is reached through the `gi`
 bindings (python3-gi, gir1.2-gst-rtsp-server-1.0), system packages that pip
 cannot install into the venv. Tests start it as a subprocess through
-tests/edge/rtsp.py; `make system-deps` installs the packages.
+mamoru/demo/cameras.py; `make system-deps` installs the packages.
 """
 
 from __future__ import annotations

@@ -1,0 +1,416 @@
+"""Every word the tablet pages show, in Japanese (first) and English.
+
+Pages are Japanese by default; `?lang=en` switches a browser to English (the
+choice is kept in a cookie). In Japanese mode, headings, labels and buttons
+carry the English beneath in small type, so a colleague who reads no
+Japanese can still work the tablet:
+
+    t = Translator("ja")
+    t("confirm")         # '確認'
+    t.pair("confirm")    # Markup('<span class="ja">確認</span><span class="en" lang="en">Confirm</span>')
+
+Both dictionaries must hold the same keys (`missing_keys()` is empty; a test
+checks it). Messages from the registry itself (why a decision was refused)
+are English sentences from the domain layer and are shown as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Final, Literal
+
+from markupsafe import Markup
+
+Lang = Literal["ja", "en"]
+LANGS: Final[tuple[Lang, ...]] = ("ja", "en")
+DEFAULT_LANG: Final[Lang] = "ja"
+LANG_COOKIE: Final = "mamoru_lang"
+
+# The store's clock: Japan has one zone and no daylight saving time.
+STORE_TZ: Final = timezone(timedelta(hours=9), "JST")
+
+JA: Final[Mapping[str, str]] = {
+    # layout
+    "app_name": "まもる 顔識別システム",
+    "skip_to_content": "本文へ移動",
+    "nav_alerts": "アラート",
+    "nav_propose": "登録の提案",
+    "nav_approvals": "承認待ち",
+    "nav_watchlist": "登録者一覧",
+    "nav_audit": "監査",
+    "logout": "ログアウト",
+    "signed_in_as": "ログイン中",
+    "switch_language": "English",
+    "error": "エラー",
+    "notice": "お知らせ",
+    "privacy_note": "このシステムは店舗の顔識別による防犯のためにのみ使用します。画面の撮影・持ち出しは禁止です。",
+    # login
+    "login_title": "ログイン",
+    "username": "ユーザー名",
+    "password": "パスワード",
+    "login": "ログイン",
+    "login_help": "氏名で登録された担当者のみ利用できます。",
+    # roles
+    "role_staff": "店舗スタッフ",
+    "role_manager": "責任者",
+    "role_admin": "管理者",
+    "role_auditor": "監査担当",
+    # alerts
+    "alerts_title": "アラート",
+    "alerts_help": "一致は疑いであり、断定ではありません。必ず本人かどうかを目で確認してください。",
+    "precision": "この店舗の適合率",
+    "precision_help": "確認済み ÷（確認済み＋人違い）",
+    "precision_none": "まだ判定されたアラートはありません",
+    "confirmed_count": "確認済み",
+    "dismissed_count": "人違い",
+    "open_count": "未判定",
+    "no_alerts": "アラートはありません。",
+    "snapshot": "カメラの画像（他の人の顔は隠されています）",
+    "registered_image": "登録時の証拠画像",
+    "image_erased": "画像は消去されました",
+    "score": "スコア",
+    "threshold": "しきい値",
+    "camera": "カメラ",
+    "device": "機器",
+    "detected_at": "検知時刻",
+    "status": "状態",
+    "alert_open": "未判定",
+    "alert_confirmed": "確認済み",
+    "alert_dismissed": "人違い",
+    "confirm": "確認",
+    "confirm_help": "本人と確認しました",
+    "dismiss": "人違い",
+    "dismiss_reason": "人違いの理由",
+    "dismiss_reason_placeholder": "例：顔が似ているが別人（身長・年齢が違う）",
+    "reason": "理由",
+    "decided_by": "判定者",
+    "propose_from_alert": "この画像から登録を提案",
+    "entry": "登録",
+    "auto_refresh": "新しいアラートは自動で表示されます",
+    # propose
+    "propose_title": "登録の提案",
+    "propose_help": "客観的に確認された事案（被害届など）に限り提案できます。別の責任者が承認するまで照合には使われません。",
+    "source_alert": "アラートの画像から",
+    "source_upload": "写真をアップロード",
+    "photos": "写真（複数可）",
+    "incident": "事案",
+    "category": "事案の種類",
+    "occurred_at": "発生日時",
+    "confirmation_kind": "確認方法",
+    "confirmation_ref": "証拠の番号（被害届番号など）",
+    "damage": "被害の内容",
+    "description": "事案の説明",
+    "features": "特徴（服装など）",
+    "display_name": "呼び名（任意・店舗内のみ）",
+    "check_quality": "画像の品質を確認",
+    "quality_verdict": "品質チェックの結果",
+    "quality_passed": "合格",
+    "quality_failed": "不合格",
+    "quality_none": "顔が見つかりません",
+    "quality_needed": "提出の前に品質を確認してください。",
+    "quality_ok_to_submit": "合格した画像で提案できます。",
+    "face_px": "顔の大きさ(px)",
+    "detector_score": "検出の確からしさ",
+    "sharpness": "鮮明さ",
+    "yaw": "左右の向き(°)",
+    "pitch": "上下の向き(°)",
+    "bystanders_masked": "写り込んだ他の人の顔は保存前に隠されます。",
+    "submit_proposal": "提案を提出",
+    "proposal_submitted": "提案を提出しました。別の責任者の承認を待っています。",
+    # approvals
+    "approvals_title": "承認待ちの提案",
+    "approvals_help": "提案者とは別の責任者が、必要性と正確性を確認して承認します（二者承認）。",
+    "no_pending": "承認待ちの提案はありません。",
+    "proposer": "提案者",
+    "proposed_at": "提案日時",
+    "evidence": "証拠画像",
+    "templates": "照合用データ",
+    "approve": "承認",
+    "reject": "却下",
+    "approve_reason": "承認の理由",
+    "reject_reason": "却下の理由",
+    "own_proposal": "ご自身の提案です。別の責任者が承認します。",
+    "manager_only": "承認・却下は責任者のみができます。",
+    "approved_notice": "承認しました。登録が有効になりました。",
+    "rejected_notice": "却下しました。画像と照合用データは消去されました。",
+    # watchlist
+    "watchlist_title": "登録者一覧",
+    "watchlist_help": "登録は最後の事案から一定期間で自動的に消去されます。再犯があれば期間が延びます。",
+    "show_all": "終了した登録も表示",
+    "show_current": "有効・提案中のみ表示",
+    "no_entries": "登録はありません。",
+    "state": "状態",
+    "expires_at": "消去予定日",
+    "incidents": "事案",
+    "state_proposed": "提案中",
+    "state_active": "有効",
+    "state_rejected": "却下",
+    "state_withdrawn": "取り下げ",
+    "state_expired": "期限切れ",
+    "state_erased": "消去済み",
+    "correct": "訂正",
+    "correct_reason": "訂正の理由",
+    "withdraw": "取り下げ",
+    "withdraw_reason": "取り下げの理由",
+    "withdraw_help": "誤った登録を取り下げます。画像と照合用データは消去されます。",
+    "add_reoffence": "再犯を追加",
+    "closed_reason": "終了の理由",
+    "corrected_notice": "訂正しました。",
+    "withdrawn_notice": "取り下げました。画像と照合用データは消去されました。",
+    "reoffence_notice": "再犯を追加しました。消去予定日が更新されました。",
+    "confirmed_notice": "確認として記録しました。",
+    "dismissed_notice": "人違いとして記録しました。",
+    # audit
+    "audit_title": "監査",
+    "audit_help": "件数と改ざん検知の状態のみを表示します。顔画像や氏名は表示しません。",
+    "chain_status": "監査記録の連鎖",
+    "chain_ok": "正常（改ざんなし）",
+    "chain_broken": "異常",
+    "records": "記録数",
+    "period": "期間",
+    "counts": "件数",
+    "action": "操作",
+    "count": "件数",
+    "registrations_proposed": "登録の提案",
+    "approvals": "承認",
+    "rejections": "却下",
+    "corrections": "訂正",
+    "reoffences": "再犯の追加",
+    "withdrawals": "取り下げ",
+    "expiries": "期限切れ消去",
+    "erasures": "消去",
+    "erasures_reapplied_after_restore": "復元後の再消去",
+    "alerts_received": "受信したアラート",
+    "alert_outcomes": "アラートの判定",
+    # enumerations
+    "cat_theft": "万引き",
+    "cat_voyeurism": "盗撮",
+    "cat_property_damage": "器物損壊",
+    "cat_assault": "暴行・傷害",
+    "cat_public_indecency": "公然わいせつ",
+    "cat_nuisance": "迷惑行為",
+    "conf_police_report": "被害届",
+    "conf_other": "その他の客観的記録",
+    # errors
+    "err_session": "ログインしてください。",
+    "err_forbidden": "この操作の権限がありません。",
+    "err_csrf": "フォームの有効期限が切れました。もう一度お試しください。",
+    "err_not_found": "見つかりません。",
+    "err_internal": "システムエラーが発生しました。管理者に連絡してください。",
+    "err_bad_input": "入力内容を確認してください。",
+}
+
+EN: Final[Mapping[str, str]] = {
+    "app_name": "mamoru face identification",
+    "skip_to_content": "Skip to content",
+    "nav_alerts": "Alerts",
+    "nav_propose": "Propose",
+    "nav_approvals": "Approvals",
+    "nav_watchlist": "Watchlist",
+    "nav_audit": "Audit",
+    "logout": "Log out",
+    "signed_in_as": "Signed in as",
+    "switch_language": "日本語",
+    "error": "Error",
+    "notice": "Notice",
+    "privacy_note": "This system is used only for crime prevention by face identification in this store. Do not photograph or copy the screen.",
+    "login_title": "Log in",
+    "username": "User name",
+    "password": "Password",
+    "login": "Log in",
+    "login_help": "Only named, registered staff may use this system.",
+    "role_staff": "Staff",
+    "role_manager": "Manager",
+    "role_admin": "Administrator",
+    "role_auditor": "Auditor",
+    "alerts_title": "Alerts",
+    "alerts_help": "A match is a lead, not a verdict. Always check with your own eyes whether it is the person.",
+    "precision": "Precision in this store",
+    "precision_help": "confirmed ÷ (confirmed + wrong person)",
+    "precision_none": "No alert has been decided yet",
+    "confirmed_count": "Confirmed",
+    "dismissed_count": "Wrong person",
+    "open_count": "Open",
+    "no_alerts": "No alerts.",
+    "snapshot": "Camera image (other faces masked)",
+    "registered_image": "Registered evidence image",
+    "image_erased": "The image was erased",
+    "score": "Score",
+    "threshold": "Threshold",
+    "camera": "Camera",
+    "device": "Device",
+    "detected_at": "Detected at",
+    "status": "Status",
+    "alert_open": "Open",
+    "alert_confirmed": "Confirmed",
+    "alert_dismissed": "Wrong person",
+    "confirm": "Confirm",
+    "confirm_help": "I checked: it is the person",
+    "dismiss": "Wrong person",
+    "dismiss_reason": "Why it is the wrong person",
+    "dismiss_reason_placeholder": "e.g. similar face but a different person (height, age)",
+    "reason": "Reason",
+    "decided_by": "Decided by",
+    "propose_from_alert": "Propose a registration from this image",
+    "entry": "Entry",
+    "auto_refresh": "New alerts appear automatically",
+    "propose_title": "Propose a registration",
+    "propose_help": "Only objectively confirmed incidents (e.g. a police damage report). Nothing is matched until another manager approves.",
+    "source_alert": "From the alert image",
+    "source_upload": "Upload photos",
+    "photos": "Photos (one or more)",
+    "incident": "Incident",
+    "category": "Offence category",
+    "occurred_at": "Occurred at",
+    "confirmation_kind": "Confirmed by",
+    "confirmation_ref": "Evidence reference (e.g. damage report no.)",
+    "damage": "Damage",
+    "description": "Description",
+    "features": "Features (clothing etc.)",
+    "display_name": "Name used in the store (optional)",
+    "check_quality": "Check image quality",
+    "quality_verdict": "Quality gate verdict",
+    "quality_passed": "Passed",
+    "quality_failed": "Failed",
+    "quality_none": "No face found",
+    "quality_needed": "Check the image quality before submitting.",
+    "quality_ok_to_submit": "You can propose with the photos that passed.",
+    "face_px": "Face size (px)",
+    "detector_score": "Detector confidence",
+    "sharpness": "Sharpness",
+    "yaw": "Yaw (°)",
+    "pitch": "Pitch (°)",
+    "bystanders_masked": "Other people's faces in the photos are masked before anything is stored.",
+    "submit_proposal": "Submit proposal",
+    "proposal_submitted": "Proposal submitted. It waits for another manager's approval.",
+    "approvals_title": "Pending approvals",
+    "approvals_help": "A responsible person other than the proposer checks necessity and accuracy and approves (two-person approval).",
+    "no_pending": "No proposals are waiting.",
+    "proposer": "Proposer",
+    "proposed_at": "Proposed at",
+    "evidence": "Evidence",
+    "templates": "Templates",
+    "approve": "Approve",
+    "reject": "Reject",
+    "approve_reason": "Reason for approval",
+    "reject_reason": "Reason for rejection",
+    "own_proposal": "Your own proposal: another manager must approve it.",
+    "manager_only": "Only a manager can approve or reject.",
+    "approved_notice": "Approved. The entry is now active.",
+    "rejected_notice": "Rejected. Its images and templates were erased.",
+    "watchlist_title": "Watchlist",
+    "watchlist_help": "Entries are erased a fixed period after the latest incident; a re-offence extends it.",
+    "show_all": "Show closed entries too",
+    "show_current": "Show active and proposed only",
+    "no_entries": "No entries.",
+    "state": "State",
+    "expires_at": "Erased on",
+    "incidents": "Incidents",
+    "state_proposed": "Proposed",
+    "state_active": "Active",
+    "state_rejected": "Rejected",
+    "state_withdrawn": "Withdrawn",
+    "state_expired": "Expired",
+    "state_erased": "Erased",
+    "correct": "Correct",
+    "correct_reason": "Reason for the correction",
+    "withdraw": "Withdraw",
+    "withdraw_reason": "Reason for withdrawal",
+    "withdraw_help": "Take back a wrong entry. Its images and templates are erased.",
+    "add_reoffence": "Add re-offence",
+    "closed_reason": "Why it was closed",
+    "corrected_notice": "Corrected.",
+    "withdrawn_notice": "Withdrawn. Its images and templates were erased.",
+    "reoffence_notice": "Re-offence added. The erasure date was updated.",
+    "confirmed_notice": "Recorded as confirmed.",
+    "dismissed_notice": "Recorded as the wrong person.",
+    "audit_title": "Audit",
+    "audit_help": "Counts and tamper-evidence status only. No face images or names are shown.",
+    "chain_status": "Audit chain",
+    "chain_ok": "Intact (no tampering)",
+    "chain_broken": "Broken",
+    "records": "Records",
+    "period": "Period",
+    "counts": "Counts",
+    "action": "Action",
+    "count": "Count",
+    "registrations_proposed": "Registrations proposed",
+    "approvals": "Approvals",
+    "rejections": "Rejections",
+    "corrections": "Corrections",
+    "reoffences": "Re-offences added",
+    "withdrawals": "Withdrawals",
+    "expiries": "Expiries",
+    "erasures": "Erasures",
+    "erasures_reapplied_after_restore": "Erasures re-applied after restore",
+    "alerts_received": "Alerts received",
+    "alert_outcomes": "Alert outcomes",
+    "cat_theft": "Theft (shoplifting)",
+    "cat_voyeurism": "Voyeurism",
+    "cat_property_damage": "Property damage",
+    "cat_assault": "Assault / injury",
+    "cat_public_indecency": "Public indecency",
+    "cat_nuisance": "Nuisance act",
+    "conf_police_report": "Police damage report",
+    "conf_other": "Other objective record",
+    "err_session": "Please log in.",
+    "err_forbidden": "You are not allowed to do this.",
+    "err_csrf": "The form expired. Please try again.",
+    "err_not_found": "Not found.",
+    "err_internal": "A system error occurred. Please tell the administrator.",
+    "err_bad_input": "Please check what you entered.",
+}
+
+MESSAGES: Final[Mapping[Lang, Mapping[str, str]]] = {"ja": JA, "en": EN}
+
+
+def missing_keys() -> dict[Lang, set[str]]:
+    """Keys one language has and another lacks; empty when the dictionaries agree."""
+    every = set().union(*(m.keys() for m in MESSAGES.values()))
+    return {lang: every - set(m) for lang, m in MESSAGES.items() if every - set(m)}
+
+
+def pick_lang(query: str | None, cookie: str | None) -> Lang:
+    """`?lang=` first, then the cookie, then Japanese."""
+    for candidate in (query, cookie):
+        if candidate in LANGS:
+            return candidate  # type: ignore[return-value]
+    return DEFAULT_LANG
+
+
+class Translator:
+    """Looks words up in one language; unknown keys fail loudly in tests, not silently."""
+
+    def __init__(self, lang: Lang) -> None:
+        if lang not in MESSAGES:
+            raise ValueError(f"no translations for {lang!r}")
+        self.lang = lang
+        self._messages = MESSAGES[lang]
+
+    def __call__(self, key: str) -> str:
+        return self._messages[key]
+
+    def pair(self, key: str) -> Markup:
+        """Japanese with the English beneath (Japanese mode); English alone otherwise."""
+        if self.lang == "en":
+            return Markup('<span class="en-only">{}</span>').format(EN[key])
+        return Markup('<span class="ja">{}</span><span class="en" lang="en">{}</span>').format(
+            JA[key], EN[key]
+        )
+
+    def enum(self, prefix: str, value: str) -> str:
+        """A role, state or category value in words, e.g. `enum("state", "active")`."""
+        return self._messages.get(f"{prefix}_{value}", value)
+
+    def when(self, moment: datetime | None) -> str:
+        """A registry time (UTC) as the store's local time, e.g. '2026-01-15 19:00 JST'."""
+        if moment is None:
+            return "—"
+        return moment.astimezone(STORE_TZ).strftime("%Y-%m-%d %H:%M JST")
+
+    def day(self, moment: datetime | None) -> str:
+        if moment is None:
+            return "—"
+        return moment.astimezone(STORE_TZ).strftime("%Y-%m-%d")
+
