@@ -53,12 +53,30 @@ class Observation:
     track: Track
 
 
-class IouTracker:
-    """Greedy IoU association; tracks unseen for `max_age_s` are dropped."""
+def _centre_affinity(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32],
+                     max_jump: float) -> float:
+    """How plausibly box `b` is box `a` moved on: 1 at the same centre, 0 at `max_jump` widths.
 
-    def __init__(self, *, max_age_s: float, min_iou: float = 0.3) -> None:
+    At 5 analysed frames a second a walking person's face moves more than its
+    own width between frames, so boxes no longer overlap; their centres are
+    still close relative to the face size, and the size barely changes.
+    """
+    size_a, size_b = float(a[2] - a[0]), float(b[2] - b[0])
+    if size_a <= 0 or size_b <= 0 or not 0.67 <= size_b / size_a <= 1.5:
+        return 0.0
+    centre_a = (a[:2] + a[2:]) / 2
+    centre_b = (b[:2] + b[2:]) / 2
+    jump = float(np.linalg.norm(centre_b - centre_a)) / ((size_a + size_b) / 2)
+    return max(0.0, 1.0 - jump / max_jump)
+
+
+class IouTracker:
+    """Greedy association, overlap first, then nearby centres; unseen tracks age out."""
+
+    def __init__(self, *, max_age_s: float, min_iou: float = 0.3, max_jump: float = 2.0) -> None:
         self._max_age_s = max_age_s
         self._min_iou = min_iou
+        self._max_jump = max_jump
         self._tracks: list[Track] = []
         self._ids = itertools.count(1)
 
@@ -70,14 +88,14 @@ class IouTracker:
         """Assign each face to a track (new or existing); forget tracks that are gone."""
         self._tracks = [t for t in self._tracks if now - t.last_seen <= self._max_age_s]
         pairs = sorted(
-            ((iou(t.predicted(now), f.box), ti, fi)
+            ((self._affinity(t, f, now), ti, fi)
              for ti, t in enumerate(self._tracks) for fi, f in enumerate(faces)),
             reverse=True,
         )
         assigned: dict[int, Track] = {}
         used_tracks: set[int] = set()
-        for overlap, ti, fi in pairs:
-            if overlap < self._min_iou:
+        for affinity, ti, fi in pairs:
+            if affinity <= 0.0:
                 break
             if ti in used_tracks or fi in assigned:
                 continue
@@ -91,6 +109,14 @@ class IouTracker:
                 self._tracks.append(track)
                 assigned[fi] = track
         return [Observation(faces[fi], assigned[fi]) for fi in range(len(faces))]
+
+    def _affinity(self, track: Track, face: DetectedFace, now: float) -> float:
+        """Overlap wins (scores 1..2); failing that, centre proximity (0..min_iou)."""
+        predicted = track.predicted(now)
+        overlap = iou(predicted, face.box)
+        if overlap >= self._min_iou:
+            return 1.0 + overlap
+        return self._min_iou * _centre_affinity(predicted, face.box, self._max_jump)
 
     @staticmethod
     def _advance(track: Track, face: DetectedFace, now: float) -> None:

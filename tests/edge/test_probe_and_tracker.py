@@ -64,6 +64,16 @@ def test_tracks_follow_moving_faces_and_age_out() -> None:
     assert len(tracker.tracks) == 1
 
 
+def test_a_walking_face_keeps_its_track_at_five_frames_a_second() -> None:
+    """At 5 fps a face moves more than its width between analysed frames: no overlap at all."""
+    tracker = IouTracker(max_age_s=1.5)
+    ids = {tracker.update([_face(50 + 120 * i, 300), _face(900, 50)], now=0.2 * i)[0].track.track_id
+           for i in range(8)}
+    assert len(ids) == 1
+    crossing = tracker.update([_face(2000, 300), _face(900, 50)], now=1.8)  # someone else, far away
+    assert crossing[0].track.track_id not in ids
+
+
 def test_a_track_is_embedded_a_few_times_not_every_frame() -> None:
     track = Track(1, np.zeros(4, np.float32), 0.0)
     decisions = []
