@@ -79,14 +79,23 @@ class IouTracker:
         self._max_jump = max_jump
         self._tracks: list[Track] = []
         self._ids = itertools.count(1)
+        self._last_update: float | None = None
 
     @property
     def tracks(self) -> list[Track]:
         return list(self._tracks)
 
     def update(self, faces: list[DetectedFace], now: float) -> list[Observation]:
-        """Assign each face to a track (new or existing); forget tracks that are gone."""
-        self._tracks = [t for t in self._tracks if now - t.last_seen <= self._max_age_s]
+        """Assign each face to a track (new or existing); forget tracks that are gone.
+
+        A track survives at least three analysis intervals: when the box is busy and
+        a camera is analysed less often, tracks must not expire between frames, or
+        every face would look new and be embedded again, making the box busier still.
+        """
+        gap = now - self._last_update if self._last_update is not None else 0.0
+        self._last_update = now
+        max_age = max(self._max_age_s, 3.0 * gap)
+        self._tracks = [t for t in self._tracks if now - t.last_seen <= max_age]
         pairs = sorted(
             ((self._affinity(t, f, now), ti, fi)
              for ti, t in enumerate(self._tracks) for fi, f in enumerate(faces)),

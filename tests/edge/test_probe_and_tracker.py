@@ -74,6 +74,13 @@ def test_a_walking_face_keeps_its_track_at_five_frames_a_second() -> None:
     assert crossing[0].track.track_id not in ids
 
 
+def test_tracks_outlive_slow_analysis() -> None:
+    """A busy box analysing every 2 s must not forget a standing face between frames."""
+    tracker = IouTracker(max_age_s=1.5)
+    ids = {tracker.update([_face(300, 300)], now=2.0 * i)[0].track.track_id for i in range(5)}
+    assert len(ids) == 1
+
+
 def test_a_track_is_embedded_a_few_times_not_every_frame() -> None:
     track = Track(1, np.zeros(4, np.float32), 0.0)
     decisions = []
