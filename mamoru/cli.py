@@ -11,7 +11,9 @@ from mamoru.commands import (
     demo,
     devices,
     edge,
+    emergency,
     faces,
+    joint_use,
     models,
     registry,
     serve,
@@ -42,6 +44,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(devices.app, name="device")
 app.command("serve")(serve.serve)
 app.add_typer(edge.app, name="edge")
+app.add_typer(joint_use.app, name="joint-use")
+app.add_typer(emergency.app, name="emergency-share")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

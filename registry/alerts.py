@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -28,8 +29,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from registry.audit import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
-from registry.domain import Alert, AlertStatus, Device, EntryState
-from registry.errors import RegistryError, RuleViolationError
+from registry.domain import Alert, AlertStatus, Device, EntryState, Role, User
+from registry.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
+from registry.users import require_role
 
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # decoded PNG
 MAX_SNAPSHOT_B64_CHARS = 4 * ((MAX_SNAPSHOT_BYTES + 2) // 3)
@@ -153,3 +155,174 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
 
 def list_alerts(ctx: RegistryContext, status: AlertStatus | None = None) -> list[Alert]:
     return ctx.repo.alerts(status)
+
+
+# --- staff decide: a match is a lead, not a verdict -------------------------------
+
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """What staff see of one alert: the match, and who decided what (never a template)."""
+
+    alert: Alert
+    decided_by: str | None
+    entry_state: str
+    entry_evidence_images: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.alert
+        return {
+            "alert_id": a.alert_id,
+            "device": a.device,
+            "camera": a.camera,
+            "detected_at": to_text(a.detected_at),
+            "received_at": to_text(a.received_at),
+            "score": a.score,
+            "threshold": a.threshold,
+            "entry_id": a.entry_id,
+            "entry_state": self.entry_state,
+            "entry_evidence_images": list(self.entry_evidence_images),
+            "index_version": a.index_version,
+            "has_snapshot": a.snapshot_image_id is not None,
+            "status": a.status.value,
+            "decided_by": self.decided_by,
+            "decided_at": to_text(a.decided_at) if a.decided_at else None,
+            "decision_reason": a.decision_reason,
+        }
+
+
+def alert_views(ctx: RegistryContext, *, actor: User,
+                status: AlertStatus | None = None) -> list[AlertView]:
+    """Alerts for the live page, newest first; staff and managers only (they show faces)."""
+    require_role(actor, Role.STAFF, Role.MANAGER)
+    return [_view(ctx, alert) for alert in reversed(ctx.repo.alerts(status))]
+
+
+def alert_view(ctx: RegistryContext, *, actor: User, alert_id: str) -> AlertView:
+    require_role(actor, Role.STAFF, Role.MANAGER)
+    return _view(ctx, _existing_alert(ctx, alert_id))
+
+
+def _view(ctx: RegistryContext, alert: Alert) -> AlertView:
+    entry = ctx.repo.entry(alert.entry_id)
+    return AlertView(
+        alert=alert,
+        decided_by=ctx.repo.username_of(alert.decided_by) if alert.decided_by else None,
+        entry_state=entry.state.value if entry else "unknown",
+        entry_evidence_images=tuple(r.image_id for r in ctx.repo.evidence(alert.entry_id)),
+    )
+
+
+def _existing_alert(ctx: RegistryContext, alert_id: str) -> Alert:
+    alert = ctx.repo.alert(alert_id)
+    if alert is None:
+        raise NotFoundError(f"no alert {alert_id}")
+    return alert
+
+
+def alert_snapshot_png(ctx: RegistryContext, *, actor: User, alert_id: str) -> bytes:
+    """The alert's masked snapshot as PNG bytes; never for an auditor (G-SEC-1)."""
+    require_role(actor, Role.STAFF, Role.MANAGER)
+    alert = _existing_alert(ctx, alert_id)
+    if alert.snapshot_image_id is None:
+        raise NotFoundError(
+            f"alert {alert_id} has no snapshot any more (dismissed, or the entry was erased)"
+        )
+    return ctx.evidence.get_bytes(alert.snapshot_image_id)
+
+
+def confirm_alert(ctx: RegistryContext, *, actor: User, alert_id: str, reason: str = "",
+                  now: datetime) -> Alert:
+    """A trained person checked the match: it is the registered person."""
+    return _decide(ctx, actor=actor, alert_id=alert_id, status=AlertStatus.CONFIRMED,
+                   reason=reason, now=now)
+
+
+def dismiss_alert(ctx: RegistryContext, *, actor: User, alert_id: str, reason: str,
+                  now: datetime) -> Alert:
+    """The match was wrong: someone else. Their snapshot is erased at once ("what follows" 1):
+    a visitor who is not on the watchlist leaves no picture behind."""
+    if not reason.strip():
+        raise RuleViolationError("say why the alert is dismissed (e.g. a different person)")
+    return _decide(ctx, actor=actor, alert_id=alert_id, status=AlertStatus.DISMISSED,
+                   reason=reason, now=now)
+
+
+def _decide(ctx: RegistryContext, *, actor: User, alert_id: str, status: AlertStatus,
+            reason: str, now: datetime) -> Alert:
+    require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
+    reason = reason.strip()
+    if len(reason) > MAX_REASON_CHARS:
+        raise RuleViolationError(f"keep the reason under {MAX_REASON_CHARS} characters")
+    with ctx.writing():
+        alert = _existing_alert(ctx, alert_id)
+        if alert.status is not AlertStatus.OPEN:
+            raise ConflictError(f"alert {alert_id} was already {alert.status.value}")
+        erase = status is AlertStatus.DISMISSED and alert.snapshot_image_id is not None
+        decided = replace(alert, status=status, decided_by=actor.user_id, decided_at=now,
+                          decision_reason=reason,
+                          snapshot_image_id=None if erase else alert.snapshot_image_id)
+        action = (Action.ALERT_CONFIRMED if status is AlertStatus.CONFIRMED
+                  else Action.ALERT_DISMISSED)
+        with ctx.repo.unit_of_work():
+            ctx.repo.decide_alert(decided)
+            ctx.audit.record(actor=actor.username, action=action, at=now,
+                             entry_id=alert.entry_id,
+                             details={"alert_id": alert_id, "device": alert.device,
+                                      "reason": reason, "snapshot_erased": erase})
+        if erase and alert.snapshot_image_id is not None:
+            ctx.evidence.delete(alert.snapshot_image_id)
+    return decided
+
+
+@dataclass(frozen=True)
+class PrecisionFigure:
+    """How many decided alerts were the registered person: confirmed / (confirmed + dismissed)."""
+
+    scope: str  # the store id, or a device name within it
+    confirmed: int
+    dismissed: int
+    open: int
+
+    @property
+    def precision(self) -> float | None:
+        decided = self.confirmed + self.dismissed
+        return self.confirmed / decided if decided else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"confirmed": self.confirmed, "dismissed": self.dismissed, "open": self.open,
+                "precision": self.precision}
+
+
+@dataclass(frozen=True)
+class StorePrecision:
+    store: PrecisionFigure
+    by_device: tuple[PrecisionFigure, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store_id": self.store.scope, **self.store.to_dict(),
+                "by_device": [{"device": d.scope, **d.to_dict()} for d in self.by_device]}
+
+
+def precision(ctx: RegistryContext) -> StorePrecision:
+    """This store's precision figure (its boxes' alerts), and each box's.
+
+    Numbers only, no faces: any logged-in role may see it.
+    """
+    counts: dict[str, dict[AlertStatus, int]] = {}
+    for device, status, n in ctx.repo.alert_counts():
+        counts.setdefault(device, {})[status] = n
+
+    def figure(scope: str, by_status: dict[AlertStatus, int]) -> PrecisionFigure:
+        return PrecisionFigure(scope, by_status.get(AlertStatus.CONFIRMED, 0),
+                               by_status.get(AlertStatus.DISMISSED, 0),
+                               by_status.get(AlertStatus.OPEN, 0))
+
+    total: dict[AlertStatus, int] = {}
+    for by_status in counts.values():
+        for status, n in by_status.items():
+            total[status] = total.get(status, 0) + n
+    return StorePrecision(figure(ctx.policy.store_id, total),
+                          tuple(figure(d, s) for d, s in sorted(counts.items())))

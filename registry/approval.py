@@ -13,12 +13,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from models.engine import FaceEngine
-from models.quality import QualityPolicy
+from models.face import DetectedFace
+from models.quality import QualityPolicy, QualityVerdict
 from registry.audit import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
@@ -33,17 +36,22 @@ from registry.incidents import validate_incident
 from registry.masking import mask_faces
 from registry.retention import expiry_for
 from registry.users import require_role
-from registry.watchlist import close_entry
+from registry.watchlist import EntryView, close_entry, list_entries
 
 Image = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
 class Photo:
-    """A registration photo and the name it was given (for messages, never stored)."""
+    """A registration photo and the name it was given (for messages, never stored).
+
+    The subject is the largest face, or, with a `reference` embedding (the
+    entry an alert matched), the face most like it.
+    """
 
     label: str
     image: Image
+    reference: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,16 +74,59 @@ def _prepare(engine: FaceEngine, photo: Photo, policy: QualityPolicy) -> _Prepar
     faces = engine.detect(photo.image)
     if not faces:
         return f"{photo.label}: no face found"
-    subject = max(faces, key=lambda f: f.size_px)
+    subject, embedding = _subject(engine, photo, faces)
     verdict = engine.assess(photo.image, subject, policy)
     if not verdict.passed:
         return f"{photo.label}: " + "; ".join(verdict.reasons)
     return _Prepared(
         masked=mask_faces(photo.image, faces, keep=subject),
         masked_faces=len(faces) - 1,
-        embedding=engine.embed_faces(photo.image, [subject])[0],
+        embedding=embedding if embedding is not None else engine.embed_faces(photo.image,
+                                                                              [subject])[0],
         quality=json.dumps(verdict.to_dict(), sort_keys=True),
     )
+
+
+def _subject(engine: FaceEngine, photo: Photo, faces: Sequence[DetectedFace]
+             ) -> tuple[DetectedFace, npt.NDArray[np.float32] | None]:
+    """The face the photo is about, and its embedding if it was computed to choose it."""
+    if photo.reference is None or len(faces) == 1:
+        return max(faces, key=lambda f: f.size_px), None
+    embeddings = engine.embed_faces(photo.image, faces)
+    best = int(np.argmax(embeddings @ photo.reference))
+    return faces[best], embeddings[best]
+
+
+@dataclass(frozen=True)
+class PhotoAssessment:
+    """The registration gate's verdict on one photo, before anything is stored (G-REG-1)."""
+
+    faces: int
+    verdict: QualityVerdict | None  # of the subject (the largest face); None without a face
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is not None and self.verdict.passed
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.verdict.reasons if self.verdict is not None else ("no face found",)
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = self.verdict.to_dict() if self.verdict is not None else {}
+        metrics.pop("passed", None)
+        metrics.pop("reasons", None)
+        return {"passed": self.passed, "reasons": list(self.reasons), "faces": self.faces,
+                "bystanders_masked": max(self.faces - 1, 0), "metrics": metrics}
+
+
+def assess_photo(engine: FaceEngine, policy: QualityPolicy, image: Image) -> PhotoAssessment:
+    """Would this photo pass the registration gate? Nothing is stored or embedded."""
+    faces = engine.detect(image)
+    if not faces:
+        return PhotoAssessment(0, None)
+    subject = max(faces, key=lambda f: f.size_px)
+    return PhotoAssessment(len(faces), engine.assess(image, subject, policy))
 
 
 def propose(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *, actor: User,
@@ -197,3 +248,70 @@ def reject(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
                                  decision_reason=reason),
                     state=EntryState.REJECTED, action=Action.REJECT, actor=actor.username,
                     reason=reason, now=now)
+
+
+def propose_from_alert(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *,
+                       actor: User, alert_id: str, incident: IncidentInput, features: str,
+                       display_name: str = "", now: datetime) -> ProposalResult:
+    """Propose from an alert's snapshot: the subject is the face that matched the alert's entry.
+
+    The snapshot's other faces were masked by the box already; the new entry
+    is a separate proposal that a different manager must approve like any other.
+    """
+    require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
+    alert = ctx.repo.alert(alert_id)
+    if alert is None:
+        raise NotFoundError(f"no alert {alert_id}")
+    if alert.snapshot_image_id is None:
+        raise ConflictError(
+            f"alert {alert_id} has no snapshot any more (dismissed, or the entry was erased)"
+        )
+    image = _bgr(ctx.evidence.get(alert.snapshot_image_id))
+    vectors = [np.frombuffer(t.vector, dtype=np.float32)
+               for t in ctx.repo.templates(alert.entry_id)]
+    reference = None
+    if vectors:
+        mean = np.mean(vectors, axis=0)
+        reference = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    photo = Photo(f"snapshot of alert {alert_id[:8]}", image, reference)
+    return propose(ctx, engine, policy, actor=actor, photos=[photo], incident=incident,
+                   features=features, display_name=display_name, now=now)
+
+
+def _bgr(image: Image) -> Image:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)  # type: ignore[return-value]
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # type: ignore[return-value]
+    return image
+
+
+@dataclass(frozen=True)
+class PendingProposal:
+    """A proposal awaiting a decision, and whether the person looking may decide it."""
+
+    view: EntryView
+    approvable_by_me: bool
+    not_approvable_because: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.view.to_dict(), "approvable_by_me": self.approvable_by_me,
+                "not_approvable_because": self.not_approvable_because}
+
+
+def pending_proposals(ctx: RegistryContext, *, actor: User) -> list[PendingProposal]:
+    """Proposals awaiting approval, oldest first; a proposer's own are not approvable by them."""
+    require_role(actor, Role.STAFF, Role.MANAGER)
+    pending = []
+    for view in list_entries(ctx, actor=actor, states=[EntryState.PROPOSED]):
+        if actor.role is not Role.MANAGER:
+            why = "only a manager approves registrations"
+        elif not actor.trained:
+            why = "approving needs recorded privacy training (G-SEC-1)"
+        elif view.entry.proposed_by == actor.user_id:
+            why = "you proposed it: a different manager must approve it (G-REG-2)"
+        else:
+            why = ""
+        pending.append(PendingProposal(view, approvable_by_me=not why,
+                                       not_approvable_because=why))
+    return pending

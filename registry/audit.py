@@ -56,6 +56,19 @@ class Action(str, Enum):
     LOGIN = "login"
     LOGOUT = "logout"
     LOGIN_LOCKED = "login_locked"
+    # joint use (G-SHR-1..7) and emergency one-off provision (G-SHR-6)
+    JOINT_USE_SCHEME_ADOPTED = "joint_use_scheme_adopted"
+    JOINT_USE_MEMBER_ADDED = "joint_use_member_added"
+    JOINT_USE_MEMBER_REMOVED = "joint_use_member_removed"
+    JOINT_USE_KEYS_CREATED = "joint_use_keys_created"
+    JOINT_USE_PROVIDED = "joint_use_provided"  # a bundle sent: the provision record (G-SHR-7)
+    JOINT_USE_RECEIVED = "joint_use_received"  # a bundle applied: the receipt record
+    JOINT_USE_CONFIRMED = "joint_use_confirmed"  # a member's receipt applied at the origin
+    OBJECTION_RECORDED = "objection_recorded"
+    OBJECTION_DISMISSED = "objection_dismissed"
+    EMERGENCY_SHARE_REQUESTED = "emergency_share_requested"
+    EMERGENCY_SHARE_CHECKED = "emergency_share_checked"
+    EMERGENCY_SHARE_PROVIDED = "emergency_share_provided"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
@@ -200,8 +213,46 @@ class AuditTrail:
             "alerts_confirmed": counts.get(Action.ALERT_CONFIRMED.value, 0),
             "alerts_dismissed": counts.get(Action.ALERT_DISMISSED.value, 0),
             "logins_locked": counts.get(Action.LOGIN_LOCKED.value, 0),
+            "objections_recorded": counts.get(Action.OBJECTION_RECORDED.value, 0),
+            "joint_use_provisions": provisions_by_member(rows),
+            "emergency_shares": emergency_shares(rows),
             "by_action": dict(sorted(counts.items())),
         }
+
+
+def provisions_by_member(rows: list[AuditRow]) -> dict[str, dict[str, int]]:
+    """G-SHR-7: bundles and entries provided to / received from each member; no faces, no names."""
+    per: dict[str, Counter[str]] = {}
+    for row in rows:
+        if row.action == Action.JOINT_USE_PROVIDED.value:
+            details = json.loads(row.details)
+            counter = per.setdefault(details["to"], Counter())
+            counter["bundles_sent"] += 1
+            counter["entries_provided"] += len(details.get("entries", ()))
+            counter["corrections_provided"] += len(details.get("corrections", ()))
+            counter["tombstones_sent"] += len(details.get("tombstones", ()))
+        elif row.action == Action.JOINT_USE_RECEIVED.value:
+            details = json.loads(row.details)
+            counter = per.setdefault(details["from"], Counter())
+            counter["bundles_received"] += 1
+            counter["entries_received"] += len(details.get("entries", ()))
+            counter["tombstones_applied"] += len(details.get("tombstones", ()))
+        elif row.action == Action.JOINT_USE_CONFIRMED.value:
+            details = json.loads(row.details)
+            counter = per.setdefault(details["from"], Counter())
+            counter["receipts_applied"] += 1
+            counter["erasures_confirmed"] += len(details.get("tombstones_confirmed", ()))
+    return {member: dict(sorted(c.items())) for member, c in sorted(per.items())}
+
+
+def emergency_shares(rows: list[AuditRow]) -> list[dict[str, Any]]:
+    """G-SHR-6: every one-off emergency provision, flagged so it cannot pass as routine."""
+    return [
+        {"flag": "EMERGENCY (not joint use)", "at": r.at, "entry_id": r.entry_id,
+         **{k: v for k, v in json.loads(r.details).items()
+            if k in ("share_id", "recipient", "checked_by_roles", "checks")}}
+        for r in rows if r.action == Action.EMERGENCY_SHARE_PROVIDED.value
+    ]
 
 
 def _check_row(row: AuditRow, expected_seq: int, prev: str) -> ChainProblem | None:

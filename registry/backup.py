@@ -209,12 +209,15 @@ def restore_backup(ctx: RegistryContext, *, actor: User, path: Path, now: dateti
         with ctx.repo.unit_of_work():
             # A box disabled after the snapshot must not get its token back.
             devices_disabled = reapply_device_disables(ctx)
+            # Sessions in the snapshot may have been logged out since: everyone logs in again.
+            sessions_ended = ctx.repo.delete_all_web_sessions()
             ctx.repo.raise_watchlist_version(index_version + 1)
             ctx.audit.record(actor=actor.username, action=Action.RESTORE, at=now,
                              details={"file": path.name, "taken_at": manifest["taken_at"],
                                       "snapshot_audit_seq": manifest["audit_seq"],
                                       "erasures_reapplied": reapplied,
-                                      "device_disables_reapplied": devices_disabled})
+                                      "device_disables_reapplied": devices_disabled,
+                                      "web_sessions_ended": sessions_ended})
         ctx.sweep_orphan_evidence()
         ctx.publish_index_if_stale()
     return RestoreResult(from_text(manifest["taken_at"]), len(ctx.repo.entries()), reapplied)

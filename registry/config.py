@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -21,6 +23,11 @@ class RegistrySettings(BaseModel):
     backup_retention_days: int = Field(
         default=30, ge=1, le=90,
         description="backups are deleted on their own, shorter schedule (G-REG-4)",
+    )
+    joint_use_scheme: Path | None = Field(
+        default=None,
+        description="G-SHR-1: the published joint-use scheme file (TOML or JSON) this store "
+                    "shares under; none = no joint use",
     )
 
 

@@ -22,6 +22,7 @@ from registry.clock import utc_now
 from registry.config import RegistrySettings
 from registry.errors import NotInitialisedError, RegistryError
 from registry.evidence import EvidenceStore
+from registry.joint_use.keys import rekey_store_keys
 from registry.keys import MasterKey, create_key_file, load_key_file
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
@@ -62,6 +63,11 @@ class RegistryPaths:
     @property
     def lock(self) -> Path:
         return self.data_dir / ".write.lock"
+
+    @property
+    def joint_use_keys(self) -> Path:
+        """This store's joint-use signing and encryption keys (encrypted, 0600)."""
+        return self.data_dir / "joint-use" / "store.keys"
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class RegistryContext:
             rekey(self._opened.connection, "audit", new_key)
         self._opened = OpenedDatabase(self._opened.connection, new_key, new_key)
         self.evidence = self.evidence.rekey(new_key.derive("evidence"))
+        rekey_store_keys(self.paths.joint_use_keys, self._key, new_key)
         self._key = new_key
 
     def __enter__(self) -> RegistryContext:

@@ -202,3 +202,98 @@ class LoginFailures:
     failures: int
     last_failure_at: datetime
     locked_until: datetime | None
+
+
+# --- joint use (G-SHR-1..7) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedEntry:
+    """Where an entry received from a member came from. The local entry is not editable here."""
+
+    entry_id: str  # the local id (never the origin's: a member cannot choose ids here)
+    origin_member: str
+    origin_entry_id: str
+    origin_revision: int
+    origin_expires_at: datetime
+    imported_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SentItem:
+    """One thing a bundle carried about one of this store's entries."""
+
+    entry_id: str
+    kind: str  # entry | correction | tombstone | suspend | unsuspend
+    revision: int
+
+
+@dataclass(frozen=True)
+class SentBundle:
+    """A bundle exported to a member and not yet acknowledged."""
+
+    member_id: str
+    bundle_sha256: str
+    sequence: int
+    created_at: datetime
+    items: tuple[SentItem, ...]
+
+
+@dataclass(frozen=True)
+class HeldCopy:
+    """What a member acknowledged holding of one of this store's entries."""
+
+    member_id: str
+    entry_id: str
+    revision: int
+    suspended: bool
+    closed: bool  # the member confirmed the erasure
+
+
+@dataclass(frozen=True)
+class InboundState:
+    """The last bundle applied from one member, and the receipt that was issued for it."""
+
+    member_id: str
+    last_sequence: int
+    bundle_sha256: str
+    applied_at: datetime
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class ErasureConfirmation:
+    """A member's signed receipt says it erased its copy of one of this store's entries."""
+
+    entry_id: str
+    member_id: str
+    sequence: int
+    confirmed_at: datetime  # when the member applied it (its receipt says)
+    recorded_at: datetime  # when the receipt was applied here
+
+
+@dataclass(frozen=True)
+class EmergencyShare:
+    """G-SHR-6: one provision of one entry to one named recipient outside the scheme."""
+
+    share_id: str
+    entry_id: str
+    recipient: str
+    requested_by: int
+    requested_at: datetime
+    state: str  # open | provided | cancelled
+    provided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EmergencyCheck:
+    """One person's recorded check of the three requirements, each with a reason."""
+
+    share_id: str
+    user_id: int
+    role: Role
+    present_danger: str
+    necessity: str
+    proportionality: str
+    checked_at: datetime

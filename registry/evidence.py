@@ -108,6 +108,21 @@ class EvidenceStore:
         self._write(image_id, self._seal(image_id, png))
         return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
 
+    def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
+        """Encrypt and store PNG bytes as they are (e.g. received from a joint-use member).
+
+        The bytes must decode as an image; they are not re-encoded, so the
+        SHA-256 is the same as at the store that made them.
+        """
+        image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
+        if not png.startswith(b"\x89PNG\r\n\x1a\n") or cv2.imdecode(
+                np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            raise EvidenceError("not a decodable PNG image")
+        if self._path(image_id).exists():
+            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
+        self._write(image_id, self._seal(image_id, png))
+        return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
+
     def get(self, image_id: str) -> npt.NDArray[np.uint8]:
         """The stored image, decrypted in memory (pixel-exact)."""
         png = self.get_bytes(image_id)

@@ -20,7 +20,7 @@ from registry.durable import write_private_file
 from registry.errors import KeyFileError, NotInitialisedError
 
 KEY_BYTES = 32
-Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge"]
+Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge", "joint-use"]
 
 
 class MasterKey:

@@ -20,6 +20,7 @@ from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, IncidentInput, Role, User
 from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.incidents import validate_incident
+from registry.joint_use.errors import ImportedEntryError
 from registry.retention import expiry_for
 from registry.users import require_role
 
@@ -28,6 +29,18 @@ def _entry(ctx: RegistryContext, entry_id: str) -> Entry:
     entry = ctx.repo.entry(entry_id)
     if entry is None:
         raise NotFoundError(f"no entry {entry_id}")
+    return entry
+
+
+def _own_entry(ctx: RegistryContext, entry_id: str) -> Entry:
+    """An entry this store may change: not one imported from a joint-use member."""
+    entry = _entry(ctx, entry_id)
+    imported = ctx.repo.imported_entry(entry_id)
+    if imported is not None:
+        raise ImportedEntryError(
+            f"entry {entry_id} was shared by joint-use member {imported.origin_member}; it is "
+            "corrected, withdrawn or erased only at that store: forward the request there"
+        )
     return entry
 
 
@@ -64,7 +77,7 @@ def withdraw(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, trained=True)
     _need(reason)
     with ctx.writing():
-        close_entry(ctx, _entry(ctx, entry_id), state=EntryState.WITHDRAWN,
+        close_entry(ctx, _own_entry(ctx, entry_id), state=EntryState.WITHDRAWN,
                     action=Action.WITHDRAW, actor=actor.username, reason=reason, now=now)
 
 
@@ -74,7 +87,7 @@ def erase(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
     _need(reason)
     with ctx.writing():
-        close_entry(ctx, _entry(ctx, entry_id), state=EntryState.ERASED,
+        close_entry(ctx, _own_entry(ctx, entry_id), state=EntryState.ERASED,
                     action=Action.ERASE, actor=actor.username, reason=reason, now=now)
 
 
@@ -88,7 +101,7 @@ def correct(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str, no
     if not changes:
         raise RuleViolationError("nothing to correct: give --features or --display-name")
     with ctx.writing():
-        entry = _entry(ctx, entry_id)
+        entry = _own_entry(ctx, entry_id)
         if entry.state not in (EntryState.PROPOSED, EntryState.ACTIVE):
             raise ConflictError(f"entry {entry_id} is {entry.state.value}; it cannot be corrected")
         corrected = replace(entry, revision=entry.revision + 1, **changes)
@@ -107,7 +120,7 @@ def add_reoffence(ctx: RegistryContext, *, actor: User, entry_id: str, incident:
     require_role(actor, Role.MANAGER, trained=True)
     validate_incident(incident, now)
     with ctx.writing():
-        entry = _entry(ctx, entry_id)
+        entry = _own_entry(ctx, entry_id)
         if entry.state is not EntryState.ACTIVE:
             raise ConflictError(
                 f"entry {entry_id} is {entry.state.value}; a re-offence is added to an active "
@@ -192,3 +205,12 @@ def _view(ctx: RegistryContext, entry: Entry) -> EntryView:
         templates=len(ctx.repo.templates(entry.entry_id)),
         evidence_images=[r.image_id for r in ctx.repo.evidence(entry.entry_id)],
     )
+
+
+def evidence_png(ctx: RegistryContext, *, actor: User, entry_id: str, image_id: str) -> bytes:
+    """One of an entry's (masked) evidence images as PNG bytes; never for an auditor."""
+    require_role(actor, Role.STAFF, Role.MANAGER, Role.ADMIN)
+    entry = _entry(ctx, entry_id)
+    if image_id not in {r.image_id for r in ctx.repo.evidence(entry.entry_id)}:
+        raise NotFoundError(f"entry {entry_id} has no evidence image {image_id}")
+    return ctx.evidence.get_bytes(image_id)

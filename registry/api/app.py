@@ -1,40 +1,64 @@
 """`create_app(settings)`: the registry's FastAPI application.
 
-Nothing happens at import. The registry is opened once per app, when the app
-starts (its lifespan), and closed when it stops; every request shares that one
-connection under a lock (`deps.RegistryGate`). The interactive docs and the
-OpenAPI schema are not served: the API has exactly the callers it was built for.
+Nothing happens at import. The registry and the face engine are opened once
+per app, when the app starts (its lifespan), and closed when it stops; every
+request shares them under one lock (`gate.RegistryGate`). The interactive
+docs and the OpenAPI schema are not served (the API has exactly the callers
+it was built for); `app.openapi()` still describes it, for tests and tools.
 
     app = create_app(get_settings())
     uvicorn.run(app, host="127.0.0.1", port=8443)   # or `mamoru serve`
+
+Who may call what: edge boxes their bearer token (`routes/edge.py`); people
+their session cookie, with roles per route (`routes/session.py`, `alerts.py`,
+`registrations.py`, `watchlist.py`, `audit.py`). Every request passes the
+rate limit, then the body limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from mamoru import __version__
 from mamoru.settings import MamoruSettings
-from mamoru.wiring import open_registry_from
+from mamoru.wiring import open_engine, open_registry_from
+from models.engine import FaceEngine
 from registry.alerts import MAX_SNAPSHOT_B64_CHARS
-from registry.api.deps import RegistryGate, enforce_guards
+from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
-from registry.api.limits import RequestLimits
-from registry.api.routes import edge
+from registry.api.gate import RegistryGate
+from registry.api.limits import RateLimits, RequestLimits
+from registry.api.routes import alerts, audit, edge, pages, registrations, session, watchlist
+from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
+from registry.clock import utc_now
 
 # The largest alert (an 8 MB PNG as base64) plus room for its other fields.
 MAX_REQUEST_BYTES = MAX_SNAPSHOT_B64_CHARS + 64 * 1024
+# A registration's photos, each at most MAX_PHOTO_BYTES, plus the form's other fields.
+MAX_UPLOAD_REQUEST_BYTES = MAX_PHOTOS * MAX_PHOTO_BYTES + 1024 * 1024
+# Paths (and everything under them) that take photo uploads; pages add theirs here.
+UPLOAD_PATH_PREFIXES = ("/api/v1/proposals", "/api/v1/quality-check", "/propose")
+# Where a password is posted: these have their own, lower rate limit.
+LOGIN_PATHS = frozenset({"/api/v1/session", "/login"})
 
 
-def create_app(settings: MamoruSettings) -> FastAPI:
-    """The API for the registry `settings` point to; opened when the app starts."""
+def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
+               clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """The API for the registry `settings` point to; opened when the app starts.
+
+    `engine`: an already opened face engine to use (the app does not own it);
+    by default the configured one is opened at start-up. `clock`: the time the
+    app runs on (sessions, decisions); tests pass one they can move.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gate = RegistryGate(open_registry_from(settings))
+        face_engine = engine if engine is not None else open_engine(settings)
+        gate = RegistryGate(open_registry_from(settings), face_engine)
         app.state.registry = gate
         try:
             yield
@@ -44,8 +68,18 @@ def create_app(settings: MamoruSettings) -> FastAPI:
 
     app = FastAPI(title="mamoru registry", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.web = settings.web
+    app.state.clock = clock
     install_error_handlers(app)
-    app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES)
-    app.include_router(edge.router)
+    app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
+                       larger_bodies=dict.fromkeys(UPLOAD_PATH_PREFIXES,
+                                                   MAX_UPLOAD_REQUEST_BYTES))
+    # Added last, so it runs first: a refused request costs no body read.
+    app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
+                       login_per_minute=settings.web.login_rate_limit_per_minute,
+                       login_paths=LOGIN_PATHS)
+    for module in (edge, session, alerts, registrations, watchlist, audit, pages):
+        app.include_router(module.router)
     enforce_guards(app)
     return app

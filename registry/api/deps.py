@@ -1,51 +1,60 @@
-"""What a route can ask for: the opened registry and who is calling.
+"""What a route can ask for: the opened registry, the engine, the time, and who is calling.
 
 Handlers read as contracts, e.g. ``post_alert(payload: AlertIn, ctx: ContextDep,
-device: CurrentDevice)``. Deny by default: every route must depend on one of
-`GUARDS` (directly, through its router, or through another dependency) or be
-marked `allow_public`; `create_app` refuses to build an app with a route that
-does neither. The people login of a later issue adds `current_user` to `GUARDS`.
+device: CurrentDevice)`` or ``approve(entry_id: str, ctx: ContextDep,
+user: Annotated[User, Depends(require_roles(Role.MANAGER))])``.
+
+Deny by default: every route must depend on a guard, directly, through its
+router, or through another dependency, or be marked `allow_public`;
+`create_app` refuses to build an app with a route that does neither. The
+guards are `current_device` (an edge box's bearer token) and the role checks
+made by `require_roles(...)` (a person's session cookie, plus the CSRF token on
+state-changing requests). A bare `CurrentUser` is not a guard: a people route
+always says which roles may call it, `require_roles(*Role)` for "anyone
+logged in".
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+
+try:  # FastAPI >= 0.130 keeps included routers whole; this yields their effective routes
+    from fastapi.routing import iter_route_contexts as _iter_route_contexts
+except ImportError:  # pragma: no cover
+    _iter_route_contexts = None  # type: ignore[assignment]
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from models.engine import FaceEngine
+from registry.api.gate import RegistryGate
+from registry.api.sessions import (
+    COOKIE_NAME,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SessionUser,
+    require_csrf,
+    resolve_session,
+)
+from registry.config import WebSettings
 from registry.context import RegistryContext
 from registry.devices import authenticate_device
-from registry.domain import Device
+from registry.domain import Device, Role, User
 from registry.errors import AuthenticationError
+from registry.users import require_role
 
-
-class RegistryGate:
-    """The app's one opened registry, and the lock that serialises its use.
-
-    One SQLCipher connection serves the whole app. Sync routes run in a thread
-    pool, so a request holds the lock for as long as it uses the registry;
-    writers additionally take `ctx.writing()`, which serialises them with the
-    CLI and the timers running in other processes.
-    """
-
-    def __init__(self, ctx: RegistryContext) -> None:
-        self._ctx = ctx
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def use(self) -> Iterator[RegistryContext]:
-        with self._lock:
-            yield self._ctx
-
-    def close(self) -> None:
-        with self._lock:
-            self._ctx.close()
+__all__ = [
+    "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep", "GUARDS",
+    "GateDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
+    "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
+    "require_roles", "route_roles", "unguarded_routes",
+]
 
 
 def get_gate(request: Request) -> RegistryGate:
@@ -61,8 +70,37 @@ def get_context(request: Request) -> Iterator[RegistryContext]:
         yield ctx
 
 
+GateDep = Annotated[RegistryGate, Depends(get_gate)]
 # scope="function": the lock is released when the route returns, before the response is sent.
 ContextDep = Annotated[RegistryContext, Depends(get_context, scope="function")]
+
+
+def get_engine(request: Request, ctx: ContextDep) -> FaceEngine:
+    """The face engine, used under the same lock as the registry (it is not thread-safe)."""
+    return get_gate(request).engine()
+
+
+EngineDep = Annotated[FaceEngine, Depends(get_engine)]
+
+
+def get_now(request: Request) -> datetime:
+    """The app's clock (UTC); tests give the app a clock they can move."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_web_settings(request: Request) -> WebSettings:
+    web = request.app.state.web
+    assert isinstance(web, WebSettings)
+    return web
+
+
+WebDep = Annotated[WebSettings, Depends(get_web_settings)]
+
+# --- edge boxes -----------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, description="the device token from `mamoru device add`")
 _REFUSED = "unknown, disabled or missing device token"
@@ -80,7 +118,75 @@ def current_device(
 
 CurrentDevice = Annotated[Device, Depends(current_device)]
 
+# --- people -----------------------------------------------------------------------
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def submitted_csrf(request: Request) -> str | None:
+    """The CSRF token a state-changing request carries (header first, then form field)."""
+    if request.method in SAFE_METHODS:
+        return None
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None:
+        return header
+    if request.headers.get("content-type", "").lower().startswith(_FORM_TYPES):
+        try:
+            form = await request.form()  # parsed once: the route's own Form fields reuse it
+        except Exception:  # a body that does not parse carries no token
+            return None
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+def current_session(
+    request: Request, csrf: Annotated[str | None, Depends(submitted_csrf)], now: NowDep,
+    web: WebDep, ctx: ContextDep,
+) -> SessionUser:
+    """The caller's live session (cookie `mamoru_session`); CSRF-checked unless GET/HEAD.
+
+    The CSRF token is read (a form body received) before the registry's lock is taken.
+    """
+    current = resolve_session(ctx, web, token=request.cookies.get(COOKIE_NAME), now=now)
+    require_csrf(current, request.method, csrf)
+    return current
+
+
+CurrentSession = Annotated[SessionUser, Depends(current_session)]
+
+
+def current_user(current: CurrentSession) -> User:
+    return current.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+_ROLES_MARK = "__mamoru_roles__"
+
+
+def require_roles(*roles: Role) -> Callable[[User], User]:
+    """A guard: the logged-in user, if their role is one of `roles` (else 403).
+
+    Use as ``Depends(require_roles(Role.STAFF, Role.MANAGER))`` on a route or
+    router; ``require_roles(*Role)`` lets anyone logged in through. Training
+    (G-SEC-1) is checked by the services that need it.
+    """
+    if not roles:
+        raise ValueError("require_roles needs at least one role")
+    allowed = frozenset(roles)
+
+    def role_guard(user: CurrentUser) -> User:
+        require_role(user, *roles)
+        return user
+
+    role_guard.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed))
+    setattr(role_guard, _ROLES_MARK, allowed)
+    return role_guard
+
+
 # Dependencies that establish who is calling; every route needs one (or `allow_public`).
+# The role guards that `require_roles` makes count as well (they carry their roles).
 GUARDS: frozenset[Callable[..., Any]] = frozenset({current_device})
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -88,24 +194,79 @@ _PUBLIC_MARK = "__mamoru_public__"
 
 
 def allow_public(endpoint: _F) -> _F:
-    """Mark a route as callable by anyone (e.g. the store notice page). Use sparingly."""
+    """Mark a route as callable by anyone (e.g. the login, the store notice). Use sparingly."""
     setattr(endpoint, _PUBLIC_MARK, True)
     return endpoint
 
 
-def _guarded(dependant: Dependant) -> bool:
-    return dependant.call in GUARDS or any(_guarded(d) for d in dependant.dependencies)
+def _is_guard(call: Any) -> bool:
+    return call in GUARDS or getattr(call, _ROLES_MARK, None) is not None
+
+
+def _guards_of(dependant: Dependant) -> list[Any]:
+    found = [dependant.call] if _is_guard(dependant.call) else []
+    for sub in dependant.dependencies:
+        found += _guards_of(sub)
+    return found
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One API route as the app serves it: full path, methods, endpoint, all its dependencies."""
+
+    path: str
+    methods: frozenset[str]
+    endpoint: Callable[..., Any]
+    dependant: Dependant
+
+    @property
+    def label(self) -> str:
+        return f"{','.join(sorted(self.methods))} {self.path}"
+
+
+def api_routes(app: FastAPI) -> list[RouteInfo]:
+    """Every API route, including those of included routers (with their prefixes and guards).
+
+    Newer FastAPI keeps an included router as one entry of `app.routes`; its
+    effective routes (prefix and router dependencies applied) are what the app
+    serves, so those are what the guards are checked on.
+    """
+    found: list[RouteInfo] = []
+    if _iter_route_contexts is not None:
+        for context in _iter_route_contexts(app.routes):
+            if isinstance(context.original_route, APIRoute):
+                found.append(RouteInfo(str(context.path), frozenset(context.methods or ()),
+                                       context.endpoint, context.dependant))
+        return found
+    for route in app.routes:  # pragma: no cover - FastAPI before included-router contexts
+        if isinstance(route, APIRoute):
+            found.append(RouteInfo(route.path, frozenset(route.methods or ()), route.endpoint,
+                                   route.dependant))
+    return found
+
+
+def route_roles(route: RouteInfo) -> frozenset[Role] | str | None:
+    """Who may call a route: the roles it allows, "device", "public", or None (unguarded).
+
+    With several role guards on one route, all must pass: the intersection.
+    """
+    if getattr(route.endpoint, _PUBLIC_MARK, False):
+        return "public"
+    guards = _guards_of(route.dependant)
+    role_sets = [getattr(g, _ROLES_MARK) for g in guards if getattr(g, _ROLES_MARK, None)]
+    if role_sets:
+        allowed: frozenset[Role] = frozenset(Role)
+        for roles in role_sets:
+            allowed &= roles
+        return allowed
+    if guards:
+        return "device"
+    return None
 
 
 def unguarded_routes(app: FastAPI) -> list[str]:
     """Routes that name no caller and are not marked public."""
-    return [
-        f"{','.join(sorted(route.methods or ()))} {route.path}"
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        and not getattr(route.endpoint, _PUBLIC_MARK, False)
-        and not _guarded(route.dependant)
-    ]
+    return [route.label for route in api_routes(app) if route_roles(route) is None]
 
 
 def enforce_guards(app: FastAPI) -> None:
@@ -113,6 +274,7 @@ def enforce_guards(app: FastAPI) -> None:
     open_routes = unguarded_routes(app)
     if open_routes:
         raise RuntimeError(
-            "routes without an authentication guard (add one of deps.GUARDS, or mark the "
-            f"route with allow_public): {', '.join(open_routes)}"
+            "routes without an authentication guard (add one of deps.GUARDS or "
+            "require_roles(...), or mark the route with allow_public): "
+            f"{', '.join(open_routes)}"
         )

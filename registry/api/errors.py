@@ -18,12 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from registry.alerts import AlertConflictError, SnapshotTooLargeError
+from registry.api.uploads import NotAnImageError, UploadTooLargeError
 from registry.errors import (
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PermissionDeniedError,
     RegistryError,
     RuleViolationError,
+    SelfApprovalError,
 )
 
 logger = logging.getLogger("mamoru.registry.api")
@@ -34,8 +37,12 @@ STATUS_OF: dict[type[RegistryError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     AlertConflictError: 409,
+    ConflictError: 409,  # decided, closed or erased meanwhile
+    SelfApprovalError: 403,  # G-REG-2: this person may not approve this entry
     SnapshotTooLargeError: 413,
-    RuleViolationError: 422,
+    UploadTooLargeError: 413,
+    NotAnImageError: 422,
+    RuleViolationError: 422,  # incl. QualityRejectedError (G-REG-1)
 }
 INTERNAL_ERROR = "internal error; the registry's log has the details"
 
@@ -53,7 +60,9 @@ def _registry_error(request: Request, exc: Exception) -> JSONResponse:
     if status is None:
         logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
         return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    # Edge boxes authenticate with a bearer token; people with the session cookie.
+    bearer = status == 401 and request.url.path.startswith("/api/v1/edge")
+    headers = {"WWW-Authenticate": "Bearer"} if bearer else None
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 

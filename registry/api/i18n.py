@@ -7,7 +7,7 @@ Japanese can still work the tablet:
 
     t = Translator("ja")
     t("confirm")         # '確認'
-    t.pair("confirm")    # Markup('<span class="ja">確認</span><span class="en" lang="en">Confirm</span>')
+    t.pair("confirm")    # 確認 with "Confirm" beneath, as Markup
 
 Both dictionaries must hold the same keys (`missing_keys()` is empty; a test
 checks it). Messages from the registry itself (why a decision was refused)
@@ -44,7 +44,10 @@ JA: Final[Mapping[str, str]] = {
     "switch_language": "English",
     "error": "エラー",
     "notice": "お知らせ",
-    "privacy_note": "このシステムは店舗の顔識別による防犯のためにのみ使用します。画面の撮影・持ち出しは禁止です。",
+    "privacy_note": (
+        "このシステムは店舗の顔識別による防犯のためにのみ使用します。画面の撮影・"
+        "持ち出しは禁止です。"
+    ),
     # login
     "login_title": "ログイン",
     "username": "ユーザー名",
@@ -90,7 +93,10 @@ JA: Final[Mapping[str, str]] = {
     "auto_refresh": "新しいアラートは自動で表示されます",
     # propose
     "propose_title": "登録の提案",
-    "propose_help": "客観的に確認された事案（被害届など）に限り提案できます。別の責任者が承認するまで照合には使われません。",
+    "propose_help": (
+        "客観的に確認された事案（被害届など）に限り提案できます。別の責任者が承認"
+        "するまで照合には使われません。"
+    ),
     "source_alert": "アラートの画像から",
     "source_upload": "写真をアップロード",
     "photos": "写真（複数可）",
@@ -136,7 +142,10 @@ JA: Final[Mapping[str, str]] = {
     "rejected_notice": "却下しました。画像と照合用データは消去されました。",
     # watchlist
     "watchlist_title": "登録者一覧",
-    "watchlist_help": "登録は最後の事案から一定期間で自動的に消去されます。再犯があれば期間が延びます。",
+    "watchlist_help": (
+        "登録は最後の事案から一定期間で自動的に消去されます。再犯があれば期間が延"
+        "びます。"
+    ),
     "show_all": "終了した登録も表示",
     "show_current": "有効・提案中のみ表示",
     "no_entries": "登録はありません。",
@@ -199,6 +208,9 @@ JA: Final[Mapping[str, str]] = {
     "err_not_found": "見つかりません。",
     "err_internal": "システムエラーが発生しました。管理者に連絡してください。",
     "err_bad_input": "入力内容を確認してください。",
+    "back_home": "最初の画面へ",
+    "logged_out_notice": "ログアウトしました。",
+    "why_not": "理由",
 }
 
 EN: Final[Mapping[str, str]] = {
@@ -214,7 +226,10 @@ EN: Final[Mapping[str, str]] = {
     "switch_language": "日本語",
     "error": "Error",
     "notice": "Notice",
-    "privacy_note": "This system is used only for crime prevention by face identification in this store. Do not photograph or copy the screen.",
+    "privacy_note": (
+        "This system is used only for crime prevention by face identification in "
+        "this store. Do not photograph or copy the screen."
+    ),
     "login_title": "Log in",
     "username": "User name",
     "password": "Password",
@@ -225,7 +240,10 @@ EN: Final[Mapping[str, str]] = {
     "role_admin": "Administrator",
     "role_auditor": "Auditor",
     "alerts_title": "Alerts",
-    "alerts_help": "A match is a lead, not a verdict. Always check with your own eyes whether it is the person.",
+    "alerts_help": (
+        "A match is a lead, not a verdict. Always check with your own eyes "
+        "whether it is the person."
+    ),
     "precision": "Precision in this store",
     "precision_help": "confirmed ÷ (confirmed + wrong person)",
     "precision_none": "No alert has been decided yet",
@@ -256,7 +274,10 @@ EN: Final[Mapping[str, str]] = {
     "entry": "Entry",
     "auto_refresh": "New alerts appear automatically",
     "propose_title": "Propose a registration",
-    "propose_help": "Only objectively confirmed incidents (e.g. a police damage report). Nothing is matched until another manager approves.",
+    "propose_help": (
+        "Only objectively confirmed incidents (e.g. a police damage report). "
+        "Nothing is matched until another manager approves."
+    ),
     "source_alert": "From the alert image",
     "source_upload": "Upload photos",
     "photos": "Photos (one or more)",
@@ -285,7 +306,10 @@ EN: Final[Mapping[str, str]] = {
     "submit_proposal": "Submit proposal",
     "proposal_submitted": "Proposal submitted. It waits for another manager's approval.",
     "approvals_title": "Pending approvals",
-    "approvals_help": "A responsible person other than the proposer checks necessity and accuracy and approves (two-person approval).",
+    "approvals_help": (
+        "A responsible person other than the proposer checks necessity and "
+        "accuracy and approves (two-person approval)."
+    ),
     "no_pending": "No proposals are waiting.",
     "proposer": "Proposer",
     "proposed_at": "Proposed at",
@@ -300,7 +324,10 @@ EN: Final[Mapping[str, str]] = {
     "approved_notice": "Approved. The entry is now active.",
     "rejected_notice": "Rejected. Its images and templates were erased.",
     "watchlist_title": "Watchlist",
-    "watchlist_help": "Entries are erased a fixed period after the latest incident; a re-offence extends it.",
+    "watchlist_help": (
+        "Entries are erased a fixed period after the latest incident; "
+        "a re-offence extends it."
+    ),
     "show_all": "Show closed entries too",
     "show_current": "Show active and proposed only",
     "no_entries": "No entries.",
@@ -360,6 +387,9 @@ EN: Final[Mapping[str, str]] = {
     "err_not_found": "Not found.",
     "err_internal": "A system error occurred. Please tell the administrator.",
     "err_bad_input": "Please check what you entered.",
+    "back_home": "Back to the start",
+    "logged_out_notice": "You have logged out.",
+    "why_not": "Why",
 }
 
 MESSAGES: Final[Mapping[Lang, Mapping[str, str]]] = {"ja": JA, "en": EN}

@@ -1,4 +1,4 @@
-"""Request size limit and response headers, applied to every request (pure ASGI).
+"""Request size and rate limits and response headers, applied to every request (pure ASGI).
 
 The body is read before any route can check who is calling, so its size is
 capped here: a declared `Content-Length` over the limit is refused before a
@@ -8,6 +8,11 @@ linger in a proxy's or a browser's cache) and `X-Content-Type-Options: nosniff`.
 """
 
 from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -22,22 +27,35 @@ class BodyTooLargeError(HTTPException):
 
 
 class RequestLimits:
-    """Refuse bodies over `max_body_bytes` with 413; add the no-store headers."""
+    """Refuse bodies over `max_body_bytes` with 413; add the no-store headers.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    `larger_bodies` raises the limit for paths under the given prefixes (photo
+    uploads); every other path keeps `max_body_bytes`.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int,
+                 larger_bodies: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = dict(larger_bodies or {})
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.larger_bodies.items():
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return max(limit, self.max_body_bytes)
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope.get("path", ""))
         declared = _content_length(scope)
         if declared == -1:
             await _answer(send, 400, b'{"detail":"malformed Content-Length header"}')
             return
-        if declared is not None and declared > self.max_body_bytes:
-            await _answer(send, 413, _too_large(self.max_body_bytes))
+        if declared is not None and declared > limit:
+            await _answer(send, 413, _too_large(limit))
             return
         received = 0
         started = False
@@ -47,8 +65,8 @@ class RequestLimits:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLargeError(self.max_body_bytes)
+                if received > limit:
+                    raise BodyTooLargeError(limit)
             return message
 
         async def send_with_headers(message: Message) -> None:
@@ -65,7 +83,69 @@ class RequestLimits:
         except BodyTooLargeError:
             if started:
                 raise
-            await _answer(send, 413, _too_large(self.max_body_bytes))
+            await _answer(send, 413, _too_large(limit))
+
+
+class RateLimits:
+    """At most so many requests per client address in any 60 seconds; then 429.
+
+    Login attempts (POST to one of `login_paths`) have their own, lower limit:
+    with the per-name lockout it keeps password guessing slow from any one
+    address. Counts are held in memory per process (a restart forgets them).
+    """
+
+    WINDOW_S = 60.0
+    MAX_TRACKED = 10_000  # addresses; beyond this the idle ones are forgotten first
+
+    def __init__(self, app: ASGIApp, *, per_minute: int, login_per_minute: int,
+                 login_paths: frozenset[str],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.per_minute = per_minute
+        self.login_per_minute = login_per_minute
+        self.login_paths = login_paths
+        self._clock = clock
+        self._seen: dict[tuple[str, str], deque[float]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = str(client[0]) if client else "unknown"
+        login = scope.get("method") == "POST" and scope.get("path") in self.login_paths
+        bucket, limit = ("login", self.login_per_minute) if login else ("all", self.per_minute)
+        retry_after = self._admit((bucket, address), limit)
+        if retry_after is not None:
+            body = b'{"detail":"too many requests from this address; try again in %d s"}' % (
+                retry_after)
+            await _answer(send, 429, body, extra=((b"retry-after", str(retry_after).encode()),))
+            return
+        await self.app(scope, receive, send)
+
+    def _admit(self, key: tuple[str, str], limit: int) -> int | None:
+        """None if admitted (and counted), else seconds until the oldest request ages out."""
+        now = self._clock()
+        times = self._seen.get(key)
+        if times is None:
+            if len(self._seen) >= self.MAX_TRACKED:
+                self._forget_idle(now)
+            times = self._seen[key] = deque()
+        while times and now - times[0] >= self.WINDOW_S:
+            times.popleft()
+        if len(times) >= limit:
+            return max(1, math.ceil(self.WINDOW_S - (now - times[0])))
+        times.append(now)
+        return None
+
+    def _forget_idle(self, now: float) -> None:
+        idle = [k for k, v in self._seen.items() if not v or now - v[-1] >= self.WINDOW_S]
+        for key in idle:
+            del self._seen[key]
+        if len(self._seen) >= self.MAX_TRACKED:  # all busy: forget the least recent half
+            by_age = sorted(self._seen, key=lambda k: self._seen[k][-1])
+            for key in by_age[: len(by_age) // 2]:
+                del self._seen[key]
 
 
 def _too_large(limit: int) -> bytes:
@@ -84,9 +164,10 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def _answer(send: Send, status: int, body: bytes,
+                  extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+               (b"content-length", str(len(body)).encode()), *extra]
     headers += [(n.encode(), v.encode()) for n, v in _HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,17 +1,29 @@
 """Request and response bodies of the API, one family per resource.
 
 `AlertIn` is what a box sends (defined beside the service that receives it,
-`registry.alerts`); `AlertReceipt` is all the box gets back. The staff-facing
-`AlertPublic` of the tablet pages comes with the people login.
+`registry.alerts`); `AlertReceipt` is all the box gets back. The people's
+models follow: `*In` bodies refuse unknown fields, `*Out` answers hold no
+face template, and images travel only as PNG from their own routes.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from registry.alerts import AlertIn
+from registry.domain import (
+    AlertStatus,
+    ConfirmationKind,
+    EntryState,
+    IncidentInput,
+    OffenceCategory,
+    Role,
+)
 
-__all__ = ["AlertIn", "AlertReceipt", "IndexVersionOut"]
+__all__ = ["AlertIn", "AlertReceipt", "IndexVersionOut"]  # and the people's models below
 
 
 class AlertReceipt(BaseModel):
@@ -30,3 +42,209 @@ class IndexVersionOut(BaseModel):
 
     version: int
     pack: str
+
+
+# --- people ---------------------------------------------------------------------------
+
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # printable text; newlines and tabs allowed
+Reason = Annotated[str, Field(max_length=1000, pattern=_TEXT)]
+
+
+class LoginIn(BaseModel):
+    """A person's credentials (JSON body or form fields of the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(BaseModel):
+    """Who is logged in, and the CSRF token every state-changing request must carry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    username: str
+    role: Role
+    trained: bool
+    csrf_token: str
+    expires_at: datetime
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Reason = ""
+
+
+class CorrectIn(BaseModel):
+    """G-REG-3: what to correct (at least one field) and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Reason
+    features: Annotated[str, Field(max_length=1000, pattern=_TEXT)] | None = None
+    display_name: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
+
+
+class IncidentIn(BaseModel):
+    """One objectively confirmed offence (G-REG-2) of a registrable category (G-REG-5).
+
+    `occurred_at`: an ISO date-time with its offset, or a date (taken as 00:00 UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: OffenceCategory
+    occurred_at: AwareDatetime | date
+    confirmation_kind: ConfirmationKind = ConfirmationKind.POLICE_REPORT
+    confirmation_ref: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    damage: str = Field(default="", max_length=1000, pattern=_TEXT)
+    description: str = Field(default="", max_length=2000, pattern=_TEXT)
+
+    def to_input(self) -> IncidentInput:
+        moment = self.occurred_at
+        if not isinstance(moment, datetime):
+            moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+        return IncidentInput(self.category, moment, self.confirmation_kind,
+                             self.confirmation_ref.strip(), self.damage.strip(),
+                             self.description.strip())
+
+
+class ProposalFromAlertIn(BaseModel):
+    """Propose the person an alert's snapshot shows, with the incident that justifies it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    incident: IncidentIn
+    features: str = Field(default="", max_length=1000, pattern=_TEXT)
+    display_name: str = Field(default="", max_length=200, pattern=_TEXT)
+
+
+class ProposalOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    templates: int
+    refused_photos: list[str]
+
+
+class QualityOut(BaseModel):
+    """The registration gate's verdict on one photo (G-REG-1), before anything is stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    reasons: list[str]
+    faces: int
+    bystanders_masked: int
+    metrics: dict[str, float]
+
+
+class AlertOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    device: str
+    camera: str
+    detected_at: datetime
+    received_at: datetime
+    score: float
+    threshold: float
+    entry_id: str
+    entry_state: str
+    entry_evidence_images: list[str]
+    index_version: int
+    has_snapshot: bool
+    status: AlertStatus
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str
+
+
+class PrecisionOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    confirmed: int
+    dismissed: int
+    open: int
+    precision: float | None
+
+
+class DevicePrecisionOut(PrecisionOut):
+    device: str
+
+
+class StorePrecisionOut(PrecisionOut):
+    """Per store: confirmed / (confirmed + dismissed); null before any decision."""
+
+    store_id: str
+    by_device: list[DevicePrecisionOut]
+
+
+class IncidentOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    category: OffenceCategory
+    occurred_at: datetime
+    store_id: str
+    confirmation_kind: ConfirmationKind
+    confirmation_ref: str
+    damage: str
+    description: str
+
+
+class EntryOut(BaseModel):
+    """What staff and managers see of an entry: never the face templates themselves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    state: EntryState
+    store_id: str
+    display_name: str
+    features: str
+    proposed_by: str
+    proposed_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str
+    expires_at: datetime | None
+    closed_at: datetime | None
+    closed_reason: str
+    revision: int
+    incidents: list[IncidentOut]
+    templates: int
+    evidence_images: list[str]
+
+
+class PendingProposalOut(EntryOut):
+    approvable_by_me: bool
+    not_approvable_because: str
+
+
+class ChainProblemOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    reason: str
+
+
+class AuditVerifyOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    records: int
+    problem: ChainProblemOut | None
+
+
+class AuditRecordOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    entry_id: str | None
+    details: dict[str, Any]
+    hash: str

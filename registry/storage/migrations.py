@@ -122,6 +122,100 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         locked_until TEXT
     );
     """,
+    # 4: joint use (G-SHR-1..7): adopted schemes; what was sent to each member and what each
+    #    member acknowledged holding; erasure confirmations; entries imported from members;
+    #    suspensions while an objection is decided; emergency one-off provisions (G-SHR-6)
+    """
+    CREATE TABLE main.joint_use_schemes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        adopted_at TEXT NOT NULL,
+        content BLOB NOT NULL
+    );
+    CREATE TABLE main.joint_use_sent_bundles (
+        member_id TEXT NOT NULL,
+        bundle_sha256 TEXT NOT NULL CHECK (length(bundle_sha256) = 64),
+        sequence INTEGER NOT NULL CHECK (sequence > 0),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (member_id, bundle_sha256)
+    );
+    CREATE TABLE main.joint_use_sent_items (
+        member_id TEXT NOT NULL,
+        bundle_sha256 TEXT NOT NULL,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        kind TEXT NOT NULL CHECK (kind IN
+            ('entry', 'correction', 'tombstone', 'suspend', 'unsuspend')),
+        revision INTEGER NOT NULL,
+        FOREIGN KEY (member_id, bundle_sha256)
+            REFERENCES joint_use_sent_bundles (member_id, bundle_sha256) ON DELETE CASCADE
+    );
+    CREATE INDEX main.joint_use_sent_items_by_bundle
+        ON joint_use_sent_items (member_id, bundle_sha256);
+    CREATE TABLE main.joint_use_outbound (
+        member_id TEXT PRIMARY KEY,
+        last_acked_sequence INTEGER NOT NULL CHECK (last_acked_sequence >= 0),
+        acked_at TEXT
+    );
+    CREATE TABLE main.joint_use_held (
+        member_id TEXT NOT NULL,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        revision INTEGER NOT NULL,
+        suspended INTEGER NOT NULL DEFAULT 0,
+        closed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (member_id, entry_id)
+    );
+    CREATE TABLE main.joint_use_erasure_confirmations (
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        member_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        confirmed_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (entry_id, member_id)
+    );
+    CREATE TABLE main.joint_use_inbound (
+        member_id TEXT PRIMARY KEY,
+        last_sequence INTEGER NOT NULL CHECK (last_sequence > 0),
+        bundle_sha256 TEXT NOT NULL CHECK (length(bundle_sha256) = 64),
+        applied_at TEXT NOT NULL,
+        receipt BLOB NOT NULL
+    );
+    CREATE TABLE main.joint_use_imports (
+        entry_id TEXT PRIMARY KEY REFERENCES entries (entry_id),
+        origin_member TEXT NOT NULL,
+        origin_entry_id TEXT NOT NULL,
+        origin_revision INTEGER NOT NULL,
+        origin_expires_at TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        superseded INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX main.joint_use_imports_by_origin
+        ON joint_use_imports (origin_member, origin_entry_id) WHERE superseded = 0;
+    CREATE TABLE main.entry_suspensions (
+        entry_id TEXT PRIMARY KEY REFERENCES entries (entry_id),
+        since TEXT NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE main.emergency_shares (
+        share_id TEXT PRIMARY KEY,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        recipient TEXT NOT NULL CHECK (length(trim(recipient)) > 0),
+        requested_by INTEGER NOT NULL REFERENCES users (user_id),
+        requested_at TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'provided', 'cancelled')),
+        provided_at TEXT
+    );
+    CREATE TABLE main.emergency_share_checks (
+        share_id TEXT NOT NULL REFERENCES emergency_shares (share_id),
+        user_id INTEGER NOT NULL REFERENCES users (user_id),
+        role TEXT NOT NULL,
+        present_danger TEXT NOT NULL CHECK (length(trim(present_danger)) > 0),
+        necessity TEXT NOT NULL CHECK (length(trim(necessity)) > 0),
+        proportionality TEXT NOT NULL CHECK (length(trim(proportionality)) > 0),
+        checked_at TEXT NOT NULL,
+        PRIMARY KEY (share_id, user_id)
+    );
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

@@ -95,7 +95,7 @@ def edge(registry: Registry) -> Iterator[Edge]:
     token = devices.add_device(registry.ctx, admin=registry.user("admin"), name="box-1", now=T0)
     # The snapshot an edge box would send: a frame of the matched person (another photo).
     snapshot = registry.image(OBAMA2)
-    with TestClient(create_app(registry.settings)) as client:
+    with TestClient(create_app(registry.settings, engine=registry.engine)) as client:
         yield Edge(registry, client, token, entry_id, snapshot)
 
 
@@ -400,10 +400,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_refuses_plain_http_unless_asked_and_on_loopback(registry: Registry) -> None:
+def test_serve_refuses_plain_http_off_loopback_and_half_a_certificate(registry: Registry) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir)}
-    for args, needle in ((("serve",), "TLS serving is not implemented yet"),
-                         (("serve", "--insecure-http", "--host", "0.0.0.0"), "loopback")):
+    for args, needle in ((("serve", "--insecure-http", "--host", "0.0.0.0"), "loopback"),
+                         (("serve", "--cert", "store.pem"), "both --cert and --key"),
+                         (("serve", "--insecure-http", "--cert", "a.pem", "--key", "b.pem"),
+                          "--insecure-http serves no certificate")):
         result = _mamoru(*args, env=env)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
@@ -453,6 +455,16 @@ def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
             with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent boxes, one connection
                 assert list(pool.map(send, range(6))) == [201] * 6
             assert client.post(ALERTS, json={}, headers={}).status_code == 401
+
+            # A person on loopback HTTP: the cookie stays Secure (browsers accept Secure
+            # cookies from http://127.0.0.1 and http://localhost), and it works when sent.
+            login = client.post("/api/v1/session", json={"username": "staff",
+                                                         "password": PASSWORD})
+            assert login.status_code == 200, login.text
+            cookie = login.headers["set-cookie"]
+            assert "secure" in cookie.lower() and "httponly" in cookie.lower()
+            session = {"Cookie": cookie.split(";")[0]}
+            assert client.get("/api/v1/alerts", headers=session).status_code == 200
 
             disabled = _mamoru("device", "disable", "box-1", "--as", "admin", env=env)
             assert disabled.returncode == 0, disabled.stderr

@@ -1,0 +1,179 @@
+"""What each tablet page shows, built from the domain services for one person.
+
+The routes (`routes/pages.py`) call these builders; so does the failure path,
+which shows a refused form's page again with its message. Each builder calls
+the same service the JSON API calls (`registry.alerts`, `registry.approval`,
+`registry.watchlist`, `registry.oversight`), so it is refused for the same
+roles. The cards are what the templates read; image URLs point at the API's
+role-guarded image routes, never at files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+
+from registry.alerts import AlertView, alert_views, precision
+from registry.api.html import lang_of
+from registry.api.i18n import Translator
+from registry.api.uploads import MAX_PHOTO_BYTES
+from registry.approval import pending_proposals
+from registry.clock import from_text
+from registry.context import RegistryContext
+from registry.domain import Alert, ConfirmationKind, EntryState, OffenceCategory, Role, User
+from registry.oversight import audit_report, verify_trail
+from registry.watchlist import EntryView, list_entries
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_CURRENT_STATES = [EntryState.PROPOSED, EntryState.ACTIVE]
+CATEGORIES = [c.value for c in OffenceCategory]
+CONFIRMATION_KINDS = [k.value for k in ConfirmationKind]
+
+
+# --- what the templates show ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class AlertCard:
+    alert: Alert
+    snapshot_url: str | None
+    evidence_url: str | None
+    entry_label: str
+    decider: str | None
+    can_decide: bool
+    can_propose: bool
+
+
+@dataclass(frozen=True)
+class ProposalCard:
+    view: EntryView
+    incidents: list[dict[str, Any]]
+    evidence_urls: list[str]
+    own: bool
+    can_decide: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class EntryCard:
+    view: EntryView
+    incidents: list[dict[str, Any]]
+    evidence_urls: list[str]
+
+
+@dataclass(frozen=True)
+class PhotoVerdict:
+    label: str
+    found: bool
+    passed: bool
+    reasons: tuple[str, ...]
+    metrics: dict[str, Any]
+
+
+def snapshot_url(alert_id: str) -> str:
+    return f"/api/v1/alerts/{alert_id}/snapshot"
+
+
+def evidence_url(entry_id: str, image_id: str) -> str:
+    return f"/api/v1/watchlist/{entry_id}/evidence/{image_id}"
+
+
+def local_incidents(view_: EntryView, t: Translator) -> list[dict[str, Any]]:
+    rows = view_.to_dict()["incidents"]
+    return [{**row, "occurred_at_local": t.when(from_text(row["occurred_at"]))} for row in rows]
+
+
+def alert_card(v: AlertView, user: User, t: Translator) -> AlertCard:
+    a = v.alert
+    return AlertCard(
+        alert=a,
+        snapshot_url=snapshot_url(a.alert_id) if a.snapshot_image_id else None,
+        evidence_url=(evidence_url(a.entry_id, v.entry_evidence_images[0])
+                      if v.entry_evidence_images else None),
+        entry_label=t.enum("state", v.entry_state),
+        decider=v.decided_by,
+        can_decide=user.trained,
+        can_propose=user.trained,
+    )
+
+
+def translator(request: Request) -> Translator:
+    return Translator(lang_of(request))
+
+
+# --- page builders: the data each page shows, for a person ------------------------------
+
+def alerts_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:
+    return {"alerts": [alert_card(v, user, t) for v in alert_views(ctx, actor=user)],
+            "precision": precision(ctx).store}
+
+
+def approvals_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:
+    cards = []
+    for pending in pending_proposals(ctx, actor=user):
+        e = pending.view.entry
+        own = e.proposed_by == user.user_id
+        why = pending.not_approvable_because
+        if user.role is not Role.MANAGER:
+            why = t("manager_only")
+        cards.append(ProposalCard(
+            view=pending.view, incidents=local_incidents(pending.view, t),
+            evidence_urls=[evidence_url(e.entry_id, i) for i in pending.view.evidence_images],
+            own=own, can_decide=pending.approvable_by_me, why=why,
+        ))
+    return {"proposals": cards}
+
+
+def watchlist_data(ctx: RegistryContext, user: User, t: Translator, *,
+                   show_all: bool) -> dict[str, Any]:
+    views = list_entries(ctx, actor=user, states=None if show_all else _CURRENT_STATES)
+    return {
+        "entries": [EntryCard(v, local_incidents(v, t),
+                              [evidence_url(v.entry.entry_id, i) for i in v.evidence_images])
+                    for v in views],
+        "can_manage": user.role is Role.MANAGER and user.trained,
+        "show_all": show_all, "categories": CATEGORIES, "confirmation_kinds": CONFIRMATION_KINDS,
+    }
+
+
+def audit_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any]:
+    end = now + timedelta(seconds=1)
+    report = audit_report(ctx, actor=user, start=_EPOCH, end=end)
+    store = precision(ctx).store
+    return {
+        "chain": verify_trail(ctx, actor=user), "report": report, "period": (None, now),
+        "alerts": {"received": report.get("alerts_received", 0), "confirmed": store.confirmed,
+                   "dismissed": store.dismissed, "open": store.open},
+    }
+
+
+def propose_data(alert: AlertView | None, user: User, t: Translator, *,
+                 values: dict[str, str] | None = None,
+                 verdicts: list[PhotoVerdict] | None = None) -> dict[str, Any]:
+    return {
+        "alert": alert_card(alert, user, t) if alert else None,
+        "categories": CATEGORIES, "confirmation_kinds": CONFIRMATION_KINDS,
+        "values": values or {}, "verdicts": verdicts,
+        "can_submit": bool(verdicts) and any(v.passed for v in verdicts or ()),
+        "max_upload_mb": MAX_PHOTO_BYTES // (1024 * 1024),
+    }
+
+
+def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
+           now: datetime) -> tuple[str, dict[str, Any]]:
+    """The template and data of one page (by its nav href) for `user`."""
+    t = translator(request)
+    if page == "/alerts":
+        return "alerts.html", alerts_data(ctx, user, t)
+    if page == "/approvals":
+        return "approvals.html", approvals_data(ctx, user, t)
+    if page == "/watchlist":
+        show_all = request.query_params.get("state") == "all"
+        return "watchlist.html", watchlist_data(ctx, user, t, show_all=show_all)
+    if page == "/audit":
+        return "audit.html", audit_data(ctx, user, now)
+    if page == "/propose":
+        return "propose.html", propose_data(None, user, t)
+    raise LookupError(page)

@@ -1,0 +1,478 @@
+"""The tablet pages: server-rendered HTML for staff, managers, admins and auditors.
+
+Same services, same guards as the JSON API: every page names the roles that
+may open it (`require_roles`), the session cookie identifies the person, and
+every form posts the session's CSRF token (`csrf_token` field), checked by
+`deps.current_session` before the route runs. Images are not served here: the
+pages point at the role-guarded image routes of the API
+(`/api/v1/alerts/{id}/snapshot`, `/api/v1/watchlist/{entry}/evidence/{image}`),
+which never answer an auditor.
+
+A form that succeeds redirects (303) to its page with a notice (`?done=<key>`);
+one that fails shows its page again with one line saying why, and the status
+the JSON API would give (see `registry.api.html.PageRoute`).
+
+    GET  /login, POST /login, POST /logout, GET / (the role's first page)
+    GET  /alerts                       POST /alerts/{id}/confirm | /alerts/{id}/dismiss
+    GET  /propose, /propose/from-alert/{id}      POST /propose, /propose/check
+    GET  /approvals                    POST /approvals/{id}/approve | /approvals/{id}/reject
+    GET  /watchlist[?state=all]        POST /watchlist/{id}/correct | withdraw | reoffence
+    GET  /audit
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from models.engine import FaceEngine
+from models.quality import QualityPolicy
+from registry.alerts import (
+    AlertView,
+    alert_snapshot_png,
+    alert_view,
+    confirm_alert,
+    dismiss_alert,
+)
+from registry.api.deps import (
+    ContextDep,
+    CurrentSession,
+    EngineDep,
+    GateDep,
+    NowDep,
+    WebDep,
+    allow_public,
+    get_gate,
+    require_roles,
+)
+from registry.api.errors import status_of
+from registry.api.html import (
+    LOGIN_CSRF_COOKIE,
+    PageRoute,
+    home_of,
+    login_page,
+    render,
+    safe_next,
+    static_file,
+)
+from registry.api.i18n import STORE_TZ
+from registry.api.page_data import (
+    PhotoVerdict,
+    alerts_data,
+    approvals_data,
+    audit_data,
+    build_page,
+    propose_data,
+    translator,
+    watchlist_data,
+)
+from registry.api.routes.session import check_same_origin
+from registry.api.schemas import IncidentIn
+from registry.api.sessions import (
+    COOKIE_NAME,
+    SessionUser,
+    clear_session_cookie,
+    log_in,
+    log_out,
+    resolve_session,
+    set_session_cookie,
+)
+from registry.api.uploads import decode_photo, photos_from_uploads
+from registry.approval import (
+    Photo,
+    approve,
+    assess_photo,
+    propose,
+    propose_from_alert,
+    reject,
+)
+from registry.context import RegistryContext
+from registry.domain import ConfirmationKind, IncidentInput, Role, User
+from registry.errors import AuthenticationError, RegistryError, RuleViolationError
+from registry.oversight import OVERSIGHT_ROLES
+from registry.watchlist import (
+    add_reoffence,
+    correct,
+    view,
+    withdraw,
+)
+
+Anyone = Annotated[User, Depends(require_roles(*Role))]
+StaffOrManager = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER))]
+Manager = Annotated[User, Depends(require_roles(Role.MANAGER))]
+Reader = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER, Role.ADMIN))]
+Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
+AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+Reason = Annotated[str, Form(max_length=1000)]
+Text = Annotated[str, Form(max_length=2000)]
+
+
+def rerender(request: Request, page: str, message: str, status: int) -> HTMLResponse | None:
+    """A failed request's page again, with the message; None if there is no session."""
+    gate = get_gate(request)
+    now = request.app.state.clock()
+    with gate.use() as ctx:
+        try:
+            current = resolve_session(ctx, request.app.state.web,
+                                      token=request.cookies.get(COOKIE_NAME), now=now)
+        except AuthenticationError:
+            return None
+        user, token = current.user, current.session.csrf_token
+        try:
+            template, data = build_page(page, request, ctx, user, now)
+        except (RegistryError, LookupError):  # this person may not see that page either
+            template, data = "error.html", {}
+    return render(request, template, page=page, user=user, csrf_token=token,
+                  status_code=status, error=message, **data)
+
+
+class Pages(PageRoute):
+    """The pages' routes: failures are shown on the page they belong to."""
+
+    rerender = staticmethod(rerender)
+
+
+router = APIRouter(route_class=Pages, include_in_schema=False, tags=["pages"])
+
+
+def _page(request: Request, current: SessionUser, template: str, page: str,
+          **data: Any) -> HTMLResponse:
+    return render(request, template, page=page, user=current.user,
+                  csrf_token=current.session.csrf_token, **data)
+
+
+def _done(path: str, notice: str, anchor: str = "") -> RedirectResponse:
+    return RedirectResponse(f"{path}?done={notice}{anchor}", status_code=303)
+
+
+def _policy(request: Request) -> QualityPolicy:
+    policy: QualityPolicy = request.app.state.settings.quality.registration
+    return policy
+
+
+# --- static files, login, logout ---------------------------------------------------------
+
+@router.get("/static/{name}")
+@allow_public
+def static(name: str) -> Response:
+    """The pages' stylesheet and script (no data in them)."""
+    found = static_file(name)
+    if found is None:
+        raise HTTPException(404, "not found")
+    body, media_type = found
+    return Response(body, media_type=media_type)
+
+
+@router.get("/login")
+@allow_public
+def login_form(request: Request) -> HTMLResponse:
+    return login_page(request, next_path=request.query_params.get("next", "/"))
+
+
+@router.post("/login")
+@allow_public
+def login(request: Request, gate: GateDep, web: WebDep, now: NowDep,
+          username: Annotated[str, Form(max_length=64)],
+          password: Annotated[str, Form(max_length=1024)],
+          csrf_token: Annotated[str, Form(max_length=128)] = "",
+          next_path: Annotated[str, Form(alias="next", max_length=500)] = "/") -> Response:
+    """Check the password, start a session, and open the page asked for (or the role's first)."""
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
+        t = translator(request)
+        return login_page(request, status_code=403, error=t("err_csrf"), username=username,
+                          next_path=next_path)
+    check_same_origin(request)
+    try:
+        issued = log_in(gate, web, username=username, password=password, now=now)
+    except AuthenticationError as exc:
+        return login_page(request, status_code=401, error=str(exc), username=username,
+                          next_path=next_path)
+    target = safe_next(next_path)
+    response = RedirectResponse(home_of(issued.user) if target == "/" else target,
+                                status_code=303)
+    set_session_cookie(response, issued.token)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login", secure=True, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.post("/logout")
+def logout(current: CurrentSession, ctx: ContextDep, now: NowDep, user: Anyone) -> Response:
+    log_out(ctx, current, now=now)
+    response = RedirectResponse("/login?done=logged_out_notice", status_code=303)
+    clear_session_cookie(response)
+    return response
+
+
+@router.get("/")
+def home(user: Anyone) -> RedirectResponse:
+    return RedirectResponse(home_of(user), status_code=303)
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+@router.get("/alerts")
+def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
+                user: StaffOrManager) -> HTMLResponse:
+    return _page(request, current, "alerts.html", "/alerts",
+                 **alerts_data(ctx, user, translator(request)))
+
+
+@router.post("/alerts/{alert_id}/confirm")
+def alert_confirm(alert_id: AlertId, ctx: ContextDep, user: StaffOrManager, now: NowDep,
+                  reason: Reason = "") -> RedirectResponse:
+    confirm_alert(ctx, actor=user, alert_id=alert_id, reason=reason, now=now)
+    return _done("/alerts", "confirmed_notice", f"#alert-{alert_id}")
+
+
+@router.post("/alerts/{alert_id}/dismiss")
+def alert_dismiss(alert_id: AlertId, ctx: ContextDep, user: StaffOrManager, now: NowDep,
+                  reason: Reason = "") -> RedirectResponse:
+    dismiss_alert(ctx, actor=user, alert_id=alert_id, reason=reason, now=now)
+    return _done("/alerts", "dismissed_notice", f"#alert-{alert_id}")
+
+
+# --- propose --------------------------------------------------------------------------------
+
+def _incident(values: dict[str, str]) -> IncidentInput:
+    """The incident typed into the form; a date-time without a zone is the store's time."""
+    text = values.get("occurred_at", "").strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RuleViolationError("occurred_at: give the date and time of the incident") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=STORE_TZ)
+    try:
+        incident = IncidentIn(
+            category=values.get("category", ""),  # type: ignore[arg-type]
+            occurred_at=moment,
+            confirmation_kind=values.get("confirmation_kind") or ConfirmationKind.POLICE_REPORT,  # type: ignore[arg-type]
+            confirmation_ref=values.get("confirmation_ref", ""),
+            damage=values.get("damage", ""), description=values.get("description", ""),
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise RuleViolationError(f"{where}: {problem['msg']}") from None
+    return incident.to_input()
+
+
+def _chosen(uploads: list[UploadFile]) -> list[UploadFile]:
+    """The files actually chosen (a browser posts an empty part for an empty file input)."""
+    return [u for u in uploads if u.filename or (u.size or 0) > 0]
+
+
+def _verdicts(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, user: User,
+              alert_id: str, uploads: list[UploadFile]) -> list[PhotoVerdict]:
+    if alert_id:
+        png = alert_snapshot_png(ctx, actor=user, alert_id=alert_id)
+        photos = [Photo(f"snapshot {alert_id[:8]}", decode_photo(png, "snapshot"))]
+    else:
+        photos = photos_from_uploads(_chosen(uploads))
+    verdicts = []
+    for photo in photos:
+        assessment = assess_photo(engine, policy, photo.image)
+        summary = assessment.to_dict()
+        verdicts.append(PhotoVerdict(photo.label, assessment.faces > 0, assessment.passed,
+                                     assessment.reasons if assessment.faces else (),
+                                     summary["metrics"]))
+    return verdicts
+
+
+def _alert_or_none(ctx: RegistryContext, user: User, alert_id: str) -> AlertView | None:
+    return alert_view(ctx, actor=user, alert_id=alert_id) if alert_id else None
+
+
+Photos = Annotated[list[UploadFile], File()]
+FromAlert = Annotated[str, Form(pattern=r"^([0-9a-f]{32})?$")]
+
+
+@dataclass(frozen=True)
+class ProposalForm:
+    """The propose form's fields as typed (all optional here; the services say what is missing)."""
+
+    category: str = ""
+    occurred_at: str = ""
+    confirmation_kind: str = ""
+    confirmation_ref: str = ""
+    damage: str = ""
+    description: str = ""
+    features: str = ""
+    display_name: str = ""
+
+    def values(self) -> dict[str, str]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, str)}
+
+
+def proposal_form(
+    category: Annotated[str, Form(max_length=40)] = "",
+    occurred_at: Annotated[str, Form(max_length=40)] = "",
+    confirmation_kind: Annotated[str, Form(max_length=40)] = "",
+    confirmation_ref: Annotated[str, Form(max_length=200)] = "",
+    damage: Text = "", description: Text = "",
+    features: Annotated[str, Form(max_length=1000)] = "",
+    display_name: Annotated[str, Form(max_length=200)] = "",
+) -> ProposalForm:
+    return ProposalForm(category, occurred_at, confirmation_kind, confirmation_ref, damage,
+                        description, features, display_name)
+
+
+ProposalFormDep = Annotated[ProposalForm, Depends(proposal_form)]
+
+
+@router.get("/propose")
+def propose_page(request: Request, current: CurrentSession, user: StaffOrManager) -> HTMLResponse:
+    return _page(request, current, "propose.html", "/propose",
+                 **propose_data(None, user, translator(request)))
+
+
+@router.get("/propose/from-alert/{alert_id}")
+def propose_from_alert_page(alert_id: AlertId, request: Request, ctx: ContextDep,
+                            current: CurrentSession, user: StaffOrManager) -> HTMLResponse:
+    alert = alert_view(ctx, actor=user, alert_id=alert_id)
+    return _page(request, current, "propose.html", "/propose",
+                 **propose_data(alert, user, translator(request)))
+
+
+@router.post("/propose/check")
+def propose_check(request: Request, ctx: ContextDep, engine: EngineDep, current: CurrentSession,
+                  user: StaffOrManager, form: ProposalFormDep, photos: Photos = [],  # noqa: B006
+                  alert_id: FromAlert = "") -> HTMLResponse:
+    """The quality gate's verdict for the chosen photos (G-REG-1); nothing is stored.
+
+    From the page's script (`X-Requested-With: fetch`) the answer is the verdict
+    alone, to put into the page; otherwise the whole page with the verdict.
+    """
+    fragment = request.headers.get("x-requested-with") == "fetch"
+    try:
+        verdicts = _verdicts(ctx, engine, _policy(request), user, alert_id, photos)
+    except RegistryError as exc:
+        status = status_of(exc)
+        if not fragment or status is None:
+            raise
+        return render(request, "_error_line.html", page="/propose", user=user,
+                      csrf_token=current.session.csrf_token, status_code=status, error=str(exc))
+    data = propose_data(_alert_or_none(ctx, user, alert_id), user, translator(request),
+                        values=form.values(), verdicts=verdicts)
+    template = "_verdict.html" if fragment else "propose.html"
+    return _page(request, current, template, "/propose", **data)
+
+
+@router.post("/propose")
+def propose_submit(request: Request, ctx: ContextDep, engine: EngineDep, current: CurrentSession,
+                   user: StaffOrManager, now: NowDep, form: ProposalFormDep,
+                   photos: Photos = [],  # noqa: B006
+                   alert_id: FromAlert = "") -> Response:
+    """Propose from the alert's snapshot or the uploaded photos; a different manager approves."""
+    values = form.values()
+    try:
+        incident = _incident(values)
+        if alert_id:
+            propose_from_alert(ctx, engine, _policy(request), actor=user, alert_id=alert_id,
+                               incident=incident, features=form.features,
+                               display_name=form.display_name, now=now)
+        else:
+            propose(ctx, engine, _policy(request), actor=user,
+                    photos=photos_from_uploads(_chosen(photos)), incident=incident,
+                    features=form.features, display_name=form.display_name, now=now)
+    except RegistryError as exc:
+        status = status_of(exc)
+        if status is None:
+            raise
+        data = propose_data(_alert_or_none(ctx, user, alert_id), user, translator(request),
+                            values=values)
+        return render(request, "propose.html", page="/propose", user=user,
+                      csrf_token=current.session.csrf_token, status_code=status,
+                      error=str(exc), **data)
+    return _done("/approvals", "proposal_submitted")
+
+
+# --- approvals ----------------------------------------------------------------------------
+
+@router.get("/approvals")
+def approvals_page(request: Request, ctx: ContextDep, current: CurrentSession,
+                   user: StaffOrManager) -> HTMLResponse:
+    return _page(request, current, "approvals.html", "/approvals",
+                 **approvals_data(ctx, user, translator(request)))
+
+
+@router.post("/approvals/{entry_id}/approve")
+def approval_approve(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                     reason: Reason = "") -> RedirectResponse:
+    approve(ctx, actor=user, entry_id=entry_id, reason=reason, now=now)
+    return _done("/approvals", "approved_notice")
+
+
+@router.post("/approvals/{entry_id}/reject")
+def approval_reject(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                    reason: Reason = "") -> RedirectResponse:
+    reject(ctx, actor=user, entry_id=entry_id, reason=reason, now=now)
+    return _done("/approvals", "rejected_notice")
+
+
+# --- watchlist ----------------------------------------------------------------------------
+
+@router.get("/watchlist")
+def watchlist_page(request: Request, ctx: ContextDep, current: CurrentSession,
+                   user: Reader) -> HTMLResponse:
+    show_all = request.query_params.get("state") == "all"
+    return _page(request, current, "watchlist.html", "/watchlist",
+                 **watchlist_data(ctx, user, translator(request), show_all=show_all))
+
+
+@router.post("/watchlist/{entry_id}/correct")
+def watchlist_correct(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                      reason: Reason = "",
+                      features: Annotated[str | None, Form(max_length=1000)] = None,
+                      display_name: Annotated[str | None, Form(max_length=200)] = None
+                      ) -> RedirectResponse:
+    """G-REG-3: only the fields that changed are corrected (and named in the audit)."""
+    entry = view(ctx, actor=user, entry_id=entry_id).entry
+
+    def changed(typed: str | None, stored: str) -> str | None:
+        return typed if typed is not None and typed.strip() != stored else None
+
+    correct(ctx, actor=user, entry_id=entry_id, reason=reason, now=now,
+            features=changed(features, entry.features),
+            display_name=changed(display_name, entry.display_name))
+    return _done("/watchlist", "corrected_notice", f"#entry-{entry_id}")
+
+
+@router.post("/watchlist/{entry_id}/withdraw")
+def watchlist_withdraw(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                       reason: Reason = "") -> RedirectResponse:
+    withdraw(ctx, actor=user, entry_id=entry_id, reason=reason, now=now)
+    return _done("/watchlist", "withdrawn_notice")
+
+
+@router.post("/watchlist/{entry_id}/reoffence")
+def watchlist_reoffence(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                        category: Annotated[str, Form(max_length=40)] = "",
+                        occurred_at: Annotated[str, Form(max_length=40)] = "",
+                        confirmation_kind: Annotated[str, Form(max_length=40)] = "",
+                        confirmation_ref: Annotated[str, Form(max_length=200)] = "",
+                        damage: Text = "", description: Text = "") -> RedirectResponse:
+    incident = _incident({"category": category, "occurred_at": occurred_at,
+                          "confirmation_kind": confirmation_kind,
+                          "confirmation_ref": confirmation_ref, "damage": damage,
+                          "description": description})
+    add_reoffence(ctx, actor=user, entry_id=entry_id, incident=incident, now=now)
+    return _done("/watchlist", "reoffence_notice", f"#entry-{entry_id}")
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+@router.get("/audit")
+def audit_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Overseer,
+               now: NowDep) -> HTMLResponse:
+    """Counts and the chain's state; no image, no name of a registered person."""
+    return _page(request, current, "audit.html", "/audit", **audit_data(ctx, user, now))

@@ -1,0 +1,281 @@
+"""Bundles and receipts: canonical JSON, signed by the sender, encrypted for the recipient.
+
+A bundle carries, from one member to one other, the entries, corrections,
+tombstones (withdrawn, erased, expired, rejected entries) and objections
+(suspend, unsuspend) the recipient has not acknowledged yet. A receipt goes
+back: which of them the recipient applied, signed by the recipient, so the
+origin can show which members confirmed each erasure (G-SHR-4).
+
+Both travel in the same envelope, built only from `cryptography` primitives:
+
+1. The payload is canonical JSON (sorted keys, no spaces, UTF-8) of an
+   allow-listed model, signed with the sender's Ed25519 key over
+   ``b"mamoru/joint-use/v1/<kind>\\n" + payload``. The payload names sender,
+   recipient and sequence itself, so a member cannot re-encrypt a bundle it
+   received and pass it on as if it were addressed to a third store.
+2. ``payload-length u32 | payload | signature`` is encrypted with AES-256-GCM
+   under a key from HKDF-SHA256 over an X25519 exchange between a fresh
+   ephemeral key and the recipient's published encryption key (salt: both
+   public keys). The clear header (format, kind, sender, recipient, sequence,
+   ephemeral public key, nonce) is the associated data, so none of it can be
+   changed without the tag failing.
+
+File layout::
+
+    b"MAMORUJU" | header length u16 | header (canonical JSON) | ciphertext + tag
+
+A hub or relay that carries the files sees who sends to whom, the sequence
+number and the size; it can read none of the content and change none of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from registry.joint_use.errors import MalformedBundleError, NotForUsError, SignatureError
+from registry.joint_use.export_schema import (
+    ENTRY_ID_PATTERN,
+    MEMBER_ID_PATTERN,
+    AllowListed,
+    SharedEntry,
+    to_wire,
+)
+
+MAGIC = b"MAMORUJU"
+FORMAT = 1
+MAX_HEADER = 4096
+_HEADER_LENGTH = struct.Struct(">H")
+_PAYLOAD_LENGTH = struct.Struct(">I")
+_SIGNATURE = 64
+_NONCE = 12
+_HKDF_INFO = b"mamoru/joint-use/v1/aes-256-gcm"
+Kind = Literal["bundle", "receipt"]
+TombstoneReason = Literal["withdrawn", "erased", "expired", "rejected"]
+ObjectionAction = Literal["suspend", "unsuspend"]
+
+
+class Tombstone(AllowListed):
+    """An entry the origin closed: every member erases its copy (G-REG-4, G-SHR-4)."""
+
+    origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
+    reason: TombstoneReason
+    closed_at: datetime
+
+
+class Objection(AllowListed):
+    """反論の機会 (G-SHR-4): suspended everywhere while the origin decides an objection."""
+
+    origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
+    action: ObjectionAction
+    at: datetime
+
+
+class Bundle(AllowListed):
+    """One bundle's content. Entries and corrections are always the sender's own entries."""
+
+    format: Literal[1] = 1
+    sender: str = Field(pattern=MEMBER_ID_PATTERN)
+    recipient: str = Field(pattern=MEMBER_ID_PATTERN)
+    sequence: int = Field(ge=1)
+    created_at: datetime
+    scheme_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    entries: tuple[SharedEntry, ...] = ()
+    corrections: tuple[SharedEntry, ...] = ()
+    tombstones: tuple[Tombstone, ...] = ()
+    objections: tuple[Objection, ...] = ()
+
+    @model_validator(mode="after")
+    def _own_entries_only(self) -> Bundle:
+        shared = (*self.entries, *self.corrections)
+        foreign = sorted({e.origin_member for e in shared} - {self.sender})
+        if foreign:
+            raise ValueError(f"a member shares only its own entries; found entries of {foreign}")
+        ids = [e.origin_entry_id for e in shared] + [t.origin_entry_id for t in self.tombstones]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an entry appears more than once among entries, corrections and "
+                             "tombstones")
+        return self
+
+
+class Receipt(AllowListed):
+    """What a recipient applied from one bundle, signed by the recipient."""
+
+    format: Literal[1] = 1
+    issued_by: str = Field(pattern=MEMBER_ID_PATTERN, description="the bundle's recipient")
+    origin: str = Field(pattern=MEMBER_ID_PATTERN, description="the bundle's sender")
+    sequence: int = Field(ge=1)
+    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    applied_at: datetime
+    entries_applied: tuple[str, ...] = ()
+    corrections_applied: tuple[str, ...] = ()
+    tombstones_applied: tuple[str, ...] = ()
+    objections_applied: tuple[str, ...] = ()
+
+
+class EnvelopeHeader(BaseModel):
+    """The clear, authenticated header: enough to route and to pick the key, nothing more."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1]
+    kind: Kind
+    sender: str = Field(pattern=MEMBER_ID_PATTERN)
+    recipient: str = Field(pattern=MEMBER_ID_PATTERN)
+    sequence: int = Field(ge=1)
+    ephemeral_key: str
+    nonce: str
+
+
+def canonical_json(model: AllowListed) -> bytes:
+    """Sorted keys, no insignificant spaces, UTF-8: the same content is always the same bytes."""
+    return _canonical(to_wire(model))
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def sha256_hex(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _raw(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _aead_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> AESGCM:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_HKDF_INFO)
+    return AESGCM(hkdf.derive(shared))
+
+
+def _signed_message(kind: str, payload: bytes) -> bytes:
+    return b"mamoru/joint-use/v1/" + kind.encode("ascii") + b"\n" + payload
+
+
+def seal(kind: Kind, payload: AllowListed, *, sender: str, recipient: str, sequence: int,
+         signing_key: Ed25519PrivateKey, recipient_key: X25519PublicKey) -> bytes:
+    """Sign `payload` with the sender's key and encrypt it for the recipient only."""
+    body = canonical_json(payload)
+    signature = signing_key.sign(_signed_message(kind, body))
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_raw = _raw(ephemeral.public_key())
+    recipient_raw = _raw(recipient_key)
+    nonce = os.urandom(_NONCE)
+    header = _canonical(EnvelopeHeader(
+        format=FORMAT, kind=kind, sender=sender, recipient=recipient, sequence=sequence,
+        ephemeral_key=base64.b64encode(ephemeral_raw).decode("ascii"),
+        nonce=base64.b64encode(nonce).decode("ascii"),
+    ).model_dump())
+    clear = MAGIC + _HEADER_LENGTH.pack(len(header)) + header
+    aead = _aead_key(ephemeral.exchange(recipient_key), ephemeral_raw, recipient_raw)
+    plaintext = _PAYLOAD_LENGTH.pack(len(body)) + body + signature
+    return clear + aead.encrypt(nonce, plaintext, clear)
+
+
+def read_header(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
+    """The clear header (not yet trustworthy: it is authenticated by `open_envelope`)."""
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _HEADER_LENGTH.size:
+        raise MalformedBundleError("not a mamoru joint-use file (bad magic); nothing was imported")
+    (length,) = _HEADER_LENGTH.unpack_from(blob, len(MAGIC))
+    start = len(MAGIC) + _HEADER_LENGTH.size
+    if length > MAX_HEADER or len(blob) < start + length + 16:
+        raise MalformedBundleError("the joint-use file is truncated; nothing was imported")
+    try:
+        header = EnvelopeHeader.model_validate_json(blob[start:start + length])
+    except ValidationError:
+        raise MalformedBundleError("the joint-use file's header is unreadable (altered or "
+                                   "damaged); nothing was imported") from None
+    return header, blob[:start + length]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A decrypted envelope whose signature is not checked yet."""
+
+    header: EnvelopeHeader
+    payload: bytes
+    signature: bytes
+
+    def verify(self, signer: Ed25519PublicKey) -> None:
+        try:
+            signer.verify(self.signature, _signed_message(self.header.kind, self.payload))
+        except InvalidSignature:
+            raise SignatureError(
+                f"the {self.header.kind} from {self.header.sender} does not carry a valid "
+                f"signature of {self.header.sender}'s published key (forged or signed by "
+                "another key); nothing was imported"
+            ) from None
+
+
+def open_envelope(blob: bytes, *, kind: Kind, our_id: str,
+                  our_key: X25519PrivateKey) -> Opened:
+    """Decrypt an envelope addressed to us; any alteration fails here, before anything else."""
+    header, clear = read_header(blob)
+    if header.kind != kind:
+        raise MalformedBundleError(f"this file is a {header.kind}, not a {kind}; "
+                                   "nothing was imported")
+    if header.recipient != our_id:
+        raise NotForUsError(f"this {kind} is addressed to {header.recipient}, not to this store "
+                            f"({our_id}); nothing was imported")
+    try:
+        ephemeral_raw = base64.b64decode(header.ephemeral_key, validate=True)
+        nonce = base64.b64decode(header.nonce, validate=True)
+        ephemeral = X25519PublicKey.from_public_bytes(ephemeral_raw)
+        shared = our_key.exchange(ephemeral)
+    except ValueError:
+        raise MalformedBundleError(f"the {kind}'s key exchange data is invalid; "
+                                   "nothing was imported") from None
+    aead = _aead_key(shared, ephemeral_raw, _raw(our_key.public_key()))
+    try:
+        plaintext = aead.decrypt(nonce, blob[len(clear):], clear)
+    except (InvalidTag, ValueError):
+        raise NotForUsError(
+            f"the {kind} from {header.sender} failed authentication: altered in transit, or not "
+            f"encrypted for this store's key; nothing was imported"
+        ) from None
+    (length,) = _PAYLOAD_LENGTH.unpack_from(plaintext, 0)
+    body = plaintext[_PAYLOAD_LENGTH.size:_PAYLOAD_LENGTH.size + length]
+    signature = plaintext[_PAYLOAD_LENGTH.size + length:]
+    if len(body) != length or len(signature) != _SIGNATURE:
+        raise MalformedBundleError(f"the {kind} is malformed inside; nothing was imported")
+    return Opened(header, body, signature)
+
+
+def parse_payload(opened: Opened, model: type[Bundle] | type[Receipt]) -> Any:
+    """The signed payload as `model`, which must agree with the authenticated header."""
+    try:
+        payload = model.model_validate_json(opened.payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MalformedBundleError(
+            f"the {opened.header.kind} from {opened.header.sender} breaks the joint-use schema "
+            f"at {where}: {first['msg']}; nothing was imported"
+        ) from None
+    sender, recipient = ((payload.sender, payload.recipient) if isinstance(payload, Bundle)
+                         else (payload.issued_by, payload.origin))
+    header = opened.header
+    if (sender, recipient, payload.sequence) != (header.sender, header.recipient, header.sequence):
+        raise MalformedBundleError(
+            f"the {header.kind}'s signed content names {sender}->{recipient} #{payload.sequence} "
+            f"but its envelope {header.sender}->{header.recipient} #{header.sequence}; "
+            "nothing was imported"
+        )
+    return payload

@@ -1,0 +1,54 @@
+"""What auditors read: the audit trail's report, its verification, its records (no faces).
+
+The trail holds pseudonymous entry ids, counts and hashes, never an image
+or a template, so these are the views an auditor (G-SHR-4: an outside body
+that verifies what was registered, shared and erased) may use; admins and
+managers may too. Images are served by other functions that refuse auditors.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from registry.audit import ChainReport
+from registry.context import RegistryContext
+from registry.domain import Role, User
+from registry.errors import RuleViolationError
+from registry.users import require_role
+
+OVERSIGHT_ROLES = (Role.AUDITOR, Role.ADMIN, Role.MANAGER)
+MAX_RECORDS = 1000
+
+
+def _check_period(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise RuleViolationError("the period's end must be after its start")
+
+
+def audit_report(ctx: RegistryContext, *, actor: User, start: datetime,
+                 end: datetime) -> dict[str, Any]:
+    """Counts per kind of change in [start, end)."""
+    require_role(actor, *OVERSIGHT_ROLES)
+    _check_period(start, end)
+    return ctx.audit.report(start, end)
+
+
+def verify_trail(ctx: RegistryContext, *, actor: User) -> ChainReport:
+    """Walk the whole hash chain; the first record that does not verify, if any."""
+    require_role(actor, *OVERSIGHT_ROLES)
+    return ctx.audit.verify()
+
+
+def audit_records(ctx: RegistryContext, *, actor: User, start: datetime, end: datetime,
+                  limit: int = MAX_RECORDS) -> list[dict[str, Any]]:
+    """The records in [start, end), newest first, at most `limit`."""
+    require_role(actor, *OVERSIGHT_ROLES)
+    _check_period(start, end)
+    rows = ctx.audit.rows_between(start, end)
+    return [
+        {"seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
+         "entry_id": r.entry_id, "details": json.loads(r.details), "hash": r.hash}
+        for r in reversed(rows[-max(1, min(limit, MAX_RECORDS)):])
+    ]
