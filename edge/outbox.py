@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +37,15 @@ _NONCE = 12
 
 @dataclass(frozen=True)
 class Delivery:
-    """Where and as whom alerts are delivered."""
+    """Where and as whom alerts are delivered, and which certificate to trust there."""
 
     url: str
     token: str
+    ca_file: Path | None = None
+
+    def verify(self) -> ssl.SSLContext:
+        """TLS verification: the system's roots, or the registry's own certificate."""
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def __repr__(self) -> str:
         return f"Delivery(url={self.url!r}, token=<redacted>)"
@@ -126,14 +132,15 @@ class Outbox:
     def flush_once(self) -> None:
         """One last delivery attempt, e.g. at shutdown; what fails stays in the outbox."""
         if self._delivery is not None:
-            with httpx.Client() as client:
+            with httpx.Client(verify=self._delivery.verify()) as client:
                 self.deliver_pending(client)
 
     def run(self, stop: threading.Event, *, initial_backoff_s: float = 0.5,
             max_backoff_s: float = 30.0, on_round: Callable[[bool], None] | None = None) -> None:
         """Deliver until `stop` is set; back off while the registry is unreachable."""
         backoff = initial_backoff_s
-        with httpx.Client() as client:
+        verify = self._delivery.verify() if self._delivery else True
+        with httpx.Client(verify=verify) as client:
             while not stop.is_set():
                 ok = self.deliver_pending(client)
                 if on_round:

@@ -82,7 +82,8 @@ def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
         if settings.edge.device_token_file is None:
             raise ConfigError("edge.registry_url is set but edge.device_token_file is not")
         delivery = Delivery(settings.edge.registry_url,
-                            read_device_token(settings.edge.device_token_file))
+                            read_device_token(settings.edge.device_token_file),
+                            settings.edge.registry_ca_file)
     matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
                                pack=engine.info.pack, poll_s=settings.edge.index_poll_s)
     edge_key = key.derive("edge")

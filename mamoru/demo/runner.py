@@ -103,11 +103,11 @@ def _create_staff(ctx: RegistryContext) -> dict[str, str]:
 
 @contextmanager
 def _api_server(settings: MamoruSettings, port: int) -> Iterator[str]:
-    """`mamoru serve` on loopback, as its own process, like on a store box."""
+    """`mamoru serve` (HTTPS, its own generated certificate) as its own process, like on a box."""
     env = {**os.environ, "MAMORU_DATA_DIR": str(settings.data_dir),
            "MAMORU_CACHE_DIR": str(settings.cache_dir), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "mamoru", "serve", "--insecure-http", "--port", str(port)],
+        [sys.executable, "-m", "mamoru", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -116,7 +116,7 @@ def _api_server(settings: MamoruSettings, port: int) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the registry API did not start: {process.stderr.read() if process.stderr else ''}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield f"https://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:
@@ -169,11 +169,12 @@ def run_demo(settings: MamoruSettings, *, port: int, stop: threading.Event, say:
         say(f"ALERT camera={alert.camera} entry={alert.entry_id[:12]} score={alert.score:.3f} "
             f"(threshold {alert.threshold:.3f}) -> sent to the tablet")
 
+    certificate = demo.data_dir / "tls" / "cert.pem"  # written by `mamoru serve` on first start
     with RtspServer({"entrance": clip.path}) as camera, _api_server(demo, port) as api:
         say(f"camera: {camera.url('entrance')} (a real RTSP stream, looping)")
-        say(f"tablet: {api}/alerts  (log in as sato / {passwords['sato']} or tanaka / "
+        say(f"tablet: {api}/alerts  (self-signed certificate {certificate}; log in as sato / {passwords['sato']} or tanaka / "
             f"{passwords['tanaka']}; auditor / {passwords['auditor']})")
-        outbox = Outbox(root / "edge" / "outbox", edge_key, Delivery(api, token))
+        outbox = Outbox(root / "edge" / "outbox", edge_key, Delivery(api, token, certificate))
         loop = EdgeLoop(
             demo.edge, [CameraConfig(name="entrance", url=SecretStr(camera.url("entrance")))],
             engine=engine, outbox=outbox, matching_policy=demo.quality.matching,
