@@ -1,7 +1,8 @@
 """`mamoru joint-use ...`: keys, scheme, export/import of bundles, receipts, status, objections.
 
-Bundles and receipts are files here (USB stick, e-mail, a relay): they are
-signed and encrypted for one member, so whoever carries them can read none.
+Bundles and receipts are files here (USB stick, e-mail, a relay), or go over
+HTTPS to the member's registry (`push`): either way they are signed and
+encrypted for one member, so whoever carries them can read none.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
 from registry.clock import utc_now
 from registry.durable import write_private_file
-from registry.joint_use import objections, scheme, sync
+from registry.joint_use import objections, scheme, sync, transport
 from registry.joint_use.keys import load_store_keys
 
 app = typer.Typer(help="Joint use (共同利用) with partner stores: signed, encrypted bundles.",
@@ -169,6 +170,56 @@ def import_(
                + (f", {len(result.skipped_expired)} already expired" if result.skipped_expired
                   else ""))
     typer.echo(f"receipt: {path}")
+
+
+# A bundle with at least this many items shows a progress bar for its upload.
+PROGRESS_MIN_ITEMS = 50
+
+
+@app.command("push")
+def push(
+    to: MemberOption,
+    as_user: AsOption,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="the member's registry, https://host:port; default: its url in the "
+                      "scheme")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="the member's certificate (PEM) to trust; default: the system's "
+                          "CAs")] = None,
+    retries: Annotated[int, typer.Option(min=0, max=20, help="retries on network errors "
+                                                             "and 5xx answers")] = 3,
+) -> None:
+    """Send the next bundle to a member's registry over HTTPS and apply its receipt."""
+    from tqdm import tqdm
+
+    bar: list[tqdm] = []  # type: ignore[type-arg]
+
+    def progress(done: int, total: int, entries: int) -> None:
+        if entries < PROGRESS_MIN_ITEMS:
+            return
+        if not bar or bar[0].n > done:  # first chunk, or a retry starting over
+            if bar:
+                bar[0].close()
+                bar.clear()
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, leave=False,
+                            desc=f"bundle for {to} ({entries} items)"))
+        bar[0].update(done - bar[0].n)
+
+    try:
+        with registry() as ctx:
+            actor = login(ctx, as_user)
+            pushed = transport.push_bundle(ctx, scheme.scheme_in_force(ctx), to, url,
+                                           now=utc_now(), ca_file=ca_file, retries=retries,
+                                           actor=actor, progress=progress)
+    finally:
+        if bar:
+            bar[0].close()
+    r = pushed.receipt
+    typer.echo(f"bundle #{pushed.sequence} delivered to {to} ({pushed.bundle_bytes} bytes, "
+               f"{pushed.entries} item(s), {pushed.attempts} attempt(s)); it applied "
+               f"{len(r.entries_applied)} new, {len(r.corrections_applied)} corrected, "
+               f"{len(r.tombstones_applied)} erased; "
+               f"{len(pushed.applied.tombstones_confirmed)} erasure(s) confirmed")
 
 
 @app.command("receipt")

@@ -11,7 +11,8 @@ it was built for); `app.openapi()` still describes it, for tests and tools.
 
 Who may call what: edge boxes their bearer token (`routes/edge.py`); people
 their session cookie, with roles per route (`routes/session.py`, `alerts.py`,
-`registrations.py`, `watchlist.py`, `audit.py`). Every request passes the
+`registrations.py`, `watchlist.py`, `audit.py`); member stores the signature of
+the joint-use bundle they push (`joint_use.py`). Every request passes the
 rate limit, then the body limit.
 """
 
@@ -32,7 +33,16 @@ from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
 from registry.api.gate import RegistryGate
 from registry.api.limits import RateLimits, RequestLimits
-from registry.api.routes import alerts, audit, edge, pages, registrations, session, watchlist
+from registry.api.routes import (
+    alerts,
+    audit,
+    edge,
+    joint_use,
+    pages,
+    registrations,
+    session,
+    watchlist,
+)
 from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
 from registry.clock import utc_now
 
@@ -73,13 +83,14 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     app.state.clock = clock
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
-                       larger_bodies=dict.fromkeys(UPLOAD_PATH_PREFIXES,
-                                                   MAX_UPLOAD_REQUEST_BYTES))
+                       larger_bodies={**dict.fromkeys(UPLOAD_PATH_PREFIXES,
+                                                      MAX_UPLOAD_REQUEST_BYTES),
+                                      "/api/v1/joint-use/bundles": joint_use.MAX_BUNDLE_BYTES})
     # Added last, so it runs first: a refused request costs no body read.
     app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
                        login_per_minute=settings.web.login_rate_limit_per_minute,
                        login_paths=LOGIN_PATHS)
-    for module in (edge, session, alerts, registrations, watchlist, audit, pages):
+    for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, pages):
         app.include_router(module.router)
     enforce_guards(app)
     return app

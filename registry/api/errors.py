@@ -28,6 +28,7 @@ from registry.errors import (
     RuleViolationError,
     SelfApprovalError,
 )
+from registry.joint_use.errors import BundleRefusedError, SequenceError
 
 logger = logging.getLogger("mamoru.registry.api")
 
@@ -43,6 +44,8 @@ STATUS_OF: dict[type[RegistryError], int] = {
     UploadTooLargeError: 413,
     NotAnImageError: 422,
     RuleViolationError: 422,  # incl. QualityRejectedError (G-REG-1)
+    BundleRefusedError: 422,  # a joint-use bundle refused whole; nothing changed
+    SequenceError: 409,  # replayed or out of order
 }
 INTERNAL_ERROR = "internal error; the registry's log has the details"
 

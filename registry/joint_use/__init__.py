@@ -14,7 +14,10 @@ members confirmed every erasure. Modules:
 - `sync`: export, import, receipts, status (`export_bundle`, `import_bundle`, ...).
 - `objections`: 反論の機会, suspension everywhere until decided.
 - `emergency`: the one-off emergency provision outside the scheme (G-SHR-6).
-- `transport`: how bundle bytes move (files now; the registry API later).
+
+Bundles and receipts are plain bytes in and out of `sync`, so how they move
+is separate: files carried by hand (`mamoru joint-use export/import`) now;
+the registry API can later accept and serve the very same bytes over HTTPS.
 
 Example, at store A and then at store B::
 

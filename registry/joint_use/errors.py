@@ -79,3 +79,14 @@ class ReceiptError(BundleRefusedError):
 
 class ImportedEntryError(JointUseError, RuleViolationError):
     """An imported entry is edited only at its origin store; forward the request there."""
+
+
+class TransportError(JointUseError):
+    """A bundle could not be delivered over HTTPS (network, TLS, or the member's server failing).
+
+    Nothing is lost: the bundle stays pending and the next push sends it again.
+    """
+
+
+class PushRefusedError(BundleRefusedError):
+    """The member's registry refused a pushed bundle (4xx); its one-line reason is the message."""

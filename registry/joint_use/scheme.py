@@ -38,6 +38,7 @@ Example (TOML)::
     region = "kanto"
     signing_key = "<base64, from `mamoru joint-use keys init`>"
     encryption_key = "<base64>"
+    url = "https://store-a.example:8443"   # optional: where `mamoru joint-use push` sends
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class Member(_SchemeModel):
     region: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     signing_key: str = Field(description="Ed25519 public key, 32 bytes, base64")
     encryption_key: str = Field(description="X25519 public key, 32 bytes, base64")
+    url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$",
+                            description="its registry API (https://host:port), where bundles "
+                                        "are pushed; absent: bundles travel as files")
 
     @field_validator("signing_key", "encryption_key")
     @classmethod

@@ -107,7 +107,7 @@ _CLOSE: dict[str, tuple[EntryState, Action]] = {
 def init_keys(ctx: RegistryContext, *, actor: User, now: datetime) -> StoreKeys:
     """Generate this store's signing and encryption keys (admin); their public halves go
     into the scheme file."""
-    require_role(actor, Role.ADMIN, trained=True)
+    require_role(actor, Role.ADMIN)
     with ctx.writing():
         keys = create_store_keys(ctx.paths.joint_use_keys, ctx.master_key, ctx.policy.store_id)
         with ctx.repo.unit_of_work():
@@ -179,7 +179,8 @@ def _shared(ctx: RegistryContext, entry: Entry) -> SharedEntry:
         origin_member=ctx.policy.store_id,
         entry=entry,
         incidents=ctx.repo.incidents(entry.entry_id),
-        templates=ctx.repo.templates(entry.entry_id),
+        templates=[t for t in ctx.repo.templates(entry.entry_id)
+                   if t.pack == ctx.index_spec.pack],  # the pack this store runs
         images={r.image_id: ctx.evidence.get_bytes(r.image_id)
                 for r in ctx.repo.evidence(entry.entry_id)},
     )

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import approval, users, watchlist
+from registry import approval, key_rotation, users, watchlist
 from registry.audit import Action
 from registry.clock import to_text
 from registry.config import RegistrySettings
@@ -295,6 +295,12 @@ def test_entry_reaches_same_region_member_and_matches_a_probe_there(
     row = next(s for s in status(a.ctx, a.scheme()) if s.member_id == "store-b")
     assert (row.last_sent, row.last_acked, row.pending_erasures) == (1, 1, ())
     assert b.ctx.audit.verify().ok and a.ctx.audit.verify().ok
+    # only the origin shares its entries: B's bundle to A carries none of A's
+    back = export_bundle(b.ctx, b.scheme(), "store-a", T0 + 2 * DAY)
+    keys_a = load_store_keys(a.ctx.paths.joint_use_keys, a.ctx.master_key)
+    payload = json.loads(wire.open_envelope(back, kind="bundle", our_id="store-a",
+                                            our_key=keys_a.encryption).payload)
+    assert payload["entries"] == [] and payload["corrections"] == []
 
 
 def test_other_region_never_receives_the_entry(world: World) -> None:
@@ -571,9 +577,22 @@ def test_scheme_file_edited_without_adoption_is_refused(world: World) -> None:
     assert scheme_in_force(a.ctx).sha256 == adoption.sha256
 
 
+def test_master_key_rotation_keeps_the_store_in_the_scheme(world: World) -> None:
+    """The joint-use keys are re-encrypted with everything else; the public keys stay."""
+    b = world["store-b"]
+    before = load_store_keys(b.ctx.paths.joint_use_keys, b.ctx.master_key)
+    key_rotation.rotate_key(b.ctx, actor=b.user(ADMINS["store-b"]), now=T0 + DAY)
+    b.ctx.close()
+    b = world.stores["store-b"] = _open(world.root, "store-b")
+    after = load_store_keys(b.ctx.paths.joint_use_keys, b.ctx.master_key)
+    assert after.signing_public == before.signing_public
+    _sync(world, "store-a", "store-b", T0 + 2 * DAY)
+    assert len(b.ctx.repo.imported_entry_ids()) == 1
+
+
 # --- SIGKILL during an import ------------------------------------------------------------
 
-KILL_POINTS = 10
+KILL_POINTS = 15  # a third spread over the checks, the rest over writing files and the commit
 
 
 def _driver(root: Path, bundle: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
@@ -627,8 +646,10 @@ def test_import_killed_at_many_points_leaves_old_or_new_state(
     total = int(finished.stdout.strip().splitlines()[-1])
     assert _state_of_b(reference, probe, threshold) == "new"
 
-    seen = set()
-    for point in sorted({int(p) for p in np.linspace(1, total, KILL_POINTS)}):
+    seen, shown = set(), []
+    points = {int(p) for p in np.linspace(1, total, KILL_POINTS // 3)}
+    points |= {int(p) for p in np.linspace(0.4 * total, total, KILL_POINTS - len(points))}
+    for point in sorted(points):
         crashed = tmp_path / f"kill-{point}"
         shutil.copytree(world.root, crashed)
         result = _driver(crashed, bundle, point)
@@ -645,6 +666,8 @@ def test_import_killed_at_many_points_leaves_old_or_new_state(
         finally:
             b.ctx.close()
         assert _state_of_b(crashed, probe, threshold) == "new", f"after a kill at {point}/{total}"
+        shown.append(f"{point}:{state}")
+    print(f"kill points of {total} calls: {' '.join(shown)}")  # noqa: T201 (shown with -s)
     assert seen == {"old", "new"}, "the kill points should cover both sides of the commit"
 
 
