@@ -17,6 +17,7 @@ from mamoru.commands.session import AsOption, JsonOption, login, registry, resol
 from registry.clock import utc_now
 from registry.durable import write_private_file
 from registry.joint_use import objections, scheme, sync, transport
+from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys
 
 app = typer.Typer(help="Joint use (共同利用) with partner stores: signed, encrypted bundles.",
@@ -220,6 +221,44 @@ def push(
                f"{len(r.entries_applied)} new, {len(r.corrections_applied)} corrected, "
                f"{len(r.tombstones_applied)} erased; "
                f"{len(pushed.applied.tombstones_confirmed)} erasure(s) confirmed")
+
+
+@app.command("sync")
+def sync_all(
+    as_user: AsOption,
+    ca_dir: Annotated[Path | None, typer.Option(
+        "--ca-dir", help="folder with each member's certificate as <member_id>.pem")] = None,
+    retries: Annotated[int, typer.Option(min=0, max=20)] = 3,
+) -> None:
+    """Push the next bundle to every member that has a registry URL (the scheduled sync).
+
+    Members the region rule excludes are skipped; one member being down does not
+    stop the others, and the command exits 1 if any push failed (systemd retries).
+    """
+    failed: list[str] = []
+    with registry() as ctx:
+        actor = login(ctx, as_user)
+        in_force = scheme.scheme_in_force(ctx)
+        for member in in_force.scheme.members:
+            if member.member_id == ctx.policy.store_id or member.url is None:
+                continue
+            pem = ca_dir / f"{member.member_id}.pem" if ca_dir else None
+            try:
+                pushed = transport.push_bundle(
+                    ctx, in_force, member.member_id, None, now=utc_now(),
+                    ca_file=pem if pem and pem.is_file() else None, retries=retries, actor=actor,
+                )
+            except RegionRuleError:
+                typer.echo(f"{member.member_id}: skipped (outside the scheme's region rule)")
+                continue
+            except JointUseError as exc:
+                typer.echo(f"{member.member_id}: FAILED: {exc}")
+                failed.append(member.member_id)
+                continue
+            typer.echo(f"{member.member_id}: bundle #{pushed.sequence} delivered "
+                       f"({pushed.entries} item(s), {pushed.bundle_bytes} bytes)")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("receipt")
