@@ -34,6 +34,7 @@ from registry.errors import (
 )
 from registry.incidents import validate_incident
 from registry.masking import mask_faces
+from registry.reasons import required_reason
 from registry.retention import expiry_for
 from registry.users import require_role
 from registry.watchlist import EntryView, close_entry, list_entries
@@ -200,17 +201,11 @@ def _pending(ctx: RegistryContext, entry_id: str) -> Entry:
     return entry
 
 
-def _require_reason(reason: str) -> str:
-    if not reason.strip():
-        raise RuleViolationError("every decision records why: give a reason")
-    return reason.strip()
-
-
 def approve(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
             now: datetime) -> Entry:
     """Activate a proposal: a trained manager who is not the proposer (G-REG-2)."""
     require_role(actor, Role.MANAGER, trained=True)
-    reason = _require_reason(reason)
+    reason = required_reason(reason)
     with ctx.writing():
         entry = _pending(ctx, entry_id)
         if entry.proposed_by == actor.user_id:
@@ -241,7 +236,7 @@ def reject(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
            now: datetime) -> None:
     """Turn a proposal down; its photos and templates are erased at once."""
     require_role(actor, Role.MANAGER, trained=True)
-    reason = _require_reason(reason)
+    reason = required_reason(reason)
     with ctx.writing():
         entry = _pending(ctx, entry_id)
         close_entry(ctx, replace(entry, decided_by=actor.user_id, decided_at=now,

@@ -21,6 +21,7 @@ from registry.domain import Entry, EntryState, IncidentInput, Role, User
 from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.incidents import validate_incident
 from registry.joint_use.errors import ImportedEntryError
+from registry.reasons import required_reason
 from registry.retention import expiry_for
 from registry.users import require_role
 
@@ -75,7 +76,7 @@ def withdraw(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
              now: datetime) -> None:
     """G-REG-3: take back a wrong entry (misidentification, no offence after all)."""
     require_role(actor, Role.MANAGER, trained=True)
-    _need(reason)
+    reason = required_reason(reason)
     with ctx.writing():
         close_entry(ctx, _own_entry(ctx, entry_id), state=EntryState.WITHDRAWN,
                     action=Action.WITHDRAW, actor=actor.username, reason=reason, now=now)
@@ -85,7 +86,7 @@ def erase(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
           now: datetime) -> None:
     """Erase on request (G-DSR-2 stop-use/erasure) or by decision; managers and admins."""
     require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
-    _need(reason)
+    reason = required_reason(reason)
     with ctx.writing():
         close_entry(ctx, _own_entry(ctx, entry_id), state=EntryState.ERASED,
                     action=Action.ERASE, actor=actor.username, reason=reason, now=now)
@@ -95,7 +96,7 @@ def correct(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str, no
             features: str | None = None, display_name: str | None = None) -> Entry:
     """G-REG-3/G-DSR-2: correct what is recorded; the audit names the fields, not the values."""
     require_role(actor, Role.MANAGER, trained=True)
-    _need(reason)
+    reason = required_reason(reason)
     changes = {k: v.strip() for k, v in
                (("features", features), ("display_name", display_name)) if v is not None}
     if not changes:
@@ -137,11 +138,6 @@ def add_reoffence(ctx: RegistryContext, *, actor: User, entry_id: str, incident:
                                       "confirmation": incident.confirmation_kind.value,
                                       "expires_at": expires_at.date().isoformat()})
     return updated
-
-
-def _need(reason: str) -> None:
-    if not reason.strip():
-        raise RuleViolationError("give a reason: it is recorded with the decision")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from edge.loop import EdgeLoop
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Delivery, Outbox
-from mamoru.demo.cameras import RtspServer, free_port
+from mamoru.demo.cameras import RtspServer
 from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.face_data import FACE_DATA, data_root, fetch_dataset
 from mamoru.images import read_image

@@ -15,8 +15,9 @@ from datetime import datetime
 from registry.audit import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, Role, User
-from registry.errors import ConflictError, NotFoundError, RuleViolationError
+from registry.errors import ConflictError, NotFoundError
 from registry.joint_use.errors import ImportedEntryError
+from registry.reasons import required_reason
 from registry.users import require_role
 from registry.watchlist import close_entry
 
@@ -36,17 +37,11 @@ def _own_active(ctx: RegistryContext, entry_id: str) -> Entry:
     return entry
 
 
-def _reason(reason: str) -> str:
-    if not reason.strip():
-        raise RuleViolationError("give a reason: it is recorded with the objection")
-    return reason.strip()
-
-
 def record_objection(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
                      now: datetime) -> None:
     """Suspend an entry while the person's objection is decided (a manager records it)."""
     require_role(actor, Role.MANAGER, trained=True)
-    reason = _reason(reason)
+    reason = required_reason(reason, what="objection")
     with ctx.writing():
         _own_active(ctx, entry_id)
         if entry_id in ctx.repo.suspended_entries():
@@ -65,7 +60,7 @@ def decide_objection(ctx: RegistryContext, *, actor: User, entry_id: str, upheld
     """Upheld: the entry is erased here and, through tombstones, at every member.
     Dismissed: the suspension is lifted here and, through the next bundles, everywhere."""
     require_role(actor, Role.MANAGER, trained=True)
-    reason = _reason(reason)
+    reason = required_reason(reason, what="objection")
     with ctx.writing():
         entry = _own_active(ctx, entry_id)
         if ctx.repo.suspended_entries().get(entry_id) != "local":
