@@ -9,6 +9,7 @@ every other face masked solid and the matched face boxed.
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,19 +68,22 @@ class AlertPolicy:
     def __init__(self, cooldown_s: float) -> None:
         self._cooldown_s = cooldown_s
         self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()  # analysis workers share one policy
 
     def should_alert(self, entry_id: str, camera: str, now: float) -> bool:
         key = (entry_id, camera)
-        last = self._last.get(key)
-        if last is not None and now - last < self._cooldown_s:
-            return False
-        self._last[key] = now
-        return True
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._cooldown_s:
+                return False
+            self._last[key] = now
+            return True
 
     def forget(self, entry_id: str) -> None:
         """An erased subject's cool-downs go too: nothing about them is kept."""
-        for key in [k for k in self._last if k[0] == entry_id]:
-            del self._last[key]
+        with self._lock:
+            for key in [k for k in self._last if k[0] == entry_id]:
+                del self._last[key]
 
 
 def build_alert(match: Match, all_faces: list[DetectedFace], *, index_version: int,

@@ -46,6 +46,9 @@ class EdgeSettings(BaseModel):
 
     cameras: tuple[CameraConfig, ...] = ()
     analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0)
+    analysis_workers: int = Field(
+        default=2, ge=1, le=8, description="analysis threads; cameras are shared out among them"
+    )
     open_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
     read_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
     reconnect_initial_s: float = Field(default=0.5, ge=0.1, le=60.0)

@@ -103,31 +103,55 @@ class EdgeLoop:
         delivery.start()
         for lane in self.lanes:
             lane.reader.start()
+        count = max(1, min(self._settings.analysis_workers, len(self.lanes)))
+        shares = [self.lanes[i::count] for i in range(count)]
+        helpers = [
+            threading.Thread(target=self._work, args=(share, stop, exit_at_end, False),
+                             name=f"mamoru.analysis:{i}", daemon=True)
+            for i, share in enumerate(shares[1:], start=1)
+        ]
+        for helper in helpers:
+            helper.start()
         try:
-            while not stop.is_set():
-                if self._matcher.refresh():
-                    self._metrics.index_version.set(self._matcher.version or 0)
-                worked = self._analyse_due_cameras()
-                if exit_at_end and self._all_finished():
-                    self._analyse_due_cameras(ignore_pacing=True)
-                    break
-                if not worked:
-                    stop.wait(0.005)
+            self._work(shares[0], stop, exit_at_end, True)
+            for helper in helpers:
+                helper.join()
         finally:
             for lane in self.lanes:
                 lane.reader.stop()
             stop.set()
+            for helper in helpers:
+                helper.join(timeout=10)
             self._outbox.wake()
             delivery.join(timeout=10)
             self._outbox.flush_once()
 
+    def _work(self, lanes: list[CameraLane], stop: threading.Event, exit_at_end: bool,
+              refresher: bool) -> None:
+        """One analysis thread for a share of the cameras (one share per worker).
+
+        Python's own work per frame (decoding results, tracking, alignment)
+        holds the GIL between ONNX calls; a second worker overlaps it with the
+        other's inference, which the single loop left idle (benchmarks/pipeline.py).
+        """
+        while not stop.is_set():
+            if refresher and self._matcher.refresh():
+                self._metrics.index_version.set(self._matcher.version or 0)
+            worked = self._analyse_due_cameras(lanes)
+            if exit_at_end and self._all_finished():
+                self._analyse_due_cameras(lanes, ignore_pacing=True)
+                return
+            if not worked:
+                stop.wait(0.005)
+
     def _all_finished(self) -> bool:
         return all(lane.reader.state in _FINISHED for lane in self.lanes)
 
-    def _analyse_due_cameras(self, *, ignore_pacing: bool = False) -> bool:
+    def _analyse_due_cameras(self, lanes: list[CameraLane], *,
+                             ignore_pacing: bool = False) -> bool:
         now = time.monotonic()
         worked = False
-        for lane in self.lanes:
+        for lane in lanes:
             lane.reader.check_stall(now)
             self._export_reader_stats(lane)
             if not ignore_pacing and now < lane.next_due:
@@ -135,7 +159,10 @@ class EdgeLoop:
             frame = lane.reader.slot.take()
             if frame is None:
                 continue
-            lane.next_due = max(lane.next_due + lane.period_s, now)
+            # Keep the camera's schedule: a frame taken a little late does not push every
+            # later one back; only a camera more than a period behind starts afresh.
+            behind = now - lane.next_due
+            lane.next_due = now if behind > lane.period_s else lane.next_due + lane.period_s
             self.analyse(lane, frame)
             worked = True
         return worked
