@@ -15,7 +15,7 @@ Setup, all inside one temporary directory:
   ``face_recognition/obama.jpg`` by ``staff`` and approved by ``mgr1`` (a
   different person, the two-person rule); the approval publishes the encrypted
   watchlist index the edge loop searches;
-* one scene, composed by ``tests.edge.scenes.compose_walk_past``: in each of
+* one scene, composed by ``mamoru.demo.scene.compose_walk_past``: in each of
   ``--segments`` segments five strangers stand in a row while the listed person
   (``obama2.jpg`` and ``obama3.jpg`` in turn, never the registered photo)
   crosses the frame once; the segments are joined into one 25 fps H.264 file
@@ -122,7 +122,7 @@ from models.engine import FaceEngine, calibrated_thresholds
 from registry import approval, users
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
-from tests.edge.scenes import cast, compose_walk_past
+from mamoru.demo.scene import cast, compose_walk_past
 
 Image = npt.NDArray[np.uint8]
 Box = npt.NDArray[np.float32]
@@ -212,7 +212,7 @@ def build_registry(settings: MamoruSettings, engine: FaceEngine, face_data: Path
 
 def compose_scene(folder: Path, size: tuple[int, int], segments: int, engine: FaceEngine,
                   face_data: Path) -> Clip:
-    """`segments` walk-past clips from tests.edge.scenes joined into one H.264 file."""
+    """`segments` walk-past clips from mamoru.demo.scene joined into one H.264 file."""
     folder = folder / f"{size[0]}x{size[1]}"
     folder.mkdir(parents=True, exist_ok=True)
     parts, boxes, offset = [], {}, 0

@@ -1,6 +1,6 @@
 """The edge loop end to end over a real RTSP server, real models, a real encrypted registry.
 
-Clips are composed from real photos (tests/edge/scenes.py): Obama, registered
+Clips are composed from real photos (mamoru/demo/scene.py): Obama, registered
 from obama.jpg by two people, walks past strangers in obama2.jpg; nothing
 below the RTSP socket is mocked.
 """

@@ -42,7 +42,7 @@ from registry.clock import to_text, utc_now
 from registry.context import open_registry
 from registry.durable import write_private_file
 from tests.conftest import REPO
-from tests.edge.scenes import cast, compose_walk_past
+from mamoru.demo.scene import cast, compose_walk_past
 from tests.registry.conftest import OBAMA, OBAMA2, PASSWORD, Registry
 from tests.web.browser import new_tablet_context, save_screenshot
 from tests.web.server import RegistryServer
