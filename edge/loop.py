@@ -51,6 +51,7 @@ class CameraLane:
     analysed: int = 0
     window_started: float = field(default_factory=time.monotonic)
     window_count: int = 0
+    stats_exported_at: float = float("-inf")
 
 
 class EdgeLoop:
@@ -119,6 +120,7 @@ class EdgeLoop:
         finally:
             for lane in self.lanes:
                 lane.reader.stop()
+                self._export_reader_stats(lane)
             stop.set()
             for helper in helpers:
                 helper.join(timeout=10)
@@ -153,7 +155,9 @@ class EdgeLoop:
         worked = False
         for lane in lanes:
             lane.reader.check_stall(now)
-            self._export_reader_stats(lane)
+            if now - lane.stats_exported_at >= 1.0:  # not every 5 ms spin of the loop
+                lane.stats_exported_at = now
+                self._export_reader_stats(lane)
             if not ignore_pacing and now < lane.next_due:
                 continue
             frame = lane.reader.slot.take()

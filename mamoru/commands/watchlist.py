@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,13 +75,18 @@ def approve(entry: EntryArgument, as_user: AsOption, reason: ReasonOption) -> No
     typer.echo(f"entry {approved.entry_id} is active until {expires}")
 
 
-def reject(entry: EntryArgument, as_user: AsOption, reason: ReasonOption) -> None:
-    """Reject a proposal; its photos and templates are erased."""
+def _close(entry: str, as_user: str, reason: str, close: Callable[..., None], outcome: str) -> None:
+    """Log in, find the entry, close it (reject/withdraw/erase) and say what happened."""
     with registry() as ctx:
         actor = login(ctx, as_user)
         entry_id = resolve_entry(ctx, entry)
-        approval.reject(ctx, actor=actor, entry_id=entry_id, reason=reason, now=utc_now())
-    typer.echo(f"entry {entry_id} rejected; its face data is erased")
+        close(ctx, actor=actor, entry_id=entry_id, reason=reason, now=utc_now())
+    typer.echo(f"entry {entry_id} {outcome}")
+
+
+def reject(entry: EntryArgument, as_user: AsOption, reason: ReasonOption) -> None:
+    """Reject a proposal; its photos and templates are erased."""
+    _close(entry, as_user, reason, approval.reject, "rejected; its face data is erased")
 
 
 def correct(
@@ -99,20 +105,13 @@ def correct(
 
 def withdraw(entry: EntryArgument, as_user: AsOption, reason: ReasonOption) -> None:
     """Withdraw a wrong entry (G-REG-3); its face data is erased."""
-    with registry() as ctx:
-        actor = login(ctx, as_user)
-        entry_id = resolve_entry(ctx, entry)
-        watchlist.withdraw(ctx, actor=actor, entry_id=entry_id, reason=reason, now=utc_now())
-    typer.echo(f"entry {entry_id} withdrawn; its face data is erased")
+    _close(entry, as_user, reason, watchlist.withdraw, "withdrawn; its face data is erased")
 
 
 def erase(entry: EntryArgument, as_user: AsOption, reason: ReasonOption) -> None:
     """Erase an entry now (e.g. an erasure request, G-DSR-2)."""
-    with registry() as ctx:
-        actor = login(ctx, as_user)
-        entry_id = resolve_entry(ctx, entry)
-        watchlist.erase(ctx, actor=actor, entry_id=entry_id, reason=reason, now=utc_now())
-    typer.echo(f"entry {entry_id} erased: templates, images, incidents and personal fields are gone")
+    _close(entry, as_user, reason, watchlist.erase,
+           "erased: templates, images, incidents and personal fields are gone")
 
 
 def reoffend(
