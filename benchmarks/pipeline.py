@@ -113,6 +113,7 @@ from edge.capture import CameraReader, Frame
 from edge.config import CameraConfig, EdgeSettings
 from edge.loop import CameraLane, EdgeLoop
 from edge.metrics import EdgeMetrics
+from edge.probe import FaceProbe
 from edge.tracker import IouTracker, iou
 from mamoru.face_data import data_root
 from mamoru.images import read_image
@@ -501,9 +502,10 @@ class NaiveEngineVariant:
         started = time.perf_counter()
         faces = self._engine.detect(image)
         embeddings = self._engine.embed_faces(image, faces)
-        hits = self._matcher.search(embeddings)
-        matched = [(f.box, h.entry_id) for f, h in zip(faces, hits, strict=True)
-                   if h is not None and h.score >= self._engine.threshold]
+        frame = Frame("naive", index, index / self._fps, datetime.now(UTC), image)
+        probes = [FaceProbe(frame, face, embeddings[i]) for i, face in enumerate(faces)]
+        matches = self._matcher.resolve(probes, self._engine.threshold)
+        matched = [(m.face.box, m.entry_id) for m in matches if m is not None]
         alerts = sum(self._alerts.should_alert(entry, "naive", index / self._fps)
                      for entry in {entry for _, entry in matched})
         return Outcome(index, tuple(box for box, _ in matched), alerts, len(faces),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -15,7 +16,12 @@ from registry.evidence import EvidenceStore
 
 
 class SnapshotArchive:
-    """Keeps each alert's masked snapshot encrypted at rest (G-SEC-2), named by alert id."""
+    """Keeps each alert's masked snapshot encrypted at rest (G-SEC-2), named by alert id.
+
+    A local copy lives exactly as long as the alert's outbox copy: the outbox
+    calls `discard` when the alert is delivered, dropped or wiped, and
+    `sweep` ends any copy a crash left without its outbox file.
+    """
 
     def __init__(self, store: EvidenceStore) -> None:
         self._store = store
@@ -26,6 +32,26 @@ class SnapshotArchive:
     def __call__(self, alert: Alert) -> None:
         image = cv2.imdecode(np.frombuffer(alert.snapshot_png, np.uint8), cv2.IMREAD_COLOR)
         self._store.put(image, image_id=alert.alert_id)
+
+    def discard(self, alert_id: str) -> None:
+        self._store.delete(alert_id)
+
+    def sweep(self, keep: Callable[[], set[str]]) -> int:
+        """Wipe every snapshot whose alert has no outbox copy any more; returns how many.
+
+        The archive is listed before `keep()` is asked: an alert reaches the
+        outbox before its snapshot is archived, so a snapshot listed here whose
+        alert is not kept really was delivered or dropped.
+        """
+        present = self._store.ids()
+        orphans = present - keep()
+        for alert_id in orphans:
+            self._store.delete(alert_id)
+        return len(orphans)
+
+    def rekey(self, new_key: bytes) -> None:
+        """Re-encrypt the snapshots under `new_key` (key rotation)."""
+        self._store = self._store.rekey(new_key)
 
 
 class JsonLinesFeed:

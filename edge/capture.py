@@ -72,8 +72,8 @@ class LatestFrame:
         with self._lock:
             if self._taken or self._frame is None:
                 return None
-            self._taken = True
-            return self._frame
+            frame, self._frame, self._taken = self._frame, None, True
+            return frame  # the slot keeps no reference: the frame lives as long as its analysis
 
 
 @dataclass

@@ -7,12 +7,21 @@ inherits the loop's defaults. URLs may carry camera passwords, so they are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 CAMERA_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+
+
+@dataclass(frozen=True)
+class OutboxLifetimes:
+    """How long an alert copy that was not delivered may stay on the box, in seconds."""
+
+    rejected_s: float = 24 * 3600.0
+    undelivered_s: float = 7 * 24 * 3600.0
 
 
 class CameraConfig(BaseModel):
@@ -78,6 +87,20 @@ class EdgeSettings(BaseModel):
         default=30.0, ge=0.5, le=600.0, description="longest wait between delivery attempts"
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off")
+    rejected_retention_hours: float = Field(
+        default=24.0, ge=1.0, le=7 * 24.0,
+        description="an alert the registry refused is kept aside this long for a person to "
+                    "look at, then wiped (issue 10: every copy has a lifetime)",
+    )
+    undelivered_retention_days: float = Field(
+        default=7.0, ge=1.0, le=30.0,
+        description="an alert never delivered (no registry, or one down for days) is wiped "
+                    "after this long, with its snapshot",
+    )
+
+    def outbox_lifetimes(self) -> OutboxLifetimes:
+        return OutboxLifetimes(rejected_s=self.rejected_retention_hours * 3600.0,
+                               undelivered_s=self.undelivered_retention_days * 86400.0)
 
     def camera_fps(self, camera: CameraConfig) -> float:
         return camera.analysis_fps or self.analysis_fps

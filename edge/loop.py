@@ -3,8 +3,11 @@
 Readers decode each camera in its own thread; this loop takes the newest
 frame of every camera that is due (its own analysis rate), and runs
 detect -> track -> choose which faces to embed -> embed them in one batch ->
-search the watchlist -> resolve each probe. A probe that does not match is
-wiped at once; a match raises an alert once per cool-down window. One
+search the watchlist -> resolve each probe. Every search goes through
+`WatchlistMatcher.resolve`: a probe that does not match is wiped at once, and
+so are the aligned crops; a match raises an alert once per cool-down window.
+When a new index version drops entries, every local copy about them goes
+(outbox, snapshots, cool-downs) within the same poll. One
 analysis thread serves all cameras: on a 2-core box the ONNX sessions already
 use both cores, and more threads would only contend.
 """
@@ -96,6 +99,8 @@ class EdgeLoop:
         """Analyse until `stop` is set; readers and the outbox run beside this thread."""
         self._matcher.load()
         self._metrics.index_version.set(self._matcher.version or 0)
+        self._metrics.set_index_state(self._matcher.state)
+        self._outbox.sweep()  # copies a previous run left past their lifetime
         delivery = threading.Thread(
             target=self._outbox.run, args=(stop,),
             kwargs={"max_backoff_s": self._settings.outbox_max_backoff_s},
@@ -137,14 +142,33 @@ class EdgeLoop:
         other's inference, which the single loop left idle (benchmarks/pipeline.py).
         """
         while not stop.is_set():
-            if refresher and self._matcher.refresh():
-                self._metrics.index_version.set(self._matcher.version or 0)
+            if refresher:
+                self.follow_index()
             worked = self._analyse_due_cameras(lanes)
             if exit_at_end and self._all_finished():
                 self._analyse_due_cameras(lanes, ignore_pacing=True)
                 return
             if not worked:
                 stop.wait(0.005)
+
+    def follow_index(self) -> None:
+        """Swap in a new index version and forget everything about entries that left it."""
+        change = self._matcher.refresh()
+        if change is None:
+            return
+        self._metrics.index_version.set(change.version or 0)
+        self._metrics.set_index_state(change.state)
+        if change.removed:
+            wiped = self._outbox.forget_entries(change.removed)
+            for entry_id in change.removed:
+                self._alerts.forget(entry_id)
+            log.info("entries left the watchlist; their local copies wiped",
+                     extra={"entries": len(change.removed), "copies": wiped})
+            self._export_outbox()
+
+    def _export_outbox(self) -> None:
+        self._metrics.export_outbox(self._outbox.counters, len(self._outbox.pending()),
+                                    len(self._outbox.rejected()))
 
     def _all_finished(self) -> bool:
         return all(lane.reader.state in _FINISHED for lane in self.lanes)
@@ -158,6 +182,7 @@ class EdgeLoop:
             if now - lane.stats_exported_at >= 1.0:  # not every 5 ms spin of the loop
                 lane.stats_exported_at = now
                 self._export_reader_stats(lane)
+                self._export_outbox()
             if not ignore_pacing and now < lane.next_due:
                 continue
             frame = lane.reader.slot.take()
@@ -189,16 +214,19 @@ class EdgeLoop:
         if not chosen:
             return []
         started = time.perf_counter()
-        embeddings = self._engine.embed([crop for _, crop in chosen])
+        crops = [crop for _, crop in chosen]
+        embeddings = self._engine.embed(crops)
+        for crop in crops:
+            crop.fill(0)  # an aligned face is as identifying as its embedding: wiped now
         self._metrics.embed_seconds.observe(time.perf_counter() - started)
         self._metrics.embeds.labels(camera).inc(len(chosen))
         probes = [FaceProbe(frame, obs.face, embeddings[i]) for i, (obs, _) in enumerate(chosen)]
         started = time.perf_counter()
-        hits = self._matcher.search(embeddings)
+        matches = self._matcher.resolve(probes, self._engine.threshold)
+        embeddings.fill(0.0)  # resolve wiped each probe's row; the batch goes entirely
         self._metrics.search_seconds.observe(time.perf_counter() - started)
         alerts = []
-        for probe, (obs, _), hit in zip(probes, chosen, hits, strict=True):
-            match = probe.resolve(hit, self._engine.threshold)
+        for (obs, _), match in zip(chosen, matches, strict=True):
             if match is None:
                 continue
             obs.track.matched_entry = match.entry_id
@@ -233,6 +261,7 @@ class EdgeLoop:
                 continue
             crop = self._engine.align(frame.image, obs.face)
             if not assess(obs.face, crop, self._policy).passed:
+                crop.fill(0)
                 continue  # below the quality gate: never matched (issue: per-frame work)
             obs.track.embeds += 1
             obs.track.last_embedded_at = now
@@ -241,9 +270,10 @@ class EdgeLoop:
         return chosen
 
     def _emit(self, alert: Alert) -> None:
-        self._outbox.put(alert)
+        if self._outbox.put(alert) is None:
+            return  # its entry left the list while this frame was analysed
         self._metrics.alerts.labels(alert.camera).inc()
-        self._metrics.outbox_pending.set(len(self._outbox.pending()))
+        self._export_outbox()
         log.info("watchlist alert", extra={"camera": alert.camera, "entry_id": alert.entry_id,
                                            "score": round(alert.score, 3),
                                            "alert_id": alert.alert_id})

@@ -4,7 +4,15 @@ The registry publishes a new index version on every approval, erasure and
 expiry. `WatchlistMatcher.refresh` reads only the file's clear header to
 notice a new version, decrypts the new index in memory and swaps it in
 between two searches, so cameras keep running and an erased subject stops
-matching within one poll interval.
+matching within one poll interval. Each swap reports which entries left the
+list, so the box can forget every local file about them (G-REG-4).
+
+Fail closed: when a newer version is published but cannot be loaded
+(corrupt, wrong key, foreign pack), the box can no longer tell which entries
+are still on the list; an erased person must not keep raising alerts because
+an old copy happens to be in memory. The matcher then turns `STALE`: it
+matches nobody until a good version loads, and says so in a metric and in
+the status the box reports to the registry (the tablet shows it).
 """
 
 from __future__ import annotations
@@ -12,19 +20,39 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
+from edge.probe import FaceProbe, Match
 from registry.errors import RegistryError
 from registry.watchlist_index import Hit, WatchlistIndex, read_index_version
 
 log = logging.getLogger("mamoru.edge.matcher")
 
 
+class IndexState(str, Enum):
+    """Whether the box can trust what it matches against."""
+
+    NONE = "none"  # nothing published yet: nothing can match
+    CURRENT = "current"  # the newest published version is loaded
+    STALE = "stale"  # a newer (or no) version is published and cannot be loaded: no alerts
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    """A swap of the index in use: the new version and the entries that left the list."""
+
+    version: int | None
+    state: IndexState
+    removed: frozenset[str]
+
+
 class WatchlistMatcher:
-    """Searches the current index; reloads it when a newer version is published."""
+    """Resolves probes against the current index; reloads it when a newer one is published."""
 
     def __init__(self, index_path: Path, key: bytes, *, pack: str, poll_s: float) -> None:
         self._path = index_path
@@ -32,7 +60,9 @@ class WatchlistMatcher:
         self._pack = pack
         self._poll_s = poll_s
         self._index: WatchlistIndex | None = None
+        self._state = IndexState.NONE
         self._checked_at = float("-inf")
+        self._failed: tuple[int, int, int] | None = None  # (inode, mtime, size) that failed
         self._lock = threading.Lock()
 
     @property
@@ -40,36 +70,81 @@ class WatchlistMatcher:
         index = self._index
         return index.version if index is not None else None
 
+    @property
+    def state(self) -> IndexState:
+        return self._state
+
     def load(self) -> None:
         """First load at start-up: a wrong key or a foreign pack stops the box loudly."""
         if read_index_version(self._path) is None:
             log.warning("no published watchlist index yet; nothing can match")
             return
         self._index = WatchlistIndex.load(self._path, key=self._key, expected_pack=self._pack)
+        self._state = IndexState.CURRENT
 
-    def refresh(self, now: float | None = None) -> bool:
-        """Swap in a newer index if one was published; True if it changed."""
+    def refresh(self, now: float | None = None) -> IndexChange | None:
+        """Swap in a newer index if one was published; the change, or None if nothing changed."""
         now = time.monotonic() if now is None else now
         if now - self._checked_at < self._poll_s:
-            return False
+            return None
         self._checked_at = now
-        published = read_index_version(self._path)
-        if published is None or published == self.version:
-            return False
+        stamp = self._file_stamp()
+        if stamp is not None and stamp == self._failed:
+            return None  # the same broken file: do not decrypt it again on every poll
         try:
+            published = read_index_version(self._path)
+            if published is None and self._index is None:
+                return None  # never published: NONE, not stale
+            if published is not None and published == self.version:
+                return self._set_state(IndexState.CURRENT, removed=frozenset())
+            if published is None:
+                raise RegistryError(f"{self._path} disappeared")
             fresh = WatchlistIndex.load(self._path, key=self._key, expected_pack=self._pack)
-        except RegistryError:
-            log.exception("new watchlist index could not be loaded; keeping the current one")
-            return False
+        except (RegistryError, OSError) as exc:
+            self._failed = stamp
+            if self._state is not IndexState.STALE:
+                log.error("the published watchlist index cannot be loaded; no alerts until it "
+                          "can", extra={"error": type(exc).__name__})
+            return self._set_state(IndexState.STALE, removed=frozenset())
+        self._failed = None
         with self._lock:
-            self._index = fresh
-        log.info("watchlist index reloaded", extra={"version": fresh.version, "size": fresh.size})
-        return True
+            previous, self._index = self._index, fresh
+            self._state = IndexState.CURRENT
+        removed = previous.entry_ids() - fresh.entry_ids() if previous else frozenset()
+        log.info("watchlist index reloaded",
+                 extra={"version": fresh.version, "size": fresh.size, "removed": len(removed)})
+        return IndexChange(fresh.version, IndexState.CURRENT, removed)
 
-    def search(self, embeddings: npt.NDArray[np.float32]) -> list[Hit | None]:
-        """The best hit per embedding (None when the index is empty or absent)."""
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            info = self._path.stat()
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def _set_state(self, state: IndexState, *, removed: frozenset[str]) -> IndexChange | None:
         with self._lock:
-            index = self._index
-        if index is None or len(embeddings) == 0:
-            return [None] * len(embeddings)
-        return [hits[0] if hits else None for hits in index.search(embeddings, k=1)]
+            if state is self._state:
+                return None
+            self._state = state
+        if state is IndexState.CURRENT:
+            log.info("watchlist index usable again", extra={"version": self.version})
+        return IndexChange(self.version, state, removed)
+
+    def resolve(self, probes: Sequence[FaceProbe], threshold: float) -> list[Match | None]:
+        """Each probe's match, or None; every probe is resolved (and wiped) exactly once.
+
+        The only code that reads a probe's embedding: the batch of queries is a
+        copy made here and zeroed here, so no non-matching embedding outlives
+        this call. A `STALE` or absent index matches nobody (fail closed).
+        """
+        with self._lock:
+            index = self._index if self._state is IndexState.CURRENT else None
+        hits: list[Hit | None] = [None] * len(probes)
+        if index is not None and probes:
+            queries = np.stack([probe.embedding for probe in probes])
+            try:
+                hits = [found[0] if found else None for found in index.search(queries, k=1)]
+            finally:
+                queries.fill(0.0)
+        return [probe.resolve(hit, threshold) for probe, hit in zip(probes, hits, strict=True)]

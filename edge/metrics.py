@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from edge.capture import CameraState
+from edge.matcher import IndexState
+from edge.outbox import OutboxCounters
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
@@ -33,6 +35,21 @@ class EdgeMetrics:
         self.search_seconds = Histogram("mamoru_search_seconds", "watchlist search latency", buckets=_LATENCY_BUCKETS, registry=r)
         self.index_version = Gauge("mamoru_index_version", "watchlist index version in use", registry=r)
         self.outbox_pending = Gauge("mamoru_outbox_pending", "alerts waiting for the registry", registry=r)
+        self.outbox_rejected = Gauge("mamoru_outbox_rejected", "refused alerts set aside (wiped after their lifetime)", registry=r)
+        self.copies_ended = Gauge(
+            "mamoru_alert_copies_ended", "alert copies that left the box, by why", ["reason"], registry=r)
+        self.index_state = Gauge(
+            "mamoru_index_state", "1 for the watchlist index's current state (stale: no alerts)", ["state"], registry=r)
+
+    def set_index_state(self, state: IndexState) -> None:
+        for candidate in IndexState:
+            self.index_state.labels(candidate.value).set(1 if candidate is state else 0)
+
+    def export_outbox(self, counters: OutboxCounters, pending: int, rejected: int) -> None:
+        self.outbox_pending.set(pending)
+        self.outbox_rejected.set(rejected)
+        for reason, value in vars(counters).items():
+            self.copies_ended.labels(reason).set(value)
 
     def set_state(self, camera: str, state: CameraState) -> None:
         for candidate in CameraState:

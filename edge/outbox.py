@@ -1,12 +1,22 @@
-"""An encrypted local outbox: alerts wait here until the registry has them.
+"""An encrypted local outbox: alerts wait here until the registry has them, and no longer.
 
 An alert is written (AES-256-GCM, atomically) before any attempt to send it,
-and its file is removed only after the registry answered 200 or 201. The
+and its file is wiped only after the registry answered 200 or 201. The
 registry stores alerts idempotently by `alert_id`, so a crash between its
-answer and our delete re-sends an alert it already has, and nothing is lost
-or duplicated. A registry that is down only delays delivery (with back-off);
-an alert the registry refuses for good (4xx) is kept aside, still encrypted,
-for a person to look at.
+answer and our wipe re-sends an alert it already has, and nothing is lost
+or duplicated. A registry that is down only delays delivery (with back-off).
+
+Every copy on the box has a lifetime (issue "every copy has a lifetime",
+G-REG-4, "what follows" 1):
+- delivered: wiped at once; the registry's copy is the one staff judge, and
+  a dismissal there must leave no picture of an innocent visitor here;
+- the entry left the watchlist (erased, expired, withdrawn, suspended: the
+  registry answers 410, or a new index version no longer holds it): wiped;
+- refused for another reason (kept aside in `rejected/` for a person to
+  look at): wiped after `rejected_retention_hours`;
+- never delivered (no registry, or one unreachable for days): wiped after
+  `undelivered_retention_days`.
+Each ending is counted in `OutboxCounters`, exported as metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +37,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.alerts import Alert
-from registry.durable import write_private_file
+from edge.archive import SnapshotArchive
+from edge.config import OutboxLifetimes
+from registry.durable import wipe_file, write_private_file
 
 log = logging.getLogger("mamoru.edge.outbox")
 
 MAGIC = b"MOB1"
 _NONCE = 12
+_SUFFIX = ".alert"
+_GONE = 410  # the registry's answer for an entry that is no longer on the list
 
 
 @dataclass(frozen=True)
@@ -51,45 +65,92 @@ class Delivery:
         return f"Delivery(url={self.url!r}, token=<redacted>)"
 
 
+@dataclass
+class OutboxCounters:
+    """How alert copies left the box; exported as metrics, never with an id."""
+
+    delivered: int = 0
+    dropped_entry_gone: int = 0  # 410 or an index version without the entry
+    rejected: int = 0  # set aside for a person to look at
+    rejected_wiped: int = 0  # ... and wiped after their short lifetime
+    undelivered_wiped: int = 0  # never delivered within their lifetime
+
+
 class Outbox:
     """Alert files in a folder; `deliver_pending` sends them in the order they were raised."""
 
     def __init__(self, folder: Path, key: bytes, delivery: Delivery | None,
-                 *, timeout_s: float = 5.0) -> None:
+                 *, timeout_s: float = 5.0, lifetimes: OutboxLifetimes | None = None,
+                 snapshots: SnapshotArchive | None = None) -> None:
+        """`snapshots`: the local snapshot copies, which live as long as the outbox copy."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (folder / "rejected").mkdir(exist_ok=True, mode=0o700)
         self._folder = folder
         self._aead = AESGCM(key)
         self._delivery = delivery
         self._timeout_s = timeout_s
+        self._lifetimes = lifetimes or OutboxLifetimes()
+        self._snapshots = snapshots
         self._wake = threading.Event()
-        self.delivered = 0
+        self._files = threading.Lock()  # file moves and wipes; never held over the network
+        self._gone_entries: set[str] = set()  # entries that left the list: no new copies
+        self.counters = OutboxCounters()
 
-    def put(self, alert: Alert) -> Path:
-        """Persist an alert before anything tries to send it."""
-        payload = json.dumps(alert.to_payload()).encode()
-        nonce = secrets.token_bytes(_NONCE)
-        name = f"{time.time_ns():020d}-{alert.alert_id}.alert"
-        blob = MAGIC + nonce + self._aead.encrypt(nonce, payload, name.encode())
-        path = self._folder / name
-        write_private_file(path, blob)
+    @property
+    def delivered(self) -> int:
+        return self.counters.delivered
+
+    def put(self, alert: Alert) -> Path | None:
+        """Persist an alert before anything tries to send it (None: its entry already left)."""
+        with self._files:
+            if alert.entry_id in self._gone_entries:
+                self.counters.dropped_entry_gone += 1
+                return None
+            name = f"{time.time_ns():020d}-{alert.alert_id}{_SUFFIX}"
+            path = self._folder / name
+            write_private_file(path, self._seal(name, json.dumps(alert.to_payload()).encode()))
         self._wake.set()
         return path
 
     def pending(self) -> list[Path]:
-        return sorted(self._folder.glob("*.alert"))
+        return sorted(self._folder.glob(f"*{_SUFFIX}"))
 
-    def _read(self, path: Path) -> dict[str, object]:
+    def rejected(self) -> list[Path]:
+        return sorted((self._folder / "rejected").glob(f"*{_SUFFIX}"))
+
+    def alert_ids(self) -> set[str]:
+        """Ids of every alert with a copy here (pending or set aside)."""
+        return {_alert_id(path) for path in [*self.pending(), *self.rejected()]}
+
+    def _seal(self, name: str, payload: bytes) -> bytes:
+        nonce = secrets.token_bytes(_NONCE)
+        return MAGIC + nonce + self._aead.encrypt(nonce, payload, name.encode())
+
+    def _read(self, path: Path, aead: AESGCM | None = None) -> dict[str, object]:
         blob = path.read_bytes()
         if not blob.startswith(MAGIC):
             raise ValueError(f"{path.name} is not an outbox file")
         nonce = blob[len(MAGIC) : len(MAGIC) + _NONCE]
         try:
-            plain = self._aead.decrypt(nonce, blob[len(MAGIC) + _NONCE :], path.name.encode())
+            plain = (aead or self._aead).decrypt(nonce, blob[len(MAGIC) + _NONCE :],
+                                                 path.name.encode())
         except InvalidTag:
             raise ValueError(f"{path.name} fails authentication") from None
         data: dict[str, object] = json.loads(plain)
         return data
+
+    def _wipe(self, path: Path) -> bool:
+        """Wipe one copy and tell the listener (the snapshot archive) it is gone."""
+        existed = wipe_file(path)
+        if self._snapshots is not None:
+            self._snapshots.discard(_alert_id(path))
+        return existed
+
+    def _set_aside(self, path: Path) -> None:
+        with self._files:
+            if path.exists():
+                os.replace(path, self._folder / "rejected" / path.name)
+                self.counters.rejected += 1
 
     def deliver_pending(self, client: httpx.Client) -> bool:
         """Send what is waiting, oldest first; False if the registry could not be reached."""
@@ -98,9 +159,11 @@ class Outbox:
         for path in self.pending():
             try:
                 payload = self._read(path)
+            except FileNotFoundError:
+                continue  # wiped meanwhile (its entry left the list)
             except ValueError:
                 log.error("unreadable outbox file set aside", extra={"file": path.name})
-                os.replace(path, self._folder / "rejected" / path.name)
+                self._set_aside(path)
                 continue
             try:
                 response = client.post(
@@ -113,8 +176,15 @@ class Outbox:
                             extra={"pending": len(self.pending())})
                 return False
             if response.status_code in (200, 201):
-                path.unlink()
-                self.delivered += 1
+                with self._files:
+                    self._wipe(path)
+                    self.counters.delivered += 1
+            elif response.status_code == _GONE:
+                log.info("registry no longer lists the alert's entry; alert wiped",
+                         extra={"file": path.name})
+                with self._files:
+                    self._wipe(path)
+                    self.counters.dropped_entry_gone += 1
             elif response.status_code in (408, 429) or response.status_code >= 500:
                 log.warning("registry busy or failing; will retry",
                             extra={"status": response.status_code})
@@ -122,8 +192,72 @@ class Outbox:
             else:
                 log.error("registry refused an alert; set aside",
                           extra={"status": response.status_code, "file": path.name})
-                os.replace(path, self._folder / "rejected" / path.name)
+                self._set_aside(path)
         return True
+
+    def forget_entries(self, entry_ids: Iterable[str]) -> int:
+        """Wipe every copy about entries that left the watchlist; returns how many.
+
+        Called when a new index version no longer holds them, so an erased or
+        expired person's alert is neither kept nor delivered (G-REG-4).
+        """
+        gone = set(entry_ids)
+        if not gone:
+            return 0
+        wiped = 0
+        with self._files:
+            self._gone_entries |= gone
+            for path in [*self.pending(), *self.rejected()]:
+                try:
+                    entry_id = self._read(path).get("entry_id")
+                except (FileNotFoundError, ValueError):
+                    continue  # unreadable files end with the rejected lifetime
+                if entry_id in gone and self._wipe(path):
+                    wiped += 1
+            self.counters.dropped_entry_gone += wiped
+        return wiped
+
+    def sweep(self, now: float | None = None) -> int:
+        """Wipe copies past their lifetime (file age from mtime); returns how many."""
+        now = time.time() if now is None else now
+        wiped = 0
+        with self._files:
+            for path, limit, counter in (
+                *((p, self._lifetimes.rejected_s, "rejected_wiped") for p in self.rejected()),
+                *((p, self._lifetimes.undelivered_s, "undelivered_wiped") for p in self.pending()),
+            ):
+                try:
+                    age = now - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age >= limit and self._wipe(path):
+                    setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+                    wiped += 1
+        if self._snapshots is not None:
+            wiped += self._snapshots.sweep(self.alert_ids)
+        return wiped
+
+    def rekey(self, new_key: bytes) -> None:
+        """Re-encrypt every copy under `new_key` (key rotation); resumable, each file atomic."""
+        new_aead = AESGCM(new_key)
+        with self._files:
+            for path in [*self.pending(), *self.rejected()]:
+                try:
+                    self._read(path, new_aead)
+                    continue  # already under the new key
+                except ValueError:
+                    pass
+                try:
+                    payload = json.dumps(self._read(path)).encode()
+                except ValueError:
+                    self._wipe(path)  # readable under neither key: nothing to keep
+                    continue
+                nonce = secrets.token_bytes(_NONCE)
+                write_private_file(path, MAGIC + nonce + new_aead.encrypt(
+                    nonce, payload, path.name.encode()))
+            self._aead = new_aead
+        if self._snapshots is not None:
+            self._snapshots.rekey(new_key)
 
     def wake(self) -> None:
         """Cut a back-off wait short (new alert, or shutting down)."""
@@ -137,15 +271,24 @@ class Outbox:
 
     def run(self, stop: threading.Event, *, initial_backoff_s: float = 0.5,
             max_backoff_s: float = 30.0, on_round: Callable[[bool], None] | None = None) -> None:
-        """Deliver until `stop` is set; back off while the registry is unreachable."""
+        """Deliver until `stop` is set; back off while the registry is unreachable.
+
+        Each round also ends the copies that outlived their lifetime, so a box
+        without a registry forgets on schedule too.
+        """
         backoff = initial_backoff_s
         verify = self._delivery.verify() if self._delivery else True
         with httpx.Client(verify=verify) as client:
             while not stop.is_set():
                 ok = self.deliver_pending(client)
+                self.sweep()
                 if on_round:
                     on_round(ok)
                 backoff = initial_backoff_s if ok else min(max_backoff_s, backoff * 2)
                 self._wake.wait(backoff if not ok else 1.0)
                 self._wake.clear()
 
+
+def _alert_id(path: Path) -> str:
+    """`<ns>-<alert_id>.alert` -> alert_id."""
+    return path.name[: -len(_SUFFIX)].partition("-")[2]

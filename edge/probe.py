@@ -32,13 +32,14 @@ class FaceProbe:
     __slots__ = ("_embedding", "_face", "_frame", "_resolved")
 
     def __init__(self, frame: Frame, face: DetectedFace, embedding: npt.NDArray[np.float32]) -> None:
-        self._frame = frame
-        self._face = face
+        self._frame: Frame | None = frame
+        self._face: DetectedFace | None = face
         self._embedding: npt.NDArray[np.float32] | None = embedding
         self._resolved = False
 
     @property
     def embedding(self) -> npt.NDArray[np.float32]:
+        """For `WatchlistMatcher.resolve` only: the one place a probe is searched."""
         if self._embedding is None:
             raise ProbeLeakError("this probe was resolved; its embedding is gone")
         return self._embedding
@@ -51,10 +52,11 @@ class FaceProbe:
         embedding, self._embedding = self._embedding, None
         if embedding is not None:
             embedding.fill(0.0)  # wipe the buffer, not just our reference to it
-        if hit is None or hit.score < threshold:
-            self._frame = None  # type: ignore[assignment]
+        frame, face = self._frame, self._face
+        self._frame = self._face = None
+        if hit is None or hit.score < threshold or frame is None or face is None:
             return None
-        return Match(frame=self._frame, face=self._face, entry_id=hit.entry_id, score=hit.score,
+        return Match(frame=frame, face=face, entry_id=hit.entry_id, score=hit.score,
                      threshold=threshold)
 
     def _refuse(self, *args: Any) -> NoReturn:

@@ -15,7 +15,7 @@ from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
 from registry.evidence import EvidenceStore
-from registry.keys import load_key_file
+from registry.keys import MasterKey, load_key_file
 
 
 def open_engine(
@@ -87,10 +87,28 @@ def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
     matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
                                pack=engine.info.pack, poll_s=settings.edge.index_poll_s)
     edge_key = key.derive("edge")
+    archive = SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key))
     return EdgeParts(
         engine=engine,
         matcher=matcher,
-        outbox=Outbox(edge_dir / "outbox", edge_key, delivery),
-        archive=SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key)),
+        outbox=Outbox(edge_dir / "outbox", edge_key, delivery,
+                      lifetimes=settings.edge.outbox_lifetimes(), snapshots=archive),
+        archive=archive,
         metrics=EdgeMetrics(),
     )
+
+
+def rekey_edge_copies(settings: MamoruSettings, old_key: MasterKey, new_key: MasterKey) -> bool:
+    """After `mamoru key rotate`: this box's alert copies (outbox, snapshots) follow the key.
+
+    False when the data directory holds no edge box. Copies readable under
+    neither key are wiped: nothing is kept that nobody can read.
+    """
+    edge_dir = settings.data_dir / "edge"
+    if not edge_dir.is_dir():
+        return False
+    old = old_key.derive("edge")
+    outbox = Outbox(edge_dir / "outbox", old, None, lifetimes=settings.edge.outbox_lifetimes(),
+                    snapshots=SnapshotArchive(EvidenceStore(edge_dir / "snapshots", old)))
+    outbox.rekey(new_key.derive("edge"))
+    return True

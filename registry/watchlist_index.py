@@ -522,6 +522,10 @@ class WatchlistIndex:
     def __len__(self) -> int:
         return self.metadata.count
 
+    def entry_ids(self) -> frozenset[str]:
+        """The entries this version holds: what a box may still keep anything about."""
+        return frozenset(self._entries.values())
+
     def search(self, queries: npt.ArrayLike, k: int = 1) -> list[list[Hit]]:
         """Top-`k` templates per query by inner product, best first.
 

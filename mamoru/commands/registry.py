@@ -9,7 +9,7 @@ import typer
 
 from mamoru.commands.session import AsOption, login, read_password, registry
 from mamoru.settings import get_settings
-from mamoru.wiring import index_spec, registry_paths
+from mamoru.wiring import index_spec, registry_paths, rekey_edge_copies
 from registry.backup import create_backup, restore_backup
 from registry.clock import utc_now
 from registry.context import init_registry
@@ -41,9 +41,15 @@ def init(
 @key_app.command("rotate")
 def rotate(as_user: AsOption) -> None:
     """Re-encrypt databases, evidence and index under a new key; old backups are wiped."""
+    settings = get_settings()
     with registry() as ctx:
+        old_key = ctx.master_key
         backup = rotate_key(ctx, actor=login(ctx, as_user), now=utc_now())
+        has_edge = rekey_edge_copies(settings, old_key, ctx.master_key)
     typer.echo(f"key rotated; old backups wiped; fresh backup: {backup}")
+    if has_edge:
+        typer.echo("edge alert copies re-encrypted; restart the edge service "
+                   "(`systemctl restart mamoru-edge`) so it reads the new key")
 
 
 def backup(as_user: AsOption) -> None:

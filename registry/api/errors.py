@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from registry.alerts import AlertConflictError, SnapshotTooLargeError
+from registry.alerts import AlertConflictError, SnapshotTooLargeError, UnknownEntryError
 from registry.api.uploads import NotAnImageError, UploadTooLargeError
 from registry.errors import (
     AuthenticationError,
@@ -41,6 +41,7 @@ STATUS_OF: dict[type[RegistryError], int] = {
     ConflictError: 409,  # decided, closed or erased meanwhile
     SelfApprovalError: 403,  # G-REG-2: this person may not approve this entry
     SnapshotTooLargeError: 413,
+    UnknownEntryError: 410,  # the entry left the list: the box drops the alert (G-REG-4)
     UploadTooLargeError: 413,
     NotAnImageError: 422,
     RuleViolationError: 422,  # incl. QualityRejectedError (G-REG-1)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer
+from tests.edge.harness import RunningEdge, build_edge
+from tests.registry.conftest import Registry
 
 RtspServerFactory = Callable[..., RtspServer]
 
@@ -25,6 +28,26 @@ def rtsp_server_factory() -> Iterator[RtspServerFactory]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def start_edge(registry: Registry) -> Iterator[Callable[..., RunningEdge]]:
+    """`start(cameras, delivery=None, **settings)`: the real loop in a thread; stopped at teardown."""
+    running: list[RunningEdge] = []
+
+    def start(cameras: dict[str, str], delivery: Delivery | None = None,
+              **overrides: float) -> RunningEdge:
+        edge = build_edge(registry, cameras, delivery, **overrides)
+        running.append(edge)
+        edge.thread.start()
+        return edge
+
+    yield start
+    for edge in running:
+        edge.stop.set()
+    for edge in running:
+        edge.thread.join(timeout=30)
+
 
 # The edge tests run against the same real, per-test registry as the registry tests.
 from tests.registry.conftest import engine_default, registry, registry_template  # noqa: E402,F401

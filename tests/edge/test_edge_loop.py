@@ -7,110 +7,23 @@ below the RTSP socket is mocked.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-from prometheus_client import generate_latest
 import numpy as np
 import pytest
-from pydantic import SecretStr
+from prometheus_client import generate_latest
 
-from edge.alerts import Alert
 from edge.capture import CameraState
-from edge.config import CameraConfig, EdgeSettings
-from edge.loop import EdgeLoop
-from edge.matcher import WatchlistMatcher
-from edge.outbox import Delivery, Outbox
+from edge.outbox import Delivery
+from mamoru.demo.cameras import RtspServer, free_port
 from models.engine import FaceEngine
 from registry import watchlist
 from registry.alerts import list_alerts
 from registry.devices import add_device
-from tests.conftest import REPO
-from mamoru.demo.cameras import RtspServer, free_port
-from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
+from tests.edge.harness import RunningEdge, decode, serve, strangers_clip, walk_clip
 from tests.registry.conftest import OBAMA, T0, Registry
-
-FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.3,
-        "reconnect_max_s": 1.5, "index_poll_s": 0.3, "outbox_max_backoff_s": 1.0}
-
-
-@dataclass
-class RunningEdge:
-    loop: EdgeLoop
-    outbox: Outbox
-    stop: threading.Event
-    thread: threading.Thread
-    alerts: list[Alert] = field(default_factory=list)
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.thread.is_alive(), "the edge loop died"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                     f"cameras: {self.loop.states()}")
-            time.sleep(0.1)
-
-    def frames(self, camera: str) -> int:
-        return next(lane.reader.stats.frames for lane in self.loop.lanes if lane.reader.name == camera)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the edge loop did not stop"
-
-
-@pytest.fixture
-def start_edge(registry: Registry, tmp_path: Path) -> Iterator[Callable[..., RunningEdge]]:
-    """Start the real loop in a thread on the given RTSP cameras; stopped at teardown."""
-    running: list[RunningEdge] = []
-
-    def start(cameras: dict[str, str], delivery: Delivery | None = None,
-              **overrides: float) -> RunningEdge:
-        settings = EdgeSettings(**{**FAST, **overrides})
-        key = registry.ctx.master_key
-        outbox = Outbox(tmp_path / "edge" / "outbox", key.derive("edge"), delivery)
-        matcher = WatchlistMatcher(registry.ctx.paths.index, registry.ctx.index_key(),
-                                   pack=registry.engine.info.pack, poll_s=settings.index_poll_s)
-        configs = [CameraConfig(name=n, url=SecretStr(u)) for n, u in cameras.items()]
-        edge: RunningEdge
-        loop = EdgeLoop(settings, configs, engine=registry.engine, matcher=matcher, outbox=outbox,
-                        matching_policy=registry.settings.quality.matching,
-                        listeners=[lambda alert: edge.alerts.append(alert)])
-        stop = threading.Event()
-        thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-        edge = RunningEdge(loop, outbox, stop, thread)
-        running.append(edge)
-        thread.start()
-        return edge
-
-    yield start
-    for edge in running:
-        edge.stop.set()
-    for edge in running:
-        edge.thread.join(timeout=30)
-
-
-def _walk(tmp_path: Path, face_data: Path, name: str, **timing: float) -> SceneTruth:
-    listed, strangers = cast(face_data, strangers=3)
-    return compose_walk_past(tmp_path / f"{name}.mp4", listed, strangers, **timing)
-
-
-def _strangers_only(tmp_path: Path, face_data: Path) -> SceneTruth:
-    """A clip where the walker is a stranger too (Biden is not registered)."""
-    _, strangers = cast(face_data, strangers=4)
-    return compose_walk_past(tmp_path / "strangers.mp4", strangers[3], strangers[:3])
-
-
-def _decode(png: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
 
 
 class EmbeddingSpy:
@@ -138,7 +51,7 @@ def test_listed_person_alerts_once_with_others_masked_and_strangers_never(
 ) -> None:
     """What follows 1 and 2: one alert per person and camera; non-matches leave no trace."""
     entry_id = registry.register(OBAMA)
-    walk, crowd = _walk(tmp_path, face_data, "walk"), _strangers_only(tmp_path, face_data)
+    walk, crowd = walk_clip(tmp_path, face_data, "walk"), strangers_clip(tmp_path, face_data)
     spy = EmbeddingSpy(registry.engine, monkeypatch)
     with RtspServer({"door": walk.path, "aisle": crowd.path}) as server:
         edge = start_edge({"door": server.url("door"), "aisle": server.url("aisle")})
@@ -150,7 +63,7 @@ def test_listed_person_alerts_once_with_others_masked_and_strangers_never(
     assert [(a.entry_id, a.camera) for a in edge.alerts] == [(entry_id, "door")]
     alert = edge.alerts[0]
     assert alert.score >= alert.threshold == registry.engine.threshold
-    snapshot = _decode(alert.snapshot_png)
+    snapshot = decode(alert.snapshot_png)
     visible = registry.engine.detect(snapshot)
     assert len(visible) == 1, "every face but the matched one must be masked"
     assert len(registry.engine.detect(snapshot)) < walk.faces_in(walk.listed_frames[0])
@@ -171,7 +84,7 @@ def test_listed_person_alerts_once_with_others_masked_and_strangers_never(
 def test_a_dropped_camera_reconnects_while_the_other_keeps_producing(
     start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path
 ) -> None:
-    crowd = _strangers_only(tmp_path, face_data)
+    crowd = strangers_clip(tmp_path, face_data)
     with RtspServer({"cam": crowd.path}) as first, RtspServer({"cam": crowd.path}) as second:
         edge = start_edge({"one": first.url("cam"), "two": second.url("cam")})
         edge.wait_for(lambda: set(edge.loop.states().values()) == {CameraState.LIVE}, 30, "both live")
@@ -196,7 +109,7 @@ def test_a_stalled_camera_never_blocks_the_other(
     start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path
 ) -> None:
     """The server stops sending but keeps the socket open (SIGSTOP): opencv issues 22677/24393."""
-    crowd = _strangers_only(tmp_path, face_data)
+    crowd = strangers_clip(tmp_path, face_data)
     with RtspServer({"cam": crowd.path}) as frozen, RtspServer({"cam": crowd.path}) as healthy:
         edge = start_edge({"frozen": frozen.url("cam"), "healthy": healthy.url("cam")},
                           read_timeout_s=1.0)
@@ -218,7 +131,7 @@ def test_an_erased_subject_stops_alerting_after_the_index_update(
 ) -> None:
     """G-REG-4: erasure reaches the running box through the next index version."""
     entry_id = registry.register(OBAMA)
-    walk = _walk(tmp_path, face_data, "loop", seconds=4, listed_enters_at=1.0, listed_leaves_at=3.0)
+    walk = walk_clip(tmp_path, face_data, "loop", seconds=4, listed_enters_at=1.0, listed_leaves_at=3.0)
     with RtspServer({"door": walk.path}) as server:
         edge = start_edge({"door": server.url("door")}, alert_cooldown_s=1.0)
         edge.wait_for(lambda: len(edge.alerts) >= 2, 40, "alerts on two passes of the clip")
@@ -234,28 +147,20 @@ def test_an_erased_subject_stops_alerting_after_the_index_update(
     assert all(a.entry_id == entry_id for a in edge.alerts)
 
 
-def _serve(registry: Registry, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "MAMORU_DATA_DIR": str(registry.data_dir), "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mamoru", "serve", "--insecure-http", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
 def test_alerts_raised_while_the_registry_is_down_arrive_when_it_is_back(
     registry: Registry, start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path
 ) -> None:
     entry_id = registry.register(OBAMA)
     token = add_device(registry.ctx, admin=registry.user("admin"), name="door-box", now=T0)
     port = free_port()
-    walk = _walk(tmp_path, face_data, "walk")
+    walk = walk_clip(tmp_path, face_data, "walk")
     with RtspServer({"door": walk.path}) as server:
         edge = start_edge({"door": server.url("door")},
                           delivery=Delivery(f"http://127.0.0.1:{port}", token))
         edge.wait_for(lambda: bool(edge.alerts), 40, "an alert while the registry is down")
         time.sleep(2)
         assert len(edge.outbox.pending()) == len(edge.alerts), "undelivered alerts wait"
-        api = _serve(registry, port)
+        api = serve(registry, port)
         try:
             edge.wait_for(lambda: not edge.outbox.pending(), 60, "delivery after the registry is back")
         finally:

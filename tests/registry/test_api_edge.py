@@ -169,7 +169,7 @@ def test_erasing_the_entry_erases_its_alert_snapshots_but_keeps_the_record(edge:
     assert f"{alert.snapshot_image_id}.bin" not in edge.reg.evidence_files()
     # ...and the box's next alert for that entry is refused: drop it, refresh the index.
     refused = edge.post(edge.payload())
-    assert refused.status_code == 422
+    assert refused.status_code == 410
     assert "not an active watchlist entry" in refused.json()["detail"]
 
 
@@ -211,12 +211,12 @@ def test_only_a_hash_of_the_token_is_stored(edge: Edge) -> None:
     assert devices.token_hash(edge.token) in repr(rows)
 
 
-def test_an_unknown_or_inactive_entry_is_422_and_nothing_is_kept(edge: Edge) -> None:
+def test_an_unknown_or_inactive_entry_is_410_and_nothing_is_kept(edge: Edge) -> None:
     proposed = edge.reg.propose(BIDEN).entry_id  # awaiting approval: matches nobody yet
     files_before = edge.reg.evidence_files()
     for entry_id in (uuid.uuid4().hex, proposed):
         answer = edge.post(edge.payload(entry_id=entry_id))
-        assert answer.status_code == 422, answer.text
+        assert answer.status_code == 410, answer.text
         assert "not an active watchlist entry" in answer.json()["detail"]
     assert list_alerts(edge.reg.ctx) == []
     assert edge.reg.evidence_files() == files_before

@@ -28,13 +28,16 @@ _NO_INDEX = "no watchlist index is published yet"
 _ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "missing, unknown or disabled device token"},
     413: {"description": "body or snapshot too large"},
-    422: {"description": "malformed body, unusable snapshot, or an entry that is not active"},
+    422: {"description": "malformed body or unusable snapshot"},
 }
 
 
 @router.post("/alerts", status_code=201, response_model=AlertReceipt,
              responses={200: {"model": AlertReceipt, "description": "already received"},
-                        409: {"description": "alert id used by another device"}, **_ERRORS})
+                        409: {"description": "alert id used by another device"},
+                        410: {"description": "the entry is not active (erased, expired, never "
+                                              "approved): drop the alert and its snapshot"},
+                        **_ERRORS})
 def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice,
                response: Response) -> AlertReceipt:
     """Store one match for staff to confirm or dismiss; 201 new, 200 a re-delivery."""

@@ -1,0 +1,113 @@
+"""The real edge loop in a thread, as the edge tests drive it: cameras, outbox, snapshots.
+
+The box's files live where `mamoru edge run` keeps them, `<data_dir>/edge`,
+so a test that opens every file under the data directory sees the box's
+copies as well as the registry's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import SecretStr
+
+from edge.alerts import Alert
+from edge.archive import SnapshotArchive
+from edge.config import CameraConfig, EdgeSettings
+from edge.loop import EdgeLoop
+from edge.matcher import WatchlistMatcher
+from edge.outbox import Delivery, Outbox
+from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
+from registry.evidence import EvidenceStore
+from tests.conftest import REPO
+from tests.registry.conftest import Registry
+
+FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.3,
+        "reconnect_max_s": 1.5, "index_poll_s": 0.3, "outbox_max_backoff_s": 1.0}
+
+
+@dataclass
+class RunningEdge:
+    loop: EdgeLoop
+    outbox: Outbox
+    stop: threading.Event
+    thread: threading.Thread
+    edge_dir: Path
+    matcher: WatchlistMatcher
+    alerts: list[Alert] = field(default_factory=list)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.thread.is_alive(), "the edge loop died"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                     f"cameras: {self.loop.states()}")
+            time.sleep(0.1)
+
+    def frames(self, camera: str) -> int:
+        return next(lane.reader.stats.frames for lane in self.loop.lanes if lane.reader.name == camera)
+
+    def snapshots(self) -> list[Path]:
+        return sorted((self.edge_dir / "snapshots").glob("*.bin"))
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the edge loop did not stop"
+
+
+def build_edge(registry: Registry, cameras: dict[str, str], delivery: Delivery | None = None,
+               **overrides: float) -> RunningEdge:
+    """The loop wired as `open_edge_parts` wires it (outbox + snapshot archive), not started."""
+    settings = EdgeSettings(**{**FAST, **overrides})
+    edge_key = registry.ctx.master_key.derive("edge")
+    edge_dir = registry.data_dir / "edge"
+    archive = SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key))
+    outbox = Outbox(edge_dir / "outbox", edge_key, delivery,
+                    lifetimes=settings.outbox_lifetimes(), snapshots=archive)
+    matcher = WatchlistMatcher(registry.ctx.paths.index, registry.ctx.index_key(),
+                               pack=registry.engine.info.pack, poll_s=settings.index_poll_s)
+    configs = [CameraConfig(name=n, url=SecretStr(u)) for n, u in cameras.items()]
+    edge: RunningEdge
+    loop = EdgeLoop(settings, configs, engine=registry.engine, matcher=matcher, outbox=outbox,
+                    matching_policy=registry.settings.quality.matching,
+                    listeners=[lambda alert: edge.alerts.append(alert), archive])
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    edge = RunningEdge(loop, outbox, stop, thread, edge_dir, matcher)
+    return edge
+
+
+def walk_clip(tmp_path: Path, face_data: Path, name: str, **timing: float) -> SceneTruth:
+    """A clip in which the listed person (Obama) walks past three strangers."""
+    listed, strangers = cast(face_data, strangers=3)
+    return compose_walk_past(tmp_path / f"{name}.mp4", listed, strangers, **timing)
+
+
+def strangers_clip(tmp_path: Path, face_data: Path) -> SceneTruth:
+    """A clip where the walker is a stranger too (Biden is not registered)."""
+    _, strangers = cast(face_data, strangers=4)
+    return compose_walk_past(tmp_path / "strangers.mp4", strangers[3], strangers[:3])
+
+
+def decode(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
+def serve(registry: Registry, port: int) -> subprocess.Popen[str]:
+    """A real `mamoru serve` on the test's registry (plain HTTP on loopback)."""
+    env = {**os.environ, "MAMORU_DATA_DIR": str(registry.data_dir), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mamoru", "serve", "--insecure-http", "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
