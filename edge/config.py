@@ -87,6 +87,11 @@ class EdgeSettings(BaseModel):
         default=30.0, ge=0.5, le=600.0, description="longest wait between delivery attempts"
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off")
+    status_report_s: float = Field(
+        default=30.0, ge=5.0, le=300.0,
+        description="the box reports its state (watchlist current or stale) this often and on "
+                    "every change; the tablet flags a box silent for three intervals",
+    )
     rejected_retention_hours: float = Field(
         default=24.0, ge=1.0, le=7 * 24.0,
         description="an alert the registry refused is kept aside this long for a person to "

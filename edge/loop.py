@@ -31,6 +31,7 @@ from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
 from edge.probe import FaceProbe
+from edge.status import StatusReporter
 from edge.tracker import IouTracker, Observation, wants_embedding
 from models.engine import FaceEngine
 from models.quality import QualityPolicy, assess
@@ -101,9 +102,13 @@ class EdgeLoop:
         self._metrics.index_version.set(self._matcher.version or 0)
         self._metrics.set_index_state(self._matcher.state)
         self._outbox.sweep()  # copies a previous run left past their lifetime
+        reporter = (StatusReporter(self._outbox.delivery, self.status_report,
+                                   interval_s=self._settings.status_report_s)
+                    if self._outbox.delivery is not None else None)
         delivery = threading.Thread(
             target=self._outbox.run, args=(stop,),
-            kwargs={"max_backoff_s": self._settings.outbox_max_backoff_s},
+            kwargs={"max_backoff_s": self._settings.outbox_max_backoff_s,
+                    "also": reporter.tick if reporter else None},
             name="mamoru.outbox", daemon=True,
         )
         delivery.start()
@@ -169,6 +174,14 @@ class EdgeLoop:
     def _export_outbox(self) -> None:
         self._metrics.export_outbox(self._outbox.counters, len(self._outbox.pending()),
                                     len(self._outbox.rejected()))
+
+    def status_report(self) -> dict[str, int | str | None]:
+        """What the registry's tablet shows about this box: counts and states, no person."""
+        states = self.states()
+        return {"index_version": self._matcher.version, "index_state": self._matcher.state.value,
+                "outbox_pending": len(self._outbox.pending()),
+                "cameras_live": sum(s is CameraState.LIVE for s in states.values()),
+                "cameras_total": len(states)}
 
     def _all_finished(self) -> bool:
         return all(lane.reader.state in _FINISHED for lane in self.lanes)

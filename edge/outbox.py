@@ -269,8 +269,13 @@ class Outbox:
             with httpx.Client(verify=self._delivery.verify()) as client:
                 self.deliver_pending(client)
 
+    @property
+    def delivery(self) -> Delivery | None:
+        return self._delivery
+
     def run(self, stop: threading.Event, *, initial_backoff_s: float = 0.5,
-            max_backoff_s: float = 30.0, on_round: Callable[[bool], None] | None = None) -> None:
+            max_backoff_s: float = 30.0, on_round: Callable[[bool], None] | None = None,
+            also: Callable[[httpx.Client], object] | None = None) -> None:
         """Deliver until `stop` is set; back off while the registry is unreachable.
 
         Each round also ends the copies that outlived their lifetime, so a box
@@ -282,6 +287,8 @@ class Outbox:
             while not stop.is_set():
                 ok = self.deliver_pending(client)
                 self.sweep()
+                if also is not None:
+                    also(client)  # e.g. the box's status report, on the same connection
                 if on_round:
                     on_round(ok)
                 backoff = initial_backoff_s if ok else min(max_backoff_s, backoff * 2)

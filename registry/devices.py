@@ -15,7 +15,9 @@ import hashlib
 import json
 import re
 import secrets
-from datetime import datetime
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from registry.audit import Action
 from registry.context import RegistryContext
@@ -105,3 +107,61 @@ def _device_name(details: str) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+# --- what each box says about itself ------------------------------------------------------
+
+INDEX_STATES = ("none", "current", "stale")
+
+
+@dataclass(frozen=True)
+class BoxStatus:
+    """A box's last report: can it still alert? Counts and states only, never a person."""
+
+    device: str
+    reported_at: datetime
+    index_version: int | None
+    index_state: str  # one of INDEX_STATES
+    outbox_pending: int
+    cameras_live: int
+    cameras_total: int
+
+    @property
+    def blind(self) -> bool:
+        """The box cannot confirm its watchlist is current, so it raises no alert (fail closed)."""
+        return self.index_state == "stale"
+
+
+class BoxStatusBoard:
+    """The latest report of every box, in memory: a report is only worth its freshness.
+
+    A restarted registry knows nothing until each box's next report (every
+    `BOX_REPORT_INTERVAL_S`); the tablet shows the boxes that need a person:
+    a stale watchlist (the box raises no alerts) or a box gone silent.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[str, BoxStatus] = {}
+        self._lock = threading.Lock()
+
+    def report(self, status: BoxStatus) -> None:
+        with self._lock:
+            self._latest[status.device] = status
+
+    def statuses(self) -> list[BoxStatus]:
+        with self._lock:
+            return sorted(self._latest.values(), key=lambda s: s.device)
+
+    def needing_attention(self, now: datetime) -> list[tuple[BoxStatus, str]]:
+        """(status, why) for each box a person should look at: 'stale' or 'silent'."""
+        silent_after = timedelta(seconds=3 * BOX_REPORT_INTERVAL_S)
+        found = []
+        for status in self.statuses():
+            if status.blind:
+                found.append((status, "stale"))
+            elif now - status.reported_at > silent_after:
+                found.append((status, "silent"))
+        return found
+
+
+BOX_REPORT_INTERVAL_S = 30.0  # a box reports at least this often, and at once on a change

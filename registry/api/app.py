@@ -45,6 +45,7 @@ from registry.api.routes import (
 )
 from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
 from registry.clock import utc_now
+from registry.devices import BoxStatusBoard
 
 # The largest alert (an 8 MB PNG as base64) plus room for its other fields.
 MAX_REQUEST_BYTES = MAX_SNAPSHOT_B64_CHARS + 64 * 1024
@@ -81,6 +82,7 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     app.state.settings = settings
     app.state.web = settings.web
     app.state.clock = clock
+    app.state.box_status = BoxStatusBoard()
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
                        larger_bodies={**dict.fromkeys(UPLOAD_PATH_PREFIXES,

@@ -44,13 +44,13 @@ from registry.api.sessions import (
 )
 from registry.config import WebSettings
 from registry.context import RegistryContext
-from registry.devices import authenticate_device
+from registry.devices import BoxStatusBoard, authenticate_device
 from registry.domain import Device, Role, User
 from registry.errors import AuthenticationError
 from registry.users import require_role
 
 __all__ = [
-    "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep", "GUARDS",
+    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep", "GUARDS",
     "GateDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
     "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
     "require_roles", "route_roles", "unguarded_routes",
@@ -90,6 +90,14 @@ def get_now(request: Request) -> datetime:
 
 
 NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_box_board(request: Request) -> BoxStatusBoard:
+    board: BoxStatusBoard = request.app.state.box_status
+    return board
+
+
+BoxBoardDep = Annotated[BoxStatusBoard, Depends(get_box_board)]
 
 
 def get_web_settings(request: Request) -> WebSettings:

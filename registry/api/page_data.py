@@ -10,6 +10,7 @@ role-guarded image routes, never at files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.approval import pending_proposals
 from registry.clock import from_text
 from registry.context import RegistryContext
+from registry.devices import BoxStatus
 from registry.domain import Alert, ConfirmationKind, EntryState, OffenceCategory, Role, User
 from registry.oversight import audit_report, verify_trail
 from registry.watchlist import EntryView, list_entries
@@ -105,9 +107,11 @@ def translator(request: Request) -> Translator:
 
 # --- page builders: the data each page shows, for a person ------------------------------
 
-def alerts_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:
+def alerts_data(ctx: RegistryContext, user: User, t: Translator, *,
+                boxes: Sequence[tuple[BoxStatus, str]] = ()) -> dict[str, Any]:
+    """`boxes`: (status, why) of the boxes staff must know about: a blind box raises no alert."""
     return {"alerts": [alert_card(v, user, t) for v in alert_views(ctx, actor=user)],
-            "precision": precision(ctx).store}
+            "precision": precision(ctx).store, "boxes": list(boxes)}
 
 
 def approvals_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:

@@ -9,7 +9,7 @@ face template, and images travel only as PNG from their own routes.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -33,6 +33,18 @@ class AlertReceipt(BaseModel):
 
     alert_id: str
     created: bool
+
+
+class BoxStatusIn(BaseModel):
+    """A box's report on itself (every 30 s and on a change): counts and states only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index_version: int | None = Field(ge=0, le=2**63 - 1)
+    index_state: Literal["none", "current", "stale"]
+    outbox_pending: int = Field(ge=0, le=10_000_000)
+    cameras_live: int = Field(ge=0, le=1024)
+    cameras_total: int = Field(ge=0, le=1024)
 
 
 class IndexVersionOut(BaseModel):

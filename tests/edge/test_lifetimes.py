@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import time
 import uuid
 import weakref
@@ -32,6 +33,7 @@ from edge.capture import Frame
 from edge.config import OutboxLifetimes
 from edge.matcher import IndexState
 from edge.outbox import Delivery, Outbox
+from edge.status import StatusReporter
 from mamoru.demo.cameras import RtspServer, free_port
 from mamoru.wiring import rekey_edge_copies
 from registry import watchlist
@@ -44,6 +46,7 @@ from registry.key_rotation import rotate_key
 from tests.edge.harness import RunningEdge, build_edge, decode, serve, walk_clip
 from tests.forensics import faces_of, images_equal_to
 from tests.registry.conftest import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry
+from tests.registry.people import Clock, Person, log_in, start_app
 
 StartEdge = Callable[..., RunningEdge]
 
@@ -169,13 +172,33 @@ def _visit(edge: RunningEdge, registry: Registry, photo: str, at: float) -> list
     return alerts
 
 
+def _tablet_warning(staff: Person) -> str | None:
+    """The box warning on the alerts page staff watch, or None."""
+    page = staff.get("/alerts")
+    assert page.status_code == 200, page.text
+    found = re.search(r'id="box-door-box" data-box-state="(\w+)"', page.text)
+    return found.group(1) if found else None
+
+
 def test_a_corrupt_new_index_stops_alerts_and_says_so_until_a_good_one_arrives(
     registry: Registry,
 ) -> None:
     registry.register(OBAMA)
-    edge = build_edge(registry, {"door": "door.mp4"}, alert_cooldown_s=1.0)
+    token = add_device(registry.ctx, admin=registry.user("admin"), name="door-box", now=T0)
+    with start_app(registry, Clock(datetime.now(UTC))) as client:
+        staff = log_in(client, "staff")
+        delivery = Delivery(str(client.base_url), token)
+        edge = build_edge(registry, {"door": "door.mp4"}, delivery, alert_cooldown_s=1.0)
+        reporter = StatusReporter(delivery, edge.loop.status_report, interval_s=30.0)
+        _check_stale_index_cycle(registry, edge, lambda: reporter.tick(client),
+                                 lambda: _tablet_warning(staff))
+
+
+def _check_stale_index_cycle(registry: Registry, edge: RunningEdge, report: Callable[[], bool],
+                             warning: Callable[[], str | None]) -> None:
     loop = edge.loop
     edge.matcher.load()
+    assert report() and warning() is None
     assert len(_visit(edge, registry, OBAMA2, 10.0)) == 1
 
     registry.register(BIDEN)  # version n+1 ...
@@ -189,6 +212,7 @@ def test_a_corrupt_new_index_stops_alerts_and_says_so_until_a_good_one_arrives(
     assert 'mamoru_index_state{state="stale"} 1.0' in exported
     assert _visit(edge, registry, OBAMA2, 20.0) == [], \
         "an entry the box can no longer confirm as current raises no alert"
+    assert report() and warning() == "stale", "staff see that this box is blind"
 
     index.unlink()  # the registry republishes a good copy of the current version
     registry.ctx.publish_index_if_stale()
@@ -197,6 +221,7 @@ def test_a_corrupt_new_index_stops_alerts_and_says_so_until_a_good_one_arrives(
     assert edge.matcher.state is IndexState.CURRENT
     assert 'mamoru_index_state{state="current"} 1.0' in generate_latest(loop.metrics.registry).decode()
     assert len(_visit(edge, registry, OBAMA2, 30.0)) == 1
+    assert report() and warning() is None
 
 
 # --- privacy by type ---------------------------------------------------------

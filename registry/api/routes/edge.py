@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import StreamingResponse
 
 from registry.alerts import receive_alert
-from registry.api.deps import ContextDep, CurrentDevice, current_device
-from registry.api.schemas import AlertIn, AlertReceipt, IndexVersionOut
+from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
+from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
 from registry.clock import utc_now
+from registry.devices import BoxStatus
 from registry.watchlist_index import read_index_header, read_index_header_from
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
@@ -45,6 +46,14 @@ def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice,
     if not created:
         response.status_code = 200
     return AlertReceipt(alert_id=alert_id, created=created)
+
+
+@router.post("/status", status_code=204, responses=_ERRORS)
+def post_status(report: BoxStatusIn, device: CurrentDevice, board: BoxBoardDep,
+                now: NowDep) -> Response:
+    """The box's own state; a stale watchlist (no alerts) shows on the tablet at once."""
+    board.report(BoxStatus(device=device.name, reported_at=now, **report.model_dump()))
+    return Response(status_code=204)
 
 
 @router.get("/index/version", response_model=IndexVersionOut, responses=_ERRORS)

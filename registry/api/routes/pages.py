@@ -41,6 +41,7 @@ from registry.alerts import (
     dismiss_alert,
 )
 from registry.api.deps import (
+    BoxBoardDep,
     ContextDep,
     CurrentSession,
     EngineDep,
@@ -221,9 +222,10 @@ def home(user: Anyone) -> RedirectResponse:
 
 @router.get("/alerts")
 def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                user: StaffOrManager) -> HTMLResponse:
+                user: StaffOrManager, board: BoxBoardDep, now: NowDep) -> HTMLResponse:
     return _page(request, current, "alerts.html", "/alerts",
-                 **alerts_data(ctx, user, translator(request)))
+                 **alerts_data(ctx, user, translator(request),
+                               boxes=board.needing_attention(now)))
 
 
 @router.post("/alerts/{alert_id}/confirm")
