@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import UploadFile
 from PIL import Image as PILImage
+from starlette.formparsers import MultiPartParser
 
 from registry.approval import Photo
 from registry.errors import RuleViolationError
@@ -28,6 +29,14 @@ MAX_PHOTOS = 5
 MAX_PHOTO_PIXELS = 40_000_000
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM", "MPO"})
 _MAX_LABEL_CHARS = 80
+
+
+# Starlette spools an uploaded file part to a temporary file on disk past 1 MB; a phone
+# photo of a face is often larger, and that clear copy would outlive the request on the
+# disk's blocks. Every accepted photo fits in memory (MAX_PHOTO_BYTES each, MAX_PHOTOS per
+# request, and the body limit refuses more), so parts stay in memory up to that size.
+# Issue 10 ("temporary files of uploads"): tests/registry/test_upload_lifetime.py.
+MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, MAX_PHOTO_BYTES + 64 * 1024)
 
 
 class NotAnImageError(RuleViolationError):
