@@ -195,7 +195,8 @@ class EdgeLoop:
             if now - lane.stats_exported_at >= 1.0:  # not every 5 ms spin of the loop
                 lane.stats_exported_at = now
                 self._export_reader_stats(lane)
-                self._export_outbox()
+                if lane is lanes[0]:  # one outbox export a second per worker, not per camera
+                    self._export_outbox()
             if not ignore_pacing and now < lane.next_due:
                 continue
             frame = lane.reader.slot.take()
