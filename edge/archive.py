@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-import cv2
-import numpy as np
 
 from edge.alerts import Alert
 from registry.evidence import EvidenceStore
@@ -30,8 +28,7 @@ class SnapshotArchive:
         return self._store.folder / f"{alert.alert_id}.bin"
 
     def __call__(self, alert: Alert) -> None:
-        image = cv2.imdecode(np.frombuffer(alert.snapshot_png, np.uint8), cv2.IMREAD_COLOR)
-        self._store.put(image, image_id=alert.alert_id)
+        self._store.put_png(alert.snapshot_png, image_id=alert.alert_id)
 
     def discard(self, alert_id: str) -> None:
         self._store.delete(alert_id)

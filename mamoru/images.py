@@ -25,4 +25,4 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise BadImageError(f"{path}: not a readable image (JPEG, PNG, PGM, ...)")
-    return image
+    return np.asarray(image, dtype=np.uint8)

@@ -36,7 +36,8 @@ class Embedder:
                 f"recognizer returned {features.shape[1]}-D embeddings, manifest says {self.dim}"
             )
         norms = np.linalg.norm(features, axis=1, keepdims=True)
-        return features / np.maximum(norms, 1e-12)
+        normalised: npt.NDArray[np.float32] = features / np.maximum(norms, 1e-12)
+        return normalised
 
     def _run(self, crops: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         size = self._spec.input_size

@@ -124,7 +124,8 @@ class FaceEngine:
         """
         margin = _context_margin(image, self.pack.manifest.detector.input_size)
         if margin:
-            padded = cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT)
+            padded = np.asarray(cv2.copyMakeBorder(image, margin, margin, margin, margin,
+                                                   cv2.BORDER_CONSTANT), dtype=np.uint8)
             faces = [f.shifted(-margin, -margin) for f in self._detector.detect(padded)]
         else:
             faces = self._detector.detect(image)

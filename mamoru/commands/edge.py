@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from edge.archive import JsonLinesFeed
 from edge.config import CameraConfig
 from edge.logs import configure_json_logging
-from edge.loop import EdgeLoop
+from edge.loop import AlertListener, EdgeLoop
 from mamoru.settings import ConfigError, get_settings
 from mamoru.wiring import open_edge_parts
 
@@ -49,7 +49,7 @@ def run(
     stop = threading.Event()
     with ExitStack() as stack:
         parts = open_edge_parts(settings)
-        listeners = [parts.archive]
+        listeners: list[AlertListener] = [parts.archive]
         if alerts_jsonl:
             stream: TextIO = sys.stdout if alerts_jsonl == "-" else stack.enter_context(
                 Path(alerts_jsonl).open("a", encoding="utf-8"))

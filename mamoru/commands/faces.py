@@ -59,7 +59,7 @@ def detect(
     limits = getattr(settings.quality, policy.value)
     loaded = [(path, read_image(path)) for path in images]
     engine = open_engine(settings, pack=pack, accept_licence=accept_licence)
-    results = []
+    results: list[dict[str, Any]] = []
     for path, image in loaded:
         faces = [
             {**face.to_dict(), "quality": engine.assess(image, face, limits).to_dict()}

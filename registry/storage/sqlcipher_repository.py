@@ -35,6 +35,7 @@ from registry.domain import (
     WebSession,
 )
 from registry.errors import ConflictError, NotFoundError
+from registry.repository import AuditRow
 from registry.storage.database import Connection, transaction
 
 _ENTRY_COLUMNS = (
@@ -743,7 +744,7 @@ class SqlCipherRepository:
         row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), str(row[1])) if row else None
 
-    def audit_rows(self, since_seq: int = 0) -> Iterator[_AuditRow]:
+    def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]:
         rows = self._db.execute(
             "SELECT seq, at, actor, action, entry_id, details, prev_hash, hash "
             "FROM audit.records WHERE seq > ? ORDER BY seq",
