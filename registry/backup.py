@@ -127,7 +127,7 @@ def _open_sealed(ctx: RegistryContext, path: Path) -> bytes:
         return AESGCM(ctx.master_key.derive("backup")).decrypt(
             nonce, data[len(MAGIC) + _NONCE :], MAGIC
         )
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
         raise BackupError(
             f"{path} does not decrypt with this registry's key: altered, or made with another key"
         ) from None
