@@ -20,7 +20,7 @@ import numpy as np
 from registry.audit import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
-from registry.errors import NotInitialisedError, RegistryError
+from registry.errors import NotInitialisedError, RegistryError, WrongKeyError
 from registry.evidence import EvidenceStore
 from registry.joint_use.keys import rekey_store_keys
 from registry.keys import MasterKey, create_key_file, load_key_file
@@ -207,7 +207,10 @@ def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
     key = load_key_file(paths.key_file)
     pending = pending_key_file(paths.key_file)
     candidates = [key, load_key_file(pending)] if pending.is_file() else [key]
-    opened = open_registry_database(paths.database, paths.audit_database, candidates)
+    try:
+        opened = open_registry_database(paths.database, paths.audit_database, candidates)
+    except WrongKeyError as exc:
+        raise WrongKeyError(f"{paths.key_file}: {exc}") from None  # name the key file too
     context = RegistryContext(paths, key, opened, policy, index_spec)
     if pending.is_file():
         finish_rotation(context, candidates[-1], resumed=True)
