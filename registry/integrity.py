@@ -60,7 +60,8 @@ def _check_databases(ctx: RegistryContext, report: CheckReport) -> None:
         problems = schema_problems(ctx.repo.connection, schema)
         report.checked.append(path.name)
         if problems:
-            shown = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+            more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+            shown = "; ".join(problems[:3]) + more
             report.damaged.append(damaged(path, shown))
 
 

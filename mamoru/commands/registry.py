@@ -41,7 +41,7 @@ def init(
 
 @app.command("check")
 def check(as_user: AsOption) -> None:
-    """Read every page and file (databases, evidence, index, backups); exit 1 naming each damaged one.
+    """Read every page and file (databases, evidence, index, backups); exit 1 naming damage.
 
     Read-only: the registry is opened without the start-up recovery, so a
     damaged file is reported, never rewritten.

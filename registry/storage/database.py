@@ -102,7 +102,7 @@ class CheckedConnection(sqlcipher3.Connection):  # type: ignore[misc]
         except sqlcipher3.DatabaseError as exc:
             raise self.damaged(exc) from None
 
-    def damaged(self, exc: sqlcipher3.DatabaseError) -> Exception:
+    def damaged(self, exc: Exception) -> Exception:
         """`exc` itself unless it means a damaged file; then the typed error naming that file."""
         files = getattr(self, "files", {})
         if not files or not is_damage(exc):

@@ -158,6 +158,7 @@ def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
         world: Path, cli_env: Path) -> None:
     """Every file x offsets x commands: works or one line + exit 2; nothing else changes."""
     case = cli_env
+    key = case / "master.key"
     backup = next((world / "backups").glob("*.backup")).relative_to(world)
     files = [str(p.relative_to(world)) for p in sorted(world.rglob("*"))
              if p.is_file() and p.stat().st_size > 0]  # .write.lock is empty: nothing to flip
@@ -174,7 +175,7 @@ def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
                          ("registry", "check", *ADMIN), ("expire", "--dry-run")):
                 outcome = run_cli(*args)
                 command = " ".join(args[:2])
-                tally[f"{command}: {assert_clean(outcome, command, case / relative, case / 'master.key')}"] += 1
+                tally[f"{command}: {assert_clean(outcome, command, case / relative, key)}"] += 1
                 if args[1] == "check" and relative.startswith(CHECKED_PREFIXES):
                     if outcome.code == 0:
                         missed_by_check.append(f"{relative}@{offset}")
@@ -186,7 +187,7 @@ def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
 
             # Writers: a backup adds its file and an audit record, nothing else.
             outcome = run_cli("backup", *ADMIN)
-            tally[f"backup: {assert_clean(outcome, 'backup', case / relative, case / 'master.key')}"] += 1
+            tally[f"backup: {assert_clean(outcome, 'backup', case / relative, key)}"] += 1
             after = digests(case)
             changed = {f for f in before.keys() | after.keys() if before.get(f) != after.get(f)}
             allowed = {relative} | (WRITES_AUDIT if outcome.code == 0 else READ_ONLY)
@@ -201,7 +202,7 @@ def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
                 flip(case / relative, offset)
                 before = digests(case)
                 outcome = run_cli("restore", str(case / backup), *ADMIN)
-                tally[f"restore: {assert_clean(outcome, 'restore', case / relative, case / 'master.key')}"] += 1
+                tally[f"restore: {assert_clean(outcome, 'restore', case / relative, key)}"] += 1
                 after = digests(case)
                 changed = {f for f in before.keys() | after.keys() if before.get(f) != after.get(f)}
                 allowed = {relative} | (RESTORE_WRITES if outcome.code == 0 else READ_ONLY)
@@ -210,8 +211,8 @@ def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
                 assert changed <= allowed, (relative, offset, "restore", changed)
                 if outcome.code == 0:
                     assert run_cli("registry", "check", *ADMIN).code == 0  # the restore repaired it
-    print(f"\ncorruption matrix: {len(files)} files, {sum(tally.values())} command runs: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
+    print(f"\ncorruption matrix: {len(files)} files, {sum(tally.values())} runs: {summary}")  # noqa: T201 (the counts go in the closing note)
     assert not missed_by_check, f"registry check called these intact: {missed_by_check}"
 
 
@@ -223,7 +224,7 @@ def _mamoru(case: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_real_processes_report_a_damaged_store_in_one_line(world: Path, tmp_path: Path) -> None:
-    """The issue's reproduction: a byte flipped in audit.db, then in registry.db, as a user runs it."""
+    """The issue's reproduction in real processes: a byte flipped in audit.db, then registry.db."""
     case = tmp_path / "data"
     shutil.copytree(world, case)
     flip(case / "audit.db", (case / "audit.db").stat().st_size // 2)
