@@ -131,9 +131,10 @@ class AuditTrail:
         last = self._repo.last_audit()
         if last is None:
             return
-        head = self._read_head()
-        if head is not None and self._hash_at(head[0]) != head[1]:
-            return
+        if self._head_file.is_file():
+            head = self._read_head()
+            if head is None or self._hash_at(head[0]) != head[1]:
+                return  # damaged or left behind: kept for `verify()` to report
         partial = self._head_file.with_name(self._head_file.name + ".partial")
         partial.write_text(f"{last[0]} {last[1]}\n", encoding="ascii")
         os.replace(partial, self._head_file)
@@ -157,11 +158,14 @@ class AuditTrail:
         """The anchored (seq, hash); None without a head file or with an unreadable one."""
         if not self._head_file.is_file():
             return None
-        seq_text, _, hash_text = self._head_file.read_text(encoding="ascii").strip().partition(" ")
         try:
-            return int(seq_text), hash_text
-        except ValueError:
+            text = self._head_file.read_bytes().decode("ascii")
+        except UnicodeDecodeError:
             return None
+        seq_text, _, hash_text = text.strip().partition(" ")
+        if not seq_text.isdigit() or len(hash_text) != len(GENESIS):
+            return None
+        return int(seq_text), hash_text
 
     def _hash_at(self, seq: int) -> str | None:
         """The hash of record `seq`, or None if the trail has no such record."""
@@ -177,8 +181,12 @@ class AuditTrail:
     def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
         if not self._head_file.is_file():
             return None
-        seq_text, _, hash_text = self._head_file.read_text(encoding="ascii").strip().partition(" ")
-        head_seq = int(seq_text)
+        head = self._read_head()
+        if head is None:
+            return ChainProblem(last_seq, f"the anchored head {self._head_file} is unreadable "
+                                          "(damaged or edited): the end of the trail cannot be "
+                                          "checked")
+        head_seq, hash_text = head
         if head_seq > last_seq:
             return ChainProblem(last_seq + 1, f"records {last_seq + 1}..{head_seq} were deleted "
                                               "(the anchored head is beyond the last record)")

@@ -105,10 +105,14 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
         sealed = _seal(ctx, _tar(files, manifest))
     target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
     write_private_file(target, sealed)
-    with ctx.writing(), ctx.repo.unit_of_work():
-        ctx.audit.record(actor=actor.username, action=Action.BACKUP, at=now,
-                         details={"file": target.name, "evidence_files": len(files) - 1,
-                                  "sha256": hashlib.sha256(sealed).hexdigest()})
+    try:
+        with ctx.writing(), ctx.repo.unit_of_work():
+            ctx.audit.record(actor=actor.username, action=Action.BACKUP, at=now,
+                             details={"file": target.name, "evidence_files": len(files) - 1,
+                                      "sha256": hashlib.sha256(sealed).hexdigest()})
+    except BaseException:
+        wipe_file(target)  # a backup the audit trail does not list must not exist (G-REG-4)
+        raise
     prune_backups(ctx, actor=actor.username, now=now)
     return target
 
@@ -127,7 +131,7 @@ def _open_sealed(ctx: RegistryContext, path: Path) -> bytes:
         return AESGCM(ctx.master_key.derive("backup")).decrypt(
             nonce, data[len(MAGIC) + _NONCE :], MAGIC
         )
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
         raise BackupError(
             f"{path} does not decrypt with this registry's key: altered, or made with another key"
         ) from None

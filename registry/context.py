@@ -20,13 +20,19 @@ import numpy as np
 from registry.audit import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
-from registry.errors import NotInitialisedError, RegistryError
+from registry.errors import NotInitialisedError, RegistryError, WrongKeyError
 from registry.evidence import EvidenceStore
 from registry.joint_use.keys import rekey_store_keys
 from registry.keys import MasterKey, create_key_file, load_key_file
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
-from registry.watchlist_index import IndexedTemplate, publish_index, read_index_version
+from registry.watchlist_index import (
+    IndexedTemplate,
+    IndexIntegrityError,
+    WatchlistIndex,
+    publish_index,
+    read_index_version,
+)
 
 
 @dataclass(frozen=True)
@@ -159,10 +165,21 @@ class RegistryContext:
         return len(orphans)
 
     def publish_index_if_stale(self) -> int:
-        """Publish the active templates when the file is older than the database's version."""
+        """Publish the active templates when the file is older than the database's version.
+
+        An index whose clear header is damaged is published again too: it is
+        derived from the database, so rebuilding it loses nothing.
+        """
         version = self.repo.watchlist_version()
-        if read_index_version(self.paths.index) == version:
+        try:
+            published = read_index_version(self.paths.index)
+        except IndexIntegrityError:
+            published = None
+        if published == version:
             return version
+        if published is not None and published > version and not self._index_authentic():
+            # A damaged version field, not a newer index: drop it, it is rebuilt below.
+            self.paths.index.unlink()
         templates = [
             IndexedTemplate(t.template_id, t.entry_id, np.frombuffer(t.vector, dtype=np.float32))
             for t in self.repo.active_templates(self.index_spec.pack)
@@ -171,6 +188,14 @@ class RegistryContext:
         publish_index(self.paths.index, key=self.index_key(), version=version,
                       pack=self.index_spec.pack, dim=self.index_spec.dim, templates=templates)
         return version
+
+    def _index_authentic(self) -> bool:
+        """Whether the published index decrypts and authenticates under our index key."""
+        try:
+            WatchlistIndex.load(self.paths.index, key=self.index_key())
+        except IndexIntegrityError:
+            return False
+        return True
 
 
 def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
@@ -182,7 +207,10 @@ def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
     key = load_key_file(paths.key_file)
     pending = pending_key_file(paths.key_file)
     candidates = [key, load_key_file(pending)] if pending.is_file() else [key]
-    opened = open_registry_database(paths.database, paths.audit_database, candidates)
+    try:
+        opened = open_registry_database(paths.database, paths.audit_database, candidates)
+    except WrongKeyError as exc:
+        raise WrongKeyError(f"{paths.key_file}: {exc}") from None  # name the key file too
     context = RegistryContext(paths, key, opened, policy, index_spec)
     if pending.is_file():
         finish_rotation(context, candidates[-1], resumed=True)

@@ -49,3 +49,19 @@ class ConflictError(RuleViolationError):
 
 class SelfApprovalError(RuleViolationError):
     """G-REG-2: the proposer of an entry may not approve it; a second person must."""
+
+
+class StoreDamagedError(RegistryError):
+    """A file of the registry is damaged on disk (a flipped bit, a torn write, a bad disk).
+
+    Raised instead of whatever the low-level reader threw (SQLite "malformed",
+    an AES-GCM tag mismatch, a truncated header), so that every command ends
+    in one line that names the file and says how to get it back. Nothing more
+    is written once a damaged file is found: the next step is a person's.
+    """
+
+    def __init__(self, path: object, problem: str, remedy: str) -> None:
+        super().__init__(f"{path} is damaged ({problem}); {remedy}")
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy

@@ -16,6 +16,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from registry.damage import key_file_damaged
 from registry.durable import write_private_file
 from registry.errors import KeyFileError, NotInitialisedError
 
@@ -88,7 +89,7 @@ def load_key_file(path: Path) -> MasterKey:
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise KeyFileError(f"key file {path} is not a hex-encoded key") from None
+        raise key_file_damaged(path, "not a hex-encoded key") from None
     if len(raw) != KEY_BYTES:
-        raise KeyFileError(f"key file {path} does not hold a {KEY_BYTES * 8}-bit key")
+        raise key_file_damaged(path, f"does not hold a {KEY_BYTES * 8}-bit key")
     return MasterKey(raw)

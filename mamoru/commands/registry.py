@@ -1,4 +1,4 @@
-"""`mamoru registry init`, `mamoru key rotate`, `mamoru backup`, `mamoru restore`."""
+"""`mamoru registry init|check`, `mamoru key rotate`, `mamoru backup`, `mamoru restore`."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths, rekey_edge_copies
 from registry.backup import create_backup, restore_backup
 from registry.clock import utc_now
-from registry.context import init_registry
+from registry.context import init_registry, open_registry
 from registry.domain import Role
+from registry.integrity import check_registry
 from registry.key_rotation import rotate_key
-from registry.users import add_user, validate_new_password
+from registry.users import add_user, require_role, validate_new_password
 
-app = typer.Typer(help="Create the encrypted registry.")
+app = typer.Typer(help="Create and check the encrypted registry.")
 key_app = typer.Typer(help="The master key.")
 
 
@@ -36,6 +37,26 @@ def init(
     typer.echo(f"registry created in {paths.data_dir}")
     typer.echo(f"key file: {paths.key_file} (mode 0600; keep a copy offline, it cannot be recovered)")
     typer.echo(f"admin user: {admin}")
+
+
+@app.command("check")
+def check(as_user: AsOption) -> None:
+    """Read every page and file (databases, evidence, index, backups); exit 1 naming damage.
+
+    Read-only: the registry is opened without the start-up recovery, so a
+    damaged file is reported, never rewritten.
+    """
+    settings = get_settings()
+    with open_registry(registry_paths(settings), settings.registry, index_spec(settings)) as ctx:
+        require_role(login(ctx, as_user), Role.AUDITOR, Role.ADMIN, Role.MANAGER)
+        report = check_registry(ctx)
+    if report.ok:
+        typer.echo(f"registry intact: {', '.join(report.checked)}")
+        return
+    for error in report.damaged:
+        typer.echo(f"DAMAGED: {error}")
+    typer.echo(f"{len(report.damaged)} damaged file(s); checked {', '.join(report.checked)}")
+    raise typer.Exit(1)
 
 
 @key_app.command("rotate")

@@ -1,0 +1,121 @@
+"""The full check of every file of the registry: `mamoru registry check`.
+
+Commands read only the pages and files they need, so damage in a page or a
+file nobody touched goes unnoticed until the day it is needed (an erasure, a
+restore, an audit). This reads everything, writes nothing, and names each
+damaged file with what to do about it:
+
+- registry.db and audit.db: SQLCipher's HMAC of every page
+  (`cipher_integrity_check`), then SQLite's `integrity_check` of the b-trees;
+- every evidence file: decrypted and authenticated (AES-GCM), and every image
+  the database refers to must exist;
+- the published index: decrypted, authenticated and parsed;
+- every backup: decrypted and authenticated (a backup that does not open is
+  no backup);
+- the joint-use key file, when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from registry import damage
+from registry.backup import SUFFIX as BACKUP_SUFFIX
+from registry.backup import BackupError, read_backup
+from registry.context import RegistryContext
+from registry.errors import StoreDamagedError
+from registry.evidence import EvidenceError, EvidenceNotFoundError
+from registry.joint_use.errors import StoreKeysError
+from registry.joint_use.keys import load_store_keys
+from registry.storage.database import schema_problems
+from registry.watchlist_index import WatchlistIndex, WatchlistIndexError
+
+
+@dataclass
+class CheckReport:
+    """What was read, and every damaged file found (empty when all is well)."""
+
+    checked: list[str] = field(default_factory=list)
+    damaged: list[StoreDamagedError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+
+def check_registry(ctx: RegistryContext) -> CheckReport:
+    """Read every page and every file; never writes."""
+    report = CheckReport()
+    _check_databases(ctx, report)
+    _check_evidence(ctx, report)
+    _check_index(ctx, report)
+    _check_backups(ctx, report)
+    _check_joint_use_keys(ctx, report)
+    return report
+
+
+def _check_databases(ctx: RegistryContext, report: CheckReport) -> None:
+    for schema, path, damaged in (("main", ctx.paths.database, damage.database_damaged),
+                                  ("audit", ctx.paths.audit_database, damage.audit_damaged)):
+        problems = schema_problems(ctx.repo.connection, schema)
+        report.checked.append(path.name)
+        if problems:
+            more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+            shown = "; ".join(problems[:3]) + more
+            report.damaged.append(damaged(path, shown))
+
+
+def _check_evidence(ctx: RegistryContext, report: CheckReport) -> None:
+    present = ctx.evidence.ids()
+    try:
+        referenced = ctx.repo.all_evidence_ids()
+    except StoreDamagedError:
+        referenced = set()  # registry.db is already reported
+    for image_id in sorted(present | referenced):
+        path = ctx.paths.evidence / f"{image_id}.bin"
+        try:
+            ctx.evidence.get_bytes(image_id)
+        except EvidenceNotFoundError:
+            report.damaged.append(damage.evidence_damaged(path, "missing, but the database "
+                                                                "refers to it"))
+        except EvidenceError as exc:
+            report.damaged.append(damage.evidence_damaged(path, str(exc)))
+    report.checked.append(f"{len(present)} evidence file(s)")
+
+
+def _check_index(ctx: RegistryContext, report: CheckReport) -> None:
+    path = ctx.paths.index
+    if not path.is_file():
+        return
+    try:
+        WatchlistIndex.load(path, key=ctx.index_key(), expected_pack=ctx.index_spec.pack)
+    except WatchlistIndexError as exc:
+        report.damaged.append(damage.index_damaged(path, str(exc)))
+    report.checked.append("index")
+
+
+def _check_backups(ctx: RegistryContext, report: CheckReport) -> None:
+    backups = sorted(ctx.paths.backups.glob(f"mamoru-*{BACKUP_SUFFIX}")) \
+        if ctx.paths.backups.is_dir() else []
+    for path in backups:
+        try:
+            read_backup(ctx, path)
+        except BackupError as exc:
+            report.damaged.append(StoreDamagedError(
+                path, str(exc), "it cannot be restored: delete it and take a new backup with "
+                                "`mamoru backup --as <admin>`"))
+    report.checked.append(f"{len(backups)} backup(s)")
+
+
+def _check_joint_use_keys(ctx: RegistryContext, report: CheckReport) -> None:
+    path = ctx.paths.joint_use_keys
+    if not path.is_file():
+        return
+    try:
+        load_store_keys(path, ctx.master_key)
+    except StoreKeysError as exc:
+        report.damaged.append(StoreDamagedError(
+            path, str(exc), "put it back from the file-system backup of the data folder (a new "
+                            "key pair would have to be published to every member)"))
+    report.checked.append("joint-use keys")
+
