@@ -69,20 +69,21 @@ class BodyStream:
 class RequestLimits:
     """Refuse bodies over `max_body_bytes` with 413; add the no-store headers.
 
-    `larger_bodies` raises the limit for paths under the given prefixes (photo
-    uploads); every other path keeps `max_body_bytes`.
+    `path_limits` gives paths under the given prefixes their own limit,
+    larger (photo uploads) or smaller (joint-use bundles, whose limit is the
+    store's setting); every other path keeps `max_body_bytes`.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int,
-                 larger_bodies: Mapping[str, int] | None = None) -> None:
+                 path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.larger_bodies = dict(larger_bodies or {})
+        self.path_limits = dict(path_limits or {})
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.larger_bodies.items():
+        for prefix, limit in self.path_limits.items():
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                return max(limit, self.max_body_bytes)
+                return limit
         return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

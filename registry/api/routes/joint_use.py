@@ -51,6 +51,7 @@ from registry.joint_use.sync import (
 router = APIRouter(prefix="/api/v1/joint-use", tags=["joint-use"])
 
 BUNDLE_MEDIA_TYPE = "application/octet-stream"
+BUNDLES_PATH = router.prefix + "/bundles"
 _PREAMBLE = len(MAGIC) + 2
 _ERRORS: dict[int | str, dict[str, str]] = {
     404: {"description": "joint use is not configured at this store"},
