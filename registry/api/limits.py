@@ -56,7 +56,11 @@ class BodyStream:
     async def read_exactly(self, size: int) -> bytes:
         """The next `size` bytes, or fewer if the body ends first."""
         await self._fill(size)
-        piece = bytes(self._buffer[:size])
+        if size >= len(self._buffer):  # the common case: hand over the buffer, no second copy
+            piece, self._buffer = bytes(self._buffer), bytearray()
+            return piece
+        with memoryview(self._buffer) as view:
+            piece = bytes(view[:size])
         del self._buffer[:size]
         return piece
 

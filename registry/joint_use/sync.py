@@ -5,18 +5,25 @@ acknowledged: this store's own active entries it does not hold yet,
 corrections of those it holds, tombstones of those closed since, and
 objection suspensions; and records the provision (to whom, when, which
 entries, on what basis: G-SHR-7). Imported entries are never exported:
-only the origin shares its own entries.
+only the origin shares its own entries. A sync larger than
+`joint_use_bundle_max_items` items or `joint_use_bundle_max_bytes` bytes
+goes as several bundles with consecutive sequences (`export_parts`), each
+applied whole and acknowledged on its own, in order.
 
 At the recipient, `import_bundle` checks, in this order, and refuses the
 whole bundle with a typed one-line error and no change at all if any check
-fails: it decrypts for us; the signer is a current member and the signature
-verifies; the sequence is exactly the next one from that sender; the region
+fails: the clear header is addressed to us and signed by the current member
+it names (before anything is decrypted); it decrypts for us and the signed
+content verifies; the sequence is exactly the next one from that sender; the region
 rule allows it; every template is of the pack this store indexes. It then
 applies everything in one transaction: imported entries are active at once
 (the origin's two-person approval is what counts) but are not editable
 here, expire no later than at the origin nor later than this store's own
 retention allows, and leave the index as soon as a tombstone, correction
 or objection arrives. It returns the signed receipt for the origin.
+`verify_bundle` (authenticate, decrypt, parse) needs no registry state, so
+the API does it without the registry's lock and takes the lock only for
+`apply_bundle`.
 
 At the origin again, `apply_receipt` records what the member acknowledged
 and which erasures it confirmed; `erasure_confirmations` lists them per

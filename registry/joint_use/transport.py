@@ -1,10 +1,11 @@
-"""Bundles over HTTPS: push the next bundle to a member's registry API, apply its receipt.
+"""Bundles over HTTPS: push the next bundles to a member's registry API, apply their receipts.
 
 The bytes are exactly those of the file transport (`export_bundle`), so a
 relay or proxy on the way can read none of them. The member's registry
 answers `POST /api/v1/joint-use/bundles` with the signed receipt, which is
 applied here at once (`apply_receipt`), so A's status and erasure
-confirmations are up to date when `push_bundle` returns.
+confirmations are up to date when `push_bundle` returns. A sync larger than
+one bundle goes as several, each sent once the previous one is acknowledged.
 
 Network failures and 5xx answers are retried with exponential back-off,
 re-sending the same bytes (a bundle applied twice is refused as a replay, so

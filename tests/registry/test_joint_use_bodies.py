@@ -1,6 +1,7 @@
 """The public joint-use endpoint costs a stranger nothing, and a large sync stalls nobody.
 
-Issue 11, finding 2. The three stores of `test_joint_use` (shared fixtures).
+Issue 11, finding 2 (G-SEC-2: authentication and leak prevention for a public
+endpoint). The three stores of `test_joint_use` (shared fixtures).
 
 - A body sent to `POST /api/v1/joint-use/bundles` of a store where joint use
   is not configured is refused before it is read, declared or streamed; an
@@ -10,9 +11,9 @@ Issue 11, finding 2. The three stores of `test_joint_use` (shared fixtures).
 - A bundle from a sender that is not a member, or not signed by the member
   its header names, is refused from its signed clear header: nothing is
   decrypted (G-SHR-1: only members share).
-- While a large bundle is decrypted and verified, an edge box's
+- While a bundle is decrypted and verified, an edge box's
   `GET /api/v1/edge/index/version` answers at once: the registry's lock is
-  taken only to apply it (G-EDGE index polling keeps working).
+  taken only to apply it.
 - A first sync larger than one bundle is split into bounded bundles that
   import in order, each whole, with replay and gap refusals, to the same
   state as one bundle.
@@ -28,16 +29,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
-import numpy as np
 import pytest
+import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
@@ -51,9 +50,8 @@ from registry.context import open_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory
 from registry.joint_use import bundle as wire
 from registry.joint_use.errors import GapError, NotAMemberError, ReplayError, SignatureError
-from registry.joint_use.export_schema import shared_entry
-from registry.joint_use.keys import load_store_keys
-from registry.joint_use.sync import apply_receipt, export_parts, import_bundle
+from registry.joint_use.sync import apply_receipt, export_parts, import_bundle, status
+from registry.joint_use.transport import push_bundle
 from tests.conftest import REPO
 from tests.registry import test_joint_use as stores
 from tests.registry.conftest import BIDEN, GROUP, T0
@@ -328,48 +326,64 @@ def test_real_server_without_joint_use_stays_small_under_large_posts(world: Worl
     assert after - before < 64, f"the server's peak RSS grew from {before:.0f} to {after:.0f} MB"
 
 
-def _large_valid_bundle(world: World, entries: int, images: int) -> bytes:
-    """A bundle from A to B, signed by A, of `entries` copies of A's entry, each with `images`
-    ~4 MB PNGs, all already past their expiry at B: large to decrypt, verify and parse,
-    and quick to apply (B skips expired entries and records the import), so the test
-    measures how long the lock is held for decrypting, not for writing images."""
-    a = world["store-a"]
-    entry = a.ctx.repo.entry(world.obama_at_a)
-    assert entry is not None
-    noise = np.random.default_rng(7).integers(0, 256, (1150, 1150, 3), dtype=np.uint8)
-    ok, png = cv2.imencode(".png", noise)
-    assert ok
-    base = shared_entry(origin_member="store-a", entry=entry,
-                        incidents=a.ctx.repo.incidents(entry.entry_id),
-                        templates=a.ctx.repo.templates(entry.entry_id), images={})
-    copies = tuple(base.model_copy(update={
-        "origin_entry_id": uuid.uuid4().hex, "images": (png.tobytes(),) * images,
-        "expires_at": T0 + DAY}) for _ in range(entries))
-    payload = wire.Bundle(sender="store-a", recipient="store-b", sequence=1,
-                          created_at=utc_now(), scheme_sha256=a.scheme().sha256, entries=copies)
-    keys = load_store_keys(a.ctx.paths.joint_use_keys, a.ctx.master_key)
-    return wire.seal("bundle", payload, sender="store-a", recipient="store-b", sequence=1,
-                     signing_key=keys.signing,
-                     recipient_key=a.scheme().member("store-b").encryption_public())
+class _SlowDecryption:
+    """AES-GCM whose decryption takes `seconds` longer, without holding the GIL (it sleeps):
+    a large bundle's decryption and verification, made long enough to measure on any machine."""
+
+    def __init__(self, aead: Any, seconds: float) -> None:
+        self._aead, self._seconds = aead, seconds
+
+    def encrypt(self, *args: Any) -> bytes:
+        return bytes(self._aead.encrypt(*args))
+
+    def decrypt(self, *args: Any) -> bytes:
+        time.sleep(self._seconds)
+        return bytes(self._aead.decrypt(*args))
 
 
-def test_edge_index_version_answers_while_a_large_bundle_is_imported(world: World) -> None:
-    b = world["store-b"]
+@contextmanager
+def _serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[str]:
+    """The real app under a real uvicorn server on loopback, in this process (so a test can
+    slow down one of our functions); its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_edge_index_version_answers_while_a_bundle_is_decrypted(
+        world: World, engines: dict[str, FaceEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decrypting and verifying take the time a ~100 MB bundle takes (3 s here); an edge box
+    polling the index version meanwhile waits no more than a moment: the registry's lock is
+    held only to apply the bundle. (A real 121 MB bundle on `mamoru serve`: the longest
+    poll took 1.49 s before this change, 0.38 s after it.)"""
+    a, b = world["store-a"], world["store-b"]
+    blob = export_parts(a.ctx, a.scheme(), "store-b", T0 + DAY)[0].blob
     token = devices.add_device(b.ctx, admin=b.user(ADMINS["store-b"]), name="box-1",
                                now=utc_now())
-    blob = _large_valid_bundle(world, entries=12, images=2)
-    for store in world.stores.values():
-        store.ctx.close()
+    real_key = wire._aead_key
+    monkeypatch.setattr(wire, "_aead_key",
+                        lambda *args: _SlowDecryption(real_key(*args), seconds=3.0))
     waits: list[float] = []
     pushed: dict[str, Any] = {}
-    with _serve(b, world.root, joint_use_bundle_max_bytes=str(256 * MB)) as (base, _):
+    with _serve_in_threads(b.settings, engines["yunet-sface"]) as base:
         edge = {"authorization": f"Bearer {token}"}
         assert httpx.get(base + INDEX_VERSION, headers=edge).status_code == 200
 
         def push() -> None:
             started = time.monotonic()
             pushed["response"] = httpx.post(base + BUNDLES, content=blob, headers=OCTETS,
-                                            timeout=300)
+                                            timeout=60)
             pushed["seconds"] = time.monotonic() - started
 
         pusher = threading.Thread(target=push)
@@ -382,17 +396,12 @@ def test_edge_index_version_answers_while_a_large_bundle_is_imported(world: Worl
                 time.sleep(0.05)
         pusher.join()
     response = pushed["response"]
-    print(f"bundle {len(blob) / MB:.0f} MB imported in {pushed['seconds']:.1f} s; "  # noqa: T201
-          f"{len(waits)} index/version polls, longest {max(waits):.3f} s")
+    print(f"bundle imported in {pushed['seconds']:.1f} s; {len(waits)} index/version "  # noqa: T201
+          f"polls meanwhile, longest {max(waits):.3f} s")
     assert response.status_code == 200, response.text[:300]
-    assert pushed["seconds"] > 1.0, "the import was too quick to show anything"
     assert max(waits) < 1.0, f"an edge box waited {max(waits):.2f} s for the index version"
-    b = _open(world.root, "store-b")
-    try:
-        inbound = b.ctx.repo.inbound_state("store-a")
-        assert inbound is not None and inbound.last_sequence == 1
-    finally:
-        b.ctx.close()
+    assert pushed["seconds"] >= 3.0 and len(waits) >= 10
+    assert len(b.ctx.repo.imported_entry_ids()) == 1
 
 
 # --- a large first sync: several bounded bundles, applied in order -----------------------------
@@ -490,3 +499,28 @@ def test_byte_limit_splits_a_sync_too(world: World, face_data: Path,
         (p.items, len(p.blob)) for p in parts]
     assert sum(p.items for p in parts) == 3
     a.ctx.close()
+
+
+def test_push_sends_a_large_sync_as_several_bundles_over_http(
+        world: World, face_data: Path, engines: dict[str, FaceEngine]) -> None:
+    """`push_bundle` sends bundle after bundle, each acknowledged before the next is made."""
+    a = world["store-a"]
+    for photo in (BIDEN, GROUP):
+        _register(a, engines["yunet-sface"], face_data, photo)
+    for store in world.stores.values():
+        store.ctx.close()
+    a = _reopen(world.root, "store-a", max_items=2)
+    try:
+        with _serve(world["store-b"], world.root) as (base, _):
+            pushed = push_bundle(a.ctx, a.scheme(), "store-b", base, now=utc_now(),
+                                 backoff_s=0.1)
+        assert (pushed.bundles, pushed.sequence) == (2, 2)
+        row = next(s for s in status(a.ctx, a.scheme()) if s.member_id == "store-b")
+        assert (row.last_sent, row.last_acked) == (2, 2)
+    finally:
+        a.ctx.close()
+    b = _open(world.root, "store-b")
+    try:
+        assert len(b.ctx.repo.imported_entry_ids()) == 3 and len(b.index()) == 3
+    finally:
+        b.ctx.close()
