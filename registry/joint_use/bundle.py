@@ -23,7 +23,8 @@ Both travel in the same envelope (format 2), built only from `cryptography` prim
    recipient checks that signature against the member's published key from
    the first few kilobytes alone, before it reads the rest or decrypts
    anything: a stranger cannot make a store read, hash or decrypt a large
-   body. Header and signature are the associated data of the encryption.
+   body. The header's other fields are the associated data of the
+   encryption, so none of them can be changed without the tag failing either.
 
 File layout::
 
