@@ -29,6 +29,16 @@ class RegistrySettings(BaseModel):
         description="G-SHR-1: the published joint-use scheme file (TOML or JSON) this store "
                     "shares under; none = no joint use",
     )
+    joint_use_bundle_max_items: int = Field(
+        default=500, ge=1, le=10_000,
+        description="a sync larger than this many items (entries, corrections, tombstones, "
+                    "objections) is sent as several bundles, applied in order",
+    )
+    joint_use_bundle_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024,
+        description="the largest bundle this store sends, and accepts over HTTPS; a larger "
+                    "sync is split into several bundles",
+    )
 
 
 class WebSettings(BaseModel):

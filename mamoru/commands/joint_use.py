@@ -141,12 +141,13 @@ def export(
     """Write the next bundle for a member: all it has not acknowledged yet."""
     with registry() as ctx:
         actor = login(ctx, as_user)
-        blob = sync.export_bundle(ctx, scheme.scheme_in_force(ctx), to, utc_now(), actor=actor)
-        pending = next(s for s in sync.status(ctx, scheme.scheme_in_force(ctx))
-                       if s.member_id == to)
-    _write(out, blob)
-    typer.echo(f"bundle #{pending.last_sent} for {to} written to {out} ({len(blob)} bytes, "
-               "signed and encrypted for that member only)")
+        parts = sync.export_parts(ctx, scheme.scheme_in_force(ctx), to, utc_now(), actor=actor)
+    for number, part in enumerate(parts, start=1):
+        # a sync larger than one bundle: OUT, then OUT-2, OUT-3 ... (import them in this order)
+        path = out if number == 1 else out.with_name(f"{out.stem}-{number}{out.suffix}")
+        _write(path, part.blob)
+        typer.echo(f"bundle #{part.sequence} for {to} written to {path} ({len(part.blob)} "
+                   "bytes, signed and encrypted for that member only)")
 
 
 @app.command("import")

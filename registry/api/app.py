@@ -85,9 +85,9 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     app.state.box_status = BoxStatusBoard()
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
-                       larger_bodies={**dict.fromkeys(UPLOAD_PATH_PREFIXES,
-                                                      MAX_UPLOAD_REQUEST_BYTES),
-                                      "/api/v1/joint-use/bundles": joint_use.MAX_BUNDLE_BYTES})
+                       path_limits={
+                           **dict.fromkeys(UPLOAD_PATH_PREFIXES, MAX_UPLOAD_REQUEST_BYTES),
+                           joint_use.BUNDLES_PATH: joint_use.max_bundle_body(settings.registry)})
     # Added last, so it runs first: a refused request costs no body read.
     app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
                        login_per_minute=settings.web.login_rate_limit_per_minute,

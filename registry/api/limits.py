@@ -1,10 +1,14 @@
 """Request size and rate limits and response headers, applied to every request (pure ASGI).
 
-The body is read before any route can check who is calling, so its size is
-capped here: a declared `Content-Length` over the limit is refused before a
-byte is read, and a chunked body is cut off as soon as it passes the limit.
-Every answer carries `Cache-Control: no-store` (alerts and the index must not
-linger in a proxy's or a browser's cache) and `X-Content-Type-Options: nosniff`.
+`RequestLimits` is the one reader every request body passes through,
+whatever route, form parser or JSON parser asks for it: a declared
+`Content-Length` over the path's cap is refused with 413 before a byte is
+read, and a chunked body is counted as it streams and cut off with 413 as
+soon as it passes the cap. `BodyStream` reads such a body piece by piece for
+a route that must look at its first bytes before deciding to read more
+(joint-use bundles: who signed them). Every answer carries
+`Cache-Control: no-store` (alerts and the index must not linger in a
+proxy's or a browser's cache) and `X-Content-Type-Options: nosniff`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -26,23 +30,64 @@ class BodyTooLargeError(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
+class BodyStream:
+    """A request body read in order, in pieces no larger than asked for.
+
+    Sits on the body as `RequestLimits` lets it through (so the path's cap
+    still holds); `read_exactly(n)` returns the next n bytes, and `at_end()`
+    says whether the sender stopped there. Nothing beyond what was asked for
+    is kept, so a route can refuse a body after its first bytes.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self._ended = False
+
+    async def _fill(self, wanted: int) -> None:
+        while len(self._buffer) < wanted and not self._ended:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                break
+            self._buffer += chunk
+
+    async def read_exactly(self, size: int) -> bytes:
+        """The next `size` bytes, or fewer if the body ends first."""
+        await self._fill(size)
+        if size >= len(self._buffer):  # the common case: hand over the buffer, no second copy
+            piece, self._buffer = bytes(self._buffer), bytearray()
+            return piece
+        with memoryview(self._buffer) as view:
+            piece = bytes(view[:size])
+        del self._buffer[:size]
+        return piece
+
+    async def at_end(self) -> bool:
+        """True when nothing follows what was read (reads at most one more piece to know)."""
+        await self._fill(1)
+        return not self._buffer
+
+
 class RequestLimits:
     """Refuse bodies over `max_body_bytes` with 413; add the no-store headers.
 
-    `larger_bodies` raises the limit for paths under the given prefixes (photo
-    uploads); every other path keeps `max_body_bytes`.
+    `path_limits` gives paths under the given prefixes their own limit,
+    larger (photo uploads) or smaller (joint-use bundles, whose limit is the
+    store's setting); every other path keeps `max_body_bytes`.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int,
-                 larger_bodies: Mapping[str, int] | None = None) -> None:
+                 path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.larger_bodies = dict(larger_bodies or {})
+        self.path_limits = dict(path_limits or {})
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.larger_bodies.items():
+        for prefix, limit in self.path_limits.items():
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                return max(limit, self.max_body_bytes)
+                return limit
         return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

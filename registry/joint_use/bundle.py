@@ -6,7 +6,7 @@ tombstones (withdrawn, erased, expired, rejected entries) and objections
 back: which of them the recipient applied, signed by the recipient, so the
 origin can show which members confirmed each erasure (G-SHR-4).
 
-Both travel in the same envelope, built only from `cryptography` primitives:
+Both travel in the same envelope (format 2), built only from `cryptography` primitives:
 
 1. The payload is canonical JSON (sorted keys, no spaces, UTF-8) of an
    allow-listed model, signed with the sender's Ed25519 key over
@@ -16,13 +16,22 @@ Both travel in the same envelope, built only from `cryptography` primitives:
 2. ``payload-length u32 | payload | signature`` is encrypted with AES-256-GCM
    under a key from HKDF-SHA256 over an X25519 exchange between a fresh
    ephemeral key and the recipient's published encryption key (salt: both
-   public keys). The clear header (format, kind, sender, recipient, sequence,
-   ephemeral public key, nonce) is the associated data, so none of it can be
-   changed without the tag failing.
+   public keys).
+3. The clear header (format, kind, sender, recipient, sequence, ephemeral
+   public key, nonce, and the ciphertext's length and SHA-256) is signed by
+   the sender too, over ``b"mamoru/joint-use/v2/header\\n" + header``. A
+   recipient checks that signature against the member's published key from
+   the first few kilobytes alone, before it reads the rest or decrypts
+   anything: a stranger cannot make a store read, hash or decrypt a large
+   body. The header's other fields are the associated data of the
+   encryption, so none of them can be changed without the tag failing either.
 
 File layout::
 
-    b"MAMORUJU" | header length u16 | header (canonical JSON) | ciphertext + tag
+    b"MAMORUJU" | header length u16 | header (canonical JSON) | header signature (64)
+                | ciphertext + tag
+
+Format 1 (no header signature) is refused with a one-line reason.
 
 A hub or relay that carries the files sees who sends to whom, the sequence
 number and the size; it can read none of the content and change none of it.
@@ -35,6 +44,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -58,14 +68,19 @@ from registry.joint_use.export_schema import (
 )
 
 MAGIC = b"MAMORUJU"
-FORMAT = 1
+FORMAT = 2
 MAX_HEADER = 4096
 _HEADER_LENGTH = struct.Struct(">H")
 _PAYLOAD_LENGTH = struct.Struct(">I")
 _SIGNATURE = 64
 _NONCE = 12
 _HKDF_INFO = b"mamoru/joint-use/v1/aes-256-gcm"
+_PREAMBLE = len(MAGIC) + _HEADER_LENGTH.size
+# The most a recipient reads before it knows who signed the envelope.
+MAX_CLEAR_BYTES = _PREAMBLE + MAX_HEADER + _SIGNATURE
 Kind = Literal["bundle", "receipt"]
+# The Ed25519 key a member publishes, by member id; raises a typed refusal for a non-member.
+SignerLookup = Callable[[str], Ed25519PublicKey]
 TombstoneReason = Literal["withdrawn", "erased", "expired", "rejected"]
 ObjectionAction = Literal["suspend", "unsuspend"]
 
@@ -133,13 +148,15 @@ class EnvelopeHeader(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal[1]
+    format: Literal[2]
     kind: Kind
     sender: str = Field(pattern=MEMBER_ID_PATTERN)
     recipient: str = Field(pattern=MEMBER_ID_PATTERN)
     sequence: int = Field(ge=1)
     ephemeral_key: str
     nonce: str
+    body_bytes: int = Field(ge=16, description="the ciphertext's length, tag included")
+    body_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 def canonical_json(model: AllowListed) -> bytes:
@@ -169,40 +186,119 @@ def _signed_message(kind: str, payload: bytes) -> bytes:
     return b"mamoru/joint-use/v1/" + kind.encode("ascii") + b"\n" + payload
 
 
+def _signed_header(header: bytes) -> bytes:
+    return b"mamoru/joint-use/v2/header\n" + header
+
+
+def _associated(header: EnvelopeHeader) -> bytes:
+    """The encryption's associated data: the header without the ciphertext's own length and
+    digest (which the header signature covers)."""
+    return _canonical(header.model_dump(exclude={"body_bytes", "body_sha256"}))
+
+
 def seal(kind: Kind, payload: AllowListed, *, sender: str, recipient: str, sequence: int,
          signing_key: Ed25519PrivateKey, recipient_key: X25519PublicKey) -> bytes:
-    """Sign `payload` with the sender's key and encrypt it for the recipient only."""
+    """Sign `payload` with the sender's key, encrypt it for the recipient only, sign the header."""
     body = canonical_json(payload)
     signature = signing_key.sign(_signed_message(kind, body))
     ephemeral = X25519PrivateKey.generate()
     ephemeral_raw = _raw(ephemeral.public_key())
     recipient_raw = _raw(recipient_key)
     nonce = os.urandom(_NONCE)
-    header = _canonical(EnvelopeHeader(
+    routing = EnvelopeHeader(
         format=FORMAT, kind=kind, sender=sender, recipient=recipient, sequence=sequence,
         ephemeral_key=base64.b64encode(ephemeral_raw).decode("ascii"),
-        nonce=base64.b64encode(nonce).decode("ascii"),
-    ).model_dump())
-    clear = MAGIC + _HEADER_LENGTH.pack(len(header)) + header
+        nonce=base64.b64encode(nonce).decode("ascii"), body_bytes=16, body_sha256="0" * 64)
     aead = _aead_key(ephemeral.exchange(recipient_key), ephemeral_raw, recipient_raw)
     plaintext = _PAYLOAD_LENGTH.pack(len(body)) + body + signature
-    return clear + aead.encrypt(nonce, plaintext, clear)
+    ciphertext = aead.encrypt(nonce, plaintext, _associated(routing))
+    header = _canonical(routing.model_copy(update={
+        "body_bytes": len(ciphertext), "body_sha256": sha256_hex(ciphertext)}).model_dump())
+    return (MAGIC + _HEADER_LENGTH.pack(len(header)) + header
+            + signing_key.sign(_signed_header(header)) + ciphertext)
 
 
-def read_header(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
-    """The clear header (not yet trustworthy: it is authenticated by `open_envelope`)."""
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _HEADER_LENGTH.size:
+def clear_length(prefix: bytes) -> int:
+    """How many bytes precede the ciphertext, from the first ten; refuses a non-envelope."""
+    if len(prefix) < _PREAMBLE or not prefix.startswith(MAGIC):
         raise MalformedBundleError("not a mamoru joint-use file (bad magic); nothing was imported")
-    (length,) = _HEADER_LENGTH.unpack_from(blob, len(MAGIC))
-    start = len(MAGIC) + _HEADER_LENGTH.size
-    if length > MAX_HEADER or len(blob) < start + length + 16:
+    (length,) = _HEADER_LENGTH.unpack_from(prefix, len(MAGIC))
+    if length > MAX_HEADER:
+        raise MalformedBundleError("the joint-use file's header is too long (altered or damaged); "
+                                   "nothing was imported")
+    return _PREAMBLE + length + _SIGNATURE
+
+
+@dataclass(frozen=True)
+class SealedHeader:
+    """The clear part of an envelope: the header, its signature, and the bytes they span."""
+
+    header: EnvelopeHeader
+    header_bytes: bytes
+    signature: bytes
+
+    @property
+    def clear_bytes(self) -> int:
+        return _PREAMBLE + len(self.header_bytes) + _SIGNATURE
+
+    @property
+    def total_bytes(self) -> int:
+        """The whole envelope's length, as its header declares it."""
+        return self.clear_bytes + self.header.body_bytes
+
+
+def read_header(blob: bytes) -> SealedHeader:
+    """The clear header (not yet trustworthy: `authenticate_header` checks who signed it).
+
+    `blob` may be just the envelope's first `clear_length` bytes.
+    """
+    end = clear_length(blob)
+    if len(blob) < end:
         raise MalformedBundleError("the joint-use file is truncated; nothing was imported")
+    header_bytes = blob[_PREAMBLE:end - _SIGNATURE]
     try:
-        header = EnvelopeHeader.model_validate_json(blob[start:start + length])
+        declared = json.loads(header_bytes)
+    except ValueError:
+        declared = None
+    if isinstance(declared, dict) and declared.get("format") == 1:
+        raise MalformedBundleError(
+            "this joint-use file is envelope format 1, whose header is not signed; this store "
+            "accepts format 2 only: have the sender update mamoru and send it again; nothing was "
+            "imported")
+    try:
+        header = EnvelopeHeader.model_validate_json(header_bytes)
     except ValidationError:
         raise MalformedBundleError("the joint-use file's header is unreadable (altered or "
                                    "damaged); nothing was imported") from None
-    return header, blob[:start + length]
+    return SealedHeader(header, header_bytes, blob[end - _SIGNATURE:end])
+
+
+def authenticate_header(clear: bytes, *, kind: Kind, our_id: str,
+                        signer: SignerLookup) -> SealedHeader:
+    """The header, once it is addressed to us and signed by the member it names.
+
+    Needs only the envelope's first `clear_length` bytes: a recipient calls it
+    before reading, hashing or decrypting the rest. `signer` raises for a
+    sender that is not a member.
+    """
+    sealed = read_header(clear)
+    header = sealed.header
+    if header.kind != kind:
+        raise MalformedBundleError(f"this file is a {header.kind}, not a {kind}; "
+                                   "nothing was imported")
+    if header.recipient != our_id:
+        raise NotForUsError(f"this {kind} is addressed to {header.recipient}, not to this store "
+                            f"({our_id}); nothing was imported")
+    key = signer(header.sender)
+    try:
+        key.verify(sealed.signature, _signed_header(sealed.header_bytes))
+    except InvalidSignature:
+        raise SignatureError(
+            f"the {kind} from {header.sender} does not carry a valid signature of "
+            f"{header.sender}'s published key on its header (altered, forged or signed by "
+            "another key); nothing was imported"
+        ) from None
+    return sealed
 
 
 @dataclass(frozen=True)
@@ -224,16 +320,18 @@ class Opened:
             ) from None
 
 
-def open_envelope(blob: bytes, *, kind: Kind, our_id: str,
-                  our_key: X25519PrivateKey) -> Opened:
-    """Decrypt an envelope addressed to us; any alteration fails here, before anything else."""
-    header, clear = read_header(blob)
-    if header.kind != kind:
-        raise MalformedBundleError(f"this file is a {header.kind}, not a {kind}; "
-                                   "nothing was imported")
-    if header.recipient != our_id:
-        raise NotForUsError(f"this {kind} is addressed to {header.recipient}, not to this store "
-                            f"({our_id}); nothing was imported")
+def open_envelope(blob: bytes, *, kind: Kind, our_id: str, our_key: X25519PrivateKey,
+                  signer: SignerLookup) -> Opened:
+    """Decrypt an envelope addressed to us, signed by a member: nothing is decrypted before
+    the header's signature and the ciphertext's digest check out."""
+    sealed = authenticate_header(blob[:MAX_CLEAR_BYTES], kind=kind, our_id=our_id,
+                                 signer=signer)
+    header = sealed.header
+    ciphertext = blob[sealed.clear_bytes:]
+    if len(ciphertext) != header.body_bytes or sha256_hex(ciphertext) != header.body_sha256:
+        raise SignatureError(
+            f"the {kind} from {header.sender} was altered in transit or truncated (its content "
+            "does not match its signed header); nothing was imported")
     try:
         ephemeral_raw = base64.b64decode(header.ephemeral_key, validate=True)
         nonce = base64.b64decode(header.nonce, validate=True)
@@ -244,12 +342,14 @@ def open_envelope(blob: bytes, *, kind: Kind, our_id: str,
                                    "nothing was imported") from None
     aead = _aead_key(shared, ephemeral_raw, _raw(our_key.public_key()))
     try:
-        plaintext = aead.decrypt(nonce, blob[len(clear):], clear)
+        plaintext = aead.decrypt(nonce, ciphertext, _associated(header))
     except (InvalidTag, ValueError):
         raise NotForUsError(
-            f"the {kind} from {header.sender} failed authentication: altered in transit, or not "
-            f"encrypted for this store's key; nothing was imported"
+            f"the {kind} from {header.sender} failed authentication: not encrypted for this "
+            "store's key; nothing was imported"
         ) from None
+    if len(plaintext) < _PAYLOAD_LENGTH.size:
+        raise MalformedBundleError(f"the {kind} is malformed inside; nothing was imported")
     (length,) = _PAYLOAD_LENGTH.unpack_from(plaintext, 0)
     body = plaintext[_PAYLOAD_LENGTH.size:_PAYLOAD_LENGTH.size + length]
     signature = plaintext[_PAYLOAD_LENGTH.size + length:]

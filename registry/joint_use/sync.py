@@ -5,18 +5,25 @@ acknowledged: this store's own active entries it does not hold yet,
 corrections of those it holds, tombstones of those closed since, and
 objection suspensions; and records the provision (to whom, when, which
 entries, on what basis: G-SHR-7). Imported entries are never exported:
-only the origin shares its own entries.
+only the origin shares its own entries. A sync larger than
+`joint_use_bundle_max_items` items or `joint_use_bundle_max_bytes` bytes
+goes as several bundles with consecutive sequences (`export_parts`), each
+applied whole and acknowledged on its own, in order.
 
 At the recipient, `import_bundle` checks, in this order, and refuses the
 whole bundle with a typed one-line error and no change at all if any check
-fails: it decrypts for us; the signer is a current member and the signature
-verifies; the sequence is exactly the next one from that sender; the region
+fails: the clear header is addressed to us and signed by the current member
+it names (before anything is decrypted); it decrypts for us and the signed
+content verifies; the sequence is exactly the next one from that sender; the region
 rule allows it; every template is of the pack this store indexes. It then
 applies everything in one transaction: imported entries are active at once
 (the origin's two-person approval is what counts) but are not editable
 here, expire no later than at the origin nor later than this store's own
 retention allows, and leave the index as soon as a tombstone, correction
 or objection arrives. It returns the signed receipt for the origin.
+`verify_bundle` (authenticate, decrypt, parse) needs no registry state, so
+the API does it without the registry's lock and takes the lock only for
+`apply_bundle`.
 
 At the origin again, `apply_receipt` records what the member acknowledged
 and which erasures it confirmed; `erasure_confirmations` lists them per
@@ -35,10 +42,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from registry.audit import Action
 from registry.clock import add_years
@@ -62,10 +71,14 @@ from registry.domain import (
 from registry.evidence import StoredImage
 from registry.joint_use.bundle import (
     Bundle,
+    Kind,
     Objection,
     Receipt,
+    SealedHeader,
     Tombstone,
     TombstoneReason,
+    authenticate_header,
+    canonical_json,
     open_envelope,
     parse_payload,
     seal,
@@ -75,6 +88,7 @@ from registry.joint_use.errors import ProvisionRefusedError, ReceiptError, Store
 from registry.joint_use.export_schema import SHARED_ITEMS, SharedEntry, shared_entry
 from registry.joint_use.keys import StoreKeys, create_store_keys, load_store_keys
 from registry.joint_use.policy import (
+    SenderIsCurrentMember,
     Transfer,
     TransferPolicy,
     content_policy,
@@ -186,14 +200,95 @@ def _shared(ctx: RegistryContext, entry: Entry) -> SharedEntry:
     )
 
 
+@dataclass(frozen=True)
+class Exported:
+    """One bundle of a sync, and how many of the sync's items are left for the next ones."""
+
+    blob: bytes
+    sequence: int
+    items: int  # entries, corrections, tombstones, objections in this bundle
+    remaining: int  # items for later bundles of the same sync
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The items of one bundle, closings first, so erasures reach a member soonest (G-SHR-4)."""
+
+    tombstones: list[Entry] = field(default_factory=list)
+    objections: list[tuple[Entry, str]] = field(default_factory=list)
+    corrections: list[tuple[Entry, SharedEntry]] = field(default_factory=list)
+    entries: list[tuple[Entry, SharedEntry]] = field(default_factory=list)
+
+    def items(self) -> int:
+        return (len(self.tombstones) + len(self.objections) + len(self.corrections)
+                + len(self.entries))
+
+
+def _parts(ctx: RegistryContext, plan: _Plan, max_parts: int | None) -> tuple[list[_Part], int]:
+    """The plan cut into bundles of at most `joint_use_bundle_max_items` items and (but for a
+    single entry larger than that) `joint_use_bundle_max_bytes` bytes of content; and how many
+    items are left over once `max_parts` are full. Shared entries are built part by part."""
+    max_items = ctx.policy.joint_use_bundle_max_items
+    max_bytes = ctx.policy.joint_use_bundle_max_bytes - _ENVELOPE_ROOM
+    queue: list[tuple[str, Entry, str]] = (
+        [("tombstone", e, "") for e in plan.tombstones]
+        + [("objection", e, a) for e, a in plan.objections]
+        + [("correction", e, "") for e in plan.corrections]
+        + [("entry", e, "") for e in plan.entries])
+    parts = [_Part()]
+    size = 0
+    for done, (kind, entry, action) in enumerate(queue):
+        shared = _shared(ctx, entry) if kind in ("entry", "correction") else None
+        cost = len(canonical_json(shared)) if shared is not None else _SMALL_ITEM
+        part = parts[-1]
+        if part.items() and (part.items() >= max_items or size + cost > max_bytes):
+            if max_parts is not None and len(parts) >= max_parts:
+                return parts, len(queue) - done
+            part, size = _Part(), 0
+            parts.append(part)
+        size += cost
+        if kind == "tombstone":
+            part.tombstones.append(entry)
+        elif kind == "objection":
+            part.objections.append((entry, action))
+        elif kind == "correction":
+            assert shared is not None
+            part.corrections.append((entry, shared))
+        else:
+            assert shared is not None
+            part.entries.append((entry, shared))
+    return parts, 0
+
+
+# Room for the envelope around a bundle's content, and the size counted for a tombstone or an
+# objection (a few ids and a time).
+_ENVELOPE_ROOM = 64 * 1024
+_SMALL_ITEM = 512
+
+
 def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now: datetime, *,
                   actor: User | None = None,
                   policy: TransferPolicy | None = None) -> bytes:
-    """The next bundle for `to_member`: everything since the last sequence it acknowledged.
+    """The next bundle for `to_member`: what it has not acknowledged, up to one bundle's limits.
 
     Exporting again before the member's receipt comes back gives a new bundle
     with the same sequence number and a superset of the content; the member
     applies whichever arrives first and refuses the other as a replay.
+    """
+    return export_parts(ctx, scheme, to_member, now, actor=actor, policy=policy,
+                        max_parts=1)[0].blob
+
+
+def export_parts(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now: datetime, *,
+                 actor: User | None = None, policy: TransferPolicy | None = None,
+                 max_parts: int | None = None) -> list[Exported]:
+    """Everything `to_member` has not acknowledged, as bundles of bounded size in sequence order.
+
+    A first sync of thousands of entries becomes several bundles (sequences
+    n, n+1, ...), each within `joint_use_bundle_max_items` and
+    `joint_use_bundle_max_bytes`; the member applies them in order, each
+    whole, and signs a receipt for each. `max_parts` stops after that many
+    (the rest is exported by a later call).
     """
     if actor is not None:
         require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
@@ -207,41 +302,57 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
     recipient = scheme.member(to_member)
     assert recipient is not None  # the policy refused non-members
     with ctx.writing():
-        sequence = ctx.repo.last_acked_sequence(to_member) + 1
-        plan = _plan(ctx, to_member, now)
-        bundle = Bundle(
-            sender=me, recipient=to_member, sequence=sequence, created_at=now,
-            scheme_sha256=scheme.sha256,
-            entries=tuple(_shared(ctx, e) for e in plan.entries),
-            corrections=tuple(_shared(ctx, e) for e in plan.corrections),
-            tombstones=tuple(Tombstone(origin_entry_id=e.entry_id, reason=_REASON[e.state],
-                                       closed_at=e.closed_at or now) for e in plan.tombstones),
-            objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,  # type: ignore[arg-type]
-                                       at=now) for e, a in plan.objections),
+        first = ctx.repo.last_acked_sequence(to_member) + 1
+        parts, left = _parts(ctx, _plan(ctx, to_member, now), max_parts)
+        exported = []
+        for offset, part in enumerate(parts):
+            later = sum(p.items() for p in parts[offset + 1:]) + left
+            blob = _seal_part(ctx, scheme, keys, recipient.encryption_public(), to_member,
+                              first + offset, part, now, actor)
+            exported.append(Exported(blob, first + offset, part.items(), later))
+    return exported
+
+
+def _seal_part(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys,
+               recipient_key: X25519PublicKey, to_member: str, sequence: int, part: _Part,
+               now: datetime, actor: User | None) -> bytes:
+    """Seal one bundle and record it as provided (G-SHR-7), in the caller's write lock."""
+    me = ctx.policy.store_id
+    bundle = Bundle(
+        sender=me, recipient=to_member, sequence=sequence, created_at=now,
+        scheme_sha256=scheme.sha256,
+        entries=tuple(s for _, s in part.entries),
+        corrections=tuple(s for _, s in part.corrections),
+        tombstones=tuple(Tombstone(origin_entry_id=e.entry_id, reason=_REASON[e.state],
+                                   closed_at=e.closed_at or now) for e in part.tombstones),
+        objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,  # type: ignore[arg-type]
+                                   at=now) for e, a in part.objections),
+    )
+    blob = seal("bundle", bundle, sender=me, recipient=to_member, sequence=sequence,
+                signing_key=keys.signing, recipient_key=recipient_key)
+    digest = sha256_hex(blob)
+    entries = [e for e, _ in part.entries]
+    corrections = [e for e, _ in part.corrections]
+    items = (
+        [SentItem(e.entry_id, "entry", e.revision) for e in entries]
+        + [SentItem(e.entry_id, "correction", e.revision) for e in corrections]
+        + [SentItem(e.entry_id, a, e.revision) for e, a in part.objections]
+        + [SentItem(e.entry_id, "tombstone", e.revision) for e in part.tombstones]
+    )
+    with ctx.repo.unit_of_work():
+        ctx.repo.add_sent_bundle(SentBundle(to_member, digest, sequence, now, tuple(items)))
+        ctx.audit.record(
+            actor=actor.username if actor else SYNC_ACTOR, action=Action.JOINT_USE_PROVIDED,
+            at=now,
+            details={"to": to_member, "sequence": sequence, "bundle_sha256": digest,
+                     "basis": BASIS, "scheme_sha256": scheme.sha256,
+                     "data_items": list(SHARED_ITEMS),
+                     "entries": [e.entry_id for e in entries],
+                     "corrections": [e.entry_id for e in corrections],
+                     "tombstones": [e.entry_id for e in part.tombstones],
+                     "objections": [[e.entry_id, a] for e, a in part.objections],
+                     "bytes": len(blob)},
         )
-        blob = seal("bundle", bundle, sender=me, recipient=to_member, sequence=sequence,
-                    signing_key=keys.signing, recipient_key=recipient.encryption_public())
-        digest = sha256_hex(blob)
-        items = (
-            [SentItem(e.entry_id, "entry", e.revision) for e in plan.entries]
-            + [SentItem(e.entry_id, "correction", e.revision) for e in plan.corrections]
-            + [SentItem(e.entry_id, a, e.revision) for e, a in plan.objections]
-            + [SentItem(e.entry_id, "tombstone", e.revision) for e in plan.tombstones]
-        )
-        with ctx.repo.unit_of_work():
-            ctx.repo.add_sent_bundle(SentBundle(to_member, digest, sequence, now, tuple(items)))
-            ctx.audit.record(
-                actor=actor.username if actor else SYNC_ACTOR, action=Action.JOINT_USE_PROVIDED,
-                at=now,
-                details={"to": to_member, "sequence": sequence, "bundle_sha256": digest,
-                         "basis": BASIS, "scheme_sha256": scheme.sha256,
-                         "data_items": list(SHARED_ITEMS),
-                         "entries": [e.entry_id for e in plan.entries],
-                         "corrections": [e.entry_id for e in plan.corrections],
-                         "tombstones": [e.entry_id for e in plan.tombstones],
-                         "objections": [[e.entry_id, a] for e, a in plan.objections],
-                         "bytes": len(blob)},
-            )
     return blob
 
 
@@ -315,37 +426,101 @@ def _delete_images(ctx: RegistryContext, image_ids: Iterable[str]) -> None:
         ctx.evidence.delete(image_id)
 
 
-def import_bundle(ctx: RegistryContext, scheme: LoadedScheme, blob: bytes, now: datetime, *,
-                  actor: User | None = None, signer: TransferPolicy | None = None,
-                  content: TransferPolicy | None = None) -> ImportResult:
-    """Verify a bundle and apply it whole in one transaction, or refuse it and change nothing."""
-    if actor is not None:
-        require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
-    me = ctx.policy.store_id
-    keys = store_keys(ctx, scheme)
-    opened = open_envelope(blob, kind="bundle", our_id=me, our_key=keys.encryption)
-    transfer = Transfer(scheme, opened.header.sender, me, opened.header.sequence,
-                        frozenset(former_members(ctx, scheme)), opened=opened)
+@dataclass(frozen=True)
+class Receiver:
+    """What checking an arriving envelope needs from this store, read once (under the lock).
+
+    Holding these, `verify_bundle` runs without the registry: an API route
+    authenticates and decrypts a bundle while edge boxes and people keep
+    using the registry, and takes the lock only for `apply_bundle`.
+    """
+
+    me: str
+    scheme: LoadedScheme
+    keys: StoreKeys
+    former: frozenset[str]
+
+    def signer(self, member_id: str) -> Ed25519PublicKey:
+        """The published key of a current member; a typed refusal for anyone else."""
+        SenderIsCurrentMember().check(Transfer(self.scheme, member_id, self.me, 1, self.former))
+        member = self.scheme.member(member_id)
+        assert member is not None  # checked just above
+        return member.verifier()
+
+    def authenticate(self, clear: bytes, kind: Kind = "bundle") -> SealedHeader:
+        """The envelope's header from its first bytes, addressed to us and signed by a member."""
+        return authenticate_header(clear, kind=kind, our_id=self.me, signer=self.signer)
+
+
+def receiver(ctx: RegistryContext, scheme: LoadedScheme) -> Receiver:
+    """This store as the recipient of envelopes under `scheme` (its keys must match it)."""
+    return Receiver(ctx.policy.store_id, scheme, store_keys(ctx, scheme),
+                    frozenset(former_members(ctx, scheme)))
+
+
+def next_sequence(ctx: RegistryContext, sender: str) -> int:
+    """The only sequence accepted next from `sender` (replays and gaps are refused)."""
+    inbound = ctx.repo.inbound_state(sender)
+    return (inbound.last_sequence if inbound else 0) + 1
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle decrypted for us, signed by a current member, its payload parsed."""
+
+    transfer: Transfer
+    bundle: Bundle
+    digest: str  # SHA-256 of the envelope, what the receipt names
+
+
+def verify_bundle(rx: Receiver, blob: bytes, *,
+                  signer: TransferPolicy | None = None) -> VerifiedBundle:
+    """Authenticate, decrypt and parse a bundle; touches no registry state (no lock needed)."""
+    opened = open_envelope(blob, kind="bundle", our_id=rx.me, our_key=rx.keys.encryption,
+                           signer=rx.signer)
+    transfer = Transfer(rx.scheme, opened.header.sender, rx.me, opened.header.sequence,
+                        rx.former, opened=opened)
     (signer or signer_policy()).check(transfer)
     bundle: Bundle = parse_payload(opened, Bundle)
-    digest = sha256_hex(blob)
+    return VerifiedBundle(transfer, bundle, sha256_hex(blob))
+
+
+def apply_bundle(ctx: RegistryContext, rx: Receiver, verified: VerifiedBundle, now: datetime, *,
+                 actor: User | None = None,
+                 content: TransferPolicy | None = None) -> ImportResult:
+    """Apply a verified bundle whole in one transaction, or refuse it and change nothing.
+
+    The sequence is checked again here, under the write lock, so of two
+    concurrent deliveries of one bundle exactly one is applied.
+    """
+    bundle = verified.bundle
     with ctx.writing():
-        inbound = ctx.repo.inbound_state(bundle.sender)
         (content or content_policy()).check(replace(
-            transfer, bundle=bundle,
-            expected_sequence=(inbound.last_sequence if inbound else 0) + 1,
+            verified.transfer, bundle=bundle,
+            expected_sequence=next_sequence(ctx, bundle.sender),
             indexed_pack=(ctx.index_spec.pack, ctx.index_spec.dim)))
         changes, skipped, expire = _decide(ctx, bundle, now)
         staged = _stage_images(ctx, changes)
         try:
-            result, erased_images = _apply(ctx, scheme, keys, bundle, digest, changes, skipped,
-                                           expire, staged, now, actor)
+            result, erased_images = _apply(ctx, rx.scheme, rx.keys, bundle, verified.digest,
+                                           changes, skipped, expire, staged, now, actor)
         except BaseException:
             _delete_images(ctx, (i.image_id for images in staged.values() for i in images))
             raise
         _delete_images(ctx, erased_images)
         ctx.publish_index_if_stale()
     return result
+
+
+def import_bundle(ctx: RegistryContext, scheme: LoadedScheme, blob: bytes, now: datetime, *,
+                  actor: User | None = None, signer: TransferPolicy | None = None,
+                  content: TransferPolicy | None = None) -> ImportResult:
+    """Verify a bundle and apply it whole in one transaction, or refuse it and change nothing."""
+    if actor is not None:
+        require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
+    rx = receiver(ctx, scheme)
+    return apply_bundle(ctx, rx, verify_bundle(rx, blob, signer=signer), now, actor=actor,
+                        content=content)
 
 
 def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: Bundle,
@@ -517,10 +692,11 @@ def apply_receipt(ctx: RegistryContext, scheme: LoadedScheme, receipt_blob: byte
     if actor is not None:
         require_role(actor, Role.MANAGER, Role.ADMIN, trained=True)
     me = ctx.policy.store_id
-    keys = store_keys(ctx, scheme)
-    opened = open_envelope(receipt_blob, kind="receipt", our_id=me, our_key=keys.encryption)
+    rx = receiver(ctx, scheme)
+    opened = open_envelope(receipt_blob, kind="receipt", our_id=me, our_key=rx.keys.encryption,
+                           signer=rx.signer)
     signer_policy().check(Transfer(scheme, opened.header.sender, me, opened.header.sequence,
-                                   frozenset(former_members(ctx, scheme)), opened=opened))
+                                   rx.former, opened=opened))
     receipt: Receipt = parse_payload(opened, Receipt)
     member = receipt.issued_by
     with ctx.writing():

@@ -1,10 +1,11 @@
-"""Bundles over HTTPS: push the next bundle to a member's registry API, apply its receipt.
+"""Bundles over HTTPS: push the next bundles to a member's registry API, apply their receipts.
 
 The bytes are exactly those of the file transport (`export_bundle`), so a
 relay or proxy on the way can read none of them. The member's registry
 answers `POST /api/v1/joint-use/bundles` with the signed receipt, which is
 applied here at once (`apply_receipt`), so A's status and erasure
-confirmations are up to date when `push_bundle` returns.
+confirmations are up to date when `push_bundle` returns. A sync larger than
+one bundle goes as several, each sent once the previous one is acknowledged.
 
 Network failures and 5xx answers are retried with exponential back-off,
 re-sending the same bytes (a bundle applied twice is refused as a replay, so
@@ -23,7 +24,7 @@ import ipaddress
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,11 +33,10 @@ import httpx
 
 from registry.context import RegistryContext
 from registry.domain import User
-from registry.joint_use.bundle import Receipt, open_envelope, parse_payload, sha256_hex
+from registry.joint_use.bundle import Receipt, open_envelope, parse_payload
 from registry.joint_use.errors import PushRefusedError, SchemeError, TransportError
-from registry.joint_use.keys import load_store_keys
 from registry.joint_use.scheme import LoadedScheme
-from registry.joint_use.sync import AppliedReceipt, apply_receipt, export_bundle
+from registry.joint_use.sync import AppliedReceipt, Exported, apply_receipt, export_parts, receiver
 
 BUNDLES_PATH = "/api/v1/joint-use/bundles"
 MEDIA_TYPE = "application/octet-stream"
@@ -51,12 +51,13 @@ class Pushed:
     """A bundle delivered and acknowledged: what the member signed, and what was recorded here."""
 
     member: str
-    sequence: int
+    sequence: int  # the last bundle's, when the sync took several
     entries: int  # items in the bundle (entries, corrections, tombstones, objections)
     bundle_bytes: int
     attempts: int
     receipt: Receipt
     applied: AppliedReceipt
+    bundles: int = 1  # how many bundles the sync took (each applied and acknowledged)
 
 
 def member_url(scheme: LoadedScheme, member: str, url: str | None = None) -> str:
@@ -144,22 +145,37 @@ def push_bundle(ctx: RegistryContext, scheme: LoadedScheme, member: str,
                 base_url: str | None = None, *, now: datetime, ca_file: Path | None = None,
                 retries: int = 3, backoff_s: float = 0.5, actor: User | None = None,
                 progress: Callable[[int, int, int], None] | None = None) -> Pushed:
-    """Export the next bundle for `member`, POST it to its registry, apply the receipt.
+    """Export the next bundles for `member`, POST each to its registry, apply each receipt.
 
-    `progress(sent, total, entries)` is called as the upload proceeds.
+    A sync larger than one bundle (`joint_use_bundle_max_items`/`_max_bytes`)
+    goes as several, one after the other: the next is exported once the
+    member's receipt for the previous one is applied, so each holds only what
+    is still unacknowledged and the sender never holds the whole sync in
+    memory. Returns the last one pushed. `progress(sent, total, entries)` is
+    called as each upload proceeds.
     """
     url = member_url(scheme, member, base_url)
     _endpoint(url)  # refuse a bad URL before anything is recorded as provided
-    blob = export_bundle(ctx, scheme, member, now, actor=actor)
-    digest = sha256_hex(blob)
-    entries = next((len(b.items) for b in ctx.repo.sent_bundles(member)
-                    if b.bundle_sha256 == digest), 0)
-    report = (lambda done, total: progress(done, total, entries)) if progress else None
-    receipt_blob, attempts = send_bundle(blob, url, ca_file=ca_file, retries=retries,
+    bundles = 0
+    while True:
+        (part,) = export_parts(ctx, scheme, member, now, actor=actor, max_parts=1)
+        pushed = _push_one(ctx, scheme, part, member, url, now=now, ca_file=ca_file,
+                           retries=retries, backoff_s=backoff_s, actor=actor, progress=progress)
+        bundles += 1
+        if part.remaining == 0:
+            return replace(pushed, bundles=bundles)
+
+
+def _push_one(ctx: RegistryContext, scheme: LoadedScheme, part: Exported, member: str, url: str,
+              *, now: datetime, ca_file: Path | None, retries: int, backoff_s: float,
+              actor: User | None, progress: Callable[[int, int, int], None] | None) -> Pushed:
+    items = part.items
+    report = (lambda done, total: progress(done, total, items)) if progress else None
+    receipt_blob, attempts = send_bundle(part.blob, url, ca_file=ca_file, retries=retries,
                                          backoff_s=backoff_s, progress=report)
     applied = apply_receipt(ctx, scheme, receipt_blob, now, actor=actor)
-    keys = load_store_keys(ctx.paths.joint_use_keys, ctx.master_key)
-    receipt: Receipt = parse_payload(open_envelope(receipt_blob, kind="receipt",
-                                                   our_id=ctx.policy.store_id,
-                                                   our_key=keys.encryption), Receipt)
-    return Pushed(member, applied.sequence, entries, len(blob), attempts, receipt, applied)
+    rx = receiver(ctx, scheme)
+    receipt: Receipt = parse_payload(open_envelope(receipt_blob, kind="receipt", our_id=rx.me,
+                                                   our_key=rx.keys.encryption,
+                                                   signer=rx.signer), Receipt)
+    return Pushed(member, applied.sequence, items, len(part.blob), attempts, receipt, applied)

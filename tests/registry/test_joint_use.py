@@ -68,6 +68,7 @@ from registry.joint_use.sync import (
     import_bundle,
     init_keys,
     last_receipt,
+    receiver,
     status,
 )
 from registry.watchlist_index import WatchlistIndex, _decrypt_file
@@ -299,7 +300,8 @@ def test_entry_reaches_same_region_member_and_matches_a_probe_there(
     back = export_bundle(b.ctx, b.scheme(), "store-a", T0 + 2 * DAY)
     keys_a = load_store_keys(a.ctx.paths.joint_use_keys, a.ctx.master_key)
     payload = json.loads(wire.open_envelope(back, kind="bundle", our_id="store-a",
-                                            our_key=keys_a.encryption).payload)
+                                            our_key=keys_a.encryption,
+                                            signer=receiver(a.ctx, a.scheme()).signer).payload)
     assert payload["entries"] == [] and payload["corrections"] == []
 
 
@@ -350,7 +352,8 @@ def test_no_name_staff_identity_or_reference_reaches_b(world: World, tmp_path: P
     blob, result = _send(world, "store-a", "store-b", T0 + DAY, out=tmp_path / "out.bundle")
     keys_b = load_store_keys(b.ctx.paths.joint_use_keys, b.ctx.master_key)
     plaintext = wire.open_envelope(blob, kind="bundle", our_id="store-b",
-                                   our_key=keys_b.encryption).payload
+                                   our_key=keys_b.encryption,
+                                   signer=receiver(b.ctx, b.scheme()).signer).payload
     assert b'"features"' in plaintext and FEATURES.encode() in plaintext  # scanning real content
 
     index_key = b.ctx.index_key()
@@ -497,9 +500,14 @@ def test_tampered_forged_replayed_and_out_of_order_bundles_change_nothing(world:
     blob = export_bundle(a.ctx, a.scheme(), "store-b", T0 + DAY)
     stranger = Ed25519PrivateKey.generate()
     cases = {
-        "ciphertext byte flipped": (_flip(blob, len(blob) // 2), NotForUsError, "altered"),
+        "ciphertext byte flipped": (_flip(blob, len(blob) // 2), SignatureError, "altered"),
         "sequence in the clear header changed to 3": (
-            _flip(blob, blob.index(b'"sequence":1') + 11, 0x02), NotForUsError, "altered"),
+            _flip(blob, blob.index(b'"sequence":1') + 11, 0x02), SignatureError, "altered"),
+        "header signature byte flipped": (
+            _flip(blob, blob.index(b'"sequence":1') + 20, 0x01), SignatureError, "altered"),
+        "addressed to another member": (
+            _forge(world, sender="store-a", recipient="store-c", sequence=1), NotForUsError,
+            "addressed to store-c"),
         "signed by an unknown member": (
             _forge(world, sender="store-x", recipient="store-b", sequence=1,
                    signing_key=stranger), NotAMemberError, "not a member"),
