@@ -31,12 +31,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from registry.audit import ERASING_ACTIONS, Action
 from registry.clock import from_text, to_text
-from registry.context import RegistryContext
+from registry.context import RegistryContext, RegistryPaths
 from registry.devices import reapply_device_disables
 from registry.domain import EntryState, Role, User
 from registry.durable import wipe_file, write_private_file
 from registry.errors import RegistryError
-from registry.keys import sqlcipher_pragma_value
+from registry.keys import MasterKey, sqlcipher_pragma_value
 from registry.users import require_role
 from registry.watchlist import close_entry
 from registry.watchlist_index import read_index_version
@@ -122,15 +122,13 @@ def _seal(ctx: RegistryContext, payload: bytes) -> bytes:
     return MAGIC + nonce + AESGCM(ctx.master_key.derive("backup")).encrypt(nonce, payload, MAGIC)
 
 
-def _open_sealed(ctx: RegistryContext, path: Path) -> bytes:
+def _open_sealed(key: MasterKey, path: Path) -> bytes:
     data = path.read_bytes()
     if not data.startswith(MAGIC):
         raise BackupError(f"{path} is not a mamoru backup")
     nonce = data[len(MAGIC) : len(MAGIC) + _NONCE]
     try:
-        return AESGCM(ctx.master_key.derive("backup")).decrypt(
-            nonce, data[len(MAGIC) + _NONCE :], MAGIC
-        )
+        return AESGCM(key.derive("backup")).decrypt(nonce, data[len(MAGIC) + _NONCE :], MAGIC)
     except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
         raise BackupError(
             f"{path} does not decrypt with this registry's key: altered, or made with another key"
@@ -155,7 +153,12 @@ def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[st
 
 def read_backup(ctx: RegistryContext, path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Decrypt a backup in memory: its manifest and its files."""
-    payload = _open_sealed(ctx, path)
+    return read_backup_with_key(ctx.master_key, path)
+
+
+def read_backup_with_key(key: MasterKey, path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """`read_backup` for a registry that cannot be opened (its database is damaged)."""
+    payload = _open_sealed(key, path)
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as archive:
         members = {}
         for member in archive.getmembers():
@@ -168,6 +171,22 @@ def read_backup(ctx: RegistryContext, path: Path) -> tuple[dict[str, Any], dict[
     if manifest.get("format") != 1 or "registry.db" not in members:
         raise BackupError(f"{path} is not a complete mamoru backup")
     return manifest, members
+
+
+def put_back_damaged_database(paths: RegistryPaths, key: MasterKey, backup: Path) -> None:
+    """Replace a `registry.db` that cannot be opened by the backup's, so an admin can log in.
+
+    Only the first step of a restore: the caller then runs `restore_backup`
+    as usual, which re-applies every erasure the (intact) audit trail
+    recorded since the snapshot (G-REG-4). The damaged file is wiped: it
+    is ciphertext nobody can open, and nothing may outlive its use.
+    """
+    _, members = read_backup_with_key(key, backup)
+    aside = paths.database.with_name("registry.db.damaged")
+    if paths.database.exists():
+        os.replace(paths.database, aside)
+    write_private_file(paths.database, members["registry.db"])
+    wipe_file(aside)
 
 
 def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:

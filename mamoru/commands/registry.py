@@ -9,13 +9,15 @@ import typer
 
 from mamoru.commands.session import AsOption, login, read_password, registry
 from mamoru.settings import get_settings
-from mamoru.wiring import index_spec, registry_paths, rekey_edge_copies
-from registry.backup import create_backup, restore_backup
+from mamoru.wiring import index_spec, open_registry_from, registry_paths, rekey_edge_copies
+from registry.backup import create_backup, put_back_damaged_database, restore_backup
 from registry.clock import utc_now
 from registry.context import init_registry, open_registry
 from registry.domain import Role
+from registry.errors import StoreDamagedError
 from registry.integrity import check_registry
 from registry.key_rotation import rotate_key
+from registry.keys import load_key_file
 from registry.users import add_user, require_role, validate_new_password
 
 app = typer.Typer(help="Create and check the encrypted registry.")
@@ -85,7 +87,22 @@ def restore(
     as_user: AsOption,
 ) -> None:
     """Restore a snapshot, then re-apply every erasure recorded since (G-REG-4)."""
-    with registry() as ctx:
+    settings = get_settings()
+    paths = registry_paths(settings)
+    try:
+        ctx = open_registry_from(settings)
+    except StoreDamagedError as damaged:
+        if Path(str(damaged.path)) != paths.database:
+            raise
+        # Nobody can log in to a database that does not open: put the snapshot's in place
+        # first (the audit trail, intact, still drives the re-applied erasures below).
+        put_back_damaged_database(paths, load_key_file(paths.key_file), backup_file)
+        typer.echo(f"{paths.database} could not be opened; replaced by the snapshot in "
+                   f"{backup_file.name} before logging in", err=True)
+        # Not `recover()`: the restore below raises the watchlist version past the published
+        # index before republishing it.
+        ctx = open_registry(paths, settings.registry, index_spec(settings))
+    with ctx:
         result = restore_backup(ctx, actor=login(ctx, as_user), path=backup_file, now=utc_now())
     typer.echo(
         f"restored snapshot of {result.taken_at:%Y-%m-%d %H:%M} UTC: {result.entries} entries, "

@@ -244,3 +244,34 @@ def test_real_processes_report_a_damaged_store_in_one_line(world: Path, tmp_path
     assert result.returncode == 1, result
     assert f"DAMAGED: {case / 'registry.db'} is damaged (HMAC verification failed" in result.stdout
     assert "mamoru restore" in result.stdout
+
+
+def test_restore_puts_back_a_registry_db_whose_first_page_is_damaged(
+        world: Path, cli_env: Path) -> None:
+    """Nobody can log in to a database that does not open: restore must still bring it back,
+    and an erasure recorded after the snapshot stays applied (G-REG-4)."""
+    from mamoru.settings import get_settings
+    from mamoru.wiring import open_registry_from
+    from registry import watchlist
+
+    case = cli_env
+    shutil.copytree(world, case)
+    backup = next((case / "backups").glob("*.backup"))
+    settings = get_settings(data_dir=case)
+    with open_registry_from(settings) as ctx:
+        [entry] = ctx.repo.entries()
+        mgr = ctx.repo.user_by_name("mgr1")
+        assert mgr is not None
+        watchlist.erase(ctx, actor=mgr, entry_id=entry.entry_id, reason="erasure request",
+                        now=T0 + timedelta(days=2))
+    flip(case / "registry.db", 20)  # page 1: the database does not open at all
+    assert run_cli("watchlist", "list", *ADMIN).code == 2
+
+    outcome = run_cli("restore", str(backup), *ADMIN)
+    assert outcome.code == 0, outcome
+    assert "Traceback" not in outcome.stdout + outcome.stderr
+    assert run_cli("registry", "check", *ADMIN).code == 0
+    assert not (case / "registry.db.damaged").exists()
+    with open_registry_from(settings) as ctx:
+        assert [e.state.value for e in ctx.repo.entries()] == ["erased"], \
+            "the erasure made after the snapshot was re-applied"
