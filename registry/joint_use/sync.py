@@ -82,6 +82,7 @@ from registry.joint_use.policy import (
     signer_policy,
 )
 from registry.joint_use.scheme import LoadedScheme, former_members
+from registry.notice.publication import ensure_notice_current
 from registry.users import require_role
 
 SYNC_ACTOR = "joint-use-sync"
@@ -201,6 +202,7 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
     if to_member == me:
         raise ProvisionRefusedError("a store does not send bundles to itself")
     keys = store_keys(ctx, scheme)
+    ensure_notice_current(ctx)  # G-NOT-2/G-SHR-1: visitors were told what is shared
     (policy or provision_policy()).check(Transfer(
         scheme, me, to_member, ctx.repo.last_acked_sequence(to_member) + 1,
         frozenset(former_members(ctx, scheme))))
