@@ -29,8 +29,8 @@ ACCREDITED_BODY_EN = "National Shoplifting Prevention Organization (NPO), accred
 ACCREDITED_BODY_CONTACT = "03-5244-5612"
 
 # G-NOT-1 in substance: specific, not just "for crime prevention".
-PURPOSE_JA = ("過去に万引き等の犯罪または迷惑行為を行ったことが確実な者の情報を顔識別システムに登録し、"
-              "来店者を撮影した防犯カメラ画像とリアルタイムに照合することで、当該人物の来店を確認・"
+PURPOSE_JA = ("過去に万引き等の犯罪または迷惑行為を行ったことが確実な者の情報を"
+              "顔識別システムに登録し、来店者を撮影した防犯カメラ画像とリアルタイムに照合することで、当該人物の来店を確認・"
               "警戒し、犯罪を防止するため。")
 PURPOSE_EN = ("Information on persons who have certainly committed shoplifting or other crimes "
               "or nuisance acts is registered in a face identification system and matched in "

@@ -106,8 +106,9 @@ def render_sign(content: NoticeContent, url: str, *, font: Path | None = None) -
              f"（使用場所：{areas}）", 12)
     pdf.para("To prevent crime, camera images of visitors are matched against persons who "
              "have certainly committed shoplifting or other crimes.", 9.5, bold_gap=3)
-    pdf.para(f"一致しない方の顔データは直ちに破棄します。録画映像は {op.recorder_retention_days} 日で"
-             f"消去、登録は最後の事案から {content.retention_years} 年で消去します。", 11)
+    pdf.para("一致しない方の顔データは直ちに破棄します。"
+             f"録画映像は {op.recorder_retention_days} 日で消去、"
+             f"登録は最後の事案から {content.retention_years} 年で消去します。", 11)
     pdf.para(f"Faces of others are discarded at once. Footage is erased after "
              f"{op.recorder_retention_days} days; registrations {content.retention_years} years "
              "after the latest incident.", 9.5, bold_gap=3)
