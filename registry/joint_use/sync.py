@@ -202,10 +202,10 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
     if to_member == me:
         raise ProvisionRefusedError("a store does not send bundles to itself")
     keys = store_keys(ctx, scheme)
-    ensure_notice_current(ctx)  # G-NOT-2/G-SHR-1: visitors were told what is shared
     (policy or provision_policy()).check(Transfer(
         scheme, me, to_member, ctx.repo.last_acked_sequence(to_member) + 1,
         frozenset(former_members(ctx, scheme))))
+    ensure_notice_current(ctx)  # G-NOT-2/G-SHR-1: visitors were told what is shared
     recipient = scheme.member(to_member)
     assert recipient is not None  # the policy refused non-members
     with ctx.writing():
