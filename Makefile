@@ -29,7 +29,7 @@ install: $(BIN)/mamoru
 # has them all does no network work.
 SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav gstreamer1.0-tools ffmpeg chromium fonts-noto-cjk
+	gstreamer1.0-libav gstreamer1.0-tools ffmpeg chromium fonts-noto-cjk poppler-utils
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system-deps:

@@ -15,6 +15,7 @@ from mamoru.commands import (
     faces,
     joint_use,
     models,
+    notice,
     registry,
     serve,
     users,
@@ -46,6 +47,7 @@ app.command("serve")(serve.serve)
 app.add_typer(edge.app, name="edge")
 app.add_typer(joint_use.app, name="joint-use")
 app.add_typer(emergency.app, name="emergency-share")
+app.add_typer(notice.app, name="notice")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

@@ -24,6 +24,7 @@ from models.face import DetectedFace
 from models.quality import QualityPolicy, QualityVerdict
 from registry.audit import Action
 from registry.context import RegistryContext
+from registry.criteria import criteria_version
 from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
 from registry.errors import (
     ConflictError,
@@ -171,8 +172,11 @@ def _insert_proposal(ctx: RegistryContext, actor: User, entry_id: str,
         proposed_at=now, decided_by=None, decided_at=None, decision_reason="", expires_at=None,
         revision=1, closed_at=None, closed_reason="",
     )
+    criteria = criteria_version(ctx.policy.criteria, incident.category)  # G-REG-2
     with ctx.repo.unit_of_work():
         ctx.repo.add_entry(entry)
+        ctx.repo.set_criteria_version(entry_id, criteria.sha256, incident.category.value,
+                                      criteria.text, now)
         ctx.repo.add_incident(entry_id, ctx.policy.store_id, incident, actor.user_id, now)
         for prepared, image in zip(usable, stored, strict=True):
             ctx.repo.add_evidence(EvidenceRecord(image.image_id, entry_id, image.sha256,
@@ -185,6 +189,7 @@ def _insert_proposal(ctx: RegistryContext, actor: User, entry_id: str,
             details={
                 "category": incident.category.value,
                 "confirmation": incident.confirmation_kind.value,
+                "criteria_sha256": criteria.sha256,
                 "templates": len(usable),
                 "masked_bystanders": sum(p.masked_faces for p in usable),
                 "evidence_sha256": [i.sha256 for i in stored],

@@ -69,6 +69,8 @@ class Action(str, Enum):
     EMERGENCY_SHARE_REQUESTED = "emergency_share_requested"
     EMERGENCY_SHARE_CHECKED = "emergency_share_checked"
     EMERGENCY_SHARE_PROVIDED = "emergency_share_provided"
+    # the public notice (G-NOT-2): its SHA-256 whenever the rendered page changes
+    NOTICE_PUBLISHED = "notice_published"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

@@ -6,6 +6,95 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# G-REG-2: the written internal criteria, one text per offence category (G-REG-5). Each
+# proposal records the SHA-256 of the text it was judged under (registry/criteria.py).
+_OBJECTIVE = ("疑い・未遂・目撃証言のみでは登録しません。提案者以外の責任者が必要性と正確性を"
+              "確認して承認した時点で登録が有効になります。")
+DEFAULT_CRITERIA: dict[str, str] = {
+    "theft": "店内で商品を窃取した（万引き）ことが、警察への被害届の提出（受理番号）により、"
+             "または防犯カメラ映像と本人の認める書面により客観的に確認された場合に限り登録します。"
+             + _OBJECTIVE,
+    "voyeurism": "店内で盗撮を行ったことが、警察への届出（受理番号）または警察による検挙の"
+                 "記録により客観的に確認された場合に限り登録します。" + _OBJECTIVE,
+    "property_damage": "店舗の設備・商品を故意に損壊したことが、警察への被害届の提出（受理番号）"
+                       "により客観的に確認された場合に限り登録します。" + _OBJECTIVE,
+    "assault": "従業員または来店客に対する暴行・傷害が、警察への被害届の提出（受理番号）または"
+               "警察による検挙の記録により客観的に確認された場合に限り登録します。" + _OBJECTIVE,
+    "public_indecency": "店内での公然わいせつ行為が、警察への届出（受理番号）または警察による検挙の"
+                        "記録により客観的に確認された場合に限り登録します。" + _OBJECTIVE,
+    "nuisance": "従業員または来店客の安全を害する迷惑行為（暴言・威迫・業務妨害等）が繰り返され、"
+                "各回の日時と内容の記録および警察への相談記録により客観的に確認された場合に限り"
+                "登録します。一度の口論や苦情の申出だけでは登録しません。" + _OBJECTIVE,
+}
+
+
+class RegistrationCriteria(BaseModel):
+    """G-REG-2: the written registration criteria per offence category (G-REG-5).
+
+    Shown on the proposal page and in the public notice; every proposal records
+    the SHA-256 of the text of its category, so it is known which version it
+    was judged under.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    theft: str = Field(default=DEFAULT_CRITERIA["theft"], min_length=20, max_length=2000)
+    voyeurism: str = Field(default=DEFAULT_CRITERIA["voyeurism"], min_length=20, max_length=2000)
+    property_damage: str = Field(default=DEFAULT_CRITERIA["property_damage"], min_length=20,
+                                 max_length=2000)
+    assault: str = Field(default=DEFAULT_CRITERIA["assault"], min_length=20, max_length=2000)
+    public_indecency: str = Field(default=DEFAULT_CRITERIA["public_indecency"], min_length=20,
+                                  max_length=2000)
+    nuisance: str = Field(default=DEFAULT_CRITERIA["nuisance"], min_length=20, max_length=2000)
+
+    def text_for(self, category: str) -> str:
+        """The criteria text of one offence category (its `OffenceCategory` value)."""
+        text = getattr(self, category, None)
+        if not isinstance(text, str) or category not in type(self).model_fields:
+            raise KeyError(category)
+        return text
+
+
+_UNSET = "（設定してください）"
+
+
+class NoticeSettings(BaseModel):
+    """What the public notice (G-NOT-1..4) states that the system cannot know by itself.
+
+    Everything else on the notice (purposes, retention of entries, criteria,
+    security measures, joint use) comes from the rest of the configuration and
+    the adopted scheme. Texts are Japanese, as the store writes them; the
+    notice shows them on the English half too. No member of staff is named.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    operator_name: str = Field(default=f"事業者名{_UNSET}", min_length=1, max_length=200,
+                               description="the business that operates the cameras (G-NOT-2)")
+    operator_address: str = Field(default=f"所在地{_UNSET}", min_length=1, max_length=300)
+    operator_contact: str = Field(default=f"電話番号{_UNSET}", min_length=1, max_length=200,
+                                  description="the store's contact point (phone, hours)")
+    face_identification_areas: tuple[str, ...] = Field(
+        default=("店舗出入口",), min_length=1, max_length=20,
+        description="where cameras feed face identification (G-NOT-2: where it is used)",
+    )
+    recorder_retention_days: int = Field(
+        default=30, ge=1, le=365,
+        description="G-NOT-3/G-RET-1: the camera recorder overwrites its footage after this "
+                    "many days. mamoru does not hold that footage; the notice states it",
+    )
+    request_contact: str = Field(
+        default=f"開示等の請求の窓口{_UNSET}", min_length=1, max_length=300,
+        description="where a person asks for disclosure, correction or erasure (G-DSR-1/2)",
+    )
+    complaint_contact: str = Field(default=f"苦情・相談の窓口{_UNSET}", min_length=1,
+                                   max_length=300, description="the complaint desk (G-DSR-3)")
+    public_url: str | None = Field(
+        default=None, max_length=500, pattern=r"^https?://[^\s]+$",
+        description="where visitors read the notice; the QR code on the printed sign points "
+                    "here (e.g. https://store.example/notice)",
+    )
+
 
 class RegistrySettings(BaseModel):
     """Store policy for the watchlist. Safe defaults; unsafe values are refused."""
@@ -38,6 +127,13 @@ class RegistrySettings(BaseModel):
         default=32 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024,
         description="the largest bundle this store sends, and accepts over HTTPS; a larger "
                     "sync is split into several bundles",
+    )
+    criteria: RegistrationCriteria = Field(
+        default=RegistrationCriteria(),
+        description="G-REG-2: the written registration criteria per offence category",
+    )
+    notice: NoticeSettings = Field(
+        default=NoticeSettings(), description="G-NOT-1..4: what the public notice states",
     )
 
 

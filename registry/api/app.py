@@ -12,7 +12,8 @@ it was built for); `app.openapi()` still describes it, for tests and tools.
 Who may call what: edge boxes their bearer token (`routes/edge.py`); people
 their session cookie, with roles per route (`routes/session.py`, `alerts.py`,
 `registrations.py`, `watchlist.py`, `audit.py`); member stores the signature of
-the joint-use bundle they push (`joint_use.py`). Every request passes the
+the joint-use bundle they push (`joint_use.py`); anyone the public notice
+(`notice.py`, whose hash is recorded at start-up when it changed). Every request passes the
 rate limit, then the body limit.
 """
 
@@ -38,6 +39,7 @@ from registry.api.routes import (
     audit,
     edge,
     joint_use,
+    notice,
     pages,
     registrations,
     session,
@@ -46,6 +48,7 @@ from registry.api.routes import (
 from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
 from registry.clock import utc_now
 from registry.devices import BoxStatusBoard
+from registry.notice.publication import publish_notice
 
 # The largest alert (an 8 MB PNG as base64) plus room for its other fields.
 MAX_REQUEST_BYTES = MAX_SNAPSHOT_B64_CHARS + 64 * 1024
@@ -69,7 +72,13 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         face_engine = engine if engine is not None else open_engine(settings)
-        gate = RegistryGate(open_registry_from(settings), face_engine)
+        registry = open_registry_from(settings)
+        try:
+            publish_notice(registry, now=clock(), actor="system")  # recorded if it changed
+        except BaseException:
+            registry.close()
+            raise
+        gate = RegistryGate(registry, face_engine)
         app.state.registry = gate
         try:
             yield
@@ -92,7 +101,8 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
                        login_per_minute=settings.web.login_rate_limit_per_minute,
                        login_paths=LOGIN_PATHS)
-    for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, pages):
+    for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, notice,
+                   pages):
         app.include_router(module.router)
     enforce_guards(app)
     return app

@@ -23,7 +23,9 @@ from registry.api.i18n import Translator
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.approval import pending_proposals
 from registry.clock import from_text
+from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
+from registry.criteria import all_criteria
 from registry.devices import BoxStatus
 from registry.domain import Alert, ConfirmationKind, EntryState, OffenceCategory, Role, User
 from registry.oversight import audit_report, verify_trail
@@ -154,9 +156,12 @@ def audit_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any
 
 
 def propose_data(alert: AlertView | None, user: User, t: Translator, *,
+                 criteria: RegistrationCriteria,
                  values: dict[str, str] | None = None,
                  verdicts: list[PhotoVerdict] | None = None) -> dict[str, Any]:
+    """`criteria`: the written criteria in force (G-REG-2), shown with their versions."""
     return {
+        "criteria": all_criteria(criteria),
         "alert": alert_card(alert, user, t) if alert else None,
         "categories": CATEGORIES, "confirmation_kinds": CONFIRMATION_KINDS,
         "values": values or {}, "verdicts": verdicts,
@@ -179,5 +184,5 @@ def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
     if page == "/audit":
         return "audit.html", audit_data(ctx, user, now)
     if page == "/propose":
-        return "propose.html", propose_data(None, user, t)
+        return "propose.html", propose_data(None, user, t, criteria=ctx.policy.criteria)
     raise LookupError(page)

@@ -33,6 +33,10 @@ class ProvisionRefusedError(JointUseError, RuleViolationError):
     """This store may not provide data to that member (not a member, region rule, ...)."""
 
 
+class NoticeOutdatedError(ProvisionRefusedError):
+    """The published notice does not describe the settings and scheme in force (G-NOT-2)."""
+
+
 class BundleRefusedError(JointUseError):
     """An incoming bundle or receipt is refused whole; nothing was imported or changed."""
 

@@ -96,6 +96,7 @@ from registry.joint_use.policy import (
     signer_policy,
 )
 from registry.joint_use.scheme import LoadedScheme, former_members
+from registry.notice.publication import ensure_notice_current
 from registry.users import require_role
 
 SYNC_ACTOR = "joint-use-sync"
@@ -299,6 +300,7 @@ def export_parts(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now
     (policy or provision_policy()).check(Transfer(
         scheme, me, to_member, ctx.repo.last_acked_sequence(to_member) + 1,
         frozenset(former_members(ctx, scheme))))
+    ensure_notice_current(ctx)  # G-NOT-2/G-SHR-1: visitors were told what is shared
     recipient = scheme.member(to_member)
     assert recipient is not None  # the policy refused non-members
     with ctx.writing():

@@ -216,6 +216,17 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (share_id, user_id)
     );
     """,
+    # 5: G-REG-2: the criteria version each proposal was judged under (SHA-256 on the entry
+    # row), and each version's text, kept once, so the decision can be read back later
+    """
+    ALTER TABLE main.entries ADD COLUMN criteria_sha256 TEXT;
+    CREATE TABLE main.registration_criteria (
+        sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+        category TEXT NOT NULL,
+        criteria TEXT NOT NULL CHECK (length(trim(criteria)) > 0),
+        first_used_at TEXT NOT NULL
+    );
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

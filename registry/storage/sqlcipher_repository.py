@@ -222,6 +222,22 @@ class SqlCipherRepository:
             )
         return [_entry(r) for r in rows]
 
+    def set_criteria_version(self, entry_id: str, sha256: str, category: str, criteria: str,
+                             at: datetime) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO registration_criteria (sha256, category, criteria, "
+            "first_used_at) VALUES (?, ?, ?, ?)", (sha256, category, criteria, to_text(at)))
+        cursor = self._db.execute("UPDATE entries SET criteria_sha256 = ? WHERE entry_id = ?",
+                                  (sha256, entry_id))
+        if cursor.rowcount != 1:
+            raise NotFoundError(f"no entry {entry_id}")
+
+    def criteria_version_of(self, entry_id: str) -> tuple[str, str] | None:
+        row = self._one(
+            "SELECT e.criteria_sha256, c.criteria FROM entries e JOIN registration_criteria c "
+            "ON c.sha256 = e.criteria_sha256 WHERE e.entry_id = ?", (entry_id,))
+        return (str(row[0]), str(row[1])) if row else None
+
     def due_for_expiry(self, now: datetime) -> list[Entry]:
         rows = self._db.execute(
             f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE state = 'active' AND expires_at <= ? "
@@ -743,6 +759,11 @@ class SqlCipherRepository:
     def last_audit(self) -> tuple[int, str] | None:
         row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), str(row[1])) if row else None
+
+    def last_audit_details(self, action: str) -> str | None:
+        row = self._one("SELECT details FROM audit.records WHERE action = ? "
+                        "ORDER BY seq DESC LIMIT 1", (action,))
+        return str(row[0]) if row else None
 
     def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]:
         rows = self._db.execute(

@@ -38,7 +38,9 @@ from tests.registry.people import Api, Clock, Person, start_app
 # The login (API and page) and the pages' own style sheet and script; nothing else is open.
 PUBLIC = {"POST /api/v1/session", "GET /login", "POST /login", "GET /static/{name}",
           # a member store's bundle: authenticated by its own signature (import_bundle)
-          "POST /api/v1/joint-use/bundles"}
+          "POST /api/v1/joint-use/bundles",
+          # the public notice (G-NOT-2): generated from the configuration, no personal data
+          "GET /notice"}
 LOGOUTS = {"DELETE /api/v1/session", "POST /logout"}  # end the caller's session
 PEOPLE = {Role.ADMIN: "admin", Role.STAFF: "staff", Role.MANAGER: "mgr1",
           Role.AUDITOR: "auditor"}

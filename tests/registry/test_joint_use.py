@@ -71,6 +71,7 @@ from registry.joint_use.sync import (
     receiver,
     status,
 )
+from registry.notice.publication import publish_notice
 from registry.watchlist_index import WatchlistIndex, _decrypt_file
 from tests.conftest import REPO, main_face_embedding
 from tests.registry.conftest import OBAMA, OBAMA2, T0
@@ -182,6 +183,7 @@ def world_template(tmp_path_factory: pytest.TempPathFactory,
         adopt_scheme(store.ctx, actor=store.user(ADMINS[store.member_id]),
                      path=root / "scheme.json",
                      now=T0)
+        publish_notice(store.ctx, now=T0, actor="test")  # G-NOT-2: exports need it
     a = world["store-a"]
     proposal = approval.propose(
         a.ctx, engines["yunet-sface"], a.settings.quality.registration,

@@ -93,6 +93,7 @@ from registry.approval import (
     propose_from_alert,
     reject,
 )
+from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
 from registry.domain import ConfirmationKind, IncidentInput, Role, User
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
@@ -151,6 +152,12 @@ def _page(request: Request, current: SessionUser, template: str, page: str,
 
 def _done(path: str, notice: str, anchor: str = "") -> RedirectResponse:
     return RedirectResponse(f"{path}?done={notice}{anchor}", status_code=303)
+
+
+def _criteria(request: Request) -> RegistrationCriteria:
+    """The written registration criteria the registry was opened with (G-REG-2)."""
+    criteria: RegistrationCriteria = request.app.state.settings.registry.criteria
+    return criteria
 
 
 def _policy(request: Request) -> QualityPolicy:
@@ -334,7 +341,7 @@ ProposalFormDep = Annotated[ProposalForm, Depends(proposal_form)]
 @router.get("/propose")
 def propose_page(request: Request, current: CurrentSession, user: StaffOrManager) -> HTMLResponse:
     return _page(request, current, "propose.html", "/propose",
-                 **propose_data(None, user, translator(request)))
+                 **propose_data(None, user, translator(request), criteria=_criteria(request)))
 
 
 @router.get("/propose/from-alert/{alert_id}")
@@ -342,7 +349,7 @@ def propose_from_alert_page(alert_id: AlertId, request: Request, ctx: ContextDep
                             current: CurrentSession, user: StaffOrManager) -> HTMLResponse:
     alert = alert_view(ctx, actor=user, alert_id=alert_id)
     return _page(request, current, "propose.html", "/propose",
-                 **propose_data(alert, user, translator(request)))
+                 **propose_data(alert, user, translator(request), criteria=ctx.policy.criteria))
 
 
 @router.post("/propose/check")
@@ -364,7 +371,7 @@ def propose_check(request: Request, ctx: ContextDep, engine: EngineDep, current:
         return render(request, "_error_line.html", page="/propose", user=user,
                       csrf_token=current.session.csrf_token, status_code=status, error=str(exc))
     data = propose_data(_alert_or_none(ctx, user, alert_id), user, translator(request),
-                        values=form.values(), verdicts=verdicts)
+                        criteria=ctx.policy.criteria, values=form.values(), verdicts=verdicts)
     template = "_verdict.html" if fragment else "propose.html"
     return _page(request, current, template, "/propose", **data)
 
@@ -391,7 +398,7 @@ def propose_submit(request: Request, ctx: ContextDep, engine: EngineDep, current
         if status is None:
             raise
         data = propose_data(_alert_or_none(ctx, user, alert_id), user, translator(request),
-                            values=values)
+                            criteria=ctx.policy.criteria, values=values)
         return render(request, "propose.html", page="/propose", user=user,
                       csrf_token=current.session.csrf_token, status_code=status,
                       error=str(exc), **data)
