@@ -16,6 +16,7 @@ from mamoru.commands import (
     joint_use,
     models,
     registry,
+    requests,
     serve,
     users,
     watchlist,
@@ -46,6 +47,8 @@ app.command("serve")(serve.serve)
 app.add_typer(edge.app, name="edge")
 app.add_typer(joint_use.app, name="joint-use")
 app.add_typer(emergency.app, name="emergency-share")
+app.add_typer(requests.app, name="request")
+app.add_typer(requests.review_app, name="review")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

@@ -40,6 +40,7 @@ from datetime import datetime
 
 import numpy as np
 
+from registry import requests
 from registry.audit import Action
 from registry.clock import add_years
 from registry.context import RegistryContext
@@ -209,6 +210,8 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
     with ctx.writing():
         sequence = ctx.repo.last_acked_sequence(to_member) + 1
         plan = _plan(ctx, to_member, now)
+        forwards = requests.forwards_for(ctx, to_member)
+        answers = requests.answers_for(ctx, to_member)
         bundle = Bundle(
             sender=me, recipient=to_member, sequence=sequence, created_at=now,
             scheme_sha256=scheme.sha256,
@@ -218,6 +221,7 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
                                        closed_at=e.closed_at or now) for e in plan.tombstones),
             objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,  # type: ignore[arg-type]
                                        at=now) for e, a in plan.objections),
+            requests=tuple(forwards), request_answers=tuple(answers),
         )
         blob = seal("bundle", bundle, sender=me, recipient=to_member, sequence=sequence,
                     signing_key=keys.signing, recipient_key=recipient.encryption_public())
@@ -240,6 +244,8 @@ def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, no
                          "corrections": [e.entry_id for e in plan.corrections],
                          "tombstones": [e.entry_id for e in plan.tombstones],
                          "objections": [[e.entry_id, a] for e, a in plan.objections],
+                         "requests_forwarded": [r.request_id for r in forwards],
+                         "request_answers": [a.request_id for a in answers],
                          "bytes": len(blob)},
             )
     return blob
@@ -390,6 +396,9 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
             tombstones_applied.append(tombstone.origin_entry_id)  # held or not: none held now
         if index_changed:
             ctx.repo.bump_watchlist_version()
+        who = actor.username if actor else SYNC_ACTOR
+        requests_applied = requests.receive_forwarded(ctx, sender, bundle.requests, who, now)
+        answers_applied = requests.receive_answers(ctx, sender, bundle.request_answers, who, now)
         new_ids = {e.origin_entry_id for e in bundle.entries}
         receipt = Receipt(
             issued_by=ctx.policy.store_id, origin=sender, sequence=bundle.sequence,
@@ -400,6 +409,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
                                       if c.shared.origin_entry_id not in new_ids),
             tombstones_applied=tuple(tombstones_applied),
             objections_applied=tuple(objections_applied),
+            requests_applied=tuple(requests_applied),
+            request_answers_applied=tuple(answers_applied),
         )
         origin = scheme.member(sender)
         assert origin is not None  # the signer policy refused non-members
@@ -415,6 +426,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
                      "basis": BASIS, "scheme_sha256": scheme.sha256,
                      "entries": local_ids, "tombstones": list(tombstones_applied),
                      "closed_here": closed_here, "objections": objections_applied,
+                     "requests_received": requests_applied,
+                     "request_answers": answers_applied,
                      "skipped_expired": skipped, "watchlist_version": ctx.repo.watchlist_version()},
         )
     result = ImportResult(sender, bundle.sequence, receipt, receipt_blob, tuple(local_ids),
@@ -535,6 +548,8 @@ def apply_receipt(ctx: RegistryContext, scheme: LoadedScheme, receipt_blob: byte
                                "did not send; nothing changed")
         with ctx.repo.unit_of_work():
             confirmed = _acknowledge(ctx, member, bundle, receipt, now)
+            requests.acknowledged(ctx, member, receipt.requests_applied,
+                                  receipt.request_answers_applied)
             ctx.audit.record(
                 actor=actor.username if actor else SYNC_ACTOR, action=Action.JOINT_USE_CONFIRMED,
                 at=now,
