@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -327,3 +328,34 @@ def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path
     assert len(refused.stderr.strip().splitlines()) == 1
     shown = _mamoru(data, "request", "show", new_id[:8], "--as", "mgr1")
     assert "tel 03-1111-2222" in shown.stdout and "answered" in shown.stdout
+
+
+# --- the tablet: the overdue badge and the reviews past due ----------------------------------
+
+
+def test_tablet_shows_overdue_badge_and_reviews_past_due(registry: Registry) -> None:
+    from tests.registry.people import Clock, log_in, start_app
+    ctx = registry.ctx
+    entry_id = registry.register(OBAMA, proposer="mgr1", approver="mgr2")
+    requests.open_request(ctx, actor=registry.user("mgr1"), kind=RequestKind.COMPLAINT,
+                          identity_method=IdentityMethod.PASSPORT, contact=CONTACT,
+                          summary="rude staff", now=T0)
+    clock = Clock(T0 + 400 * DAY)  # past the request's due date and the review date
+    with start_app(registry, clock) as client:
+        mgr2 = log_in(client, "mgr2")
+        page = mgr2.get("/requests")
+        assert page.status_code == 200, page.text
+        assert re.search(r'id="badge-requests"[^>]*>1<', page.text)  # the nav's overdue badge
+        assert f'id="review-{entry_id}"' in page.text and CONTACT not in page.text
+        watch = mgr2.get("/watchlist")
+        assert re.search(r'id="badge-requests"[^>]*>1<', watch.text)  # on every manager page
+        staff = log_in(client, "staff").get("/alerts")
+        assert "badge-requests" not in staff.text
+        refused = log_in(client, "mgr1").post(f"/reviews/{entry_id}/keep",
+                                              data={"reason": "still needed"})
+        assert refused.status_code == 403 and "mgr1 proposed" in refused.text  # as self-approval
+        kept = mgr2.post(f"/reviews/{entry_id}/keep", data={"reason": "still needed"},
+                         follow_redirects=False)
+        assert kept.status_code == 303
+        after = mgr2.get("/requests")
+        assert f'id="review-{entry_id}"' not in after.text
