@@ -192,6 +192,12 @@ def test_overdue_request_is_listed_and_late_answers_are_counted(registry: Regist
 
     requests.answer(ctx, actor=mgr, request_id=late.request_id, reason="nothing held",
                     now=T0 + 16 * DAY)
+    with pytest.raises(Exception, match="needs manager"):  # G-DSR-3: a manager answers it
+        requests.assign(ctx, actor=mgr, request_id=timely.request_id, assignee="staff",
+                        now=T0 + 10 * DAY)
+    assigned = requests.assign(ctx, actor=mgr, request_id=timely.request_id, assignee="mgr2",
+                               now=T0 + 10 * DAY)
+    assert assigned.assigned_to == registry.user("mgr2").user_id
     requests.answer(ctx, actor=registry.user("mgr2"), request_id=timely.request_id,
                     reason="apologised; staff retrained", now=T0 + 11 * DAY)
     report = audit_report(ctx, actor=registry.user("auditor"), start=T0 - DAY,
