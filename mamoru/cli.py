@@ -17,6 +17,7 @@ from mamoru.commands import (
     models,
     notice,
     registry,
+    requests,
     serve,
     users,
     watchlist,
@@ -48,6 +49,8 @@ app.add_typer(edge.app, name="edge")
 app.add_typer(joint_use.app, name="joint-use")
 app.add_typer(emergency.app, name="emergency-share")
 app.add_typer(notice.app, name="notice")
+app.add_typer(requests.app, name="request")
+app.add_typer(requests.review_app, name="review")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

@@ -71,6 +71,17 @@ class Action(str, Enum):
     EMERGENCY_SHARE_PROVIDED = "emergency_share_provided"
     # the public notice (G-NOT-2): its SHA-256 whenever the rendered page changes
     NOTICE_PUBLISHED = "notice_published"
+    # the request and complaint desk (G-DSR-1..4) and periodic review (G-REV-1)
+    REQUEST_OPENED = "request_opened"
+    REQUEST_ASSIGNED = "request_assigned"
+    REQUEST_SEARCHED = "request_searched"  # outcome and entry ids only; the photo is not kept
+    REQUEST_FORWARDED = "request_forwarded"  # about an imported entry: to its origin store
+    REQUEST_RECEIVED = "request_received"  # forwarded here by a member
+    REQUEST_ANSWERED = "request_answered"
+    REQUEST_REFUSED = "request_refused"
+    REQUEST_ANSWER_RECEIVED = "request_answer_received"  # the origin answered a forwarded one
+    REVIEW_KEPT = "review_kept"
+    REVIEW_WITHDRAWN = "review_withdrawn"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

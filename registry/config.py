@@ -135,6 +135,16 @@ class RegistrySettings(BaseModel):
     notice: NoticeSettings = Field(
         default=NoticeSettings(), description="G-NOT-1..4: what the public notice states",
     )
+    request_response_days: int = Field(
+        default=14, ge=1, le=30,
+        description="G-DSR-2/4: a request or complaint is due this many days after it was "
+                    "received (APPI: without delay); later ones are listed as overdue",
+    )
+    review_interval_days: int = Field(
+        default=365, ge=90, le=730,
+        description="G-REV-1: each active entry comes up for review this long after its "
+                    "approval or its last review (見直しの機会)",
+    )
 
 
 class WebSettings(BaseModel):

@@ -297,3 +297,118 @@ class EmergencyCheck:
     necessity: str
     proportionality: str
     checked_at: datetime
+
+
+# --- requests from the people registered (G-DSR-1..4) and periodic review (G-REV-1) -----------
+
+
+class RequestKind(str, Enum):
+    """What a person asks the desk for (APPI 33-35; G-DSR-1..3, G-SHR-4 反論の機会)."""
+
+    DISCLOSURE = "disclosure"  # 開示
+    CORRECTION = "correction"  # 訂正
+    STOP_USE = "stop-use"  # 利用停止
+    ERASURE = "erasure"  # 消去
+    COMPLAINT = "complaint"  # 苦情
+    OBJECTION = "objection"  # 反論
+
+
+class RequestStatus(str, Enum):
+    OPEN = "open"
+    FORWARDED = "forwarded"  # about an imported entry: sent to the origin store, awaiting it
+    ANSWERED = "answered"
+    REFUSED = "refused"
+
+    @property
+    def is_closed(self) -> bool:
+        return self in (RequestStatus.ANSWERED, RequestStatus.REFUSED)
+
+
+class IdentityMethod(str, Enum):
+    """How the requester's identity was checked (G-DSR-4). The document itself is not kept."""
+
+    DRIVERS_LICENCE = "drivers_licence"
+    PASSPORT = "passport"
+    MY_NUMBER_CARD = "my_number_card"
+    RESIDENCE_CARD = "residence_card"
+    HEALTH_INSURANCE_CARD = "health_insurance_card"
+    OTHER_OFFICIAL = "other_official"
+
+
+class RefusalGround(str, Enum):
+    """The only grounds a request may be refused on; a reason is recorded with each.
+
+    APPI 33(2) (disclosure) lists the first three; APPI 34/35 oblige correction,
+    stop-use and erasure only where the facts are wrong or the use unlawful.
+    G-DSR-1: a nuisance-act entry does not qualify for the harm exception by itself.
+    """
+
+    HARM_TO_PERSON_OR_OTHERS = "appi_33_2_i"  # life, body, property or rights of anyone harmed
+    SERIOUS_BUSINESS_HINDRANCE = "appi_33_2_ii"  # serious hindrance to the business
+    VIOLATES_OTHER_LAW = "appi_33_2_iii"  # disclosure would break another law
+    FACTS_CORRECT = "appi_34_facts_correct"  # correction: the recorded facts are right
+    USE_LAWFUL = "appi_35_use_lawful"  # stop-use/erasure/objection: the use meets the law
+
+
+DISCLOSURE_GROUNDS = frozenset({RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                                RefusalGround.SERIOUS_BUSINESS_HINDRANCE,
+                                RefusalGround.VIOLATES_OTHER_LAW})
+REFUSAL_GROUNDS: dict[RequestKind, frozenset[RefusalGround]] = {
+    RequestKind.DISCLOSURE: DISCLOSURE_GROUNDS,
+    RequestKind.CORRECTION: frozenset({RefusalGround.FACTS_CORRECT}),
+    RequestKind.STOP_USE: frozenset({RefusalGround.USE_LAWFUL}),
+    RequestKind.ERASURE: frozenset({RefusalGround.USE_LAWFUL}),
+    RequestKind.OBJECTION: frozenset({RefusalGround.USE_LAWFUL}),
+    RequestKind.COMPLAINT: frozenset(),  # a complaint is always answered
+}
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """One request or complaint at this desk, or one a member forwarded here.
+
+    `contact` (how to reach the requester) and `summary` are personal data; they
+    stay in this store's encrypted database, never in the audit trail, a bundle,
+    a list or a log. A forwarded request carries neither.
+    """
+
+    request_id: str
+    kind: RequestKind
+    status: RequestStatus
+    received_at: datetime
+    due_at: datetime
+    identity_method: IdentityMethod
+    identity_checked_by: int | None  # None: checked at the member that forwarded it
+    by_agent: bool
+    contact: str
+    summary: str
+    opened_by: int | None
+    assigned_to: int | None
+    entry_id: str | None  # the local entry the search found (None: not found / not searched)
+    forwarded_to: str | None  # the origin member an imported entry's request went to
+    origin_member: str | None  # set when a member forwarded this request here
+    origin_request_id: str | None
+    answered_by: int | None
+    answered_at: datetime | None
+    answer: str  # what was done: disclosed, corrected, suspended, erased, replied, not_held
+    refusal_ground: RefusalGround | None
+    answer_reason: str
+
+    def overdue(self, now: datetime) -> bool:
+        return not self.status.is_closed and self.due_at < now
+
+
+class ReviewDecision(str, Enum):
+    KEEP = "keep"
+    WITHDRAW = "withdraw"
+
+
+@dataclass(frozen=True)
+class EntryReview:
+    """G-REV-1 (見直しの機会): a manager other than the proposer looked at an entry again."""
+
+    entry_id: str
+    decision: ReviewDecision
+    reason: str
+    reviewed_by: int
+    reviewed_at: datetime

@@ -12,7 +12,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from registry.audit import ChainReport
+from registry import requests, reviews
+from registry.audit import Action, ChainReport
+from registry.clock import utc_now
 from registry.context import RegistryContext
 from registry.domain import Role, User
 from registry.errors import RuleViolationError
@@ -28,11 +30,22 @@ def _check_period(start: datetime, end: datetime) -> None:
 
 
 def audit_report(ctx: RegistryContext, *, actor: User, start: datetime,
-                 end: datetime) -> dict[str, Any]:
-    """Counts per kind of change in [start, end)."""
+                 end: datetime, now: datetime | None = None) -> dict[str, Any]:
+    """Counts per kind of change in [start, end); requests per kind answered in time or late
+    (G-DSR-1..4), searches by outcome, reviews kept / withdrawn and overdue now (G-REV-1)."""
     require_role(actor, *OVERSIGHT_ROLES)
     _check_period(start, end)
-    return ctx.audit.report(start, end)
+    report = ctx.audit.report(start, end)
+    rows = ctx.audit.rows_between(start, end)
+    actions = [r.action for r in rows]
+    report["requests"] = requests.report_counts(rows)
+    report["request_searches"] = requests.search_counts(rows)
+    now = now or utc_now()
+    report["requests_overdue_now"] = requests.overdue_count(ctx, now)
+    report["reviews"] = {"kept": actions.count(Action.REVIEW_KEPT.value),
+                         "withdrawn": actions.count(Action.REVIEW_WITHDRAWN.value),
+                         "overdue_now": reviews.overdue_count(ctx, now)}
+    return report
 
 
 def verify_trail(ctx: RegistryContext, *, actor: User) -> ChainReport:

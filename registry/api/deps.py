@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.engine import FaceEngine
+from registry import requests
 from registry.api.gate import RegistryGate
 from registry.api.sessions import (
     COOKIE_NAME,
@@ -158,6 +159,8 @@ def current_session(
     """
     current = resolve_session(ctx, web, token=request.cookies.get(COOKIE_NAME), now=now)
     require_csrf(current, request.method, csrf)
+    if current.user.role is Role.MANAGER:  # the nav's badge: overdue requests (G-DSR-2)
+        request.state.nav_badges = {"/requests": requests.overdue_count(ctx, now)}
     return current
 
 

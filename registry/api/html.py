@@ -50,13 +50,14 @@ NAV: Final[tuple[tuple[str, str, frozenset[Role]], ...]] = (
     ("nav_approvals", "/approvals", frozenset({Role.STAFF, Role.MANAGER})),
     ("nav_watchlist", "/watchlist", frozenset({Role.STAFF, Role.MANAGER, Role.ADMIN})),
     ("nav_audit", "/audit", frozenset({Role.AUDITOR, Role.ADMIN, Role.MANAGER})),
+    ("nav_requests", "/requests", frozenset({Role.MANAGER})),  # G-DSR-1..4, G-REV-1
 )
 
 # Notices a POST may hand to the page it redirects to (`?done=<key>`): keys, never free text.
 NOTICES: Final = frozenset({
     "confirmed_notice", "dismissed_notice", "proposal_submitted", "approved_notice",
     "rejected_notice", "corrected_notice", "withdrawn_notice", "reoffence_notice",
-    "logged_out_notice",
+    "logged_out_notice", "review_kept_notice", "request_answered_notice",
 })
 
 CSP: Final = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -108,7 +109,8 @@ def render(request: Request, template: str, *, page: str, user: User | None, csr
     notice = t(done) if done in NOTICES and request.method == "GET" else None
     html = environment().get_template(template).render(
         t=t, lang=lang, lang_url=_lang_url(request, lang), user=user, nav=nav_for(user),
-        active=page, csrf_token=csrf_token, error=error, notice=notice, **data,
+        active=page, csrf_token=csrf_token, error=error, notice=notice,
+        badges=getattr(request.state, "nav_badges", {}), **data,
     )
     response = HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
     chosen = request.query_params.get("lang")

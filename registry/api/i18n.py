@@ -195,6 +195,24 @@ JA: Final[Mapping[str, str]] = {
     "erasures_reapplied_after_restore": "復元後の再消去",
     "alerts_received": "受信したアラート",
     "alert_outcomes": "アラートの判定",
+    # request desk and review (G-DSR-1..4, G-REV-1)
+    "nav_requests": "窓口・見直し",
+    "requests_title": "開示等の請求・苦情窓口",
+    "requests_help": ("本人確認の上で受け付けた請求と苦情です。連絡先は表示しません。"
+                      "期限を過ぎたものは赤で示します。"),
+    "no_requests": "請求・苦情はありません。",
+    "request_id": "請求番号",
+    "request_kind": "種類",
+    "request_member": "転送先・転送元",
+    "due_on": "回答期限",
+    "overdue": "期限超過",
+    "reviews_title": "見直し期限を過ぎた登録",
+    "reviews_help": ("承認または前回の見直しから一定期間が過ぎた登録です。"
+                     "提案者以外の管理者が継続（理由を記録）か取り下げを決めます。"),
+    "no_reviews_due": "見直し期限を過ぎた登録はありません。",
+    "review_keep": "継続",
+    "review_kept_notice": "見直しの結果（継続）を記録しました。",
+    "request_answered_notice": "回答を記録しました。",
     # enumerations
     "criteria_title": "登録基準",
     "criteria_help": "事案の種類ごとの登録基準です。提案は、この基準（版）で判断したものとして記録されます。",
@@ -402,6 +420,24 @@ EN: Final[Mapping[str, str]] = {
     "back_home": "Back to the start",
     "logged_out_notice": "You have logged out.",
     "why_not": "Why",
+    "nav_requests": "Requests & reviews",
+    "requests_title": "Requests and complaints desk",
+    "requests_help": ("Requests and complaints accepted after an identity check. Contact "
+                      "details are not shown. Overdue ones are marked in red."),
+    "no_requests": "No requests or complaints.",
+    "request_id": "Request",
+    "request_kind": "Kind",
+    "request_member": "Forwarded to / from",
+    "due_on": "Due",
+    "overdue": "Overdue",
+    "reviews_title": "Entries past their review date",
+    "reviews_help": ("Entries approved or last reviewed longer ago than the review period. A "
+                     "manager other than the proposer keeps them (with the reason) or "
+                     "withdraws them."),
+    "no_reviews_due": "No entries are past their review date.",
+    "review_keep": "Keep",
+    "review_kept_notice": "The review (keep) was recorded.",
+    "request_answered_notice": "The answer was recorded.",
 }
 
 MESSAGES: Final[Mapping[Lang, Mapping[str, str]]] = {"ja": JA, "en": EN}

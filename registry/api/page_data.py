@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
+from registry import requests, reviews
 from registry.alerts import AlertView, alert_views, precision
 from registry.api.html import lang_of
 from registry.api.i18n import Translator
@@ -185,4 +186,19 @@ def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
         return "audit.html", audit_data(ctx, user, now)
     if page == "/propose":
         return "propose.html", propose_data(None, user, t, criteria=ctx.policy.criteria)
+    if page == "/requests":
+        return "requests.html", requests_data(ctx, user, now)
     raise LookupError(page)
+
+
+def requests_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any]:
+    """The desk (G-DSR-1..4): open requests first, overdue flagged; reviews due (G-REV-1).
+
+    No contact details here: `mamoru request show` prints them for the answering manager.
+    """
+    rows = requests.list_requests(ctx, actor=user, now=now)
+    rows.sort(key=lambda r: (r.status.is_closed, r.due_at))
+    return {"requests": rows, "now": now,
+            "overdue_requests": sum(1 for r in rows if r.overdue(now)),
+            "reviews": [r for r in reviews.schedule(ctx) if r.overdue(now)],
+            "can_manage": user.role is Role.MANAGER and user.trained}

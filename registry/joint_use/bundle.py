@@ -2,7 +2,9 @@
 
 A bundle carries, from one member to one other, the entries, corrections,
 tombstones (withdrawn, erased, expired, rejected entries) and objections
-(suspend, unsuspend) the recipient has not acknowledged yet. A receipt goes
+(suspend, unsuspend) the recipient has not acknowledged yet, the people's
+requests about the recipient's entries (forwarded to their origin) and the
+origin's answers to requests the recipient forwarded. A receipt goes
 back: which of them the recipient applied, signed by the recipient, so the
 origin can show which members confirmed each erasure (G-SHR-4).
 
@@ -83,6 +85,9 @@ Kind = Literal["bundle", "receipt"]
 SignerLookup = Callable[[str], Ed25519PublicKey]
 TombstoneReason = Literal["withdrawn", "erased", "expired", "rejected"]
 ObjectionAction = Literal["suspend", "unsuspend"]
+RequestKindWire = Literal["disclosure", "correction", "stop-use", "erasure", "complaint",
+                          "objection"]
+RequestOutcome = Literal["answered", "refused"]
 
 
 class Tombstone(AllowListed):
@@ -101,6 +106,31 @@ class Objection(AllowListed):
     at: datetime
 
 
+class ForwardedRequest(AllowListed):
+    """A person's request about an entry the recipient shared: the origin decides it (G-DSR-2).
+
+    Neither the requester's contact nor the identity document travels: the
+    member that checked identity keeps the request and answers the person.
+    """
+
+    request_id: str = Field(pattern=ENTRY_ID_PATTERN, description="the sender's request id")
+    kind: RequestKindWire
+    origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
+    received_at: datetime
+    due_at: datetime
+    identity_method: str = Field(pattern=r"^[a-z_]{1,40}$")
+
+
+class RequestAnswer(AllowListed):
+    """The origin answered a request the recipient forwarded: what was done, or the ground."""
+
+    request_id: str = Field(pattern=ENTRY_ID_PATTERN, description="the recipient's request id")
+    outcome: RequestOutcome
+    answer: str = Field(pattern=r"^[a-z_]{1,40}$")
+    refusal_ground: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,40}$")
+    answered_at: datetime
+
+
 class Bundle(AllowListed):
     """One bundle's content. Entries and corrections are always the sender's own entries."""
 
@@ -114,6 +144,8 @@ class Bundle(AllowListed):
     corrections: tuple[SharedEntry, ...] = ()
     tombstones: tuple[Tombstone, ...] = ()
     objections: tuple[Objection, ...] = ()
+    requests: tuple[ForwardedRequest, ...] = ()
+    request_answers: tuple[RequestAnswer, ...] = ()
 
     @model_validator(mode="after")
     def _own_entries_only(self) -> Bundle:
@@ -141,6 +173,8 @@ class Receipt(AllowListed):
     corrections_applied: tuple[str, ...] = ()
     tombstones_applied: tuple[str, ...] = ()
     objections_applied: tuple[str, ...] = ()
+    requests_applied: tuple[str, ...] = ()
+    request_answers_applied: tuple[str, ...] = ()
 
 
 class EnvelopeHeader(BaseModel):

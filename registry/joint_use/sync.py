@@ -49,6 +49,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from registry import requests
 from registry.audit import Action
 from registry.clock import add_years
 from registry.context import RegistryContext
@@ -71,9 +72,11 @@ from registry.domain import (
 from registry.evidence import StoredImage
 from registry.joint_use.bundle import (
     Bundle,
+    ForwardedRequest,
     Kind,
     Objection,
     Receipt,
+    RequestAnswer,
     SealedHeader,
     Tombstone,
     TombstoneReason,
@@ -306,18 +309,24 @@ def export_parts(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now
     with ctx.writing():
         first = ctx.repo.last_acked_sequence(to_member) + 1
         parts, left = _parts(ctx, _plan(ctx, to_member, now), max_parts)
+        # Forwarded requests and answers to them are few and small: they ride in the first part.
+        forwards = tuple(requests.forwards_for(ctx, to_member))
+        answers = tuple(requests.answers_for(ctx, to_member))
         exported = []
         for offset, part in enumerate(parts):
             later = sum(p.items() for p in parts[offset + 1:]) + left
             blob = _seal_part(ctx, scheme, keys, recipient.encryption_public(), to_member,
-                              first + offset, part, now, actor)
+                              first + offset, part, now, actor,
+                              (forwards, answers) if offset == 0 else ((), ()))
             exported.append(Exported(blob, first + offset, part.items(), later))
     return exported
 
 
 def _seal_part(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys,
                recipient_key: X25519PublicKey, to_member: str, sequence: int, part: _Part,
-               now: datetime, actor: User | None) -> bytes:
+               now: datetime, actor: User | None,
+               desk: tuple[tuple[ForwardedRequest, ...], tuple[RequestAnswer, ...]] = ((), ()),
+               ) -> bytes:
     """Seal one bundle and record it as provided (G-SHR-7), in the caller's write lock."""
     me = ctx.policy.store_id
     bundle = Bundle(
@@ -329,6 +338,7 @@ def _seal_part(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys,
                                    closed_at=e.closed_at or now) for e in part.tombstones),
         objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,  # type: ignore[arg-type]
                                    at=now) for e, a in part.objections),
+        requests=desk[0], request_answers=desk[1],
     )
     blob = seal("bundle", bundle, sender=me, recipient=to_member, sequence=sequence,
                 signing_key=keys.signing, recipient_key=recipient_key)
@@ -353,6 +363,8 @@ def _seal_part(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys,
                      "corrections": [e.entry_id for e in corrections],
                      "tombstones": [e.entry_id for e in part.tombstones],
                      "objections": [[e.entry_id, a] for e, a in part.objections],
+                     "requests_forwarded": [r.request_id for r in desk[0]],
+                     "request_answers": [a.request_id for a in desk[1]],
                      "bytes": len(blob)},
         )
     return blob
@@ -567,6 +579,9 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
             tombstones_applied.append(tombstone.origin_entry_id)  # held or not: none held now
         if index_changed:
             ctx.repo.bump_watchlist_version()
+        who = actor.username if actor else SYNC_ACTOR
+        requests_applied = requests.receive_forwarded(ctx, sender, bundle.requests, who, now)
+        answers_applied = requests.receive_answers(ctx, sender, bundle.request_answers, who, now)
         new_ids = {e.origin_entry_id for e in bundle.entries}
         receipt = Receipt(
             issued_by=ctx.policy.store_id, origin=sender, sequence=bundle.sequence,
@@ -577,6 +592,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
                                       if c.shared.origin_entry_id not in new_ids),
             tombstones_applied=tuple(tombstones_applied),
             objections_applied=tuple(objections_applied),
+            requests_applied=tuple(requests_applied),
+            request_answers_applied=tuple(answers_applied),
         )
         origin = scheme.member(sender)
         assert origin is not None  # the signer policy refused non-members
@@ -592,6 +609,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
                      "basis": BASIS, "scheme_sha256": scheme.sha256,
                      "entries": local_ids, "tombstones": list(tombstones_applied),
                      "closed_here": closed_here, "objections": objections_applied,
+                     "requests_received": requests_applied,
+                     "request_answers": answers_applied,
                      "skipped_expired": skipped, "watchlist_version": ctx.repo.watchlist_version()},
         )
     result = ImportResult(sender, bundle.sequence, receipt, receipt_blob, tuple(local_ids),
@@ -713,6 +732,8 @@ def apply_receipt(ctx: RegistryContext, scheme: LoadedScheme, receipt_blob: byte
                                "did not send; nothing changed")
         with ctx.repo.unit_of_work():
             confirmed = _acknowledge(ctx, member, bundle, receipt, now)
+            requests.acknowledged(ctx, member, receipt.requests_applied,
+                                  receipt.request_answers_applied)
             ctx.audit.record(
                 actor=actor.username if actor else SYNC_ACTOR, action=Action.JOINT_USE_CONFIRMED,
                 at=now,

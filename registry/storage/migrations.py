@@ -227,6 +227,52 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         first_used_at TEXT NOT NULL
     );
     """,
+    # 6: the request and complaint desk (G-DSR-1..4: disclosure, correction, stop-use,
+    #    erasure, complaint, objection; forwarded to / from the origin member of an imported
+    #    entry) and periodic review of active entries (G-REV-1). Self-contained: only new tables.
+    """
+    CREATE TABLE main.data_requests (
+        request_id TEXT PRIMARY KEY CHECK (length(request_id) = 32),
+        kind TEXT NOT NULL CHECK (kind IN
+            ('disclosure', 'correction', 'stop-use', 'erasure', 'complaint', 'objection')),
+        status TEXT NOT NULL CHECK (status IN ('open', 'forwarded', 'answered', 'refused')),
+        received_at TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        identity_method TEXT NOT NULL,
+        identity_checked_by INTEGER REFERENCES users (user_id),
+        by_agent INTEGER NOT NULL DEFAULT 0,
+        contact TEXT NOT NULL DEFAULT '',
+        summary TEXT NOT NULL DEFAULT '',
+        opened_by INTEGER REFERENCES users (user_id),
+        assigned_to INTEGER REFERENCES users (user_id),
+        entry_id TEXT REFERENCES entries (entry_id),
+        forwarded_to TEXT,
+        forward_acked INTEGER NOT NULL DEFAULT 0,
+        origin_member TEXT,
+        origin_request_id TEXT,
+        answered_by INTEGER REFERENCES users (user_id),
+        answered_at TEXT,
+        answer TEXT NOT NULL DEFAULT '',
+        refusal_ground TEXT,
+        answer_reason TEXT NOT NULL DEFAULT '',
+        answer_acked INTEGER NOT NULL DEFAULT 0,
+        CHECK (status != 'refused' OR (refusal_ground IS NOT NULL
+                                       AND length(trim(answer_reason)) > 0)),
+        CHECK ((origin_member IS NULL) = (origin_request_id IS NULL))
+    );
+    CREATE INDEX main.data_requests_by_status ON data_requests (status, due_at);
+    CREATE UNIQUE INDEX main.data_requests_by_origin
+        ON data_requests (origin_member, origin_request_id) WHERE origin_member IS NOT NULL;
+    CREATE TABLE main.entry_reviews (
+        review_id INTEGER PRIMARY KEY,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        decision TEXT NOT NULL CHECK (decision IN ('keep', 'withdraw')),
+        reason TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+        reviewed_by INTEGER NOT NULL REFERENCES users (user_id),
+        reviewed_at TEXT NOT NULL
+    );
+    CREATE INDEX main.entry_reviews_by_entry ON entry_reviews (entry_id, reviewed_at);
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

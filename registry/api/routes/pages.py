@@ -18,6 +18,7 @@ the JSON API would give (see `registry.api.html.PageRoute`).
     GET  /approvals                    POST /approvals/{id}/approve | /approvals/{id}/reject
     GET  /watchlist[?state=all]        POST /watchlist/{id}/correct | withdraw | reoffence
     GET  /audit
+    GET  /requests                     POST /reviews/{id}/keep | /reviews/{id}/withdraw
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from registry.api.page_data import (
     audit_data,
     build_page,
     propose_data,
+    requests_data,
     translator,
     watchlist_data,
 )
@@ -95,9 +97,10 @@ from registry.approval import (
 )
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
-from registry.domain import ConfirmationKind, IncidentInput, Role, User
+from registry.domain import ConfirmationKind, IncidentInput, ReviewDecision, Role, User
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
 from registry.oversight import OVERSIGHT_ROLES
+from registry.reviews import review
 from registry.watchlist import (
     add_reoffence,
     correct,
@@ -485,3 +488,29 @@ def audit_page(request: Request, ctx: ContextDep, current: CurrentSession, user:
                now: NowDep) -> HTMLResponse:
     """Counts and the chain's state; no image, no name of a registered person."""
     return _page(request, current, "audit.html", "/audit", **audit_data(ctx, user, now))
+
+
+# --- the request desk and periodic review (G-DSR-1..4, G-REV-1) ---------------------------
+
+@router.get("/requests")
+def requests_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Manager,
+                  now: NowDep) -> HTMLResponse:
+    """Requests and complaints (overdue first, no contact details) and reviews past due."""
+    return _page(request, current, "requests.html", "/requests",
+                 **requests_data(ctx, user, now))
+
+
+@router.post("/reviews/{entry_id}/keep")
+def review_keep(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                reason: Reason = "") -> RedirectResponse:
+    review(ctx, actor=user, entry_id=entry_id, decision=ReviewDecision.KEEP, reason=reason,
+           now=now)
+    return _done("/requests", "review_kept_notice", "#reviews")
+
+
+@router.post("/reviews/{entry_id}/withdraw")
+def review_withdraw(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
+                    reason: Reason = "") -> RedirectResponse:
+    review(ctx, actor=user, entry_id=entry_id, decision=ReviewDecision.WITHDRAW, reason=reason,
+           now=now)
+    return _done("/requests", "withdrawn_notice", "#reviews")
