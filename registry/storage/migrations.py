@@ -244,7 +244,7 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX main.alerts_by_entry ON alerts (entry_id);
     CREATE TABLE main.audit_texts (
         sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
-        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        entry_id TEXT NOT NULL,
         text TEXT NOT NULL,
         PRIMARY KEY (entry_id, sha256)
     );
