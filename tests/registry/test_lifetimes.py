@@ -353,6 +353,7 @@ def test_the_trail_is_not_pruned_while_an_entry_or_a_proposal_is_alive(
         registry: Registry) -> None:
     """G-REG-2: the approval of an entry still in use stays provable, however old."""
     proposal = registry.propose(GROUP).entry_id
+    devices.add_device(registry.ctx, admin=registry.user("admin"), name="box-1", now=T0)
     later = _later()
     with registry.ctx.writing():
         pruned = prune_audit_trail(registry.ctx, now=later)
