@@ -153,7 +153,8 @@ def test_a_confirmed_alert_snapshot_lives_no_longer_than_its_entry(registry: Reg
 
 # --- the audit trail: ids and hashes only ------------------------------------------------------
 
-PERSONAL_REASONS = ("申出人 山田花子 本人確認済み", "佐藤一郎さんと見間違い", "typo in 田中's features")
+PERSONAL_REASONS = ("申出人 山田花子 本人確認済み", "佐藤一郎さんと見間違い",
+                    "typo in 田中's features")
 
 
 def test_free_text_is_kept_out_of_the_audit_trail_and_dies_with_the_entry(
@@ -177,7 +178,7 @@ def test_free_text_is_kept_out_of_the_audit_trail_and_dies_with_the_entry(
         assert text_sha256(reason) in plaintext
     for word in ("山田", "佐藤", "田中"):
         assert word not in plaintext
-    erased = next(json.loads(r[5]) for r in rows if r[3] == Action.ERASE.value)
+    erased = next(json.loads(str(r[5])) for r in rows if r[3] == Action.ERASE.value)
     assert erased["reason_sha256"] == text_sha256(erase_reason) and "reason" not in erased
     # The texts lived in the registry with the entry's lifetime; the erasure took them.
     assert registry.ctx.repo.audit_text(entry_id, text_sha256(correct_reason)) is None
@@ -249,8 +250,9 @@ def pruned(registry: Registry) -> Pruned:
     rows = list(registry.ctx.repo.audit_rows())
     assert rows[0].seq == first_of_long_lived  # kept: its entry is still on the watchlist
     assert old_erased not in {r.entry_id for r in rows}
-    assert registry.ctx.repo.audit_anchor() == (first_of_long_lived - 1,
-                                                 registry.ctx.paths.audit_base.read_text().split()[1])
+    base = registry.ctx.paths.audit_base.read_text().split()
+    assert registry.ctx.repo.audit_anchor() == (first_of_long_lived - 1, base[1])
+    assert int(base[0]) == first_of_long_lived - 1
     assert rows[-1].action == Action.AUDIT_PRUNED.value
     return Pruned(registry, later, old_erased, long_lived, result.audit_records_pruned,
                   first_of_long_lived)
