@@ -24,7 +24,7 @@ from pydantic_settings import (
 from edge.config import EdgeSettings
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
-from registry.config import RegistrySettings, WebSettings
+from registry.config import LogSettings, RegistrySettings, WebSettings
 
 DEFAULT_PACK = "yunet-sface"
 
@@ -94,6 +94,7 @@ class MamoruSettings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     quality: QualitySettings = QualitySettings()
+    logs: LogSettings = LogSettings()
 
     @property
     def resolved_models_dir(self) -> Path:

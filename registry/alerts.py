@@ -18,7 +18,7 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import cv2
@@ -275,6 +275,59 @@ def _decide(ctx: RegistryContext, *, actor: User, alert_id: str, status: AlertSt
         if erase and alert.snapshot_image_id is not None:
             ctx.evidence.delete(alert.snapshot_image_id)
     return decided
+
+
+# --- lifetimes (G-RET-1): nothing about an alert is kept "until someone deletes it" ---
+
+
+def lapse_stale_alerts(ctx: RegistryContext, *, now: datetime) -> list[str]:
+    """Lapse every alert left open longer than `open_alert_days`; their ids. Under the lock.
+
+    Nobody judged the match, so it is no lead any more, only a stored face:
+    the snapshot is erased, the row stays with its ids, score and times.
+    """
+    cutoff = now - timedelta(days=ctx.policy.open_alert_days)
+    lapsed: list[str] = []
+    for alert in stale_open_alerts(ctx, now=now):
+        snapshot = alert.snapshot_image_id
+        with ctx.repo.unit_of_work():
+            ctx.repo.decide_alert(replace(alert, status=AlertStatus.LAPSED, decided_at=now,
+                                          snapshot_image_id=None))
+            ctx.audit.record(actor="expiry-job", action=Action.ALERT_LAPSED, at=now,
+                             entry_id=alert.entry_id,
+                             details={"alert_id": alert.alert_id, "device": alert.device,
+                                      "open_alert_days": ctx.policy.open_alert_days,
+                                      "received_before": to_text(cutoff),
+                                      "snapshot_erased": snapshot is not None})
+        if snapshot is not None:
+            ctx.evidence.delete(snapshot)
+        lapsed.append(alert.alert_id)
+    return lapsed
+
+
+def stale_open_alerts(ctx: RegistryContext, *, now: datetime) -> list[Alert]:
+    cutoff = now - timedelta(days=ctx.policy.open_alert_days)
+    return [a for a in ctx.repo.alerts(AlertStatus.OPEN) if a.received_at < cutoff]
+
+
+def sweep_stray_alert_snapshots(ctx: RegistryContext, *, now: datetime) -> int:
+    """Safety net: erase every alert snapshot whose entry is no longer active. Under the lock.
+
+    Erasure, expiry, withdrawal and rejection already erase them with the
+    entry (`purge_face_data`); this catches whatever a crash or an older
+    version left, so a snapshot never outlives its entry.
+    """
+    stray = ctx.repo.stray_alert_snapshots()
+    if not stray:
+        return 0
+    with ctx.repo.unit_of_work():
+        for alert_id, _ in stray:
+            ctx.repo.clear_alert_snapshot(alert_id)
+        ctx.audit.record(actor="expiry-job", action=Action.ALERT_SNAPSHOTS_SWEPT, at=now,
+                         details={"alerts": [alert_id for alert_id, _ in stray]})
+    for _, image_id in stray:
+        ctx.evidence.delete(image_id)
+    return len(stray)
 
 
 @dataclass(frozen=True)

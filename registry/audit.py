@@ -5,8 +5,15 @@ the change. Each record's hash covers its sequence number, content and the
 previous record's hash, so editing, deleting or re-ordering any record breaks
 the chain from that point; the newest (seq, hash) is also copied to a head
 file outside the database, so cutting records off the end is caught too.
-Records carry pseudonymous entry ids and counts, never a face or a name:
-an outside auditor can verify and count without reading anyone's data.
+Records carry pseudonymous entry ids, counts and hashes, never a face, a
+name or typed text: free text (a reason, an emergency check) can hold a name,
+so `record` keeps only its SHA-256 and the text itself goes to the registry,
+next to its entry, and is erased with it (G-RET-1).
+
+The trail has its own retention (`audit_retention_years`): `prune` deletes
+the oldest records and anchors the (seq, hash) of the last one it deleted,
+both in the database and in a second side file, so the remaining chain still
+verifies from that base and a deleted anchor or a cut beyond it is caught.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.clock import from_text, to_text
+from registry.durable import write_private_file
 from registry.repository import AuditRow, RegistryRepository
 
 GENESIS = "0" * 64
@@ -82,10 +91,39 @@ class Action(str, Enum):
     REQUEST_ANSWER_RECEIVED = "request_answer_received"  # the origin answered a forwarded one
     REVIEW_KEPT = "review_kept"
     REVIEW_WITHDRAWN = "review_withdrawn"
+    # G-RET-1 lifetimes enforced by the nightly job
+    ALERT_LAPSED = "alert_lapsed"  # an unjudged alert's snapshot erased after open_alert_days
+    ALERT_SNAPSHOTS_SWEPT = "alert_snapshots_swept"  # safety net: snapshots of closed entries
+    AUDIT_PRUNED = "audit_pruned"  # records past audit_retention_years deleted, base anchored
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
 ERASING_ACTIONS = frozenset({Action.REJECT, Action.WITHDRAW, Action.EXPIRE, Action.ERASE})
+
+
+# Keys whose values are typed by people: the trail keeps `<key>_sha256` instead (G-RET-1).
+FREE_TEXT_KEYS = frozenset({"reason", "present_danger", "necessity", "proportionality"})
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _without_free_text(value: Any, texts: dict[str, str]) -> Any:
+    """`value` with every free-text field replaced by its hash; the texts collected by hash."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in FREE_TEXT_KEYS and isinstance(item, str):
+                digest = text_sha256(item)
+                texts[digest] = item
+                out[f"{key}_sha256"] = digest
+            else:
+                out[key] = _without_free_text(item, texts)
+        return out
+    if isinstance(value, list | tuple):
+        return [_without_free_text(item, texts) for item in value]
+    return value
 
 
 def record_hash(prev_hash: str, seq: int, at: str, actor: str, action: str,
@@ -116,17 +154,31 @@ class ChainReport:
 class AuditTrail:
     """Appends and verifies records through the repository; anchors the head in a file."""
 
-    def __init__(self, repository: RegistryRepository, head_file: Path) -> None:
+    def __init__(self, repository: RegistryRepository, head_file: Path,
+                 base_file: Path | None = None) -> None:
         self._repo = repository
         self._head_file = head_file
+        self._base_file = base_file or head_file.with_name(head_file.stem + ".base")
 
     def record(self, *, actor: str, action: Action, at: datetime, entry_id: str | None = None,
                details: dict[str, Any] | None = None) -> int:
-        """Append one record; call inside the use case's unit of work."""
+        """Append one record; call inside the use case's unit of work.
+
+        Free text in `details` (FREE_TEXT_KEYS, at any depth) is stored as its
+        SHA-256 only; the text is kept in the registry with the entry's lifetime
+        (dropped when the record names no entry).
+        """
+        texts: dict[str, str] = {}
+        cleaned = _without_free_text(details or {}, texts)
+        if entry_id is not None:
+            for digest, free_text in texts.items():
+                if free_text:
+                    self._repo.add_audit_text(entry_id, digest, free_text)
         last = self._repo.last_audit()
-        seq = (last[0] if last else 0) + 1
-        prev = last[1] if last else GENESIS
-        text = json.dumps(details or {}, ensure_ascii=False, sort_keys=True)
+        anchor = self._repo.audit_anchor() if last is None else None
+        seq = (last or anchor or (0, GENESIS))[0] + 1
+        prev = (last or anchor or (0, GENESIS))[1]
+        text = json.dumps(cleaned, ensure_ascii=False, sort_keys=True)
         stamp = to_text(at)
         digest = record_hash(prev, seq, stamp, actor, action.value, entry_id, text)
         self._repo.append_audit(stamp, actor, action.value, entry_id, text, prev, digest)
@@ -148,9 +200,7 @@ class AuditTrail:
             head = self._read_head()
             if head is None or self._hash_at(head[0]) != head[1]:
                 return  # damaged or left behind: kept for `verify()` to report
-        partial = self._head_file.with_name(self._head_file.name + ".partial")
-        partial.write_text(f"{last[0]} {last[1]}\n", encoding="ascii")
-        os.replace(partial, self._head_file)
+        _write_pair(self._head_file, last[0], last[1])
 
     def reset_anchor(self) -> None:
         """After a restore the chain is re-based; the old head no longer applies."""
@@ -158,8 +208,17 @@ class AuditTrail:
         self.anchor_head()
 
     def verify(self) -> ChainReport:
-        """Walk the whole chain; name the first record that is wrong."""
-        expected_seq, prev, count = 1, GENESIS, 0
+        """Walk the whole chain from its base; name the first record that is wrong.
+
+        The base is genesis, or after pruning the anchored (seq, hash) of the
+        last pruned record, which must agree with the `audit.base` side file.
+        """
+        anchor = self._repo.audit_anchor()
+        problem = self._check_base(anchor)
+        if problem:
+            return ChainReport(0, problem)
+        expected_seq, prev = (anchor[0] + 1, anchor[1]) if anchor else (1, GENESIS)
+        count = 0
         for row in self._repo.audit_rows():
             problem = _check_row(row, expected_seq, prev)
             if problem:
@@ -169,16 +228,62 @@ class AuditTrail:
 
     def _read_head(self) -> tuple[int, str] | None:
         """The anchored (seq, hash); None without a head file or with an unreadable one."""
-        if not self._head_file.is_file():
+        return _read_pair(self._head_file)
+
+    def _check_base(self, anchor: tuple[int, str] | None) -> ChainProblem | None:
+        """The database's pruning anchor against the side file written before each prune."""
+        base = _read_pair(self._base_file)
+        if base is None:
+            if anchor is not None:
+                return ChainProblem(anchor[0], f"the pruning anchor file {self._base_file.name} "
+                                               "is missing or unreadable")
             return None
+        if anchor is None or base[0] > anchor[0]:
+            # A prune writes the file first: until it commits, the record is still there.
+            if self._hash_at(base[0]) == base[1]:
+                return None
+            return ChainProblem(base[0], f"records up to {base[0]} were pruned but the pruning "
+                                         "anchor is gone (deleted from the trail)")
+        if base[0] < anchor[0]:
+            return ChainProblem(base[0] + 1, f"records {base[0] + 1}..{anchor[0]} were deleted "
+                                             f"beyond the anchored base in {self._base_file.name}")
+        if base[1] != anchor[1]:
+            return ChainProblem(anchor[0], "the pruning anchor differs from "
+                                           f"{self._base_file.name}")
+        return None
+
+    def prune(self, *, before: datetime, now: datetime, actor: str,
+              keep: Callable[[AuditRow], bool], details: dict[str, Any]) -> int:
+        """Delete the oldest records written before `before`; how many. Call under the lock.
+
+        Stops at the first record that is younger, that `keep` wants kept, or
+        that is the newest one, so only a prefix goes and the chain stays whole.
+        The side file is written before the transaction: a crash leaves it one
+        prune ahead, which `verify` accepts while the record it names is there.
+        """
+        last = self._repo.last_audit()
+        through: AuditRow | None = None
+        count = 0
+        anchor = self._repo.audit_anchor()
+        rows = self._repo.audit_rows(anchor[0] if anchor else 0)
         try:
-            text = self._head_file.read_bytes().decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        seq_text, _, hash_text = text.strip().partition(" ")
-        if not seq_text.isdigit() or len(hash_text) != len(GENESIS):
-            return None
-        return int(seq_text), hash_text
+            for row in rows:
+                if last is None or row.seq >= last[0] or from_text(row.at) >= before or keep(row):
+                    break
+                through, count = row, count + 1
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        if through is None:
+            return 0
+        _write_pair(self._base_file, through.seq, through.hash)
+        with self._repo.unit_of_work():
+            self._repo.prune_audit(through.seq, through.hash, through.at, to_text(now), count)
+            self.record(actor=actor, action=Action.AUDIT_PRUNED, at=now,
+                        details={**details, "records": count, "through_seq": through.seq,
+                                 "through_hash": through.hash, "before": to_text(before)})
+        return count
 
     def _hash_at(self, seq: int) -> str | None:
         """The hash of record `seq`, or None if the trail has no such record."""
@@ -194,7 +299,7 @@ class AuditTrail:
     def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
         if not self._head_file.is_file():
             return None
-        head = self._read_head()
+        head = _read_pair(self._head_file)
         if head is None:
             return ChainProblem(last_seq, f"the anchored head {self._head_file} is unreadable "
                                           "(damaged or edited): the end of the trail cannot be "
@@ -233,6 +338,7 @@ class AuditTrail:
             "alerts_received": counts.get(Action.ALERT_RECEIVED.value, 0),
             "alerts_confirmed": counts.get(Action.ALERT_CONFIRMED.value, 0),
             "alerts_dismissed": counts.get(Action.ALERT_DISMISSED.value, 0),
+            "alerts_lapsed": counts.get(Action.ALERT_LAPSED.value, 0),
             "logins_locked": counts.get(Action.LOGIN_LOCKED.value, 0),
             "objections_recorded": counts.get(Action.OBJECTION_RECORDED.value, 0),
             "joint_use_provisions": provisions_by_member(rows),
@@ -274,6 +380,22 @@ def emergency_shares(rows: list[AuditRow]) -> list[dict[str, Any]]:
             if k in ("share_id", "recipient", "checked_by_roles", "checks")}}
         for r in rows if r.action == Action.EMERGENCY_SHARE_PROVIDED.value
     ]
+
+
+def _read_pair(path: Path) -> tuple[int, str] | None:
+    """A side file's "seq hash"; None if it is missing or unreadable (damaged, edited)."""
+    try:
+        text = path.read_bytes().decode("ascii")
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        return None
+    seq_text, _, hash_text = text.strip().partition(" ")
+    if not seq_text.isdigit() or len(hash_text) != len(GENESIS):
+        return None
+    return int(seq_text), hash_text
+
+
+def _write_pair(path: Path, seq: int, digest: str) -> None:
+    write_private_file(path, f"{seq} {digest}\n".encode("ascii"))
 
 
 def _check_row(row: AuditRow, expected_seq: int, prev: str) -> ChainProblem | None:

@@ -105,11 +105,14 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
         sealed = _seal(ctx, _tar(files, manifest))
     target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
     write_private_file(target, sealed)
+    # Its age is counted on the registry's clock, like every other lifetime (G-RET-1).
+    os.utime(target, (now.timestamp(), now.timestamp()))
     try:
         with ctx.writing(), ctx.repo.unit_of_work():
             ctx.audit.record(actor=actor.username, action=Action.BACKUP, at=now,
                              details={"file": target.name, "evidence_files": len(files) - 1,
-                                      "sha256": hashlib.sha256(sealed).hexdigest()})
+                                      "sha256": hashlib.sha256(sealed).hexdigest(),
+                                      "snapshot_audit_seq": manifest["audit_seq"]})
     except BaseException:
         wipe_file(target)  # a backup the audit trail does not list must not exist (G-REG-4)
         raise
@@ -203,6 +206,40 @@ def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
         write_private_file(ctx.paths.evidence / f"{image_id}.bin", data)
 
 
+def refuse_if_erasures_were_pruned(ctx: RegistryContext, manifest: dict[str, Any],
+                                   path: Path) -> None:
+    """A restore needs every audit record written after its snapshot; refuse if any was pruned.
+
+    The audit prune keeps the records any backup on disk still needs and
+    backups are deleted long before the audit retention ends, so this only
+    fires for a backup copied away and brought back: without the erasures
+    since then it would bring erased people back (G-REG-4).
+    """
+    anchor = ctx.repo.audit_anchor()
+    if anchor is not None and int(manifest["audit_seq"]) < anchor[0]:
+        raise BackupError(
+            f"{path.name} was taken at audit record {manifest['audit_seq']}, before the audit "
+            f"records pruned up to {anchor[0]}: the erasures since then can no longer be "
+            "re-applied, so it is not restored"
+        )
+
+
+def backup_needs_from(ctx: RegistryContext) -> int | None:
+    """The first audit seq a backup still on disk needs for its restore; None if none is kept."""
+    present = {p.name for p in ctx.paths.backups.glob(f"mamoru-*{SUFFIX}")}
+    needed: int | None = None
+    if not present:
+        return None
+    for row in ctx.repo.audit_rows():
+        if row.action != Action.BACKUP.value:
+            continue
+        details = json.loads(row.details)
+        if details.get("file") in present:
+            first = int(details.get("snapshot_audit_seq", row.seq - 1)) + 1
+            needed = first if needed is None else min(needed, first)
+    return needed
+
+
 def reapply_erasures(ctx: RegistryContext, *, now: datetime) -> int:
     """Close again every entry the audit trail says was closed; returns how many."""
     count = 0
@@ -225,6 +262,7 @@ def restore_backup(ctx: RegistryContext, *, actor: User, path: Path, now: dateti
     """Bring a backup back, then re-apply every later erasure before anyone can use it."""
     require_role(actor, Role.ADMIN)
     manifest, members = read_backup(ctx, path)
+    refuse_if_erasures_were_pruned(ctx, manifest, path)
     index_version = read_index_version(ctx.paths.index) or 0
     with ctx.writing():
         ctx.reconnect(lambda: restore_files(ctx, members))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # G-REG-2: the written internal criteria, one text per offence category (G-REG-5). Each
 # proposal records the SHA-256 of the text it was judged under (registry/criteria.py).
@@ -113,6 +113,21 @@ class RegistrySettings(BaseModel):
         default=30, ge=1, le=90,
         description="backups are deleted on their own, shorter schedule (G-REG-4)",
     )
+    open_alert_days: int = Field(
+        default=7, ge=1, le=30,
+        description="G-RET-1: an alert nobody confirms or dismisses lapses this long after it "
+                    "arrived; its snapshot is erased, the row keeps ids and counts only. A week "
+                    "covers a weekend and a short absence of the person on duty; a match left "
+                    "unjudged longer is no lead any more, only a stored face",
+    )
+    audit_retention_years: int = Field(
+        default=6, ge=3, le=10,
+        description="G-RET-1, G-SHR-7: audit records (ids and hashes only) are pruned this long "
+                    "after they were written, never while their entry is still on the watchlist "
+                    "or a kept backup needs them. At least 3 years (APPI 29/30 keep provision "
+                    "records that long) and longer than retention_years, so every erasure stays "
+                    "provable after its entry is gone",
+    )
     joint_use_scheme: Path | None = Field(
         default=None,
         description="G-SHR-1: the published joint-use scheme file (TOML or JSON) this store "
@@ -144,6 +159,37 @@ class RegistrySettings(BaseModel):
         default=365, ge=90, le=730,
         description="G-REV-1: each active entry comes up for review this long after its "
                     "approval or its last review (見直しの機会)",
+    )
+
+
+    @model_validator(mode="after")
+    def _the_audit_trail_outlives_entries_and_backups(self) -> RegistrySettings:
+        # G-REG-4: a restore re-applies every erasure recorded after the backup was taken, so
+        # the trail must reach further back than the oldest backup kept; and an entry's whole
+        # history must stay verifiable after it is erased. Both are checked, not assumed.
+        if self.audit_retention_years <= self.retention_years:
+            raise ValueError(
+                f"audit_retention_years ({self.audit_retention_years}) must be longer than "
+                f"retention_years ({self.retention_years}): the audit trail must outlive entries"
+            )
+        if self.audit_retention_years * 365 <= self.backup_retention_days:
+            raise ValueError("audit_retention_years must be longer than backup_retention_days")
+        return self
+
+
+class LogSettings(BaseModel):
+    """JSON logs (G-RET-1): ids and counts only, and deleted after a fixed number of days."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Path | None = Field(
+        default=None,
+        description="also write the JSON lines to this file, rotated at midnight UTC; none = "
+                    "stderr only (journald; deploy/journald sets the same retention there)",
+    )
+    retention_days: int = Field(
+        default=14, ge=1, le=90,
+        description="rotated log files older than this many days are deleted (one file a day)",
     )
 
 

@@ -55,6 +55,11 @@ class RegistryPaths:
         return self.data_dir / "audit.head"
 
     @property
+    def audit_base(self) -> Path:
+        """The (seq, hash) the pruned trail verifies from; written before each prune."""
+        return self.data_dir / "audit.base"
+
+    @property
     def evidence(self) -> Path:
         return self.data_dir / "evidence"
 
@@ -95,7 +100,7 @@ class RegistryContext:
         self._key = key
         self._opened = opened
         self.repo = SqlCipherRepository(opened.connection)
-        self.audit = AuditTrail(self.repo, paths.audit_head)
+        self.audit = AuditTrail(self.repo, paths.audit_head, paths.audit_base)
         self.evidence = EvidenceStore(paths.evidence, key.derive("evidence"))
 
     @property

@@ -152,6 +152,7 @@ class AlertStatus(str, Enum):
     OPEN = "open"
     CONFIRMED = "confirmed"
     DISMISSED = "dismissed"
+    LAPSED = "lapsed"  # G-RET-1: nobody judged it within open_alert_days; snapshot erased
 
 
 @dataclass(frozen=True)

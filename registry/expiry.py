@@ -1,9 +1,19 @@
-"""The nightly expiry job (G-REG-4): erase every entry whose retention has ended.
+"""The nightly expiry job (G-REG-4, G-RET-1): every stored copy ends when its lifetime does.
 
-Each entry is closed in its own transaction, so the job can be killed at any
-moment: re-run, it finds the entries it had not reached yet and finishes
-them, sweeps encrypted images a kill left unreferenced and republishes the
-index. Running it twice in a row changes nothing the second time.
+What it ends, in order:
+- entries whose retention has ended (`retention_years` after the latest
+  incident): erased, a tombstone stays;
+- alerts nobody judged within `open_alert_days`: lapsed, the snapshot erased;
+- as a safety net, any alert snapshot whose entry is no longer active;
+- backups older than `backup_retention_days`, even if no new backup is taken;
+- audit records older than `audit_retention_years`, never one of an entry
+  still on the watchlist nor one a kept backup needs to re-apply erasures;
+  the chain is re-based on an anchor so it still verifies.
+
+Each entry and each alert is closed in its own transaction, so the job can be
+killed at any moment: re-run, it finds what it had not reached yet and
+finishes it, sweeps encrypted images a kill left unreferenced and republishes
+the index. Running it twice in a row changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -12,10 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from registry.alerts import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
 from registry.audit import Action
-from registry.clock import to_text
+from registry.backup import backup_needs_from, prune_backups
+from registry.clock import add_years, to_text
 from registry.context import RegistryContext
 from registry.domain import EntryState
+from registry.repository import AuditRow
 from registry.watchlist import close_entry
 
 EXPIRY_ACTOR = "expiry-job"
@@ -27,14 +40,21 @@ class ExpiryResult:
     expired: tuple[str, ...]
     orphans_swept: int
     dry_run: bool
+    alerts_due: tuple[str, ...] = ()
+    alerts_lapsed: tuple[str, ...] = ()
+    stray_snapshots_erased: int = 0
+    backups_deleted: tuple[str, ...] = ()
+    audit_records_pruned: int = 0
 
 
 def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
                on_progress: Callable[[str], None] | None = None) -> ExpiryResult:
     """Expire everything due at `now`; with `dry_run` only report what would go."""
     due = ctx.repo.due_for_expiry(now)
+    alerts_due = tuple(a.alert_id for a in stale_open_alerts(ctx, now=now))
     if dry_run:
-        return ExpiryResult(tuple(e.entry_id for e in due), (), 0, dry_run=True)
+        return ExpiryResult(tuple(e.entry_id for e in due), (), 0, dry_run=True,
+                            alerts_due=alerts_due)
     expired: list[str] = []
     with ctx.writing():
         swept = ctx.sweep_orphan_evidence()
@@ -44,9 +64,40 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
                 ctx, entry, state=EntryState.EXPIRED, action=Action.EXPIRE, actor=EXPIRY_ACTOR,
                 reason=f"retention of {ctx.policy.retention_years} years ended at {expires}",
                 now=now, publish=False,
+                details={"retention_years": ctx.policy.retention_years, "expires_at": expires},
             )
             expired.append(entry.entry_id)
             if on_progress:
                 on_progress(entry.entry_id)
         ctx.publish_index_if_stale()
-    return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False)
+        lapsed = lapse_stale_alerts(ctx, now=now)
+        stray = sweep_stray_alert_snapshots(ctx, now=now)
+    backups = prune_backups(ctx, actor=EXPIRY_ACTOR, now=now)
+    with ctx.writing():
+        pruned = prune_audit_trail(ctx, now=now)
+    return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False,
+                        alerts_due=alerts_due, alerts_lapsed=tuple(lapsed),
+                        stray_snapshots_erased=stray, backups_deleted=tuple(backups),
+                        audit_records_pruned=pruned)
+
+
+def prune_audit_trail(ctx: RegistryContext, *, now: datetime) -> int:
+    """Delete audit records past `audit_retention_years`; how many. Call under the lock.
+
+    Kept regardless of age: every record of an entry that is still proposed or
+    active (its history must stay provable while it is used), and every record
+    a backup still on disk needs, so a restore can re-apply later erasures.
+    """
+    before = add_years(now, -ctx.policy.audit_retention_years)
+    needed_from = backup_needs_from(ctx)
+
+    def keep(row: AuditRow) -> bool:
+        if needed_from is not None and row.seq >= needed_from:
+            return True
+        if row.entry_id is None:
+            return False
+        entry = ctx.repo.entry(row.entry_id)
+        return entry is not None and not entry.state.is_final
+
+    return ctx.audit.prune(before=before, now=now, actor=EXPIRY_ACTOR, keep=keep,
+                           details={"audit_retention_years": ctx.policy.audit_retention_years})

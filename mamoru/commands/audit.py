@@ -56,7 +56,8 @@ def expire(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be erased")] = False,
     now: Annotated[str | None, typer.Option("--now", help="pretend it is this time (testing)")] = None,
 ) -> None:
-    """Erase every entry past its retention period (the nightly job, G-REG-4)."""
+    """Erase every entry past its retention period, lapse unjudged alerts, delete old backups
+    and prune the audit trail past its retention (the nightly job, G-REG-4, G-RET-1)."""
     moment = parse_user_time(now) if now else utc_now()
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
@@ -66,8 +67,13 @@ def expire(
         typer.echo(f"{len(result.due)} entr{'y' if len(result.due) == 1 else 'ies'} would expire")
         for entry_id in result.due:
             typer.echo(f"  {entry_id}")
+        typer.echo(f"{len(result.alerts_due)} unjudged alert(s) would lapse")
         return
     typer.echo(f"expired {len(result.expired)} entr{'y' if len(result.expired) == 1 else 'ies'}; "
                f"swept {result.orphans_swept} orphaned image file(s)")
     for entry_id in result.expired:
         typer.echo(f"  {entry_id}")
+    typer.echo(f"lapsed {len(result.alerts_lapsed)} unjudged alert(s); erased "
+               f"{result.stray_snapshots_erased} stray alert snapshot(s); deleted "
+               f"{len(result.backups_deleted)} old backup(s); pruned "
+               f"{result.audit_records_pruned} audit record(s)")

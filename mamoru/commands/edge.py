@@ -41,7 +41,7 @@ def run(
 ) -> None:
     """Capture every camera, alert on watchlist faces, forget everyone else."""
     settings = get_settings()
-    configure_json_logging()
+    configure_json_logging(file=settings.logs.file, retention_days=settings.logs.retention_days)
     cameras = list(settings.edge.cameras) + [parse_source(s) for s in source or []]
     names = [c.name for c in cameras]
     if len(set(names)) != len(names):

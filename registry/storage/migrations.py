@@ -273,6 +273,39 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX main.entry_reviews_by_entry ON entry_reviews (entry_id, reviewed_at);
     """,
+    # 7: G-RET-1: an alert nobody judges lapses (status 'lapsed', snapshot erased); SQLite
+    #    cannot change a CHECK, so the table is rebuilt. Free text the audit trail holds only
+    #    as a SHA-256 lives here, with its entry's lifetime.
+    """
+    CREATE TABLE main.alerts_v7 (
+        alert_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL REFERENCES devices (name),
+        camera TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        score REAL NOT NULL,
+        threshold REAL NOT NULL,
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        index_version INTEGER NOT NULL,
+        snapshot_image_id TEXT,
+        status TEXT NOT NULL DEFAULT 'open'
+            CHECK (status IN ('open', 'confirmed', 'dismissed', 'lapsed')),
+        decided_by INTEGER REFERENCES users (user_id),
+        decided_at TEXT,
+        decision_reason TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO main.alerts_v7 SELECT * FROM main.alerts;
+    DROP TABLE main.alerts;
+    ALTER TABLE main.alerts_v7 RENAME TO alerts;
+    CREATE INDEX main.alerts_by_status ON alerts (status, received_at);
+    CREATE INDEX main.alerts_by_entry ON alerts (entry_id);
+    CREATE TABLE main.audit_texts (
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        entry_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (entry_id, sha256)
+    );
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (
@@ -292,6 +325,25 @@ AUDIT_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit.records_no_update BEFORE UPDATE ON records
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     CREATE TRIGGER audit.records_no_delete BEFORE DELETE ON records
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    """,
+    # 2: G-RET-1 pruning. Records up to an anchored (seq, hash) may be deleted, nothing after
+    #    it: the anchor is written first, in the same transaction, and is itself append-only.
+    """
+    CREATE TABLE audit.prune_anchors (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL CHECK (length(hash) = 64),
+        record_at TEXT NOT NULL,
+        pruned_at TEXT NOT NULL,
+        records INTEGER NOT NULL CHECK (records > 0)
+    );
+    CREATE TRIGGER audit.prune_anchors_no_update BEFORE UPDATE ON prune_anchors
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit.prune_anchors_no_delete BEFORE DELETE ON prune_anchors
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    DROP TRIGGER audit.records_no_delete;
+    CREATE TRIGGER audit.records_no_delete BEFORE DELETE ON records
+        WHEN OLD.seq > (SELECT coalesce(max(seq), 0) FROM prune_anchors)
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     """,
 )

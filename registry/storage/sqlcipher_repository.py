@@ -349,13 +349,26 @@ class SqlCipherRepository:
                 (entry_id,),
             )
         ]
-        for table in ("templates", "evidence", "incidents"):
+        for table in ("templates", "evidence", "incidents", "audit_texts"):
             self._db.execute(f"DELETE FROM {table} WHERE entry_id = ?", (entry_id,))
-        # The alerts stay as a record that a match happened; the picture of the person goes.
+        # The alerts stay as a record that a match happened; the picture of the person and
+        # what staff typed about it go (the audit trail keeps that text's hash only).
         self._db.execute(
-            "UPDATE alerts SET snapshot_image_id = NULL WHERE entry_id = ?", (entry_id,)
+            "UPDATE alerts SET snapshot_image_id = NULL, decision_reason = '' WHERE entry_id = ?",
+            (entry_id,),
         )
         return image_ids
+
+    def add_audit_text(self, entry_id: str, sha256: str, text: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO audit_texts (entry_id, sha256, text) VALUES (?, ?, ?)",
+            (entry_id, sha256, text),
+        )
+
+    def audit_text(self, entry_id: str, sha256: str) -> str | None:
+        row = self._one("SELECT text FROM audit_texts WHERE entry_id = ? AND sha256 = ?",
+                        (entry_id, sha256))
+        return str(row[0]) if row else None
 
     # edge devices ---------------------------------------------------------------
     def add_device(self, name: str, token_sha256: str, now: datetime) -> Device:
@@ -424,6 +437,20 @@ class SqlCipherRepository:
         )
         if cursor.rowcount != 1:
             raise ConflictError(f"alert {alert.alert_id} was already decided")
+
+    def stray_alert_snapshots(self) -> list[tuple[str, str]]:
+        """(alert id, snapshot id) of snapshots whose entry is no longer active."""
+        rows = self._db.execute(
+            "SELECT a.alert_id, a.snapshot_image_id FROM alerts a "
+            "LEFT JOIN entries e ON e.entry_id = a.entry_id "
+            "WHERE a.snapshot_image_id IS NOT NULL AND (e.state IS NULL OR e.state != 'active') "
+            "ORDER BY a.alert_id"
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def clear_alert_snapshot(self, alert_id: str) -> None:
+        self._db.execute("UPDATE alerts SET snapshot_image_id = NULL WHERE alert_id = ?",
+                         (alert_id,))
 
     def alert_counts(self) -> list[tuple[str, AlertStatus, int]]:
         rows = self._db.execute(
@@ -764,6 +791,20 @@ class SqlCipherRepository:
         row = self._one("SELECT details FROM audit.records WHERE action = ? "
                         "ORDER BY seq DESC LIMIT 1", (action,))
         return str(row[0]) if row else None
+
+    def audit_anchor(self) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, hash FROM audit.prune_anchors ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), str(row[1])) if row else None
+
+    def prune_audit(self, through_seq: int, hash_: str, record_at: str, pruned_at: str,
+                    records: int) -> None:
+        # The anchor first: the delete trigger allows no record after the newest anchor.
+        self._db.execute(
+            "INSERT INTO audit.prune_anchors (seq, hash, record_at, pruned_at, records) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (through_seq, hash_, record_at, pruned_at, records),
+        )
+        self._db.execute("DELETE FROM audit.records WHERE seq <= ?", (through_seq,))
 
     def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]:
         rows = self._db.execute(

@@ -18,7 +18,7 @@ import sqlcipher3
 
 from mamoru.wiring import open_registry_from
 from registry import approval, watchlist
-from registry.audit import Action
+from registry.audit import Action, text_sha256
 from registry.context import RegistryContext
 from registry.keys import sqlcipher_pragma_value
 from tests.registry.conftest import BIDEN, GROUP, OBAMA, T0, Registry, incident
@@ -83,8 +83,10 @@ def test_edited_record_is_named(registry: Registry, trail: dict[str, str]) -> No
     rows = _rows(registry.ctx)
     target = next(r for r in rows if r.action == "approve")
     with _raw_audit(registry.ctx) as raw:
+        # The trail holds the reason's hash (G-RET-1); an insider swaps in another reason's.
+        recorded = json.loads(target.details)["reason_sha256"]
         raw.execute("UPDATE records SET details = ? WHERE seq = ?",
-                    (target.details.replace("police", "verbal"), target.seq))
+                    (target.details.replace(recorded, text_sha256("verbal report")), target.seq))
     report = registry.reopen().audit.verify()
     assert not report.ok and report.problem is not None
     assert report.problem.seq == target.seq
