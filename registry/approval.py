@@ -192,12 +192,22 @@ def _insert_proposal(ctx: RegistryContext, actor: User, entry_id: str,
         )
 
 
-def _pending(ctx: RegistryContext, entry_id: str) -> Entry:
+def _pending(ctx: RegistryContext, entry_id: str, decided_by: User) -> Entry:
+    """The proposal awaiting a decision, which `decided_by` may take (G-REG-2).
+
+    Approving and rejecting alike are the second person's decision: a proposer
+    who could reject their own proposal would decide it alone.
+    """
     entry = ctx.repo.entry(entry_id)
     if entry is None:
         raise NotFoundError(f"no entry {entry_id}")
     if entry.state is not EntryState.PROPOSED:
         raise ConflictError(f"entry {entry_id} is {entry.state.value}, not awaiting a decision")
+    if entry.proposed_by == decided_by.user_id:
+        raise SelfApprovalError(
+            "a proposal must be decided by a responsible person other than its proposer "
+            "(G-REG-2: two-person approval)"
+        )
     return entry
 
 
@@ -207,12 +217,7 @@ def approve(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, trained=True)
     reason = required_reason(reason)
     with ctx.writing():
-        entry = _pending(ctx, entry_id)
-        if entry.proposed_by == actor.user_id:
-            raise SelfApprovalError(
-                "a proposal must be approved by a responsible person other than its proposer "
-                "(G-REG-2: two-person approval)"
-            )
+        entry = _pending(ctx, entry_id, actor)
         expires_at = expiry_for(ctx.repo.incidents(entry_id), ctx.policy.retention_years)
         if expires_at <= now:
             raise RuleViolationError(
@@ -238,7 +243,7 @@ def reject(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, trained=True)
     reason = required_reason(reason)
     with ctx.writing():
-        entry = _pending(ctx, entry_id)
+        entry = _pending(ctx, entry_id, actor)
         close_entry(ctx, replace(entry, decided_by=actor.user_id, decided_at=now,
                                  decision_reason=reason),
                     state=EntryState.REJECTED, action=Action.REJECT, actor=actor.username,

@@ -294,6 +294,26 @@ def test_propose_from_photos_then_only_another_manager_approves(api: Api) -> Non
     assert rejected.json()["display_name"] == "" and rejected.json()["evidence_images"] == []
 
 
+def test_a_proposer_cannot_reject_their_own_proposal(api: Api) -> None:
+    """G-REG-2: the decision on a proposal, either way, is a second person's (README: 403)."""
+    mgr1, mgr2 = api.as_("mgr1"), api.as_("mgr2")
+    own = mgr1.post("/api/v1/proposals", data=_form(), files=[
+        _photo("biden.jpg", jpeg_bytes(api.reg.image(BIDEN)))])
+    assert own.status_code == 201, own.text
+    own_id = own.json()["entry_id"]
+    refused = mgr1.post(f"/api/v1/proposals/{own_id}/reject", json={"reason": "changed my mind"})
+    assert refused.status_code == 403, refused.text
+    assert "G-REG-2" in refused.json()["detail"]
+    assert api.reg.ctx.repo.entry(own_id).state is EntryState.PROPOSED  # type: ignore[union-attr]
+    # The tablet's form goes through the same rule.
+    form = mgr1.post(f"/approvals/{own_id}/reject", data={"reason": "changed my mind"},
+                     follow_redirects=False)
+    assert form.status_code == 403
+    assert api.reg.ctx.repo.entry(own_id).state is EntryState.PROPOSED  # type: ignore[union-attr]
+    rejected = mgr2.post(f"/api/v1/proposals/{own_id}/reject", json={"reason": "unclear"})
+    assert rejected.status_code == 200, rejected.text
+
+
 def test_uploads_that_are_not_images_or_too_large_get_a_clear_4xx(api: Api) -> None:
     staff = api.as_("staff")
     good = jpeg_bytes(api.reg.image(OBAMA))
