@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
-from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED
+from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit import Action
 from registry.domain import AlertStatus, EntryState
@@ -144,6 +144,29 @@ def test_a_session_ends_when_idle_and_after_a_shift(api: Api) -> None:
     api.clock.advance(minutes=14)
     assert api.clock.now - NOW > timedelta(hours=8)
     assert busy.get(SESSION).status_code == 401
+
+
+def test_the_idle_timeout_never_ends_a_session_early(api: Api) -> None:
+    """A request within a minute of the last recorded use is not written down (TOUCH_INTERVAL);
+    the session still lasts the full idle time after it, and at most a minute longer."""
+    idle = timedelta(minutes=api.reg.settings.web.session_idle_minutes)
+    staff = api.as_("staff")
+    api.clock.advance(seconds=59)
+    assert staff.get(SESSION).status_code == 200  # used, but not written down
+    api.clock.advance(seconds=idle.total_seconds() - 1)
+    assert staff.get(SESSION).status_code == 200  # idle for 1 s less than the limit
+    # That request was written down: from here the limit counts again, and ends in time.
+    api.clock.advance(seconds=idle.total_seconds() + TOUCH_INTERVAL.total_seconds() - 1)
+    assert staff.get(SESSION).status_code == 200
+    api.clock.advance(seconds=idle.total_seconds() + TOUCH_INTERVAL.total_seconds())
+    assert staff.get(SESSION).status_code == 401
+    # Another person's login sweeps stale sessions by the same arithmetic.
+    other = api.as_("mgr1")
+    api.clock.advance(seconds=59)
+    assert other.get(SESSION).status_code == 200
+    api.clock.advance(seconds=idle.total_seconds() - 1)
+    log_in(api.client, "mgr2")
+    assert other.get(SESSION).status_code == 200
 
 
 def test_logout_needs_the_csrf_token_and_ends_the_session(api: Api) -> None:
