@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
+from registry.api.html import LOGIN_CSRF_COOKIE
 from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit import Action
@@ -27,6 +28,7 @@ from registry.domain import AlertStatus, EntryState
 from registry.users import disable_user
 from tests.registry.conftest import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.people import (
+    BASE_URL,
     NOW,
     Api,
     Clock,
@@ -84,6 +86,50 @@ def test_login_sets_a_strict_server_side_session_cookie(api: Api) -> None:
     login_rows = [r for r in api.reg.ctx.repo.audit_rows() if r.action == Action.LOGIN.value]
     assert [r.actor for r in login_rows] == ["staff", "mgr1"]
     assert all(PASSWORD not in r.details for r in api.reg.ctx.repo.audit_rows())
+
+
+def test_a_login_from_another_site_s_page_is_refused(api: Api) -> None:
+    """Login CSRF: a browser's login must come from the registry's own page.
+
+    A browser sends `Origin` with every POST: a missing one is refused for a
+    form (or any body a page elsewhere could post), `null` (a sandboxed or
+    file: page) and a foreign one always. A JSON body needs a CORS preflight
+    the app never grants, so only a non-browser client (a script) sends one
+    without `Origin`.
+    """
+    creds = {"username": "staff", "password": PASSWORD}
+    as_text = json.dumps(creds)
+    refused = [
+        api.client.post(SESSION, json=creds, headers={"Origin": "null"}),
+        api.client.post(SESSION, json=creds, headers={"Origin": "https://evil.example"}),
+        api.client.post(SESSION, data=creds),  # a form without Origin
+        api.client.post(SESSION, data=creds, headers={"Origin": "null"}),
+        api.client.post(SESSION, content=as_text, headers={"Content-Type": "text/plain"}),
+    ]
+    for answer in refused:
+        assert answer.status_code == 403, answer.text
+        assert COOKIE_NAME not in answer.headers.get("set-cookie", "")
+    api.client.cookies.clear()
+    assert api.client.post(SESSION, data=creds, headers={"Origin": BASE_URL}).status_code == 200
+    api.client.cookies.clear()
+    assert api.client.post(SESSION, json=creds).status_code == 200  # a script, not a browser
+    api.client.cookies.clear()
+    # The tablet's login form alike.
+    page = api.client.get("/login")
+    token = page.cookies.get(LOGIN_CSRF_COOKIE)
+    assert token
+    form = {**creds, "csrf_token": token}
+    for origin in (None, "null", "https://evil.example"):
+        headers = {"Cookie": f"{LOGIN_CSRF_COOKIE}={token}"}
+        if origin is not None:
+            headers["Origin"] = origin
+        answer = api.client.post("/login", data=form, headers=headers, follow_redirects=False)
+        assert answer.status_code == 403, (origin, answer.status_code)
+        assert COOKIE_NAME not in answer.headers.get("set-cookie", "")
+    answer = api.client.post("/login", data=form, follow_redirects=False,
+                             headers={"Cookie": f"{LOGIN_CSRF_COOKIE}={token}",
+                                      "Origin": BASE_URL})
+    assert answer.status_code == 303, answer.text
 
 
 def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(api: Api) -> None:

@@ -64,6 +64,7 @@ def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Regist
                                 json={"username": "mgr1", "password": PASSWORD})
             assert login.status_code == 200, login.text
             assert "secure" in login.headers["set-cookie"].lower()
+            assert login.headers["strict-transport-security"].startswith("max-age=")
             assert COOKIE_NAME in client.cookies  # kept by the jar: this is https
             assert client.get("/api/v1/session").json()["username"] == "mgr1"
             csrf = login.json()["csrf_token"]
