@@ -20,7 +20,7 @@ from mamoru.commands import (
     users,
     watchlist,
 )
-from mamoru.images import BadImageError
+from mamoru.inputs import InputFileError
 from mamoru.settings import ConfigError
 from models.carrier import FetchError, IntegrityError
 from models.manifest import ManifestError
@@ -52,9 +52,9 @@ for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlis
     app.command(command.__name__)(command)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    BadImageError,
     ConfigError,
     FetchError,
+    InputFileError,  # BadImageError too
     IntegrityError,
     ManifestError,
     PackError,
