@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.alerts import Alert
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 
 log = logging.getLogger("mamoru.edge.outbox")
 
@@ -56,8 +56,7 @@ class Outbox:
 
     def __init__(self, folder: Path, key: bytes, delivery: Delivery | None,
                  *, timeout_s: float = 5.0) -> None:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (folder / "rejected").mkdir(exist_ok=True, mode=0o700)
+        make_private_dir(folder / "rejected")
         self._folder = folder
         self._aead = AESGCM(key)
         self._delivery = delivery

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -63,7 +64,13 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    Everything this process creates is the owner's alone (umask 077), also
+    what a library writes behind mamoru's back (SQLite's journal, logs):
+    defence in depth for the 0600/0700 modes the registry sets itself (G-SEC-2).
+    """
+    os.umask(0o077)
     try:
         app()
     except USER_ERRORS as exc:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mamoru.settings import ConfigError
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 
 VALIDITY = timedelta(days=825)
 CERT_NAME = "cert.pem"
@@ -135,14 +135,13 @@ def ensure_certificate(tls_dir: Path, *, extra_names: Sequence[str] = (),
             f"{tls_dir} holds only one of {CERT_NAME} and {KEY_NAME}; remove it to have a new "
             "certificate generated, or pass --cert and --key"
         )
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dir(tls_dir)
     tls_dir.chmod(0o700)
     certificate, key = generate_self_signed(default_names(extra_names), now=now)
     write_private_file(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     write_private_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
-    cert_path.chmod(0o644)  # the certificate is public: boxes and tablets are given a copy
     files = load_certificate(cert_path, key_path)
     return TlsFiles(files.cert, files.key, files.fingerprint_sha256, files.not_after,
                     files.names, created=True)

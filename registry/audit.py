@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.clock import from_text, to_text
+from registry.durable import write_private_file
 from registry.repository import AuditRow, RegistryRepository
 
 GENESIS = "0" * 64
@@ -134,9 +134,7 @@ class AuditTrail:
         head = self._read_head()
         if head is not None and self._hash_at(head[0]) != head[1]:
             return
-        partial = self._head_file.with_name(self._head_file.name + ".partial")
-        partial.write_text(f"{last[0]} {last[1]}\n", encoding="ascii")
-        os.replace(partial, self._head_file)
+        write_private_file(self._head_file, f"{last[0]} {last[1]}\n".encode("ascii"))
 
     def reset_anchor(self) -> None:
         """After a restore the chain is re-based; the old head no longer applies."""

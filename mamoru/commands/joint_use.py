@@ -16,7 +16,7 @@ import typer
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
 from mamoru.inputs import read_input_file
 from registry.clock import utc_now
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 from registry.joint_use import objections, scheme, sync, transport
 from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys
@@ -39,7 +39,7 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="why; recorded")]
 
 
 def _write(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     write_private_file(path, blob)
 
 
