@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from mamoru import terminal
 from mamoru.commands import (
     audit,
     demo,
@@ -71,6 +72,7 @@ def main() -> None:
     defence in depth for the 0600/0700 modes the registry sets itself (G-SEC-2).
     """
     os.umask(0o077)
+    terminal.install()  # stored text is shown escaped, never obeyed by the terminal
     try:
         app()
     except USER_ERRORS as exc:

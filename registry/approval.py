@@ -36,6 +36,7 @@ from registry.incidents import validate_incident
 from registry.masking import mask_faces
 from registry.reasons import required_reason
 from registry.retention import expiry_for
+from registry.text import DISPLAY_NAME, FEATURES
 from registry.users import require_role
 from registry.watchlist import EntryView, close_entry, list_entries
 
@@ -135,7 +136,9 @@ def propose(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *, 
             display_name: str = "", now: datetime) -> ProposalResult:
     """Create a proposed entry; it matches nobody until a different manager approves it."""
     require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
-    validate_incident(incident, now)
+    incident = validate_incident(incident, now)
+    features = FEATURES.clean(features, field="features")
+    display_name = DISPLAY_NAME.clean(display_name, field="display_name")
     if not photos:
         raise RuleViolationError("registration needs at least one photo as evidence")
     if engine.info.pack != ctx.index_spec.pack:

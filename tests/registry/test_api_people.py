@@ -12,6 +12,7 @@ checked before anything is stored (G-REG-1); auditors never see a face.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,12 +20,14 @@ import cv2
 import numpy as np
 import pytest
 
+from registry import watchlist
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
 from registry.api.html import LOGIN_CSRF_COOKIE
 from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit import Action
 from registry.domain import AlertStatus, EntryState
+from registry.errors import RuleViolationError
 from registry.users import disable_user
 from tests.registry.conftest import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.people import (
@@ -381,6 +384,57 @@ def test_a_proposer_cannot_reject_their_own_proposal(api: Api) -> None:
     assert api.reg.ctx.repo.entry(own_id).state is EntryState.PROPOSED  # type: ignore[union-attr]
     rejected = mgr2.post(f"/api/v1/proposals/{own_id}/reject", json={"reason": "unclear"})
     assert rejected.status_code == 200, rejected.text
+
+
+UNSAFE_TEXT = ("ok\x1b]0;owned\x07", "ok\x9b2J", "ok\u202egnp.exe", "ok\x00")
+
+
+def test_free_text_obeys_one_rule_whichever_way_it_comes_in(api: Api) -> None:
+    """Control characters are refused alike by the JSON API, the tablet's forms and the
+    services (the CLI and joint use); text is stored NFC-normalised and trimmed."""
+    entry_id = api.reg.register(OBAMA, features="navy cap")
+    manager = api.as_("mgr1")
+    url = f"/api/v1/watchlist/{entry_id}/correct"
+    for bad in UNSAFE_TEXT:
+        for fields in ({"features": bad}, {"display_name": bad}, {"reason": bad, "features": "x"}):
+            body = {"reason": "typo", **fields}
+            as_json = manager.post(url, json=body)
+            assert as_json.status_code == 422, (fields, as_json.text)
+            as_form = manager.post(f"/watchlist/{entry_id}/correct", data=body,
+                                   follow_redirects=False)
+            assert as_form.status_code == 422, (fields, as_form.status_code)
+        with pytest.raises(RuleViolationError, match="control character"):
+            watchlist.correct(api.reg.ctx, actor=api.reg.user("mgr2"), entry_id=entry_id,
+                              reason="typo", now=NOW, features=bad)
+    surrogate = manager.post(url, content=b'{"reason": "typo", "features": "ok\\ud800"}',
+                             headers={"Content-Type": "application/json"})
+    assert surrogate.status_code == 422, surrogate.text
+    one_line = manager.post(url, json={"reason": "typo", "display_name": "a\nb"})
+    assert one_line.status_code == 422 and "one line" in one_line.text
+    one_line = manager.post(f"/watchlist/{entry_id}/correct", follow_redirects=False,
+                            data={"reason": "typo", "display_name": "a\r\nb"})
+    assert one_line.status_code == 422
+    entry = api.reg.ctx.repo.entry(entry_id)
+    assert entry is not None and (entry.features, entry.revision) == ("navy cap", 1)
+
+    decomposed = unicodedata.normalize("NFD", "ガッツ")  # as some keyboards send it
+    assert decomposed != "ガッツ"
+    done = manager.post(f"/watchlist/{entry_id}/correct", follow_redirects=False,
+                        data={"reason": "typo", "features": f" 紺の帽子\r\n{decomposed} ",
+                              "display_name": decomposed})
+    assert done.status_code == 303, done.text
+    entry = api.reg.ctx.repo.entry(entry_id)
+    assert entry is not None
+    assert (entry.features, entry.display_name) == ("紺の帽子\nガッツ", "ガッツ")
+    # An incident's text on the tablet's propose form follows the same rule.
+    photo = jpeg_bytes(api.reg.image(BIDEN))
+    proposals = len(api.reg.ctx.repo.entries())
+    for field in ("damage", "description", "confirmation_ref"):
+        refused = api.as_("staff").post("/propose", data=_form(**{field: "x\x1b[8m"}),
+                                        files=[_photo("biden.jpg", photo)],
+                                        follow_redirects=False)
+        assert refused.status_code == 422, (field, refused.status_code)
+    assert len(api.reg.ctx.repo.entries()) == proposals
 
 
 def test_uploads_that_are_not_images_or_too_large_get_a_clear_4xx(api: Api) -> None:
