@@ -68,6 +68,6 @@ class EscapingWriter(io.TextIOBase):
 def install() -> None:
     """Escape everything this process writes to stdout and stderr from now on."""
     if not isinstance(sys.stdout, EscapingWriter):
-        sys.stdout = EscapingWriter(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = EscapingWriter(sys.stdout)
     if not isinstance(sys.stderr, EscapingWriter):
-        sys.stderr = EscapingWriter(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = EscapingWriter(sys.stderr)

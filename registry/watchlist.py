@@ -22,8 +22,8 @@ from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.incidents import validate_incident
 from registry.joint_use.errors import ImportedEntryError
 from registry.reasons import required_reason
-from registry.text import DISPLAY_NAME, FEATURES
 from registry.retention import expiry_for
+from registry.text import DISPLAY_NAME, FEATURES
 from registry.users import require_role
 
 

@@ -84,7 +84,8 @@ def test_login_sets_a_strict_server_side_session_cookie(api: Api) -> None:
     assert len(rows) == 1 and token not in repr(rows)
     # A form login works the same way (the tablet's login page).
     api.client.cookies.clear()
-    form = api.client.post(SESSION, data={"username": "mgr1", "password": PASSWORD})
+    form = api.client.post(SESSION, data={"username": "mgr1", "password": PASSWORD},
+                           headers={"Origin": BASE_URL})  # as a browser posts it
     assert form.status_code == 200 and form.json()["role"] == "manager"
     login_rows = [r for r in api.reg.ctx.repo.audit_rows() if r.action == Action.LOGIN.value]
     assert [r.actor for r in login_rows] == ["staff", "mgr1"]
@@ -139,7 +140,8 @@ def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(api: Api) -> N
     answers = [
         api.client.post(SESSION, json={"username": "staff", "password": "wrong password!"}),
         api.client.post(SESSION, json={"username": "nobody", "password": PASSWORD}),
-        api.client.post(SESSION, data={"username": "staff", "password": "x"}),
+        api.client.post(SESSION, data={"username": "staff", "password": "x"},
+                        headers={"Origin": BASE_URL}),
     ]
     for answer in answers:
         assert answer.status_code == 401
