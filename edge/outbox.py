@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from edge.alerts import Alert
 from edge.archive import SnapshotArchive
 from edge.config import OutboxLifetimes
-from registry.durable import wipe_file, write_private_file
+from registry.durable import make_private_dir, wipe_file, write_private_file
 
 log = logging.getLogger("mamoru.edge.outbox")
 
@@ -83,8 +83,7 @@ class Outbox:
                  *, timeout_s: float = 5.0, lifetimes: OutboxLifetimes | None = None,
                  snapshots: SnapshotArchive | None = None) -> None:
         """`snapshots`: the local snapshot copies, which live as long as the outbox copy."""
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (folder / "rejected").mkdir(exist_ok=True, mode=0o700)
+        make_private_dir(folder / "rejected")
         self._folder = folder
         self._aead = AESGCM(key)
         self._delivery = delivery

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
+from mamoru import terminal
 from mamoru.commands import (
     audit,
     demo,
@@ -22,7 +24,7 @@ from mamoru.commands import (
     users,
     watchlist,
 )
-from mamoru.images import BadImageError
+from mamoru.inputs import InputFileError
 from mamoru.settings import ConfigError
 from models.carrier import FetchError, IntegrityError
 from models.manifest import ManifestError
@@ -57,9 +59,9 @@ for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlis
     app.command(command.__name__)(command)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    BadImageError,
     ConfigError,
     FetchError,
+    InputFileError,  # BadImageError too
     IntegrityError,
     ManifestError,
     PackError,
@@ -68,7 +70,14 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    Everything this process creates is the owner's alone (umask 077), also
+    what a library writes behind mamoru's back (SQLite's journal, logs):
+    defence in depth for the 0600/0700 modes the registry sets itself (G-SEC-2).
+    """
+    os.umask(0o077)
+    terminal.install()  # stored text is shown escaped, never obeyed by the terminal
     try:
         app()
     except USER_ERRORS as exc:

@@ -8,21 +8,22 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from mamoru.inputs import InputFileError, read_input_file
+
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 
-class BadImageError(ValueError):
+class BadImageError(InputFileError):
     """A file given as an image cannot be used as one."""
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
     """A BGR image from disk, or `BadImageError` saying why not."""
-    if not path.is_file():
-        raise BadImageError(f"{path}: no such file")
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise BadImageError(f"{path}: larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        data = read_input_file(path, max_bytes=MAX_IMAGE_BYTES)
+    except InputFileError as exc:
+        raise BadImageError(str(exc)) from None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadImageError(f"{path}: not a readable image (JPEG, PNG, PGM, ...)")
     return np.asarray(image, dtype=np.uint8)

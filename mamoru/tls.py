@@ -9,13 +9,19 @@ tablet or an edge box can check they reached this registry and no other
 (the box pins the certificate file; a tablet's browser shows the fingerprint).
 
     files = ensure_certificate(settings.data_dir / "tls", extra_names=("shop-42",))
-    uvicorn.run(app, ssl_certfile=files.cert, ssl_keyfile=files.key, ...)
+    uvicorn.run(app, ssl_context_factory=lambda config, default: server_context(files), ...)
+
+`server_context` speaks TLS 1.3, and TLS 1.2 only with forward-secret (ECDHE)
+AEAD suites (AES-GCM, ChaCha20-Poly1305): no CBC suite (padding oracles such as
+Lucky13), no static RSA key exchange (no forward secrecy). Every browser,
+Python's `ssl` and the edge boxes speak these.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,13 +33,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mamoru.settings import ConfigError
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 
 VALIDITY = timedelta(days=825)
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
 # Renewed this long before it runs out, so a store never meets an expired page.
 RENEW_BEFORE = timedelta(days=30)
+# OpenSSL's names for TLS 1.2: ECDHE key exchange with an AEAD cipher, nothing else.
+# (TLS 1.3's suites are all AEAD and are not affected by this list.)
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 @dataclass(frozen=True)
@@ -126,14 +135,13 @@ def ensure_certificate(tls_dir: Path, *, extra_names: Sequence[str] = (),
             f"{tls_dir} holds only one of {CERT_NAME} and {KEY_NAME}; remove it to have a new "
             "certificate generated, or pass --cert and --key"
         )
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dir(tls_dir)
     tls_dir.chmod(0o700)
     certificate, key = generate_self_signed(default_names(extra_names), now=now)
     write_private_file(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     write_private_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
-    cert_path.chmod(0o644)  # the certificate is public: boxes and tablets are given a copy
     files = load_certificate(cert_path, key_path)
     return TlsFiles(files.cert, files.key, files.fingerprint_sha256, files.not_after,
                     files.names, created=True)
@@ -162,3 +170,13 @@ def load_certificate(cert_path: Path, key_path: Path) -> TlsFiles:
         raise ConfigError(f"{key_path} is not the key of the certificate {cert_path}")
     return TlsFiles(cert_path, key_path, fingerprint(certificate),
                     certificate.not_valid_after_utc, _names(certificate), created=False)
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """The server's TLS settings: TLS 1.2 (ECDHE + AEAD suites only) or TLS 1.3."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context

@@ -31,6 +31,7 @@ from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Alert, AlertStatus, Device, EntryState, Role, User
 from registry.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
+from registry.text import REASON
 from registry.users import require_role
 
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # decoded PNG
@@ -159,9 +160,6 @@ def list_alerts(ctx: RegistryContext, status: AlertStatus | None = None) -> list
 
 # --- staff decide: a match is a lead, not a verdict -------------------------------
 
-MAX_REASON_CHARS = 1000
-
-
 @dataclass(frozen=True)
 class AlertView:
     """What staff see of one alert: the match, and who decided what (never a template)."""
@@ -253,9 +251,7 @@ def dismiss_alert(ctx: RegistryContext, *, actor: User, alert_id: str, reason: s
 def _decide(ctx: RegistryContext, *, actor: User, alert_id: str, status: AlertStatus,
             reason: str, now: datetime) -> Alert:
     require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
-    reason = reason.strip()
-    if len(reason) > MAX_REASON_CHARS:
-        raise RuleViolationError(f"keep the reason under {MAX_REASON_CHARS} characters")
+    reason = REASON.clean(reason, field="reason")
     with ctx.writing():
         alert = _existing_alert(ctx, alert_id)
         if alert.status is not AlertStatus.OPEN:

@@ -37,6 +37,7 @@ from registry.incidents import validate_incident
 from registry.masking import mask_faces
 from registry.reasons import required_reason
 from registry.retention import expiry_for
+from registry.text import DISPLAY_NAME, FEATURES
 from registry.users import require_role
 from registry.watchlist import EntryView, close_entry, list_entries
 
@@ -136,7 +137,9 @@ def propose(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *, 
             display_name: str = "", now: datetime) -> ProposalResult:
     """Create a proposed entry; it matches nobody until a different manager approves it."""
     require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
-    validate_incident(incident, now)
+    incident = validate_incident(incident, now)
+    features = FEATURES.clean(features, field="features")
+    display_name = DISPLAY_NAME.clean(display_name, field="display_name")
     if not photos:
         raise RuleViolationError("registration needs at least one photo as evidence")
     if engine.info.pack != ctx.index_spec.pack:
@@ -197,12 +200,22 @@ def _insert_proposal(ctx: RegistryContext, actor: User, entry_id: str,
         )
 
 
-def _pending(ctx: RegistryContext, entry_id: str) -> Entry:
+def _pending(ctx: RegistryContext, entry_id: str, decided_by: User) -> Entry:
+    """The proposal awaiting a decision, which `decided_by` may take (G-REG-2).
+
+    Approving and rejecting alike are the second person's decision: a proposer
+    who could reject their own proposal would decide it alone.
+    """
     entry = ctx.repo.entry(entry_id)
     if entry is None:
         raise NotFoundError(f"no entry {entry_id}")
     if entry.state is not EntryState.PROPOSED:
         raise ConflictError(f"entry {entry_id} is {entry.state.value}, not awaiting a decision")
+    if entry.proposed_by == decided_by.user_id:
+        raise SelfApprovalError(
+            "a proposal must be decided by a responsible person other than its proposer "
+            "(G-REG-2: two-person approval)"
+        )
     return entry
 
 
@@ -212,12 +225,7 @@ def approve(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, trained=True)
     reason = required_reason(reason)
     with ctx.writing():
-        entry = _pending(ctx, entry_id)
-        if entry.proposed_by == actor.user_id:
-            raise SelfApprovalError(
-                "a proposal must be approved by a responsible person other than its proposer "
-                "(G-REG-2: two-person approval)"
-            )
+        entry = _pending(ctx, entry_id, actor)
         expires_at = expiry_for(ctx.repo.incidents(entry_id), ctx.policy.retention_years)
         if expires_at <= now:
             raise RuleViolationError(
@@ -243,7 +251,7 @@ def reject(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str,
     require_role(actor, Role.MANAGER, trained=True)
     reason = required_reason(reason)
     with ctx.writing():
-        entry = _pending(ctx, entry_id)
+        entry = _pending(ctx, entry_id, actor)
         close_entry(ctx, replace(entry, decided_by=actor.user_id, decided_at=now,
                                  decision_reason=reason),
                     state=EntryState.REJECTED, action=Action.REJECT, actor=actor.username,

@@ -34,7 +34,7 @@ from registry.clock import from_text, to_text
 from registry.context import RegistryContext, RegistryPaths
 from registry.devices import reapply_device_disables
 from registry.domain import EntryState, Role, User
-from registry.durable import wipe_file, write_private_file
+from registry.durable import make_private_dir, wipe_file, write_private_file
 from registry.errors import RegistryError
 from registry.keys import MasterKey, sqlcipher_pragma_value
 from registry.users import require_role
@@ -89,7 +89,7 @@ def _tar(files: dict[str, Path], manifest: dict[str, Any]) -> bytes:
 def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
     """Write an encrypted snapshot, record it in the audit trail, prune expired backups."""
     require_role(actor, Role.ADMIN)
-    ctx.paths.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(ctx.paths.backups)
     with ctx.writing(), tempfile.TemporaryDirectory(dir=ctx.paths.backups) as scratch:
         snapshot = Path(scratch) / "registry.db"
         _snapshot_database(ctx, snapshot)
@@ -201,7 +201,7 @@ def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
               if name.startswith("evidence/")}
     for image_id in ctx.evidence.ids() - set(wanted):
         ctx.evidence.delete(image_id)
-    ctx.paths.evidence.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(ctx.paths.evidence)
     for image_id, data in wanted.items():
         write_private_file(ctx.paths.evidence / f"{image_id}.bin", data)
 

@@ -20,6 +20,7 @@ import numpy as np
 from registry.audit import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
+from registry.durable import make_private_dir
 from registry.errors import NotInitialisedError, RegistryError, WrongKeyError
 from registry.evidence import EvidenceStore
 from registry.joint_use.keys import rekey_store_keys
@@ -189,7 +190,7 @@ class RegistryContext:
             IndexedTemplate(t.template_id, t.entry_id, np.frombuffer(t.vector, dtype=np.float32))
             for t in self.repo.active_templates(self.index_spec.pack)
         ]
-        self.paths.index.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.paths.index.parent)
         publish_index(self.paths.index, key=self.index_key(), version=version,
                       pack=self.index_spec.pack, dim=self.index_spec.dim, templates=templates)
         return version
@@ -249,7 +250,7 @@ def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
     """Create key file, databases and folders for a new registry; refuse to touch an old one."""
     if paths.database.exists() or paths.audit_database.exists():
         raise RegistryError(f"a registry already exists in {paths.data_dir}")
-    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(paths.data_dir)
     os.chmod(paths.data_dir, 0o700)
     key = load_key_file(paths.key_file) if paths.key_file.exists() else create_key_file(paths.key_file)
     opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)

@@ -1,7 +1,8 @@
 """Writing and erasing private files so that a crash never leaves half of one.
 
 Every file mamoru writes holds personal data or keys (encrypted, but still):
-it is created 0600 from its first byte, written to a temporary name in the
+it is created 0600 from its first byte, in a folder made 0700 by
+`make_private_dir` (each level it creates, whatever the umask), written to a temporary name in the
 same folder, fsynced, renamed over the target, and the folder is fsynced so
 the rename itself survives a power cut. Erasure overwrites before unlinking
 (G-REG-4); on flash or copy-on-write storage that may not reach every old
@@ -29,6 +30,30 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` and its missing parents as 0700 folders, whatever the umask.
+
+    `mkdir(parents=True, mode=0o700)` gives the mode to the last folder only,
+    and cuts it by the umask: `edge/` of `edge/outbox` came out 0755. Folders
+    that exist already are left as they are (a caller that owns one tightens
+    it itself).
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process
+        os.chmod(folder, 0o700)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder")
+    return path
 
 
 def write_private_file(path: Path, data: bytes) -> None:

@@ -48,7 +48,7 @@ class ConflictError(RuleViolationError):
 
 
 class SelfApprovalError(RuleViolationError):
-    """G-REG-2: the proposer of an entry may not approve it; a second person must."""
+    """G-REG-2: the proposer of an entry may not approve or reject it; a second person must."""
 
 
 class StoreDamagedError(RegistryError):

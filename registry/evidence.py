@@ -29,7 +29,7 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.durable import wipe_file, write_private_file
+from registry.durable import make_private_dir, wipe_file, write_private_file
 from registry.errors import RegistryError
 
 KEY_BYTES = 32  # AES-256
@@ -88,8 +88,8 @@ class EvidenceStore:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
         self.folder = Path(folder)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)  # mkdir's mode is cut by the umask, and the folder may exist
+        make_private_dir(self.folder)
+        os.chmod(self.folder, 0o700)  # it may exist from before, made with a looser mode
         self._aead = AESGCM(bytes(key))
 
     def __repr__(self) -> str:

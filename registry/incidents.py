@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from registry.domain import IncidentInput
 from registry.errors import RuleViolationError
+from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION
 
 
-def validate_incident(incident: IncidentInput, now: datetime) -> None:
-    """G-REG-2: only objectively confirmed offences; G-REG-5 categories are enforced by type."""
-    if not incident.confirmation_ref.strip():
+def validate_incident(incident: IncidentInput, now: datetime) -> IncidentInput:
+    """The incident as stored (its free text by `registry.text`'s rule), if registrable.
+
+    G-REG-2: only objectively confirmed offences; G-REG-5 categories are enforced by type.
+    """
+    incident = replace(
+        incident,
+        confirmation_ref=CONFIRMATION_REF.clean(incident.confirmation_ref,
+                                                field="confirmation_ref"),
+        damage=DAMAGE.clean(incident.damage, field="damage"),
+        description=DESCRIPTION.clean(incident.description, field="description"),
+    )
+    if not incident.confirmation_ref:
         raise RuleViolationError(
             "registration needs an objective confirmation of the offence (G-REG-2), "
             "e.g. the police damage-report (被害届) number"
         )
     if incident.occurred_at > now:
         raise RuleViolationError("the incident date is in the future")
+    return incident

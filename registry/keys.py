@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from registry.damage import key_file_damaged
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 from registry.errors import KeyFileError, NotInitialisedError
 
 KEY_BYTES = 32
@@ -61,7 +61,7 @@ def write_key_file(path: Path, key: MasterKey, *, replace: bool = False) -> None
     Without `replace` an existing key file is never touched: overwriting it
     would make the registry unreadable for good.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     if path.exists() and not replace:
         raise KeyFileError(f"a key file already exists at {path}; refusing to replace it")
     write_private_file(path, (key._raw.hex() + "\n").encode("ascii"))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from registry.errors import RuleViolationError
+from registry.text import REASON
 
 
 def required_reason(reason: str, *, what: str = "decision") -> str:
-    """The reason, trimmed; refuses an empty one with a message the person can act on."""
-    if not reason.strip():
+    """The reason as stored (`registry.text`: NFC, trimmed, no control characters);
+    refuses an empty one with a message the person can act on."""
+    cleaned = REASON.clean(reason, field="reason")
+    if not cleaned:
         raise RuleViolationError(f"give a reason: it is recorded with the {what}")
-    return reason.strip()
+    return cleaned

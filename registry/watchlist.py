@@ -23,6 +23,7 @@ from registry.incidents import validate_incident
 from registry.joint_use.errors import ImportedEntryError
 from registry.reasons import required_reason
 from registry.retention import expiry_for
+from registry.text import DISPLAY_NAME, FEATURES
 from registry.users import require_role
 
 
@@ -97,8 +98,9 @@ def correct(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str, no
     """G-REG-3/G-DSR-2: correct what is recorded; the audit names the fields, not the values."""
     require_role(actor, Role.MANAGER, trained=True)
     reason = required_reason(reason)
-    changes = {k: v.strip() for k, v in
-               (("features", features), ("display_name", display_name)) if v is not None}
+    changes = {field: rule.clean(value, field=field) for field, rule, value in
+               (("features", FEATURES, features), ("display_name", DISPLAY_NAME, display_name))
+               if value is not None}
     if not changes:
         raise RuleViolationError("nothing to correct: give --features or --display-name")
     with ctx.writing():
@@ -119,7 +121,7 @@ def add_reoffence(ctx: RegistryContext, *, actor: User, entry_id: str, incident:
                   now: datetime) -> Entry:
     """G-REG-4: a new, confirmed offence restarts the retention period from its date."""
     require_role(actor, Role.MANAGER, trained=True)
-    validate_incident(incident, now)
+    incident = validate_incident(incident, now)
     with ctx.writing():
         entry = _own_entry(ctx, entry_id)
         if entry.state is not EntryState.ACTIVE:

@@ -82,7 +82,7 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.durable import temp_prefix, write_private_file
+from registry.durable import make_private_dir, temp_prefix, write_private_file
 from registry.errors import RegistryError
 
 MAGIC = b"MAMORUIX"
@@ -298,7 +298,7 @@ def _clear_header(version: int, pack_bytes: bytes) -> bytes:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Old version or new one after a crash; stale temps of crashed publishes go first."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     _remove_stale_temps(path)
     write_private_file(path, data)
 

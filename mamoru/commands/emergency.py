@@ -12,7 +12,7 @@ from mamoru.commands.session import AsOption, login, registry, resolve_entry
 from mamoru.settings import get_settings
 from mamoru.wiring import open_engine
 from registry.clock import utc_now
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 from registry.joint_use import emergency
 
 app = typer.Typer(help="One-off emergency provision of one entry outside joint use (G-SHR-6): "
@@ -65,7 +65,7 @@ def provide(
         actor = login(ctx, as_user)
         package = emergency.provide_share(ctx, open_engine(settings), actor=actor,
                                           share_id=share_id, now=utc_now())
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(out)
     write_private_file(out / "share.json", json.dumps(
         {**package.fields, "recipient": package.recipient}, ensure_ascii=False,
         indent=2).encode("utf-8"))

@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
+from mamoru.inputs import read_input_file
 from registry.clock import utc_now
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 from registry.joint_use import objections, scheme, sync, transport
 from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys
@@ -38,7 +39,7 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="why; recorded")]
 
 
 def _write(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     write_private_file(path, blob)
 
 
@@ -158,7 +159,7 @@ def import_(
         "--receipt-out", help="where to write the receipt; default BUNDLE_FILE.receipt")] = None,
 ) -> None:
     """Verify and apply a bundle whole (or refuse it whole); write the signed receipt."""
-    blob = bundle_file.read_bytes()
+    blob = read_input_file(bundle_file)
     with registry() as ctx:
         actor = login(ctx, as_user)
         result = sync.import_bundle(ctx, scheme.scheme_in_force(ctx), blob, utc_now(),
@@ -268,7 +269,7 @@ def receipt(
     as_user: AsOption,
 ) -> None:
     """Apply a member's receipt: record what it holds and which erasures it confirmed."""
-    blob = receipt_file.read_bytes()
+    blob = read_input_file(receipt_file)
     with registry() as ctx:
         actor = login(ctx, as_user)
         applied = sync.apply_receipt(ctx, scheme.scheme_in_force(ctx), blob, utc_now(),

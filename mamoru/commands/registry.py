@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mamoru.commands.session import AsOption, login, read_password, registry
+from mamoru.commands.session import AsOption, login, read_new_password, registry
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, open_registry_from, registry_paths, rekey_edge_copies
 from registry.backup import create_backup, put_back_damaged_database, restore_backup
@@ -28,9 +28,12 @@ key_app = typer.Typer(help="The master key.")
 def init(
     admin: Annotated[str, typer.Option(help="name of the first admin user")] = "admin",
 ) -> None:
-    """Create the key file (0600), the encrypted databases and the first admin user."""
+    """Create the key file (0600), the encrypted databases and the first admin user.
+
+    The admin's password: MAMORU_NEW_PASSWORD, or typed twice at the prompt.
+    """
     settings = get_settings()
-    password = read_password(f"New password for {admin}")
+    password = read_new_password(admin)
     validate_new_password(password)
     paths = registry_paths(settings)
     with init_registry(paths, settings.registry, index_spec(settings)) as ctx, ctx.writing():

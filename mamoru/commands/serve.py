@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from ssl import SSLContext
+from typing import Annotated, Any
 
 import typer
 
 from mamoru.settings import ConfigError, get_settings
-from mamoru.tls import TlsFiles, ensure_certificate, load_certificate
+from mamoru.tls import TlsFiles, ensure_certificate, load_certificate, server_context
 from mamoru.wiring import open_engine, open_registry_from
 
 
@@ -77,7 +79,7 @@ def serve(
     engine = open_engine(settings)
     if tls is None:
         typer.echo(f"serving plain HTTP on loopback only: {_url('http', host, port)}")
-        ssl: dict[str, str] = {}
+        ssl: dict[str, object] = {}
     else:
         made = f"new self-signed certificate in {tls.cert.parent}" if tls.created else str(tls.cert)
         typer.echo(f"serving {_url('https', host, port)}")
@@ -86,6 +88,16 @@ def serve(
         typer.echo(f"certificate SHA-256 fingerprint: {tls.fingerprint_sha256}")
         if not _is_wildcard(host) and not is_loopback(host) and host not in tls.names:
             typer.echo(f"warning: the certificate is not valid for {host}", err=True)
-        ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+        ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key),
+               "ssl_context_factory": _context_factory(tls)}
     uvicorn.run(create_app(settings, engine=engine), host=host, port=port, server_header=False,
                 proxy_headers=False, log_level="info", **ssl)  # type: ignore[arg-type]
+
+
+def _context_factory(files: TlsFiles) -> Callable[[Any, Callable[[], SSLContext]], SSLContext]:
+    """uvicorn's hook for its TLS context: ours (`mamoru.tls.server_context`), not its default."""
+
+    def factory(config: Any, default: Callable[[], SSLContext]) -> SSLContext:
+        return server_context(files)
+
+    return factory

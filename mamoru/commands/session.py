@@ -1,7 +1,9 @@
 """Opening the registry and logging in for one CLI command.
 
-Passwords come from `MAMORU_PASSWORD` or an interactive prompt, never from a
-command-line argument (which would land in shell history and `ps`).
+Passwords come from `MAMORU_PASSWORD` (the password of `--as`) or
+`MAMORU_NEW_PASSWORD` (a password being set: `registry init`, `user add`) or
+an interactive prompt, never from a command-line argument (which would land
+in shell history and `ps`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ def read_password(prompt: str = "Password") -> str:
     if from_env is not None:
         return from_env
     return str(typer.prompt(prompt, hide_input=True))
+
+
+def read_new_password(username: str) -> str:
+    """The password to set for `username`: `MAMORU_NEW_PASSWORD`, else typed twice.
+
+    Never `MAMORU_PASSWORD`: that is the password of the person running the
+    command, not the one they are setting for someone else.
+    """
+    from_env = os.environ.get("MAMORU_NEW_PASSWORD")
+    if from_env:
+        return from_env
+    return str(typer.prompt(f"New password for {username}", hide_input=True,
+                            confirmation_prompt=True))
 
 
 @contextmanager

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
 
-from mamoru.commands.session import AsOption, JsonOption, login, read_password, registry
+from mamoru.commands.session import AsOption, JsonOption, login, read_new_password, registry
 from registry.clock import to_text, utc_now
 from registry.domain import Role
 from registry.users import add_user, change_role, disable_user, record_training, require_role
@@ -26,7 +25,7 @@ def add(
     with registry() as ctx:
         admin = login(ctx, as_user)
         require_role(admin, Role.ADMIN)
-        password = os.environ.get("MAMORU_NEW_PASSWORD") or read_password(f"New password for {username}")
+        password = read_new_password(username)
         with ctx.writing():
             add_user(ctx.repo, ctx.audit, actor=admin.username, username=username, role=role,
                      password=password, now=utc_now())

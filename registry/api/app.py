@@ -14,7 +14,7 @@ their session cookie, with roles per route (`routes/session.py`, `alerts.py`,
 `registrations.py`, `watchlist.py`, `audit.py`); member stores the signature of
 the joint-use bundle they push (`joint_use.py`); anyone the public notice
 (`notice.py`, whose hash is recorded at start-up when it changed). Every request passes the
-rate limit, then the body limit.
+rate limit, then the body limit; every HTTPS answer carries HSTS (`hsts.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from registry.alerts import MAX_SNAPSHOT_B64_CHARS
 from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
 from registry.api.gate import RegistryGate
+from registry.api.hsts import StrictTransportSecurity
 from registry.api.limits import RateLimits, RequestLimits
 from registry.api.routes import (
     alerts,
@@ -101,6 +102,7 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
                        login_per_minute=settings.web.login_rate_limit_per_minute,
                        login_paths=LOGIN_PATHS)
+    app.add_middleware(StrictTransportSecurity)  # outermost: refusals carry it too
     for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, notice,
                    pages):
         app.include_router(module.router)

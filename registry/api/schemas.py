@@ -22,6 +22,7 @@ from registry.domain import (
     OffenceCategory,
     Role,
 )
+from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES, REASON
 
 __all__ = ["AlertIn", "AlertReceipt", "IndexVersionOut"]  # and the people's models below
 
@@ -58,8 +59,8 @@ class IndexVersionOut(BaseModel):
 
 # --- people ---------------------------------------------------------------------------
 
-_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # printable text; newlines and tabs allowed
-Reason = Annotated[str, Field(max_length=1000, pattern=_TEXT)]
+# Free text: the registry's one rule (`registry.text`), refused here before anything runs.
+Reason = Annotated[str, REASON]
 
 
 class LoginIn(BaseModel):
@@ -95,8 +96,8 @@ class CorrectIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reason: Reason
-    features: Annotated[str, Field(max_length=1000, pattern=_TEXT)] | None = None
-    display_name: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
+    features: Annotated[str, FEATURES] | None = None
+    display_name: Annotated[str, DISPLAY_NAME] | None = None
 
 
 class IncidentIn(BaseModel):
@@ -110,9 +111,9 @@ class IncidentIn(BaseModel):
     category: OffenceCategory
     occurred_at: AwareDatetime | date
     confirmation_kind: ConfirmationKind = ConfirmationKind.POLICE_REPORT
-    confirmation_ref: str = Field(min_length=1, max_length=200, pattern=_TEXT)
-    damage: str = Field(default="", max_length=1000, pattern=_TEXT)
-    description: str = Field(default="", max_length=2000, pattern=_TEXT)
+    confirmation_ref: Annotated[str, Field(min_length=1), CONFIRMATION_REF]
+    damage: Annotated[str, DAMAGE] = ""
+    description: Annotated[str, DESCRIPTION] = ""
 
     def to_input(self) -> IncidentInput:
         moment = self.occurred_at
@@ -129,8 +130,8 @@ class ProposalFromAlertIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     incident: IncidentIn
-    features: str = Field(default="", max_length=1000, pattern=_TEXT)
-    display_name: str = Field(default="", max_length=200, pattern=_TEXT)
+    features: Annotated[str, FEATURES] = ""
+    display_name: Annotated[str, DISPLAY_NAME] = ""
 
 
 class ProposalOut(BaseModel):

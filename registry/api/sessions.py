@@ -5,7 +5,8 @@ starts a session held by the server in the encrypted registry: the browser's
 cookie `mamoru_session` carries a random 256-bit token, and the database keeps
 only its SHA-256 as the session id, with the user, when it started and was
 last used, its absolute end and its CSRF token. A session ends on logout,
-after `web.session_idle_minutes` without a request, `web.session_absolute_hours`
+after `web.session_idle_minutes` without a request (`idle_limit`: never
+earlier, at most a minute later), `web.session_absolute_hours`
 after login, or as soon as its user is disabled.
 
 `web.lockout_failures` consecutive failures for one user name (known or not:
@@ -88,6 +89,18 @@ class IssuedSession:
     user: User
 
 
+def idle_limit(web: WebSettings) -> timedelta:
+    """How long after its recorded `last_seen_at` a session ends for idleness.
+
+    `last_seen_at` is written at most every TOUCH_INTERVAL, so the session's
+    last request may have come up to TOUCH_INTERVAL after it: the session gets
+    that much more, so it never ends before `session_idle_minutes` of real
+    idleness (and at most TOUCH_INTERVAL after). The one rule for checking a
+    session and for sweeping stale ones.
+    """
+    return timedelta(minutes=web.session_idle_minutes) + TOUCH_INTERVAL
+
+
 def session_id_of(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -118,7 +131,7 @@ def conclude_login(ctx: RegistryContext, web: WebSettings, *, username: str,
     with ctx.writing(), ctx.repo.unit_of_work():
         ctx.repo.prune_login_failures(last_failure_before=now - FAILURE_MEMORY, now=now)
         ctx.repo.delete_stale_web_sessions(
-            idle_before=now - timedelta(minutes=web.session_idle_minutes), now=now)
+            idle_before=now - idle_limit(web), now=now)
         record = ctx.repo.login_failures(key)
         if record is not None and record.locked_until is not None and record.locked_until <= now:
             ctx.repo.clear_login_failures(key)  # the lock ran out: start counting afresh
@@ -170,7 +183,7 @@ def resolve_session(ctx: RegistryContext, web: WebSettings, *, token: str | None
     if session is None:
         raise SessionEndedError("your session has ended; log in again")
     user = ctx.repo.user_by_id(session.user_id)
-    idle = now - session.last_seen_at > timedelta(minutes=web.session_idle_minutes)
+    idle = now >= session.last_seen_at + idle_limit(web)
     if idle or now >= session.expires_at or user is None or not user.active:
         with ctx.repo.unit_of_work():
             ctx.repo.delete_web_session(session.session_id)

@@ -31,6 +31,7 @@ from registry.domain import EmergencyCheck, EmergencyShare, EntryState, Role, Us
 from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.joint_use.errors import ImportedEntryError
 from registry.masking import mask_all_faces
+from registry.text import REASON
 from registry.users import require_role
 
 MIN_CHECKERS = 2
@@ -77,9 +78,10 @@ def record_check(ctx: RegistryContext, *, actor: User, share_id: str, present_da
                  necessity: str, proportionality: str, now: datetime) -> EmergencyCheck:
     """One person's check of the three requirements, each with a reason."""
     require_role(actor, Role.STAFF, Role.MANAGER, Role.ADMIN, trained=True)
-    reasons = {"present danger": present_danger, "necessity": necessity,
-               "proportionality": proportionality}
-    missing = [name for name, text in reasons.items() if not text.strip()]
+    reasons = {name: REASON.clean(text, field=name) for name, text in
+               (("present danger", present_danger), ("necessity", necessity),
+                ("proportionality", proportionality))}
+    missing = [name for name, text in reasons.items() if not text]
     if missing:
         raise RuleViolationError(f"give a reason for each requirement; missing: "
                                  f"{', '.join(missing)} (G-SHR-6)")
@@ -87,8 +89,8 @@ def record_check(ctx: RegistryContext, *, actor: User, share_id: str, present_da
         share = _open_share(ctx, share_id)
         if any(c.user_id == actor.user_id for c in ctx.repo.emergency_checks(share_id)):
             raise ConflictError(f"{actor.username} already recorded a check of this request")
-        check = EmergencyCheck(share_id, actor.user_id, actor.role, present_danger.strip(),
-                               necessity.strip(), proportionality.strip(), now)
+        check = EmergencyCheck(share_id, actor.user_id, actor.role, reasons["present danger"],
+                               reasons["necessity"], reasons["proportionality"], now)
         with ctx.repo.unit_of_work():
             ctx.repo.add_emergency_check(check)
             ctx.audit.record(actor=actor.username, action=Action.EMERGENCY_SHARE_CHECKED, at=now,

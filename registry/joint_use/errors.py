@@ -58,15 +58,11 @@ class SignatureError(BundleRefusedError):
 
 
 class SequenceError(BundleRefusedError):
-    """Not the next sequence number from that sender."""
+    """Not a newer sequence number than the last applied from that sender."""
 
 
 class ReplayError(SequenceError):
     """A sequence number that was already applied (a replay or a duplicate)."""
-
-
-class GapError(SequenceError):
-    """A later sequence number than the next one: earlier bundles are missing."""
 
 
 class RegionRuleError(BundleRefusedError, ProvisionRefusedError):

@@ -33,12 +33,15 @@ from pydantic import (
 
 from registry.domain import Entry, Incident, OffenceCategory, TemplateRecord
 from registry.joint_use.errors import ForbiddenFieldError
+from registry.text import TextRule
 
 ENTRY_ID_PATTERN = r"^[0-9a-f]{32}$"
 MEMBER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 8 << 20
 MAX_TEXT = 2000
+# A member's free text obeys this store's one rule (`registry.text`), at the wire's length.
+SHARED_TEXT = TextRule(MAX_TEXT, multiline=True)
 
 # What the scheme publishes as its "data items" (G-SHR-1): one id per allow-listed
 # item, with the wording of the notice page. The scheme file must list exactly these.
@@ -94,7 +97,7 @@ class SharedOffence(AllowListed):
 
     occurred_at: datetime
     category: OffenceCategory
-    damage: str = Field(default="", max_length=MAX_TEXT)
+    damage: Annotated[str, SHARED_TEXT] = ""
 
 
 class SharedTemplate(AllowListed):
@@ -122,7 +125,7 @@ class SharedEntry(AllowListed):
     origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
     revision: int = Field(ge=1, description="bumps with every correction at the origin")
     offences: tuple[SharedOffence, ...] = Field(min_length=1, max_length=100)
-    features: str = Field(default="", max_length=MAX_TEXT)
+    features: Annotated[str, SHARED_TEXT] = ""
     images: tuple[PngBytes, ...] = Field(default=(), max_length=16)
     templates: tuple[SharedTemplate, ...] = Field(min_length=1, max_length=64)
     expires_at: datetime

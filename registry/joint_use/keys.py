@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from registry.durable import write_private_file
+from registry.durable import make_private_dir, write_private_file
 from registry.joint_use.errors import StoreKeysError
 from registry.keys import MasterKey
 
@@ -97,7 +97,7 @@ def create_store_keys(path: Path, master: MasterKey, member_id: str) -> StoreKey
             f"joint-use keys already exist at {path}; replacing them would cut this store "
             "out of the scheme until every member updates its scheme file"
         )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     os.chmod(path.parent, 0o700)
     keys = StoreKeys(member_id, Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
     write_private_file(path, _seal(keys, master))

@@ -17,7 +17,6 @@ from typing import Protocol
 
 from registry.joint_use.bundle import Bundle, Opened
 from registry.joint_use.errors import (
-    GapError,
     NotAMemberError,
     PackMismatchError,
     ProvisionRefusedError,
@@ -38,7 +37,7 @@ class Transfer:
     recipient: str
     sequence: int
     former_members: frozenset[str] = frozenset()
-    expected_sequence: int | None = None  # on import: the next one we accept from the sender
+    expected_sequence: int | None = None  # on import: the lowest one we accept from the sender
     opened: Opened | None = None  # on import: the decrypted envelope
     bundle: Bundle | None = None  # on import, once the signature verified
     indexed_pack: tuple[str, int] | None = None  # on import: (pack, dim) this store indexes
@@ -106,8 +105,12 @@ class SignatureVerifies:
         transfer.opened.verify(member.verifier())
 
 
-class NextSequence:
-    """Exactly the next sequence from this sender: no replay, no gap, no reordering."""
+class NewerSequence:
+    """Only a sequence above the last one applied from this sender: no replay, no going back.
+
+    A gap is fine: whatever a lost or skipped bundle held is not acknowledged by
+    a receipt, so the sender's next sync plans it again.
+    """
 
     def check(self, transfer: Transfer) -> None:
         expected = transfer.expected_sequence
@@ -115,15 +118,11 @@ class NextSequence:
             raise ProvisionRefusedError("the expected sequence is unknown; refusing (fail closed)")
         if transfer.sequence < expected:
             raise ReplayError(
-                f"bundle #{transfer.sequence} from {transfer.sender} was already applied (next "
-                f"expected #{expected}): a replay or a duplicate; nothing was imported"
-            )
-        if transfer.sequence > expected:
-            skipped = f"#{expected}" + (f"..#{transfer.sequence - 1}"
-                                        if transfer.sequence - 1 > expected else "")
-            raise GapError(
-                f"bundle #{transfer.sequence} from {transfer.sender} skips {skipped}: "
-                "import the earlier bundle first; nothing was imported"
+                f"bundle #{transfer.sequence} from {transfer.sender} is not newer than #"
+                f"{expected - 1}, already applied here (a replay, a duplicate, or one a later "
+                "bundle covered); nothing was imported. If "
+                f"{transfer.sender} still waits for this store's receipt, send it again: "
+                f"`mamoru joint-use resend-receipt --from {transfer.sender}`"
             )
 
 
@@ -176,4 +175,4 @@ def signer_policy() -> AllOf:
 
 def content_policy() -> AllOf:
     """Once the signed content is parsed: sequence, region, pack."""
-    return AllOf([NextSequence(), RegionRuleAllows(), PackIndexedHere()])
+    return AllOf([NewerSequence(), RegionRuleAllows(), PackIndexedHere()])

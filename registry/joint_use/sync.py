@@ -14,7 +14,7 @@ At the recipient, `import_bundle` checks, in this order, and refuses the
 whole bundle with a typed one-line error and no change at all if any check
 fails: the clear header is addressed to us and signed by the current member
 it names (before anything is decrypted); it decrypts for us and the signed
-content verifies; the sequence is exactly the next one from that sender; the region
+content verifies; the sequence is above the last one applied from that sender; the region
 rule allows it; every template is of the pack this store indexes. It then
 applies everything in one transaction: imported entries are active at once
 (the origin's two-person approval is what counts) but are not editable
@@ -270,14 +270,23 @@ _ENVELOPE_ROOM = 64 * 1024
 _SMALL_ITEM = 512
 
 
+def _last_sent(ctx: RegistryContext, member: str) -> int:
+    """The highest sequence sent to `member` (acknowledged or still awaiting its receipt)."""
+    pending = ctx.repo.sent_bundles(member)
+    return max([ctx.repo.last_acked_sequence(member), *(b.sequence for b in pending)])
+
+
 def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now: datetime, *,
                   actor: User | None = None,
                   policy: TransferPolicy | None = None) -> bytes:
     """The next bundle for `to_member`: what it has not acknowledged, up to one bundle's limits.
 
-    Exporting again before the member's receipt comes back gives a new bundle
-    with the same sequence number and a superset of the content; the member
-    applies whichever arrives first and refuses the other as a replay.
+    Every export takes a new sequence number (one above the last sent), and
+    each carries all the member has not acknowledged, so a later bundle covers
+    every earlier one: exporting again before the member's receipt comes back
+    (an erasure made meanwhile, a lost file) gives a bundle the member applies
+    whether or not it applied the earlier one, never a second "#1" it would
+    refuse as a replay.
     """
     return export_parts(ctx, scheme, to_member, now, actor=actor, policy=policy,
                         max_parts=1)[0].blob
@@ -301,13 +310,13 @@ def export_parts(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now
         raise ProvisionRefusedError("a store does not send bundles to itself")
     keys = store_keys(ctx, scheme)
     (policy or provision_policy()).check(Transfer(
-        scheme, me, to_member, ctx.repo.last_acked_sequence(to_member) + 1,
+        scheme, me, to_member, _last_sent(ctx, to_member) + 1,
         frozenset(former_members(ctx, scheme))))
     ensure_notice_current(ctx)  # G-NOT-2/G-SHR-1: visitors were told what is shared
     recipient = scheme.member(to_member)
     assert recipient is not None  # the policy refused non-members
     with ctx.writing():
-        first = ctx.repo.last_acked_sequence(to_member) + 1
+        first = _last_sent(ctx, to_member) + 1
         parts, left = _parts(ctx, _plan(ctx, to_member, now), max_parts)
         # Forwarded requests and answers to them are few and small: they ride in the first part.
         forwards = tuple(requests.forwards_for(ctx, to_member))
@@ -827,6 +836,6 @@ def status(ctx: RegistryContext, scheme: LoadedScheme) -> list[MemberStatus]:
             allowed = False
         rows.append(MemberStatus(
             member.member_id, member.store_name, member.region, allowed,
-            max([acked, *(b.sequence for b in pending)]), acked,
+            _last_sent(ctx, member.member_id), acked,
             inbound.last_sequence if inbound else 0, tuple(waiting)))
     return rows

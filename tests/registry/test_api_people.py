@@ -12,6 +12,7 @@ checked before anything is stored (G-REG-1); auditors never see a face.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,14 +20,18 @@ import cv2
 import numpy as np
 import pytest
 
+from registry import watchlist
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
-from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED
+from registry.api.html import LOGIN_CSRF_COOKIE
+from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit import Action
 from registry.domain import AlertStatus, EntryState
+from registry.errors import RuleViolationError
 from registry.users import disable_user
 from tests.registry.conftest import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.people import (
+    BASE_URL,
     NOW,
     Api,
     Clock,
@@ -79,18 +84,64 @@ def test_login_sets_a_strict_server_side_session_cookie(api: Api) -> None:
     assert len(rows) == 1 and token not in repr(rows)
     # A form login works the same way (the tablet's login page).
     api.client.cookies.clear()
-    form = api.client.post(SESSION, data={"username": "mgr1", "password": PASSWORD})
+    form = api.client.post(SESSION, data={"username": "mgr1", "password": PASSWORD},
+                           headers={"Origin": BASE_URL})  # as a browser posts it
     assert form.status_code == 200 and form.json()["role"] == "manager"
     login_rows = [r for r in api.reg.ctx.repo.audit_rows() if r.action == Action.LOGIN.value]
     assert [r.actor for r in login_rows] == ["staff", "mgr1"]
     assert all(PASSWORD not in r.details for r in api.reg.ctx.repo.audit_rows())
 
 
+def test_a_login_from_another_site_s_page_is_refused(api: Api) -> None:
+    """Login CSRF: a browser's login must come from the registry's own page.
+
+    A browser sends `Origin` with every POST: a missing one is refused for a
+    form (or any body a page elsewhere could post), `null` (a sandboxed or
+    file: page) and a foreign one always. A JSON body needs a CORS preflight
+    the app never grants, so only a non-browser client (a script) sends one
+    without `Origin`.
+    """
+    creds = {"username": "staff", "password": PASSWORD}
+    as_text = json.dumps(creds)
+    refused = [
+        api.client.post(SESSION, json=creds, headers={"Origin": "null"}),
+        api.client.post(SESSION, json=creds, headers={"Origin": "https://evil.example"}),
+        api.client.post(SESSION, data=creds),  # a form without Origin
+        api.client.post(SESSION, data=creds, headers={"Origin": "null"}),
+        api.client.post(SESSION, content=as_text, headers={"Content-Type": "text/plain"}),
+    ]
+    for answer in refused:
+        assert answer.status_code == 403, answer.text
+        assert COOKIE_NAME not in answer.headers.get("set-cookie", "")
+    api.client.cookies.clear()
+    assert api.client.post(SESSION, data=creds, headers={"Origin": BASE_URL}).status_code == 200
+    api.client.cookies.clear()
+    assert api.client.post(SESSION, json=creds).status_code == 200  # a script, not a browser
+    api.client.cookies.clear()
+    # The tablet's login form alike.
+    page = api.client.get("/login")
+    token = page.cookies.get(LOGIN_CSRF_COOKIE)
+    assert token
+    form = {**creds, "csrf_token": token}
+    for origin in (None, "null", "https://evil.example"):
+        headers = {"Cookie": f"{LOGIN_CSRF_COOKIE}={token}"}
+        if origin is not None:
+            headers["Origin"] = origin
+        answer = api.client.post("/login", data=form, headers=headers, follow_redirects=False)
+        assert answer.status_code == 403, (origin, answer.status_code)
+        assert COOKIE_NAME not in answer.headers.get("set-cookie", "")
+    answer = api.client.post("/login", data=form, follow_redirects=False,
+                             headers={"Cookie": f"{LOGIN_CSRF_COOKIE}={token}",
+                                      "Origin": BASE_URL})
+    assert answer.status_code == 303, answer.text
+
+
 def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(api: Api) -> None:
     answers = [
         api.client.post(SESSION, json={"username": "staff", "password": "wrong password!"}),
         api.client.post(SESSION, json={"username": "nobody", "password": PASSWORD}),
-        api.client.post(SESSION, data={"username": "staff", "password": "x"}),
+        api.client.post(SESSION, data={"username": "staff", "password": "x"},
+                        headers={"Origin": BASE_URL}),
     ]
     for answer in answers:
         assert answer.status_code == 401
@@ -144,6 +195,29 @@ def test_a_session_ends_when_idle_and_after_a_shift(api: Api) -> None:
     api.clock.advance(minutes=14)
     assert api.clock.now - NOW > timedelta(hours=8)
     assert busy.get(SESSION).status_code == 401
+
+
+def test_the_idle_timeout_never_ends_a_session_early(api: Api) -> None:
+    """A request within a minute of the last recorded use is not written down (TOUCH_INTERVAL);
+    the session still lasts the full idle time after it, and at most a minute longer."""
+    idle = timedelta(minutes=api.reg.settings.web.session_idle_minutes)
+    staff = api.as_("staff")
+    api.clock.advance(seconds=59)
+    assert staff.get(SESSION).status_code == 200  # used, but not written down
+    api.clock.advance(seconds=idle.total_seconds() - 1)
+    assert staff.get(SESSION).status_code == 200  # idle for 1 s less than the limit
+    # That request was written down: from here the limit counts again, and ends in time.
+    api.clock.advance(seconds=idle.total_seconds() + TOUCH_INTERVAL.total_seconds() - 1)
+    assert staff.get(SESSION).status_code == 200
+    api.clock.advance(seconds=idle.total_seconds() + TOUCH_INTERVAL.total_seconds())
+    assert staff.get(SESSION).status_code == 401
+    # Another person's login sweeps stale sessions by the same arithmetic.
+    other = api.as_("mgr1")
+    api.clock.advance(seconds=59)
+    assert other.get(SESSION).status_code == 200
+    api.clock.advance(seconds=idle.total_seconds() - 1)
+    log_in(api.client, "mgr2")
+    assert other.get(SESSION).status_code == 200
 
 
 def test_logout_needs_the_csrf_token_and_ends_the_session(api: Api) -> None:
@@ -292,6 +366,77 @@ def test_propose_from_photos_then_only_another_manager_approves(api: Api) -> Non
     rejected = mgr2.post(f"/api/v1/proposals/{entry_id}/reject", json={"reason": "unclear"})
     assert rejected.status_code == 200 and rejected.json()["state"] == "rejected"
     assert rejected.json()["display_name"] == "" and rejected.json()["evidence_images"] == []
+
+
+def test_a_proposer_cannot_reject_their_own_proposal(api: Api) -> None:
+    """G-REG-2: the decision on a proposal, either way, is a second person's (README: 403)."""
+    mgr1, mgr2 = api.as_("mgr1"), api.as_("mgr2")
+    own = mgr1.post("/api/v1/proposals", data=_form(), files=[
+        _photo("biden.jpg", jpeg_bytes(api.reg.image(BIDEN)))])
+    assert own.status_code == 201, own.text
+    own_id = own.json()["entry_id"]
+    refused = mgr1.post(f"/api/v1/proposals/{own_id}/reject", json={"reason": "changed my mind"})
+    assert refused.status_code == 403, refused.text
+    assert "G-REG-2" in refused.json()["detail"]
+    assert api.reg.ctx.repo.entry(own_id).state is EntryState.PROPOSED  # type: ignore[union-attr]
+    # The tablet's form goes through the same rule.
+    form = mgr1.post(f"/approvals/{own_id}/reject", data={"reason": "changed my mind"},
+                     follow_redirects=False)
+    assert form.status_code == 403
+    assert api.reg.ctx.repo.entry(own_id).state is EntryState.PROPOSED  # type: ignore[union-attr]
+    rejected = mgr2.post(f"/api/v1/proposals/{own_id}/reject", json={"reason": "unclear"})
+    assert rejected.status_code == 200, rejected.text
+
+
+UNSAFE_TEXT = ("ok\x1b]0;owned\x07", "ok\x9b2J", "ok\u202egnp.exe", "ok\x00")
+
+
+def test_free_text_obeys_one_rule_whichever_way_it_comes_in(api: Api) -> None:
+    """Control characters are refused alike by the JSON API, the tablet's forms and the
+    services (the CLI and joint use); text is stored NFC-normalised and trimmed."""
+    entry_id = api.reg.register(OBAMA, features="navy cap")
+    manager = api.as_("mgr1")
+    url = f"/api/v1/watchlist/{entry_id}/correct"
+    for bad in UNSAFE_TEXT:
+        for fields in ({"features": bad}, {"display_name": bad}, {"reason": bad, "features": "x"}):
+            body = {"reason": "typo", **fields}
+            as_json = manager.post(url, json=body)
+            assert as_json.status_code == 422, (fields, as_json.text)
+            as_form = manager.post(f"/watchlist/{entry_id}/correct", data=body,
+                                   follow_redirects=False)
+            assert as_form.status_code == 422, (fields, as_form.status_code)
+        with pytest.raises(RuleViolationError, match="control character"):
+            watchlist.correct(api.reg.ctx, actor=api.reg.user("mgr2"), entry_id=entry_id,
+                              reason="typo", now=NOW, features=bad)
+    surrogate = manager.post(url, content=b'{"reason": "typo", "features": "ok\\ud800"}',
+                             headers={"Content-Type": "application/json"})
+    assert surrogate.status_code == 422, surrogate.text
+    one_line = manager.post(url, json={"reason": "typo", "display_name": "a\nb"})
+    assert one_line.status_code == 422 and "one line" in one_line.text
+    one_line = manager.post(f"/watchlist/{entry_id}/correct", follow_redirects=False,
+                            data={"reason": "typo", "display_name": "a\r\nb"})
+    assert one_line.status_code == 422
+    entry = api.reg.ctx.repo.entry(entry_id)
+    assert entry is not None and (entry.features, entry.revision) == ("navy cap", 1)
+
+    decomposed = unicodedata.normalize("NFD", "ガッツ")  # as some keyboards send it
+    assert decomposed != "ガッツ"
+    done = manager.post(f"/watchlist/{entry_id}/correct", follow_redirects=False,
+                        data={"reason": "typo", "features": f" 紺の帽子\r\n{decomposed} ",
+                              "display_name": decomposed})
+    assert done.status_code == 303, done.text
+    entry = api.reg.ctx.repo.entry(entry_id)
+    assert entry is not None
+    assert (entry.features, entry.display_name) == ("紺の帽子\nガッツ", "ガッツ")
+    # An incident's text on the tablet's propose form follows the same rule.
+    photo = jpeg_bytes(api.reg.image(BIDEN))
+    proposals = len(api.reg.ctx.repo.entries())
+    for field in ("damage", "description", "confirmation_ref"):
+        refused = api.as_("staff").post("/propose", data=_form(**{field: "x\x1b[8m"}),
+                                        files=[_photo("biden.jpg", photo)],
+                                        follow_redirects=False)
+        assert refused.status_code == 422, (field, refused.status_code)
+    assert len(api.reg.ctx.repo.entries()) == proposals
 
 
 def test_uploads_that_are_not_images_or_too_large_get_a_clear_4xx(api: Api) -> None:

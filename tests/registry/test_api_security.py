@@ -22,12 +22,14 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
+from registry.api.app import MAX_REQUEST_BYTES
 from registry.api.deps import RouteInfo, api_routes, route_roles
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER, conclude_login
 from registry.context import open_registry
@@ -143,6 +145,21 @@ def _throwaway_session(api: Api, name: str) -> Person:
     issued = conclude_login(api.reg.ctx, web, username=name, password_ok=True,
                             now=api.clock.now)
     return Person(api.client, name, issued.token, issued.session.csrf_token)
+
+
+def test_every_https_answer_carries_hsts_and_plain_http_none(api: Api) -> None:
+    """G-SEC-2: once a tablet reached the registry over HTTPS it never falls back to HTTP."""
+    manager = api.people["mgr1"]
+    answers = [api.client.get("/login"), api.client.get("/api/v1/session"),  # 200, 401
+               manager.get("/api/v1/alerts"), manager.get("/alerts"),
+               api.client.post("/api/v1/session", content=b"x" * (MAX_REQUEST_BYTES + 1)),
+               api.client.get("/api/v1/edge/index/version")]
+    assert {a.status_code for a in answers} >= {200, 401, 413}
+    for answer in answers:
+        assert answer.headers["strict-transport-security"] == "max-age=31536000", answer.url
+    plain_answer = TestClient(api.client.app, base_url="http://127.0.0.1").get("/login")
+    assert plain_answer.status_code == 200
+    assert "strict-transport-security" not in plain_answer.headers
 
 
 def test_an_auditor_never_receives_an_image(api: Api) -> None:

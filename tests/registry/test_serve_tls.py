@@ -64,6 +64,7 @@ def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Regist
                                 json={"username": "mgr1", "password": PASSWORD})
             assert login.status_code == 200, login.text
             assert "secure" in login.headers["set-cookie"].lower()
+            assert login.headers["strict-transport-security"].startswith("max-age=")
             assert COOKIE_NAME in client.cookies  # kept by the jar: this is https
             assert client.get("/api/v1/session").json()["username"] == "mgr1"
             csrf = login.json()["csrf_token"]
@@ -71,6 +72,7 @@ def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Regist
                                  ).status_code == 204
             assert client.get("/api/v1/session").status_code == 401
         served = ssl.get_server_certificate(("127.0.0.1", port))
+        _only_forward_secret_aead_suites(port, tls_dir / "cert.pem")
         # Not trusted without the pinned certificate; no plain HTTP on the port.
         with pytest.raises(httpx.ConnectError), httpx.Client(timeout=5) as stranger:
             stranger.get(f"{base}/api/v1/session")
@@ -87,6 +89,28 @@ def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Regist
     assert f"https://127.0.0.1:{port}/" in output
     assert stat.S_IMODE((tls_dir / "key.pem").stat().st_mode) == 0o600
     assert stat.S_IMODE(tls_dir.stat().st_mode) == 0o700
+
+
+def _handshake(port: int, cafile: Path, *, ciphers: str) -> str:
+    """A real TLS 1.2 handshake offering only `ciphers`; the suite agreed (or ssl.SSLError)."""
+    client = ssl.create_default_context(cafile=str(cafile))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(ciphers)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        suite = tls.cipher()
+        assert suite is not None
+        return suite[0]
+
+
+def _only_forward_secret_aead_suites(port: int, cafile: Path) -> None:
+    """TLS 1.2 with ECDHE and an AEAD cipher is spoken; CBC suites and static RSA never."""
+    assert "GCM" in _handshake(port, cafile, ciphers="ECDHE+AESGCM")
+    assert "CHACHA20" in _handshake(port, cafile, ciphers="ECDHE+CHACHA20")
+    for cbc in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384",
+                "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA"):
+        with pytest.raises(ssl.SSLError):
+            _handshake(port, cafile, ciphers=cbc)
 
 
 def test_the_certificate_names_this_host_and_lasts_825_days(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from registry.api.limits import BodyStream
 from registry.config import RegistrySettings
 from registry.joint_use.bundle import MAX_CLEAR_BYTES, MAGIC, clear_length
 from registry.joint_use.errors import MalformedBundleError, SchemeError, StoreKeysError
-from registry.joint_use.policy import NextSequence, Transfer
+from registry.joint_use.policy import NewerSequence, Transfer
 from registry.joint_use.scheme import scheme_in_force
 from registry.joint_use.sync import (
     ImportResult,
@@ -107,7 +107,7 @@ async def _authenticated_body(request: Request, rx: Receiver, gate: RegistryGate
     clear = preamble + await stream.read_exactly(clear_length(preamble) - len(preamble))
     sealed = rx.authenticate(clear)
     header = sealed.header
-    NextSequence().check(Transfer(
+    NewerSequence().check(Transfer(
         rx.scheme, header.sender, rx.me, header.sequence, rx.former,
         expected_sequence=await run_in_threadpool(_expected_sequence, gate, header.sender)))
     if sealed.total_bytes > limit:

@@ -101,6 +101,7 @@ from registry.domain import ConfirmationKind, IncidentInput, ReviewDecision, Rol
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
 from registry.oversight import OVERSIGHT_ROLES
 from registry.reviews import review
+from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES, REASON
 from registry.watchlist import (
     add_reoffence,
     correct,
@@ -115,8 +116,13 @@ Reader = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER, Role.AD
 Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
-Reason = Annotated[str, Form(max_length=1000)]
-Text = Annotated[str, Form(max_length=2000)]
+# Free text: the registry's one rule (`registry.text`), as in the JSON API.
+Reason = Annotated[str, Form(), REASON]
+Damage = Annotated[str, Form(), DAMAGE]
+Description = Annotated[str, Form(), DESCRIPTION]
+ConfirmationRef = Annotated[str, Form(), CONFIRMATION_REF]
+Features = Annotated[str, Form(), FEATURES]
+DisplayName = Annotated[str, Form(), DISPLAY_NAME]
 
 
 def rerender(request: Request, page: str, message: str, status: int) -> HTMLResponse | None:
@@ -329,10 +335,10 @@ def proposal_form(
     category: Annotated[str, Form(max_length=40)] = "",
     occurred_at: Annotated[str, Form(max_length=40)] = "",
     confirmation_kind: Annotated[str, Form(max_length=40)] = "",
-    confirmation_ref: Annotated[str, Form(max_length=200)] = "",
-    damage: Text = "", description: Text = "",
-    features: Annotated[str, Form(max_length=1000)] = "",
-    display_name: Annotated[str, Form(max_length=200)] = "",
+    confirmation_ref: ConfirmationRef = "",
+    damage: Damage = "", description: Description = "",
+    features: Features = "",
+    display_name: DisplayName = "",
 ) -> ProposalForm:
     return ProposalForm(category, occurred_at, confirmation_kind, confirmation_ref, damage,
                         description, features, display_name)
@@ -444,8 +450,8 @@ def watchlist_page(request: Request, ctx: ContextDep, current: CurrentSession,
 @router.post("/watchlist/{entry_id}/correct")
 def watchlist_correct(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowDep,
                       reason: Reason = "",
-                      features: Annotated[str | None, Form(max_length=1000)] = None,
-                      display_name: Annotated[str | None, Form(max_length=200)] = None
+                      features: Annotated[Annotated[str, FEATURES] | None, Form()] = None,
+                      display_name: Annotated[Annotated[str, DISPLAY_NAME] | None, Form()] = None
                       ) -> RedirectResponse:
     """G-REG-3: only the fields that changed are corrected (and named in the audit)."""
     entry = view(ctx, actor=user, entry_id=entry_id).entry
@@ -471,8 +477,8 @@ def watchlist_reoffence(entry_id: EntryId, ctx: ContextDep, user: Manager, now: 
                         category: Annotated[str, Form(max_length=40)] = "",
                         occurred_at: Annotated[str, Form(max_length=40)] = "",
                         confirmation_kind: Annotated[str, Form(max_length=40)] = "",
-                        confirmation_ref: Annotated[str, Form(max_length=200)] = "",
-                        damage: Text = "", description: Text = "") -> RedirectResponse:
+                        confirmation_ref: ConfirmationRef = "",
+                        damage: Damage = "", description: Description = "") -> RedirectResponse:
     incident = _incident({"category": category, "occurred_at": occurred_at,
                           "confirmation_kind": confirmation_kind,
                           "confirmation_ref": confirmation_ref, "damage": damage,

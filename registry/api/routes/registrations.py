@@ -34,6 +34,7 @@ from registry.approval import (
 )
 from registry.domain import ConfirmationKind, OffenceCategory, Role, User
 from registry.errors import RuleViolationError
+from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES
 from registry.watchlist import view
 
 router = APIRouter(prefix="/api/v1", tags=["registrations"])
@@ -76,14 +77,15 @@ def create_proposal(
     category: Annotated[OffenceCategory, Form()],
     occurred_at: Annotated[str, Form(max_length=40,
                                      description="ISO date-time with offset, or a date")],
-    confirmation_ref: Annotated[str, Form(min_length=1, max_length=200,
-                                          description="e.g. the police damage-report number")],
+    confirmation_ref: Annotated[str, Form(min_length=1,
+                                          description="e.g. the police damage-report number"),
+                                CONFIRMATION_REF],
     engine: EngineDep, ctx: ContextDep, user: StaffOrManager, now: NowDep,
     confirmation_kind: Annotated[ConfirmationKind, Form()] = ConfirmationKind.POLICE_REPORT,
-    damage: Annotated[str, Form(max_length=1000)] = "",
-    description: Annotated[str, Form(max_length=2000)] = "",
-    features: Annotated[str, Form(max_length=1000)] = "",
-    name: Annotated[str, Form(max_length=200, description="never leaves this store")] = "",
+    damage: Annotated[str, Form(), DAMAGE] = "",
+    description: Annotated[str, Form(), DESCRIPTION] = "",
+    features: Annotated[str, Form(), FEATURES] = "",
+    name: Annotated[str, Form(description="never leaves this store"), DISPLAY_NAME] = "",
 ) -> ProposalOut:
     """Propose a registration from photos and the incident; a different manager approves it."""
     try:

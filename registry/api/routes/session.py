@@ -55,13 +55,23 @@ class CrossSiteLoginError(PermissionDeniedError):
 
 
 def check_same_origin(request: Request) -> None:
-    """Refuse a browser request whose `Origin` is another site (a login form elsewhere)."""
+    """Refuse a login that a browser posts from any page but the registry's own (login CSRF).
+
+    Browsers send `Origin` with every POST, so a form (or any other body a
+    page could post cross-site) without it, with `null` (a sandboxed frame, a
+    file: page) or with another site's is refused. Only a JSON body may come
+    without `Origin`: a page elsewhere cannot send one without a CORS preflight
+    the app never grants, so that is a script, not a browser.
+    """
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return  # not a browser's cross-site request (CLI, tests), or a privacy-stripped one
+    if origin is None:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type == "application/json":
+            return
+        raise CrossSiteLoginError("log in from the registry's own page (no Origin was sent)")
     host = request.headers.get("host", "")
     parts = urlsplit(origin)
-    if parts.netloc != host or parts.scheme != request.url.scheme:
+    if origin == "null" or parts.netloc != host or parts.scheme != request.url.scheme:
         raise CrossSiteLoginError("log in from the registry's own page")
 
 
