@@ -15,7 +15,7 @@ endpoint). The three stores of `test_joint_use` (shared fixtures).
   `GET /api/v1/edge/index/version` answers at once: the registry's lock is
   taken only to apply it.
 - A first sync larger than one bundle is split into bounded bundles that
-  import in order, each whole, with replay and gap refusals, to the same
+  import in order, each whole, with replay refusals, to the same
   state as one bundle.
 """
 
