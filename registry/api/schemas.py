@@ -8,12 +8,13 @@ face template, and images travel only as PNG from their own routes.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from registry.alerts import AlertIn
+from registry.clock import Timestamp
 from registry.domain import (
     AlertStatus,
     ConfirmationKind,
@@ -90,23 +91,21 @@ class CorrectIn(BaseModel):
 class IncidentIn(BaseModel):
     """One objectively confirmed offence (G-REG-2) of a registrable category (G-REG-5).
 
-    `occurred_at`: an ISO date-time with its offset, or a date (taken as 00:00 UTC).
+    `occurred_at`: an ISO date-time with its offset, or a date (taken as 00:00 UTC),
+    within the registry's range (`registry.clock.Timestamp`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     category: OffenceCategory
-    occurred_at: AwareDatetime | date
+    occurred_at: Timestamp
     confirmation_kind: ConfirmationKind = ConfirmationKind.POLICE_REPORT
     confirmation_ref: str = Field(min_length=1, max_length=200, pattern=_TEXT)
     damage: str = Field(default="", max_length=1000, pattern=_TEXT)
     description: str = Field(default="", max_length=2000, pattern=_TEXT)
 
     def to_input(self) -> IncidentInput:
-        moment = self.occurred_at
-        if not isinstance(moment, datetime):
-            moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
-        return IncidentInput(self.category, moment, self.confirmation_kind,
+        return IncidentInput(self.category, self.occurred_at, self.confirmation_kind,
                              self.confirmation_ref.strip(), self.damage.strip(),
                              self.description.strip())
 
