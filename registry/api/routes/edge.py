@@ -16,9 +16,8 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import StreamingResponse
 
 from registry.alerts import receive_alert
-from registry.api.deps import ContextDep, CurrentDevice, current_device
+from registry.api.deps import ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, IndexVersionOut
-from registry.clock import utc_now
 from registry.watchlist_index import read_index_header, read_index_header_from
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
@@ -35,10 +34,10 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 @router.post("/alerts", status_code=201, response_model=AlertReceipt,
              responses={200: {"model": AlertReceipt, "description": "already received"},
                         409: {"description": "alert id used by another device"}, **_ERRORS})
-def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice,
+def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice, now: NowDep,
                response: Response) -> AlertReceipt:
     """Store one match for staff to confirm or dismiss; 201 new, 200 a re-delivery."""
-    alert_id, created = receive_alert(ctx, device=device, payload=payload, now=utc_now())
+    alert_id, created = receive_alert(ctx, device=device, payload=payload, now=now)
     if not created:
         response.status_code = 200
     return AlertReceipt(alert_id=alert_id, created=created)
