@@ -24,10 +24,10 @@ from typing import Any, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry.audit import Action
-from registry.clock import to_text
+from registry.clock import Timestamp, not_in_future, to_text
 from registry.context import RegistryContext
 from registry.domain import Alert, AlertStatus, Device, EntryState, Role, User
 from registry.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
@@ -66,7 +66,7 @@ class AlertIn(BaseModel):
 
     alert_id: str = Field(pattern=_HEX32, description="uuid4 hex from the box; retries reuse it")
     camera: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
-    detected_at: AwareDatetime
+    detected_at: Timestamp
     score: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
     threshold: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
     entry_id: str = Field(pattern=_HEX32)
@@ -121,6 +121,8 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
             if existing.device != device.name:
                 raise AlertConflictError(f"alert id {payload.alert_id} is already used")
             return payload.alert_id, False
+        # A box whose clock runs ahead would put its alerts above every real one.
+        not_in_future(payload.detected_at, now, "detected_at")
         entry = ctx.repo.entry(payload.entry_id)
         if entry is None or entry.state is not EntryState.ACTIVE:
             raise UnknownEntryError(

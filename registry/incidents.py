@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from registry.clock import checked, not_in_future
 from registry.domain import IncidentInput
 from registry.errors import RuleViolationError
 from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION
@@ -27,6 +28,7 @@ def validate_incident(incident: IncidentInput, now: datetime) -> IncidentInput:
             "registration needs an objective confirmation of the offence (G-REG-2), "
             "e.g. the police damage-report (被害届) number"
         )
-    if incident.occurred_at > now:
-        raise RuleViolationError("the incident date is in the future")
-    return incident
+    # Every way in (API, tablet, CLI, joint use) already parsed it as a `Timestamp`;
+    # checked again here for callers of the services themselves.
+    checked(incident.occurred_at, "occurred_at")
+    not_in_future(incident.occurred_at, now, "occurred_at")

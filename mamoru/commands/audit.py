@@ -10,7 +10,7 @@ import typer
 from tqdm import tqdm
 
 from mamoru.commands.session import AsOption, JsonOption, login, registry
-from registry.clock import parse_user_time, utc_now
+from registry.clock import parse_timestamp, utc_now
 from registry.domain import Role
 from registry.expiry import run_expiry
 from registry.users import require_role
@@ -34,13 +34,14 @@ def verify(as_user: AsOption) -> None:
 @app.command("report")
 def report(
     as_user: AsOption,
-    start: Annotated[str, typer.Option("--from", help="start date, e.g. 2026-01-01")],
+    start: Annotated[str, typer.Option(
+        "--from", help="start: a date (00:00 UTC) or a date-time with its zone, e.g. 2026-01-01")],
     end: Annotated[str | None, typer.Option("--to", help="end date (exclusive); default now")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Counts of registrations, approvals and erasures for a period; no faces, no names."""
-    begin = parse_user_time(start)
-    finish = parse_user_time(end) if end else utc_now() + timedelta(seconds=1)
+    begin = parse_timestamp(start, "--from")
+    finish = parse_timestamp(end, "--to") if end else utc_now() + timedelta(seconds=1)
     with registry() as ctx:
         require_role(login(ctx, as_user), Role.AUDITOR, Role.ADMIN, Role.MANAGER)
         counts = ctx.audit.report(begin, finish)
@@ -58,7 +59,7 @@ def expire(
 ) -> None:
     """Erase every entry past its retention period, lapse unjudged alerts, delete old backups
     and prune the audit trail past its retention (the nightly job, G-REG-4, G-RET-1)."""
-    moment = parse_user_time(now) if now else utc_now()
+    moment = parse_timestamp(now, "--now") if now else utc_now()
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
         with tqdm(total=due, desc="expiring", unit="entry", disable=due < 50 or dry_run) as bar:

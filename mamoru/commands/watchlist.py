@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from mamoru.images import read_image
 from mamoru.settings import get_settings
 from mamoru.wiring import open_engine
 from registry import approval, watchlist
-from registry.clock import parse_user_time, utc_now
+from registry.clock import parse_timestamp, utc_now
 from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory
 
 app = typer.Typer(help="Look at the watchlist.")
@@ -23,17 +22,15 @@ app = typer.Typer(help="Look at the watchlist.")
 ReasonOption = Annotated[str, typer.Option("--reason", help="why; recorded with the decision")]
 EntryArgument = Annotated[str, typer.Argument(help="entry id (a unique prefix of 6+ characters)")]
 CategoryOption = Annotated[OffenceCategory, typer.Option(help="G-REG-5 offence category")]
-OccurredOption = Annotated[str, typer.Option("--occurred-at", help="when, e.g. 2026-11-20T14:05 (UTC if no zone)")]
+OccurredOption = Annotated[str, typer.Option(
+    "--occurred-at", help="when, with its zone: 2026-11-20T14:05+09:00 (a date alone: 00:00 UTC)")]
 ConfirmationOption = Annotated[ConfirmationKind, typer.Option(help="how the offence was confirmed")]
 RefOption = Annotated[str, typer.Option("--ref", help="the police report (被害届) number or other reference")]
 
 
 def _incident(category: OffenceCategory, occurred_at: str, confirmation: ConfirmationKind,
               ref: str, damage: str, description: str) -> IncidentInput:
-    try:
-        when: datetime = parse_user_time(occurred_at)
-    except ValueError:
-        raise typer.BadParameter(f"{occurred_at!r} is not a date-time like 2026-11-20T14:05") from None
+    when = parse_timestamp(occurred_at, "--occurred-at")
     return IncidentInput(category, when, confirmation, ref, damage, description)
 
 
@@ -50,9 +47,9 @@ def propose(
     name: Annotated[str, typer.Option(help="name if known; never leaves this store")] = "",
 ) -> None:
     """Propose a registration from photos; a different manager must approve it."""
+    incident = _incident(category, occurred_at, confirmation, ref, damage, description)
     settings = get_settings()
     loaded = [approval.Photo(p.name, read_image(p)) for p in photos]
-    incident = _incident(category, occurred_at, confirmation, ref, damage, description)
     with registry() as ctx:
         actor = login(ctx, as_user)
         engine = open_engine(settings)

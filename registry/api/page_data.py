@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -23,7 +23,7 @@ from registry.api.html import lang_of
 from registry.api.i18n import Translator
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.approval import pending_proposals
-from registry.clock import from_text
+from registry.clock import EARLIEST, from_text
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
 from registry.criteria import all_criteria
@@ -32,7 +32,6 @@ from registry.domain import Alert, ConfirmationKind, EntryState, OffenceCategory
 from registry.oversight import audit_report, verify_trail
 from registry.watchlist import EntryView, list_entries
 
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _CURRENT_STATES = [EntryState.PROPOSED, EntryState.ACTIVE]
 CATEGORIES = [c.value for c in OffenceCategory]
 CONFIRMATION_KINDS = [k.value for k in ConfirmationKind]
@@ -147,7 +146,7 @@ def watchlist_data(ctx: RegistryContext, user: User, t: Translator, *,
 
 def audit_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any]:
     end = now + timedelta(seconds=1)
-    report = audit_report(ctx, actor=user, start=_EPOCH, end=end)
+    report = audit_report(ctx, actor=user, start=EARLIEST, end=end)
     store = precision(ctx).store
     return {
         "chain": verify_trail(ctx, actor=user), "report": report, "period": (None, now),

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from registry.alerts import AlertIn
+from registry.clock import Timestamp
 from registry.domain import (
     AlertStatus,
     ConfirmationKind,
@@ -103,23 +104,21 @@ class CorrectIn(BaseModel):
 class IncidentIn(BaseModel):
     """One objectively confirmed offence (G-REG-2) of a registrable category (G-REG-5).
 
-    `occurred_at`: an ISO date-time with its offset, or a date (taken as 00:00 UTC).
+    `occurred_at`: an ISO date-time with its offset, or a date (taken as 00:00 UTC),
+    within the registry's range (`registry.clock.Timestamp`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     category: OffenceCategory
-    occurred_at: AwareDatetime | date
+    occurred_at: Timestamp
     confirmation_kind: ConfirmationKind = ConfirmationKind.POLICE_REPORT
     confirmation_ref: Annotated[str, Field(min_length=1), CONFIRMATION_REF]
     damage: Annotated[str, DAMAGE] = ""
     description: Annotated[str, DESCRIPTION] = ""
 
     def to_input(self) -> IncidentInput:
-        moment = self.occurred_at
-        if not isinstance(moment, datetime):
-            moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
-        return IncidentInput(self.category, moment, self.confirmation_kind,
+        return IncidentInput(self.category, self.occurred_at, self.confirmation_kind,
                              self.confirmation_ref.strip(), self.damage.strip(),
                              self.description.strip())
 

@@ -48,7 +48,6 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -60,6 +59,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from registry.clock import Timestamp
 from registry.joint_use.errors import MalformedBundleError, NotForUsError, SignatureError
 from registry.joint_use.export_schema import (
     ENTRY_ID_PATTERN,
@@ -95,7 +95,7 @@ class Tombstone(AllowListed):
 
     origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
     reason: TombstoneReason
-    closed_at: datetime
+    closed_at: Timestamp
 
 
 class Objection(AllowListed):
@@ -103,7 +103,7 @@ class Objection(AllowListed):
 
     origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
     action: ObjectionAction
-    at: datetime
+    at: Timestamp
 
 
 class ForwardedRequest(AllowListed):
@@ -138,7 +138,7 @@ class Bundle(AllowListed):
     sender: str = Field(pattern=MEMBER_ID_PATTERN)
     recipient: str = Field(pattern=MEMBER_ID_PATTERN)
     sequence: int = Field(ge=1)
-    created_at: datetime
+    created_at: Timestamp
     scheme_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     entries: tuple[SharedEntry, ...] = ()
     corrections: tuple[SharedEntry, ...] = ()
@@ -168,7 +168,7 @@ class Receipt(AllowListed):
     origin: str = Field(pattern=MEMBER_ID_PATTERN, description="the bundle's sender")
     sequence: int = Field(ge=1)
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    applied_at: datetime
+    applied_at: Timestamp
     entries_applied: tuple[str, ...] = ()
     corrections_applied: tuple[str, ...] = ()
     tombstones_applied: tuple[str, ...] = ()

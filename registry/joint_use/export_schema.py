@@ -18,7 +18,6 @@ one: it names each permitted field explicitly rather than copying records.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from registry.clock import Timestamp
 from registry.domain import Entry, Incident, OffenceCategory, TemplateRecord
 from registry.joint_use.errors import ForbiddenFieldError
 from registry.text import TextRule
@@ -95,7 +95,7 @@ class AllowListed(BaseModel):
 class SharedOffence(AllowListed):
     """One confirmed offence: when, what kind, what damage. No reference number, no notes."""
 
-    occurred_at: datetime
+    occurred_at: Timestamp
     category: OffenceCategory
     damage: Annotated[str, SHARED_TEXT] = ""
 
@@ -128,7 +128,7 @@ class SharedEntry(AllowListed):
     features: Annotated[str, SHARED_TEXT] = ""
     images: tuple[PngBytes, ...] = Field(default=(), max_length=16)
     templates: tuple[SharedTemplate, ...] = Field(min_length=1, max_length=64)
-    expires_at: datetime
+    expires_at: Timestamp
 
     @model_validator(mode="after")
     def _image_references(self) -> SharedEntry:

@@ -10,6 +10,66 @@ from __future__ import annotations
 
 from typing import Any
 
+# Every time column of the registry database (the audit trail's `at` is the server's own
+# clock and append-only; its `details` are hashed and stay as they were written).
+_TIME_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("users", "trained_at"), ("users", "created_at"),
+    ("entries", "proposed_at"), ("entries", "decided_at"), ("entries", "expires_at"),
+    ("entries", "closed_at"),
+    ("incidents", "occurred_at"), ("incidents", "recorded_at"),
+    ("evidence", "added_at"),
+    ("devices", "created_at"),
+    ("alerts", "detected_at"), ("alerts", "received_at"), ("alerts", "decided_at"),
+    ("web_sessions", "created_at"), ("web_sessions", "last_seen_at"),
+    ("web_sessions", "expires_at"),
+    ("login_failures", "last_failure_at"), ("login_failures", "locked_until"),
+    ("joint_use_schemes", "adopted_at"),
+    ("joint_use_sent_bundles", "created_at"),
+    ("joint_use_outbound", "acked_at"),
+    ("joint_use_erasure_confirmations", "confirmed_at"),
+    ("joint_use_erasure_confirmations", "recorded_at"),
+    ("joint_use_inbound", "applied_at"),
+    ("joint_use_imports", "origin_expires_at"), ("joint_use_imports", "imported_at"),
+    ("joint_use_imports", "updated_at"),
+    ("entry_suspensions", "since"),
+    ("emergency_shares", "requested_at"), ("emergency_shares", "provided_at"),
+    ("emergency_share_checks", "checked_at"),
+    ("registration_criteria", "first_used_at"),
+    ("data_requests", "received_at"), ("data_requests", "due_at"),
+    ("data_requests", "answered_at"),
+    ("entry_reviews", "reviewed_at"),
+)
+# registry.clock.EARLIEST and LATEST as stored; written out because a released step never
+# changes, even if the accepted range does one day.
+_EARLIEST_TEXT = "2000-01-01T00:00:00.000000Z"
+_LATEST_TEXT = "2199-12-31T23:59:59.999999Z"
+
+
+def _repair_times(columns: tuple[tuple[str, str], ...]) -> str:
+    """Migration 8: every stored time in the one canonical form and inside the accepted range.
+
+    Before `registry.clock.Timestamp`, a year below 1000 was stored unpadded
+    ("999-01-01T...Z": strftime does not pad), text that neither read back nor
+    sorted like time, so one such alert or incident took every page listing it
+    down. First the year is padded to four digits (lossless); then what lies
+    outside 2000..2199 is clamped to the nearest end, so every reader, every
+    conversion to the store's zone and every text comparison works on every
+    row. The values as received stay in the audit trail's records.
+    """
+    statements = []
+    for table, column in columns:
+        statements.append(
+            f"UPDATE main.{table} SET {column} = "
+            f"substr('000', 1, 5 - instr({column}, '-')) || {column} "
+            f"WHERE instr({column}, '-') BETWEEN 2 AND 4;"
+        )
+        statements.append(f"UPDATE main.{table} SET {column} = '{_EARLIEST_TEXT}' "
+                          f"WHERE {column} < '{_EARLIEST_TEXT}';")
+        statements.append(f"UPDATE main.{table} SET {column} = '{_LATEST_TEXT}' "
+                          f"WHERE {column} > '{_LATEST_TEXT}';")
+    return "\n".join(statements)
+
+
 REGISTRY_MIGRATIONS: tuple[str, ...] = (
     # 1: users, entries, incidents, templates, evidence, meta
     """
@@ -306,6 +366,9 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (entry_id, sha256)
     );
     """,
+    # 8: times stored before the one timestamp type: four-digit years, clamped to
+    #    2000-01-01..2199-12-31 UTC (see `_repair_times`)
+    _repair_times(_TIME_COLUMNS),
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (

@@ -39,13 +39,13 @@ def main() -> None:
     from mamoru.settings import get_settings
     from mamoru.wiring import index_spec, registry_paths
     from registry import approval
-    from registry.clock import parse_user_time
+    from registry.clock import parse_timestamp
     from registry.context import open_registry
     from registry.domain import EntryState
     from registry.expiry import run_expiry
 
     settings = get_settings(data_dir=Path(data_dir))
-    now = parse_user_time(now_text)
+    now = parse_timestamp(now_text)
     ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
     calls = _arm(kill_at)
     if op == "expire":

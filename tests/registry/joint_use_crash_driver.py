@@ -19,7 +19,7 @@ def main() -> None:
     kill_at, now_text = int(sys.argv[5]), sys.argv[6]
     from mamoru.settings import get_settings
     from mamoru.wiring import index_spec, registry_paths
-    from registry.clock import parse_user_time
+    from registry.clock import parse_timestamp
     from registry.config import RegistrySettings
     from registry.context import open_registry
     from registry.joint_use.scheme import scheme_in_force
@@ -31,7 +31,7 @@ def main() -> None:
     scheme = scheme_in_force(ctx)
     blob = Path(bundle_path).read_bytes()
     calls = _arm(kill_at)
-    import_bundle(ctx, scheme, blob, parse_user_time(now_text))
+    import_bundle(ctx, scheme, blob, parse_timestamp(now_text))
     sys.setprofile(None)
     ctx.close()
     sys.stdout.write(f"{calls[0]}\n")

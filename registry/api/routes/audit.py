@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from registry.api.deps import ContextDep, NowDep, require_roles
 from registry.api.schemas import AuditRecordOut, AuditVerifyOut, ChainProblemOut
+from registry.clock import EARLIEST, Timestamp
 from registry.domain import User
 from registry.oversight import (
     MAX_RECORDS,
@@ -21,9 +22,9 @@ from registry.oversight import (
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-From = Annotated[datetime | None, Query(alias="from", description="start (default: the beginning)")]
-To = Annotated[datetime | None, Query(alias="to", description="end, exclusive (default: now)")]
+From = Annotated[Timestamp | None, Query(alias="from",
+                                         description="start (default: the beginning)")]
+To = Annotated[Timestamp | None, Query(alias="to", description="end, exclusive (default: now)")]
 _ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "not logged in"},
     403: {"description": "not an auditor, admin or manager"},
@@ -33,10 +34,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 def _period(start: datetime | None, end: datetime | None, now: datetime
             ) -> tuple[datetime, datetime]:
-    def aware(moment: datetime) -> datetime:
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return (aware(start) if start else _EPOCH,
-            aware(end) if end else now + timedelta(seconds=1))
+    return start or EARLIEST, end or now + timedelta(seconds=1)
 
 
 @router.get("/report", responses=_ERRORS)

@@ -18,7 +18,6 @@ from fastapi.responses import StreamingResponse
 from registry.alerts import receive_alert
 from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
-from registry.clock import utc_now
 from registry.devices import BoxStatus
 from registry.watchlist_index import read_index_header, read_index_header_from
 
@@ -39,10 +38,10 @@ _ERRORS: dict[int | str, dict[str, str]] = {
                         410: {"description": "the entry is not active (erased, expired, never "
                                               "approved): drop the alert and its snapshot"},
                         **_ERRORS})
-def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice,
+def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice, now: NowDep,
                response: Response) -> AlertReceipt:
     """Store one match for staff to confirm or dismiss; 201 new, 200 a re-delivery."""
-    alert_id, created = receive_alert(ctx, device=device, payload=payload, now=utc_now())
+    alert_id, created = receive_alert(ctx, device=device, payload=payload, now=now)
     if not created:
         response.status_code = 200
     return AlertReceipt(alert_id=alert_id, created=created)

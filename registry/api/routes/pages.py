@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
@@ -96,6 +95,7 @@ from registry.approval import (
     reject,
 )
 from registry.config import RegistrationCriteria
+from registry.clock import parse_timestamp
 from registry.context import RegistryContext
 from registry.domain import ConfirmationKind, IncidentInput, ReviewDecision, Role, User
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
@@ -263,12 +263,9 @@ def alert_dismiss(alert_id: AlertId, ctx: ContextDep, user: StaffOrManager, now:
 def _incident(values: dict[str, str]) -> IncidentInput:
     """The incident typed into the form; a date-time without a zone is the store's time."""
     text = values.get("occurred_at", "").strip()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise RuleViolationError("occurred_at: give the date and time of the incident") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=STORE_TZ)
+    if not text:
+        raise RuleViolationError("occurred_at: give the date and time of the incident")
+    moment = parse_timestamp(text, "occurred_at", naive_zone=STORE_TZ)
     try:
         incident = IncidentIn(
             category=values.get("category", ""),  # type: ignore[arg-type]
