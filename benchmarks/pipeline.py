@@ -115,6 +115,7 @@ from edge.loop import CameraLane, EdgeLoop
 from edge.metrics import EdgeMetrics
 from edge.probe import FaceProbe
 from edge.tracker import IouTracker, iou
+from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.face_data import data_root
 from mamoru.images import read_image
 from mamoru.settings import MamoruSettings, get_settings
@@ -123,7 +124,6 @@ from models.engine import FaceEngine, calibrated_thresholds
 from registry import approval, users
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
-from mamoru.demo.scene import cast, compose_walk_past
 
 Image = npt.NDArray[np.uint8]
 Box = npt.NDArray[np.float32]

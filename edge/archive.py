@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-
 from edge.alerts import Alert
 from registry.evidence import EvidenceStore
 

@@ -116,8 +116,8 @@ class ForwardedRequest(AllowListed):
     request_id: str = Field(pattern=ENTRY_ID_PATTERN, description="the sender's request id")
     kind: RequestKindWire
     origin_entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
-    received_at: datetime
-    due_at: datetime
+    received_at: Timestamp
+    due_at: Timestamp
     identity_method: str = Field(pattern=r"^[a-z_]{1,40}$")
 
 
@@ -128,7 +128,7 @@ class RequestAnswer(AllowListed):
     outcome: RequestOutcome
     answer: str = Field(pattern=r"^[a-z_]{1,40}$")
     refusal_ground: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,40}$")
-    answered_at: datetime
+    answered_at: Timestamp
 
 
 class Bundle(AllowListed):

@@ -10,7 +10,10 @@ import pytest
 from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer
 from tests.edge.harness import RunningEdge, build_edge
-from tests.registry.conftest import Registry
+
+# The edge tests run against the same real, per-test registry as the registry tests.
+from tests.registry.conftest import Registry, engine_default, registry_template  # noqa: F401
+from tests.registry.conftest import registry as registry  # noqa: F401
 
 RtspServerFactory = Callable[..., RtspServer]
 
@@ -48,6 +51,3 @@ def start_edge(registry: Registry) -> Iterator[Callable[..., RunningEdge]]:
     for edge in running:
         edge.thread.join(timeout=30)
 
-
-# The edge tests run against the same real, per-test registry as the registry tests.
-from tests.registry.conftest import engine_default, registry, registry_template  # noqa: E402,F401

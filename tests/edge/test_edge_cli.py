@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
 from mamoru.demo.scene import cast, compose_walk_past
+from tests.conftest import REPO
 from tests.registry.conftest import OBAMA, Registry
 
 

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.edge.conftest import RtspServerFactory
 from mamoru.demo.cameras import READ_TIMEOUT_MS, open_capture
 from mamoru.demo.scene import SceneTruth, cast, compose_walk_past, default_engine
+from tests.edge.conftest import RtspServerFactory
 
 WIDTH, HEIGHT = 1280, 720
 READ_TIMEOUT_S = READ_TIMEOUT_MS / 1000

@@ -320,8 +320,8 @@ def test_real_server_without_joint_use_stays_small_under_large_posts(world: Worl
     print(f"peak RSS {before:.0f} -> {after:.0f} MB; sent before the answer: "  # noqa: T201
           f"{[(k, round(s / MB, 1), st) for k, s, st in results]}; {elapsed:.1f} s")
     assert len(results) == 3
-    for kind, sent, status in results:
-        assert status in (404, 413), (kind, status)
+    for kind, sent, answer in results:
+        assert answer in (404, 413), (kind, answer)
         assert sent < 32 * MB, f"{kind}: {sent} bytes sent before the server answered"
     assert after - before < 64, f"the server's peak RSS grew from {before:.0f} to {after:.0f} MB"
 

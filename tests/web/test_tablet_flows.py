@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
@@ -42,7 +43,6 @@ from registry.clock import to_text, utc_now
 from registry.context import open_registry
 from registry.durable import write_private_file
 from tests.conftest import REPO
-from mamoru.demo.scene import cast, compose_walk_past
 from tests.registry.conftest import OBAMA, OBAMA2, PASSWORD, Registry
 from tests.web.browser import new_tablet_context, save_screenshot
 from tests.web.server import RegistryServer

@@ -34,7 +34,7 @@ from registry.api.deps import GateDep, NowDep, allow_public
 from registry.api.gate import RegistryGate
 from registry.api.limits import BodyStream
 from registry.config import RegistrySettings
-from registry.joint_use.bundle import MAX_CLEAR_BYTES, MAGIC, clear_length
+from registry.joint_use.bundle import MAGIC, MAX_CLEAR_BYTES, clear_length
 from registry.joint_use.errors import MalformedBundleError, SchemeError, StoreKeysError
 from registry.joint_use.policy import NewerSequence, Transfer
 from registry.joint_use.scheme import scheme_in_force

@@ -94,8 +94,8 @@ from registry.approval import (
     propose_from_alert,
     reject,
 )
-from registry.config import RegistrationCriteria
 from registry.clock import parse_timestamp
+from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
 from registry.domain import ConfirmationKind, IncidentInput, ReviewDecision, Role, User
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
