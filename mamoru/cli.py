@@ -13,6 +13,7 @@ from mamoru.commands import (
     edge,
     emergency,
     faces,
+    incident,
     joint_use,
     models,
     registry,
@@ -46,6 +47,7 @@ app.command("serve")(serve.serve)
 app.add_typer(edge.app, name="edge")
 app.add_typer(joint_use.app, name="joint-use")
 app.add_typer(emergency.app, name="emergency-share")
+app.add_typer(incident.app, name="incident")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

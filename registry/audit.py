@@ -69,6 +69,12 @@ class Action(str, Enum):
     EMERGENCY_SHARE_REQUESTED = "emergency_share_requested"
     EMERGENCY_SHARE_CHECKED = "emergency_share_checked"
     EMERGENCY_SHARE_PROVIDED = "emergency_share_provided"
+    # personal-data breach response (G-BRE-1..4)
+    BREACH_OPENED = "breach_opened"
+    BREACH_CONTAINMENT = "breach_containment"
+    BREACH_TRIAGED = "breach_triaged"
+    BREACH_REPORT_DRAFTED = "breach_report_drafted"
+    BREACH_STOP_USE_MARKED = "breach_stop_use_marked"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

@@ -216,6 +216,38 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (share_id, user_id)
     );
     """,
+    # 5: personal-data breach incidents (G-BRE-1..4): the incident, its containment actions,
+    # and the stop-use right of persons affected by a reportable leak (read by the request desk)
+    """
+    CREATE TABLE main.breach_incidents (
+        incident_id TEXT PRIMARY KEY,
+        store_id TEXT NOT NULL,
+        discovered_at TEXT NOT NULL,
+        discovered_by TEXT NOT NULL CHECK (length(trim(discovered_by)) > 0),
+        how TEXT NOT NULL CHECK (length(trim(how)) > 0),
+        summary TEXT NOT NULL DEFAULT '',
+        opened_by TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        affected TEXT NOT NULL,
+        triage TEXT,
+        closed_at TEXT
+    );
+    CREATE TABLE main.breach_actions (
+        action_id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES breach_incidents (incident_id),
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE TABLE main.entry_stop_use_rights (
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        incident_id TEXT NOT NULL REFERENCES breach_incidents (incident_id),
+        since TEXT NOT NULL,
+        PRIMARY KEY (entry_id, incident_id)
+    );
+    """,
 )
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (
