@@ -17,9 +17,9 @@ from mamoru.settings import ConfigError, MamoruSettings
 from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
-from registry.evidence import EvidenceStore
 from registry.durable import wipe_file
 from registry.errors import KeyFileError
+from registry.evidence import EvidenceStore
 from registry.key_custody import (
     CredentialKey,
     KeyCustody,

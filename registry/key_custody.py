@@ -64,7 +64,8 @@ class KeyCustodySettings(BaseModel):
         description="the credential's name, as in LoadCredentialEncrypted=NAME:PATH",
     )
     credential_with_key: CredentialKey = Field(
-        default="auto", description="systemd-creds --with-key: auto = TPM2 where present, else host",
+        default="auto",
+        description="systemd-creds --with-key: auto = TPM2 where present, else host",
     )
     wrapped_key_file: Path | None = Field(
         default=None,
