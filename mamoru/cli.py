@@ -15,6 +15,7 @@ from mamoru.commands import (
     edge,
     emergency,
     faces,
+    incident,
     joint_use,
     models,
     notice,
@@ -53,6 +54,7 @@ app.add_typer(emergency.app, name="emergency-share")
 app.add_typer(notice.app, name="notice")
 app.add_typer(requests.app, name="request")
 app.add_typer(requests.review_app, name="review")
+app.add_typer(incident.app, name="incident")
 for command in (watchlist.propose, watchlist.approve, watchlist.reject, watchlist.correct,
                 watchlist.withdraw, watchlist.reoffend, watchlist.erase, audit.expire,
                 registry.backup, registry.restore):

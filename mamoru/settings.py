@@ -25,6 +25,7 @@ from edge.config import EdgeSettings
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
 from registry.config import LogSettings, RegistrySettings, WebSettings
+from registry.key_custody import KeyCustodySettings
 
 DEFAULT_PACK = "yunet-sface"
 
@@ -86,7 +87,14 @@ class MamoruSettings(BaseSettings):
     )
     key_file: Path | None = Field(
         default=None,
-        description="master key file (0600); default <data_dir>/master.key. Never a CLI argument",
+        description="plain master key file (0600); default <data_dir>/master.key, refused on "
+                    "the data disk unless key.insecure_plain_key_file_on_data_disk. Never a CLI "
+                    "argument",
+    )
+    key: KeyCustodySettings = Field(
+        default=KeyCustodySettings(),
+        description="where the master key is kept: systemd credential, passphrase-wrapped file, "
+                    "or (development only) a plain file",
     )
     registry: RegistrySettings = RegistrySettings()
     web: WebSettings = WebSettings()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +17,18 @@ from mamoru.settings import ConfigError, MamoruSettings
 from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
+from registry.durable import wipe_file
+from registry.errors import KeyFileError
 from registry.evidence import EvidenceStore
-from registry.keys import MasterKey, load_key_file
+from registry.key_custody import (
+    CredentialKey,
+    KeyCustody,
+    PlainKeyFile,
+    SystemdCredential,
+    WrappedKeyFile,
+    resolve_custody,
+)
+from registry.keys import MasterKey
 
 
 def open_engine(
@@ -31,8 +44,47 @@ def open_engine(
     )
 
 
+def key_passphrase() -> str:
+    """The passphrase of a wrapped key file: MAMORU_KEY_PASSPHRASE, else a prompt on a terminal."""
+    from_env = os.environ.get("MAMORU_KEY_PASSPHRASE")
+    if from_env is not None:
+        return from_env
+    if sys.stdin.isatty():
+        return getpass.getpass("Master key passphrase: ")
+    return ""
+
+
+def key_custody(settings: MamoruSettings) -> KeyCustody:
+    """Where the configured master key is kept (systemd credential, wrapped file, plain file)."""
+    return resolve_custody(settings.key, data_dir=settings.data_dir,
+                           key_file=settings.resolved_key_file, passphrase=key_passphrase)
+
+
+def seal_plain_key(settings: MamoruSettings, *, credential: Path | None, with_key: str,
+                   wrapped: Path | None) -> KeyCustody:
+    """Copy the plain key file into a sealed custody, check the copy, then wipe the plain file."""
+    if (credential is None) == (wrapped is None):
+        raise ConfigError("give exactly one of --systemd-credential or --wrapped")
+    if with_key not in ("auto", "host", "tpm2", "host+tpm2"):
+        raise ConfigError(f"--with-key must be auto, host, tpm2 or host+tpm2, not {with_key}")
+    plain = PlainKeyFile(settings.resolved_key_file, settings.data_dir, allow_on_data_disk=True)
+    key = plain.load()  # reading it to seal it is the one use allowed anywhere
+    target: KeyCustody
+    if credential is not None:
+        mode: CredentialKey = with_key  # type: ignore[assignment]  # checked above
+        target = SystemdCredential(credential, settings.key.credential_name, mode)
+    else:
+        assert wrapped is not None
+        target = WrappedKeyFile(wrapped, key_passphrase)
+    target.store(key)
+    if target.load().derive("database") != key.derive("database"):
+        raise KeyFileError(f"{target} does not read back the same key; the plain file is kept")
+    wipe_file(plain.path)
+    return target
+
+
 def registry_paths(settings: MamoruSettings) -> RegistryPaths:
-    return RegistryPaths(settings.data_dir, settings.resolved_key_file)
+    return RegistryPaths(settings.data_dir, key_custody(settings))
 
 
 def index_spec(settings: MamoruSettings) -> IndexSpec:
@@ -73,9 +125,9 @@ def read_device_token(path: Path) -> str:
 
 
 def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
-    """Engine, watchlist, outbox and archive for a box next to its registry (same key file)."""
+    """Engine, watchlist, outbox and archive for a box next to its registry (same master key)."""
     engine = open_engine(settings)
-    key = load_key_file(settings.resolved_key_file)
+    key = key_custody(settings).load()
     edge_dir = settings.data_dir / "edge"
     delivery = None
     if settings.edge.registry_url:

@@ -94,6 +94,12 @@ class Action(str, Enum):
     ALERT_LAPSED = "alert_lapsed"  # an unjudged alert's snapshot erased after open_alert_days
     ALERT_SNAPSHOTS_SWEPT = "alert_snapshots_swept"  # safety net: snapshots of closed entries
     AUDIT_PRUNED = "audit_pruned"  # records past audit_retention_years deleted, base anchored
+    # personal-data breach response (G-BRE-1..4)
+    BREACH_OPENED = "breach_opened"
+    BREACH_CONTAINMENT = "breach_containment"
+    BREACH_TRIAGED = "breach_triaged"
+    BREACH_REPORT_DRAFTED = "breach_report_drafted"
+    BREACH_STOP_USE_MARKED = "breach_stop_use_marked"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

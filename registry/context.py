@@ -24,7 +24,8 @@ from registry.durable import make_private_dir
 from registry.errors import NotInitialisedError, RegistryError, WrongKeyError
 from registry.evidence import EvidenceStore
 from registry.joint_use.keys import rekey_store_keys
-from registry.keys import MasterKey, create_key_file, load_key_file
+from registry.key_custody import KeyCustody
+from registry.keys import MasterKey, new_master_key
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
 from registry.watchlist_index import (
@@ -41,7 +42,11 @@ class RegistryPaths:
     """Where each part of the registry lives under the data folder."""
 
     data_dir: Path
-    key_file: Path
+    custody: KeyCustody  # where the master key is kept (never in the clear on the data disk)
+
+    @property
+    def key_file(self) -> Path:
+        return self.custody.path
 
     @property
     def database(self) -> Path:
@@ -210,22 +215,26 @@ def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: In
         raise NotInitialisedError(
             f"no registry in {paths.data_dir}: run `mamoru registry init` first"
         )
-    key = load_key_file(paths.key_file)
-    pending = pending_key_file(paths.key_file)
-    candidates = [key, load_key_file(pending)] if pending.is_file() else [key]
+    key = paths.custody.load()
+    pending = paths.custody.pending()
+    candidates = [key, pending.load()] if pending is not None and pending.exists() else [key]
     try:
         opened = open_registry_database(paths.database, paths.audit_database, candidates)
     except WrongKeyError as exc:
-        raise WrongKeyError(f"{paths.key_file}: {exc}") from None  # name the key file too
+        raise WrongKeyError(f"{paths.custody}: {exc}") from None  # name the key's custody too
     context = RegistryContext(paths, key, opened, policy, index_spec)
-    if pending.is_file():
+    if len(candidates) > 1:
         finish_rotation(context, candidates[-1], resumed=True)
     return context
 
 
-def pending_key_file(key_file: Path) -> Path:
+def pending_custody(paths: RegistryPaths) -> KeyCustody:
     """Where a key rotation parks the new key until every file is re-encrypted."""
-    return key_file.with_name(key_file.name + ".next")
+    pending = paths.custody.pending()
+    if pending is None:
+        raise RegistryError(f"{paths.custody} is read-only: rotate the key with `mamoru key "
+                            "rotate` outside the unit")
+    return pending
 
 
 def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bool,
@@ -243,16 +252,22 @@ def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bo
                                  details={"watchlist_version": version,
                                           "resumed_after_interruption": resumed})
         context.publish_index_if_stale()
-        os.replace(pending_key_file(context.paths.key_file), context.paths.key_file)
+        context.paths.custody.promote(pending_custody(context.paths))
 
 
 def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
     """Create key file, databases and folders for a new registry; refuse to touch an old one."""
     if paths.database.exists() or paths.audit_database.exists():
         raise RegistryError(f"a registry already exists in {paths.data_dir}")
+    paths.custody.check_allowed()  # before anything is created
     make_private_dir(paths.data_dir)
     os.chmod(paths.data_dir, 0o700)
-    key = load_key_file(paths.key_file) if paths.key_file.exists() else create_key_file(paths.key_file)
+    custody = paths.custody
+    if custody.exists():
+        key = custody.load()
+    else:
+        key = new_master_key()
+        custody.store(key)
     opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)
     for path in (paths.database, paths.audit_database):
         os.chmod(path, 0o600)

@@ -1,6 +1,6 @@
 """`mamoru key rotate`: a new master key for every encrypted file (G-SEC-2, G-BRE-3).
 
-The new key is first written next to the old one (`<key file>.next`); then
+The new key is first written next to the old one, in the same custody (`<key file>.next`); then
 both databases are re-keyed, the evidence re-encrypted, the index republished,
 and only then does the new key replace the old file (`finish_rotation`). If
 the process dies in between, the next open finds `.next` and finishes.
@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from registry.backup import SUFFIX, create_backup
-from registry.context import RegistryContext, finish_rotation, pending_key_file
+from registry.context import RegistryContext, finish_rotation, pending_custody
 from registry.domain import Role, User
 from registry.durable import wipe_file
-from registry.keys import new_master_key, write_key_file
+from registry.keys import new_master_key
 from registry.users import require_role
 
 
@@ -27,7 +27,7 @@ def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
     """Re-encrypt everything under a new master key; returns the fresh backup's path."""
     require_role(actor, Role.ADMIN)
     new_key = new_master_key()
-    write_key_file(pending_key_file(ctx.paths.key_file), new_key, replace=True)
+    pending_custody(ctx.paths).store(new_key, replace=True)
     finish_rotation(ctx, new_key, resumed=False, actor=actor.username)
     for old in sorted(ctx.paths.backups.glob(f"mamoru-*{SUFFIX}")):
         wipe_file(old)

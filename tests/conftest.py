@@ -23,6 +23,11 @@ from models.engine import FaceEngine
 REPO = Path(__file__).resolve().parents[1]
 PACKS = ("yunet-sface", "scrfd-mbf")
 
+# Test registries keep a plain key file in their own tmp data folder: the explicit, loudly named
+# development setting, set here for every test and every `python -m mamoru` they start. The
+# default refuses it; tests/registry/test_key_custody.py removes this and checks that it does.
+os.environ["MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK"] = "true"
+
 
 @pytest.fixture(scope="session")
 def settings() -> MamoruSettings:

@@ -9,7 +9,13 @@ import typer
 
 from mamoru.commands.session import AsOption, login, read_new_password, registry
 from mamoru.settings import get_settings
-from mamoru.wiring import index_spec, open_registry_from, registry_paths, rekey_edge_copies
+from mamoru.wiring import (
+    index_spec,
+    open_registry_from,
+    registry_paths,
+    rekey_edge_copies,
+    seal_plain_key,
+)
 from registry.backup import create_backup, put_back_damaged_database, restore_backup
 from registry.clock import utc_now
 from registry.context import init_registry, open_registry
@@ -40,7 +46,7 @@ def init(
         add_user(ctx.repo, ctx.audit, actor="registry-init", username=admin, role=Role.ADMIN,
                  password=password, now=utc_now())
     typer.echo(f"registry created in {paths.data_dir}")
-    typer.echo(f"key file: {paths.key_file} (mode 0600; keep a copy offline, it cannot be recovered)")
+    typer.echo(f"master key: {paths.custody} (keep a sealed copy offline; it cannot be recovered)")
     typer.echo(f"admin user: {admin}")
 
 
@@ -76,6 +82,33 @@ def rotate(as_user: AsOption) -> None:
     if has_edge:
         typer.echo("edge alert copies re-encrypted; restart the edge service "
                    "(`systemctl restart mamoru-edge`) so it reads the new key")
+
+
+@key_app.command("seal")
+def seal(
+    systemd_credential: Annotated[Path | None, typer.Option(
+        help="write the key as a systemd-creds credential here (e.g. /etc/mamoru/master-key.cred)",
+    )] = None,
+    with_key: Annotated[str, typer.Option(
+        help="systemd-creds --with-key: auto (TPM2 where present), host, tpm2, host+tpm2",
+    )] = "auto",
+    wrapped: Annotated[Path | None, typer.Option(
+        help="write the key as a passphrase-wrapped file here (passphrase: MAMORU_KEY_PASSPHRASE "
+             "or a prompt)",
+    )] = None,
+) -> None:
+    """Move a plain master key file into a systemd credential or a passphrase-wrapped file.
+
+    The plain file is wiped only after the sealed copy has been read back and
+    found equal; then set key.credential_file (or key.wrapped_key_file) in mamoru.toml.
+    """
+    settings = get_settings()
+    sealed = seal_plain_key(settings, credential=systemd_credential, with_key=with_key,
+                            wrapped=wrapped)
+    typer.echo(f"master key sealed in {sealed}; the plain key file {settings.resolved_key_file} "
+               "was wiped")
+    setting = "credential_file" if systemd_credential else "wrapped_key_file"
+    typer.echo(f"now set [key] {setting} = \"{sealed.path}\" in the configuration")
 
 
 def backup(as_user: AsOption) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,10 +27,22 @@ AsOption = Annotated[str, typer.Option("--as", help="your user name (password: M
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
+PASSWORD_CREDENTIAL = "mamoru-password"
+
+
 def read_password(prompt: str = "Password") -> str:
+    """MAMORU_PASSWORD, else the unit's `mamoru-password` credential, else a prompt.
+
+    The timers' operator passwords are systemd credentials sealed like the
+    master key (`LoadCredentialEncrypted=mamoru-password:...`): decrypted by
+    systemd into this unit's private credentials folder, never in the clear on disk.
+    """
     from_env = os.environ.get("MAMORU_PASSWORD")
     if from_env is not None:
         return from_env
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / PASSWORD_CREDENTIAL).is_file():
+        return (Path(credentials) / PASSWORD_CREDENTIAL).read_text(encoding="utf-8").rstrip("\n")
     return str(typer.prompt(prompt, hide_input=True))
 
 

@@ -46,6 +46,7 @@ from models.engine import FaceEngine
 from registry import approval, users
 from registry.clock import utc_now
 from registry.context import RegistryContext, init_registry
+from registry.key_custody import KeyCustodySettings
 from registry.devices import add_device
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
 
@@ -65,8 +66,11 @@ class DemoResult:
 
 
 def _demo_settings(settings: MamoruSettings, root: Path) -> MamoruSettings:
+    # The demo's throw-away registry keeps its key in a plain file next to its data: the
+    # explicit, loudly named development setting, never the default (see registry/key_custody.py).
     return get_settings(cache_dir=settings.cache_dir, models_dir=settings.resolved_models_dir,
-                        data_dir=root / "registry")
+                        data_dir=root / "registry",
+                        key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))
 
 
 def _register_listed_person(ctx: RegistryContext, engine: FaceEngine,
@@ -105,7 +109,8 @@ def _create_staff(ctx: RegistryContext) -> dict[str, str]:
 def _api_server(settings: MamoruSettings, port: int) -> Iterator[str]:
     """`mamoru serve` (HTTPS, its own generated certificate) as its own process, like on a box."""
     env = {**os.environ, "MAMORU_DATA_DIR": str(settings.data_dir),
-           "MAMORU_CACHE_DIR": str(settings.cache_dir), "PYTHONWARNINGS": "ignore"}
+           "MAMORU_CACHE_DIR": str(settings.cache_dir), "PYTHONWARNINGS": "ignore",
+           "MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK": "true"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mamoru", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -46,7 +46,7 @@ _LATEST_TEXT = "2199-12-31T23:59:59.999999Z"
 
 
 def _repair_times(columns: tuple[tuple[str, str], ...]) -> str:
-    """Migration 8: every stored time in the one canonical form and inside the accepted range.
+    """Migration 9: every stored time in the one canonical form and inside the accepted range.
 
     Before `registry.clock.Timestamp`, a year below 1000 was stored unpadded
     ("999-01-01T...Z": strftime does not pad), text that neither read back nor
@@ -366,7 +366,39 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (entry_id, sha256)
     );
     """,
-    # 8: times stored before the one timestamp type: four-digit years, clamped to
+    # 8: personal-data breach incidents (G-BRE-1..4): the incident, its containment actions,
+    # and the stop-use right of persons affected by a reportable leak (read by the request desk)
+    """
+    CREATE TABLE main.breach_incidents (
+        incident_id TEXT PRIMARY KEY,
+        store_id TEXT NOT NULL,
+        discovered_at TEXT NOT NULL,
+        discovered_by TEXT NOT NULL CHECK (length(trim(discovered_by)) > 0),
+        how TEXT NOT NULL CHECK (length(trim(how)) > 0),
+        summary TEXT NOT NULL DEFAULT '',
+        opened_by TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        affected TEXT NOT NULL,
+        triage TEXT,
+        closed_at TEXT
+    );
+    CREATE TABLE main.breach_actions (
+        action_id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES breach_incidents (incident_id),
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE TABLE main.entry_stop_use_rights (
+        entry_id TEXT NOT NULL REFERENCES entries (entry_id),
+        incident_id TEXT NOT NULL REFERENCES breach_incidents (incident_id),
+        since TEXT NOT NULL,
+        PRIMARY KEY (entry_id, incident_id)
+    );
+    """,
+    # 9: times stored before the one timestamp type: four-digit years, clamped to
     #    2000-01-01..2199-12-31 UTC (see `_repair_times`)
     _repair_times(_TIME_COLUMNS),
 )
