@@ -82,6 +82,8 @@ class Action(str, Enum):
     REQUEST_ANSWER_RECEIVED = "request_answer_received"  # the origin answered a forwarded one
     REVIEW_KEPT = "review_kept"
     REVIEW_WITHDRAWN = "review_withdrawn"
+    # issue 10: closed requests' contact, summary and answer text wiped after their lifetime
+    REQUEST_RECORDS_WIPED = "request_records_wiped"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

@@ -1,5 +1,9 @@
 """The nightly expiry job (G-REG-4): erase every entry whose retention has ended.
 
+It also ends the desk's personal data (issue 10): a closed request's contact,
+summary and answer text are wiped `registry.request_record_days` after it was
+answered (`registry.requests.wipe_closed_records`).
+
 Each entry is closed in its own transaction, so the job can be killed at any
 moment: re-run, it finds the entries it had not reached yet and finishes
 them, sweeps encrypted images a kill left unreferenced and republishes the
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from registry import requests
 from registry.audit import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
@@ -27,6 +32,7 @@ class ExpiryResult:
     expired: tuple[str, ...]
     orphans_swept: int
     dry_run: bool
+    requests_wiped: tuple[str, ...] = ()  # closed requests whose contact/summary were wiped
 
 
 def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
@@ -34,7 +40,8 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
     """Expire everything due at `now`; with `dry_run` only report what would go."""
     due = ctx.repo.due_for_expiry(now)
     if dry_run:
-        return ExpiryResult(tuple(e.entry_id for e in due), (), 0, dry_run=True)
+        return ExpiryResult(tuple(e.entry_id for e in due), (), 0, dry_run=True,
+                            requests_wiped=tuple(requests.records_due_for_wiping(ctx, now)))
     expired: list[str] = []
     with ctx.writing():
         swept = ctx.sweep_orphan_evidence()
@@ -49,4 +56,6 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
             if on_progress:
                 on_progress(entry.entry_id)
         ctx.publish_index_if_stale()
-    return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False)
+    wiped = requests.wipe_closed_records(ctx, now=now, actor=EXPIRY_ACTOR)  # takes the lock
+    return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False,
+                        requests_wiped=tuple(wiped))

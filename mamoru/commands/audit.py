@@ -56,7 +56,8 @@ def expire(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be erased")] = False,
     now: Annotated[str | None, typer.Option("--now", help="pretend it is this time (testing)")] = None,
 ) -> None:
-    """Erase every entry past its retention period (the nightly job, G-REG-4)."""
+    """Erase every entry past its retention period (the nightly job, G-REG-4), and wipe
+    the contact and summary of requests closed longer ago than registry.request_record_days."""
     moment = parse_user_time(now) if now else utc_now()
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
@@ -66,8 +67,12 @@ def expire(
         typer.echo(f"{len(result.due)} entr{'y' if len(result.due) == 1 else 'ies'} would expire")
         for entry_id in result.due:
             typer.echo(f"  {entry_id}")
+        typer.echo(f"{len(result.requests_wiped)} closed request(s) would have their contact "
+                   "and summary wiped")
         return
     typer.echo(f"expired {len(result.expired)} entr{'y' if len(result.expired) == 1 else 'ies'}; "
                f"swept {result.orphans_swept} orphaned image file(s)")
     for entry_id in result.expired:
         typer.echo(f"  {entry_id}")
+    typer.echo(f"wiped the contact and summary of {len(result.requests_wiped)} closed "
+               "request(s) past registry.request_record_days")

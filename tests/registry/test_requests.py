@@ -34,6 +34,7 @@ from registry.domain import (
     Role,
 )
 from registry.errors import ConflictError, RuleViolationError
+from registry.expiry import run_expiry
 from registry.oversight import audit_report
 from registry.reviews import SelfReviewError
 from tests.conftest import REPO
@@ -235,6 +236,59 @@ def test_refusal_needs_a_ground_of_the_law_for_that_kind(registry: Registry) -> 
                               identity_method=IdentityMethod.PASSPORT, contact=CONTACT, now=T0)
 
 
+def test_nuisance_only_entry_needs_a_case_specific_harm_justification_to_refuse(
+        registry: Registry) -> None:
+    """G-DSR-1: "Nuisance-act entries do not automatically qualify for the exception"."""
+    from registry import approval
+    from registry.domain import OffenceCategory
+    from registry.requests import NuisanceExceptionError
+    from registry.watchlist import add_reoffence
+    from tests.registry.conftest import incident
+    ctx, mgr = registry.ctx, registry.user("mgr2")
+    proposal = approval.propose(
+        ctx, registry.engine, registry.settings.quality.registration,
+        actor=registry.user("staff"),
+        photos=[approval.Photo("obama", registry.image(OBAMA))],
+        incident=incident(category=OffenceCategory.NUISANCE), features="", now=T0)
+    approval.approve(ctx, actor=registry.user("mgr1"), entry_id=proposal.entry_id,
+                     reason="repeated threats recorded; police consulted", now=T0)
+    asked = requests.open_request(ctx, actor=mgr, kind=RequestKind.DISCLOSURE,
+                                  identity_method=IdentityMethod.PASSPORT, contact=CONTACT, now=T0)
+    requests.search(ctx, registry.engine, actor=mgr, request_id=asked.request_id,
+                    image=registry.image(OBAMA2), now=T0)
+    for ground in (RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                   RefusalGround.SERIOUS_BUSINESS_HINDRANCE):
+        with pytest.raises(NuisanceExceptionError, match="nuisance acts only.*G-DSR-1"):
+            requests.refuse(ctx, actor=mgr, request_id=asked.request_id, ground=ground,
+                            reason="he is a troublemaker", now=T0)
+        with pytest.raises(NuisanceExceptionError):
+            requests.refuse(ctx, actor=mgr, request_id=asked.request_id, ground=ground,
+                            reason="he is a troublemaker", harm_justification="nuisance",
+                            now=T0)
+    assert requests.store(ctx).get(asked.request_id).status is RequestStatus.OPEN  # type: ignore[union-attr]
+    why = ("he threatened the cashier by name on 3 May; disclosing the witness statement "
+           "would identify her")
+    refused = requests.refuse(ctx, actor=mgr, request_id=asked.request_id,
+                              ground=RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                              reason="witness at risk", harm_justification=why, now=T0)
+    assert refused.status is RequestStatus.REFUSED and why in refused.answer_reason
+    record = _audit(ctx, Action.REQUEST_REFUSED)[-1]
+    assert record["nuisance_harm_justified"] is True and "cashier" not in _all_audit_text(ctx)
+
+    # a theft besides: the harm ground may rest on it, as for any other entry
+    add_reoffence(ctx, actor=mgr, entry_id=proposal.entry_id, incident=incident(T0 + DAY),
+                  now=T0 + DAY)
+    again = requests.open_request(ctx, actor=mgr, kind=RequestKind.DISCLOSURE,
+                                  identity_method=IdentityMethod.PASSPORT, contact=CONTACT,
+                                  now=T0 + DAY)
+    requests.search(ctx, registry.engine, actor=mgr, request_id=again.request_id,
+                    image=registry.image(OBAMA2), now=T0 + DAY)
+    assert requests.refuse(ctx, actor=mgr, request_id=again.request_id,
+                           ground=RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                           reason="the damage report names the witness",
+                           now=T0 + DAY).status is RequestStatus.REFUSED
+
+
 def test_correction_and_erasure_requests_change_the_entry(registry: Registry) -> None:
     ctx, mgr = registry.ctx, registry.user("mgr2")
     entry_id = registry.register(OBAMA, features="紺のジャンパー")
@@ -259,9 +313,57 @@ def test_correction_and_erasure_requests_change_the_entry(registry: Registry) ->
 
 def test_settings_refuse_unsafe_periods() -> None:
     for bad in ({"request_response_days": 0}, {"request_response_days": 31},
-                {"review_interval_days": 30}, {"review_interval_days": 1000}):
+                {"review_interval_days": 30}, {"review_interval_days": 1000},
+                {"request_record_days": 29}, {"request_record_days": 366}):
         with pytest.raises(ValueError):
             RegistrySettings(**bad)  # type: ignore[arg-type]
+
+
+# --- issue 10: the desk's personal data has a lifetime ---------------------------------------
+
+
+def test_closed_request_contact_and_summary_are_wiped_after_their_lifetime(
+        registry: Registry) -> None:
+    """`mamoru expire` blanks a closed request's contact, summary and answer text
+    `registry.request_record_days` (default 90) after it was answered; the kind, dates
+    and outcome stay, so the auditor's counts do not change. An open one keeps its contact."""
+    ctx, mgr = registry.ctx, registry.user("mgr1")
+    assert ctx.policy.request_record_days == 90
+    complaint = requests.open_request(ctx, actor=mgr, kind=RequestKind.COMPLAINT,
+                                      identity_method=IdentityMethod.PASSPORT, contact=CONTACT,
+                                      summary="staff followed me to the car park", now=T0)
+    requests.answer(ctx, actor=mgr, request_id=complaint.request_id,
+                    reason="apologised by phone to 090-1234-5678", now=T0 + DAY)
+    still_open = requests.open_request(ctx, actor=mgr, kind=RequestKind.ERASURE,
+                                       identity_method=IdentityMethod.PASSPORT,
+                                       contact="open@example.jp", now=T0)
+    counts_before = audit_report(ctx, actor=registry.user("auditor"), start=T0 - DAY,
+                                 end=T0 + 2 * DAY, now=T0 + 200 * DAY)["requests"]
+
+    early = run_expiry(ctx, now=T0 + DAY + 89 * DAY)
+    assert early.requests_wiped == ()
+    kept = requests.store(ctx).get(complaint.request_id)
+    assert kept is not None and kept.contact == CONTACT
+
+    assert run_expiry(ctx, now=T0 + 92 * DAY, dry_run=True).requests_wiped == (
+        complaint.request_id,)
+    late = run_expiry(ctx, now=T0 + 92 * DAY)
+    assert late.requests_wiped == (complaint.request_id,)
+    wiped = requests.store(ctx).get(complaint.request_id)
+    assert wiped is not None
+    assert (wiped.contact, wiped.summary, wiped.answer_reason) == ("", "", "")
+    assert (wiped.kind, wiped.status, wiped.answer, wiped.received_at, wiped.answered_at) == (
+        RequestKind.COMPLAINT, RequestStatus.ANSWERED, "replied", T0, T0 + DAY)
+    other = requests.store(ctx).get(still_open.request_id)
+    assert other is not None and other.contact == "open@example.jp"  # the answer must reach them
+    record = _audit(ctx, Action.REQUEST_RECORDS_WIPED)[-1]
+    assert record["request_ids"] == [complaint.request_id] and record["count"] == 1
+    assert CONTACT not in _all_audit_text(ctx) and "car park" not in _all_audit_text(ctx)
+    assert audit_report(ctx, actor=registry.user("auditor"), start=T0 - DAY, end=T0 + 2 * DAY,
+                        now=T0 + 200 * DAY)["requests"] == counts_before
+    assert run_expiry(ctx, now=T0 + 93 * DAY).requests_wiped == ()  # idempotent
+    raw = b"".join(p.read_bytes() for p in registry.data_dir.rglob("*") if p.is_file())
+    assert "car park".encode() not in raw  # SQLCipher: never in clear on disk either
 
 
 # --- G-REV-1: periodic review -------------------------------------------------------------------
