@@ -399,9 +399,10 @@ def test_review_comes_due_and_is_decided_by_another_manager(registry: Registry) 
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-def _mamoru(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _mamoru(data_dir: Path, *args: str, stdin: str = "",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(data_dir),
-           "MAMORU_PASSWORD": PASSWORD}
+           "MAMORU_PASSWORD": PASSWORD, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mamoru", *args], cwd=REPO, env=env,
                           input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
@@ -436,6 +437,47 @@ def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path
     assert len(refused.stderr.strip().splitlines()) == 1
     shown = _mamoru(data, "request", "show", new_id[:8], "--as", "mgr1")
     assert "tel 03-1111-2222" in shown.stdout and "answered" in shown.stdout
+
+
+def test_cli_disclosure_for_a_found_person_writes_incidents_masked_images_and_partners(
+        world: World, face_data: Path, tmp_path: Path) -> None:  # noqa: F811
+    """G-DSR-1 through `mamoru request search` / `answer --out`: what is held, to whom given."""
+    a = world["store-a"]
+    _sync(world, "store-a", "store-b", T0 + DAY)  # B received his entry: a provision
+    for store in world.stores.values():
+        store.ctx.close()
+    env = {"MAMORU_REGISTRY__STORE_ID": "store-a",
+           "MAMORU_REGISTRY__JOINT_USE_SCHEME": str(world.root / "scheme.json")}
+    opened = _mamoru(a.data_dir, "request", "open", "--as", "suzuki.mgr", "--kind",
+                     "disclosure", "--identity", "drivers_licence", "--json",
+                     stdin=f"{CONTACT}\n", env=env)
+    assert opened.returncode == 0, opened.stderr
+    request_id = json.loads(opened.stdout[opened.stdout.index("{"):])["request_id"]
+    searched = _mamoru(a.data_dir, "request", "search", request_id[:8],
+                       str(face_data / OBAMA2), "--as", "suzuki.mgr", env=env)
+    assert searched.returncode == 0, searched.stderr
+    assert f"found: entry {world.obama_at_a}" in searched.stdout
+    out = tmp_path / "to-requester"
+    answered = _mamoru(a.data_dir, "request", "answer", request_id[:8], "--as", "suzuki.mgr",
+                       "--reason", "document handed over at the counter", "--out", str(out),
+                       env=env)
+    assert answered.returncode == 0, answered.stderr
+    assert "outside mamoru's custody" in answered.stdout and "disclosed" in answered.stdout
+
+    text = (out / "disclosure.md").read_text(encoding="utf-8")
+    incidents = text.split("## 事案 / Incidents", 1)[1].split("## ", 1)[0]
+    assert "theft" in incidents and "3 items, 4,200 yen" in incidents
+    images = text.split("## 画像", 1)[1].split("## ", 1)[0]
+    listed = re.findall(r"^- (evidence-\d+\.png)$", images, re.M)
+    assert listed and sorted(listed) == sorted(p.name for p in out.glob("*.png"))
+    for name in listed:
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG")
+        assert (out / name).stat().st_mode & 0o077 == 0  # written private
+    partners = text.split("## 提供先（共同利用） / Provided to (joint use)", 1)[1].split("## ", 1)[0]
+    assert "store-b" in partners and "store-c" not in partners  # C (kansai) never received it
+    assert world.obama_at_a in text and NAME in text
+    assert CONTACT not in text  # the requester's contact is not part of the document
 
 
 # --- the tablet: the overdue badge and the reviews past due ----------------------------------
