@@ -509,3 +509,64 @@ def test_tablet_shows_overdue_badge_and_reviews_past_due(registry: Registry) -> 
         assert kept.status_code == 303
         after = mgr2.get("/requests")
         assert f'id="review-{entry_id}"' not in after.text
+
+
+def test_tablet_desk_opens_searches_in_memory_answers_and_refuses(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G-DSR-1..4 on the tablet: a manager opens a request, searches with a photo (parsed
+    in memory, never written: issue 10), prints the disclosure and answers; a refusal of a
+    nuisance-only entry's disclosure without the concrete harm is refused (G-DSR-1)."""
+    import tempfile
+
+    import cv2
+
+    from tests.registry.people import Clock, log_in, start_app
+    entry_id = registry.register(OBAMA)
+    spooled: list[object] = []
+    real = tempfile.TemporaryFile
+
+    def watched(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        spooled.append(args)
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", watched)
+    photo = cv2.resize(registry.image(OBAMA2), None, fx=2.0, fy=2.0)
+    noise = np.random.default_rng(0).integers(0, 8, photo.shape, dtype=np.uint8)
+    ok, png = cv2.imencode(".png", cv2.add(photo, noise))
+    assert ok and len(png.tobytes()) > 2 * 1024 * 1024  # past Starlette's default 1 MB spool
+    with start_app(registry, Clock(T0 + DAY)) as client:
+        mgr = log_in(client, "mgr2")
+        staff = log_in(client, "staff")
+        form = {"kind": "disclosure", "identity_method": "passport", "contact": CONTACT}
+        assert staff.post("/requests", data=form).status_code == 403
+        opened = mgr.post("/requests", data=form, follow_redirects=False)
+        assert opened.status_code == 303 and "request_opened_notice" in opened.headers["location"]
+        (request,) = requests.store(registry.ctx).all()
+        files_before = _files(registry.data_dir)
+        found = mgr.post(f"/requests/{request.request_id}/search",
+                         files={"photo": ("face.png", png.tobytes(), "image/png")},
+                         follow_redirects=False)
+        assert found.status_code == 303, found.text[:300]
+        assert "request_found_notice" in found.headers["location"]
+        assert spooled == [] and _files(registry.data_dir) - files_before == set()
+        page = mgr.get("/requests")
+        assert f'id="actions-{request.request_id}"' in page.text and entry_id[:8] in page.text
+        assert CONTACT not in page.text
+        document = mgr.get(f"/requests/{request.request_id}/disclosure")
+        assert document.status_code == 200 and entry_id in document.text
+        assert "outside mamoru" in mgr.get(f"/requests/{request.request_id}/disclosure"
+                                           "?lang=en").text
+        image = mgr.get(f"/requests/{request.request_id}/disclosure/evidence-1.png")
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        assert staff.get(f"/requests/{request.request_id}/disclosure").status_code == 403
+        refused = mgr.post(f"/requests/{request.request_id}/refuse",
+                           data={"ground": "appi_34_facts_correct", "reason": "x"})
+        assert refused.status_code == 422 and "appi_33_2_i" in refused.text
+        answered = mgr.post(f"/requests/{request.request_id}/answer",
+                            data={"reason": "document handed over"}, follow_redirects=False)
+        assert answered.status_code == 303
+    closed = requests.store(registry.ctx).get(request.request_id)
+    assert closed is not None and (closed.status, closed.answer) == (RequestStatus.ANSWERED,
+                                                                     "disclosed")
+    searched = _audit(registry.ctx, Action.REQUEST_SEARCHED)[-1]
+    assert searched["outcome"] == "found" and searched["photo_kept"] is False
