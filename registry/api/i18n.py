@@ -235,9 +235,12 @@ JA: Final[Mapping[str, str]] = {
                            "請求者に手渡し、控えを残さないでください。"),
     "back_to_requests": "窓口へ戻る",
     "request_opened_notice": "請求を受け付けました。",
-    "request_found_notice": "照会の結果、該当する登録がありました（記録済み・写真は保存していません）。",
-    "request_not_found_notice": "照会の結果、該当する登録はありません（記録済み・写真は保存していません）。",
-    "request_no_face_notice": "写真に顔が見つかりませんでした（記録済み・写真は保存していません）。",
+    "request_found_notice": ("照会の結果、該当する登録がありました"
+                             "（記録済み・写真は保存していません）。"),
+    "request_not_found_notice": ("照会の結果、該当する登録はありません"
+                                 "（記録済み・写真は保存していません）。"),
+    "request_no_face_notice": ("写真に顔が見つかりませんでした"
+                               "（記録済み・写真は保存していません）。"),
     "request_refused_notice": "拒否を記録しました。理由を遅滞なく請求者に通知してください。",
     "kind_disclosure": "開示",
     "kind_correction": "訂正",
@@ -251,7 +254,8 @@ JA: Final[Mapping[str, str]] = {
     "idm_residence_card": "在留カード",
     "idm_health_insurance_card": "健康保険証",
     "idm_other_official": "その他の公的書類",
-    "ground_appi_33_2_i": "本人又は第三者の生命・身体・財産その他の権利利益を害するおそれ（33条2項1号）",
+    "ground_appi_33_2_i": ("本人又は第三者の生命・身体・財産その他の権利利益を害するおそれ"
+                           "（33条2項1号）"),
     "ground_appi_33_2_ii": "業務の適正な実施に著しい支障（33条2項2号）",
     "ground_appi_33_2_iii": "他の法令に違反（33条2項3号）",
     "ground_appi_34_facts_correct": "内容は事実である（34条）",
@@ -507,7 +511,8 @@ EN: Final[Mapping[str, str]] = {
     "request_found_notice": "Search done: a matching entry was found (recorded; photo not kept).",
     "request_not_found_notice": "Search done: no matching entry (recorded; photo not kept).",
     "request_no_face_notice": "No face was found in the photo (recorded; photo not kept).",
-    "request_refused_notice": "The refusal was recorded. Tell the requester the reason without delay.",
+    "request_refused_notice": ("The refusal was recorded. Tell the requester the reason "
+                               "without delay."),
     "kind_disclosure": "Disclosure",
     "kind_correction": "Correction",
     "kind_stop-use": "Stop use",

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
+from registry import requests as desk
 from registry.alerts import (
     AlertView,
     alert_snapshot_png,
@@ -100,7 +101,6 @@ from registry.approval import (
 )
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
-from registry import requests as desk
 from registry.domain import (
     ConfirmationKind,
     IdentityMethod,
