@@ -12,7 +12,10 @@ seal under a key derived from the same master key would not keep them from
 anyone who can open the database (that person holds the master key), and it
 would be one more thing key rotation must re-encrypt. What matters is where
 they are *read*: only `request show` for a manager prints them; they never go
-into the audit trail, a list, a bundle, a log or an exception.
+into the audit trail, a list, a bundle, a log or an exception. Their lifetime
+(issue 10): while the request is open, then `registry.request_record_days` after
+it was answered or refused; the nightly `mamoru expire` blanks them and the
+answer text (`wipe_closed_records`), keeping kind, dates and outcome.
 
 The photo: decoded in memory, searched through the same engine and threshold
 the edge boxes match with, against every template the registry holds (own and
