@@ -100,6 +100,8 @@ class Action(str, Enum):
     BREACH_TRIAGED = "breach_triaged"
     BREACH_REPORT_DRAFTED = "breach_report_drafted"
     BREACH_STOP_USE_MARKED = "breach_stop_use_marked"
+    # issue 10: closed requests' contact, summary and answer text wiped after their lifetime
+    REQUEST_RECORDS_WIPED = "request_records_wiped"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).

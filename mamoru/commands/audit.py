@@ -57,8 +57,9 @@ def expire(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be erased")] = False,
     now: Annotated[str | None, typer.Option("--now", help="pretend it is this time (testing)")] = None,
 ) -> None:
-    """Erase every entry past its retention period, lapse unjudged alerts, delete old backups
-    and prune the audit trail past its retention (the nightly job, G-REG-4, G-RET-1)."""
+    """Erase every entry past its retention period, lapse unjudged alerts, delete old backups,
+    prune the audit trail past its retention and wipe the desk's closed-request records past
+    theirs (the nightly job, G-REG-4, G-RET-1)."""
     moment = parse_timestamp(now, "--now") if now else utc_now()
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
@@ -69,6 +70,8 @@ def expire(
         for entry_id in result.due:
             typer.echo(f"  {entry_id}")
         typer.echo(f"{len(result.alerts_due)} unjudged alert(s) would lapse")
+        typer.echo(f"{len(result.requests_wiped)} closed request(s) would have their contact "
+                   "and summary wiped")
         return
     typer.echo(f"expired {len(result.expired)} entr{'y' if len(result.expired) == 1 else 'ies'}; "
                f"swept {result.orphans_swept} orphaned image file(s)")
@@ -78,3 +81,5 @@ def expire(
                f"{result.stray_snapshots_erased} stray alert snapshot(s); deleted "
                f"{len(result.backups_deleted)} old backup(s); pruned "
                f"{result.audit_records_pruned} audit record(s)")
+    typer.echo(f"wiped the contact and summary of {len(result.requests_wiped)} closed "
+               "request(s) past registry.request_record_days")

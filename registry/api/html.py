@@ -58,6 +58,8 @@ NOTICES: Final = frozenset({
     "confirmed_notice", "dismissed_notice", "proposal_submitted", "approved_notice",
     "rejected_notice", "corrected_notice", "withdrawn_notice", "reoffence_notice",
     "logged_out_notice", "review_kept_notice", "request_answered_notice",
+    "request_opened_notice", "request_found_notice", "request_not_found_notice",
+    "request_no_face_notice", "request_refused_notice",
 })
 
 CSP: Final = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "

@@ -89,7 +89,12 @@ def test_the_route_table_is_complete(api: Api) -> None:
                      "POST /api/v1/proposals/{entry_id}/approve",
                      "GET /api/v1/watchlist/{entry_id}/evidence/{image_id}",
                      "GET /api/v1/audit/verify", "POST /api/v1/edge/alerts",
-                     "DELETE /api/v1/session"):
+                     "DELETE /api/v1/session",
+                     # the request desk's tablet forms (G-DSR-1..4): managers only
+                     "POST /requests", "POST /requests/{request_id}/search",
+                     "POST /requests/{request_id}/answer", "POST /requests/{request_id}/refuse",
+                     "GET /requests/{request_id}/disclosure",
+                     "GET /requests/{request_id}/disclosure/{image}"):
         assert expected in labels
     assert len(labels) >= 25
 
@@ -208,7 +213,10 @@ _JSON = st.recursive(
 )
 _FIELDS = ["reason", "features", "display_name", "incident", "category", "occurred_at",
            "confirmation_ref", "confirmation_kind", "damage", "description", "name",
-           "username", "password"]
+           "username", "password",
+           # the request desk's forms (G-DSR-1..4)
+           "kind", "identity_method", "contact", "summary", "by_agent", "ground",
+           "harm_justification"]
 _CONTENT_TYPES = ["application/json", "text/plain", "multipart/form-data", "image/png",
                   "multipart/form-data; boundary=zz", "application/x-www-form-urlencoded"]
 
