@@ -227,7 +227,8 @@ def test_real_processes_report_a_damaged_store_in_one_line(world: Path, tmp_path
     """The issue's reproduction in real processes: a byte flipped in audit.db, then registry.db."""
     case = tmp_path / "data"
     shutil.copytree(world, case)
-    flip(case / "audit.db", (case / "audit.db").stat().st_size // 2)
+    # The last page holds the newest records, which every command reads (the anchored head).
+    flip(case / "audit.db", (case / "audit.db").stat().st_size - 100)
     before = digests(case)
     for args in (("watchlist", "list", *ADMIN), ("audit", "verify", *ADMIN)):
         result = _mamoru(case, *args)
