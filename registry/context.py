@@ -204,7 +204,9 @@ class RegistryContext:
         return True
 
 
-def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+def open_registry(
+    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
+) -> RegistryContext:
     """Open an existing registry; nothing is created or changed if the key is wrong."""
     if not paths.database.is_file():
         raise NotInitialisedError(
@@ -246,13 +248,16 @@ def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bo
         os.replace(pending_key_file(context.paths.key_file), context.paths.key_file)
 
 
-def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+def init_registry(
+    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
+) -> RegistryContext:
     """Create key file, databases and folders for a new registry; refuse to touch an old one."""
     if paths.database.exists() or paths.audit_database.exists():
         raise RegistryError(f"a registry already exists in {paths.data_dir}")
     make_private_dir(paths.data_dir)
     os.chmod(paths.data_dir, 0o700)
-    key = load_key_file(paths.key_file) if paths.key_file.exists() else create_key_file(paths.key_file)
+    key = (load_key_file(paths.key_file) if paths.key_file.exists()
+           else create_key_file(paths.key_file))
     opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)
     for path in (paths.database, paths.audit_database):
         os.chmod(path, 0o600)

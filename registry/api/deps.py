@@ -51,7 +51,8 @@ from registry.errors import AuthenticationError
 from registry.users import require_role
 
 __all__ = [
-    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep", "GUARDS",
+    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",
+    "GUARDS",
     "GateDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
     "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
     "require_roles", "route_roles", "unguarded_routes",
