@@ -32,3 +32,4 @@ def validate_incident(incident: IncidentInput, now: datetime) -> IncidentInput:
     # checked again here for callers of the services themselves.
     checked(incident.occurred_at, "occurred_at")
     not_in_future(incident.occurred_at, now, "occurred_at")
+    return incident
