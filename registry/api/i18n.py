@@ -466,7 +466,7 @@ def pick_lang(query: str | None, cookie: str | None) -> Lang:
     """`?lang=` first, then the cookie, then Japanese."""
     for candidate in (query, cookie):
         if candidate in LANGS:
-            return candidate  # type: ignore[return-value]
+            return candidate
     return DEFAULT_LANG
 
 
