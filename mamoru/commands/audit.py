@@ -67,8 +67,11 @@ def expire(
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
         with tqdm(total=due, desc="expiring", unit="entry", disable=due < 50 or dry_run) as bar:
-            result = run_expiry(
-                ctx, now=moment, dry_run=dry_run, on_progress=lambda _: bar.update())
+
+            def advance(_: str) -> None:
+                bar.update()
+
+            result = run_expiry(ctx, now=moment, dry_run=dry_run, on_progress=advance)
     if dry_run:
         typer.echo(f"{len(result.due)} entr{'y' if len(result.due) == 1 else 'ies'} would expire")
         for entry_id in result.due:
