@@ -78,7 +78,8 @@ class EdgeSettings(BaseModel):
     )
     registry_ca_file: Path | None = Field(
         default=None,
-        description="PEM certificate to trust for registry_url (e.g. the registry's self-signed one)",
+        description=(
+            "PEM certificate to trust for registry_url (e.g. the registry's self-signed one)"),
     )
     device_token_file: Path | None = Field(
         default=None, description="0600 file with this box's device token (`mamoru device add`)"

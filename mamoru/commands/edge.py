@@ -34,9 +34,14 @@ def parse_source(text: str) -> CameraConfig:
 
 @app.command("run")
 def run(
-    source: Annotated[list[str] | None, typer.Option("--source", help="NAME=RTSP_URL_OR_FILE (repeatable)")] = None,
-    exit_at_end: Annotated[bool, typer.Option("--exit-at-end", help="stop when every file source ended")] = False,
-    alerts_jsonl: Annotated[str | None, typer.Option("--alerts-jsonl", help="append alerts as JSON lines to PATH, or - for stdout")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="NAME=RTSP_URL_OR_FILE (repeatable)")
+    ] = None,
+    exit_at_end: Annotated[
+        bool, typer.Option("--exit-at-end", help="stop when every file source ended")
+    ] = False,
+    alerts_jsonl: Annotated[str | None, typer.Option(
+        "--alerts-jsonl", help="append alerts as JSON lines to PATH, or - for stdout")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
 ) -> None:
     """Capture every camera, alert on watchlist faces, forget everyone else."""
@@ -65,6 +70,6 @@ def run(
             parts.metrics.serve(settings.edge.metrics_port)
         loop.run(stop, exit_at_end=exit_at_end)
         states = ", ".join(f"{name}: {state.value}" for name, state in loop.states().items())
-        typer.echo(f"edge loop stopped ({states}); {len(parts.outbox.pending())} alert(s) waiting in the outbox",
-                   err=True)
+        typer.echo(f"edge loop stopped ({states}); "
+                   f"{len(parts.outbox.pending())} alert(s) waiting in the outbox", err=True)
 

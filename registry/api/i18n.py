@@ -69,8 +69,13 @@ JA: Final[Mapping[str, str]] = {
     "dismissed_count": "人違い",
     "open_count": "未判定",
     "no_alerts": "アラートはありません。",
-    "box_stale": "最新のウォッチリストを読み込めません。このボックスは復旧するまでアラートを出しません。ボックスと登録サービスを確認してください。",
-    "box_silent": "このボックスから状態の報告が届いていません。電源とネットワークを確認してください。",
+    "box_stale": (
+        "最新のウォッチリストを読み込めません。このボックスは復旧するまでアラートを出しません。"
+        "ボックスと登録サービスを確認してください。"
+    ),
+    "box_silent": (
+        "このボックスから状態の報告が届いていません。電源とネットワークを確認してください。"
+    ),
     "box_last_report": "最終報告",
     "snapshot": "カメラの画像（他の人の顔は隠されています）",
     "registered_image": "登録時の証拠画像",
@@ -262,7 +267,9 @@ JA: Final[Mapping[str, str]] = {
     "ground_appi_35_use_lawful": "利用は適法である（35条）",
     # enumerations
     "criteria_title": "登録基準",
-    "criteria_help": "事案の種類ごとの登録基準です。提案は、この基準（版）で判断したものとして記録されます。",
+    "criteria_help": (
+        "事案の種類ごとの登録基準です。提案は、この基準（版）で判断したものとして記録されます。"
+    ),
     "criteria_version": "基準版",
     "cat_theft": "万引き",
     "cat_voyeurism": "盗撮",
@@ -322,7 +329,10 @@ EN: Final[Mapping[str, str]] = {
     "dismissed_count": "Wrong person",
     "open_count": "Open",
     "no_alerts": "No alerts.",
-    "box_stale": "cannot load the latest watchlist; this box raises no alerts until it can. Check the box and the registry.",
+    "box_stale": (
+        "cannot load the latest watchlist; this box raises no alerts until it can. "
+        "Check the box and the registry."
+    ),
     "box_silent": "this box has stopped reporting. Check its power and network.",
     "box_last_report": "last report",
     "snapshot": "Camera image (other faces masked)",
@@ -448,7 +458,10 @@ EN: Final[Mapping[str, str]] = {
     "alerts_received": "Alerts received",
     "alert_outcomes": "Alert outcomes",
     "criteria_title": "Registration criteria",
-    "criteria_help": "The written criteria per offence category. A proposal is recorded as judged under this version of its category's criteria.",
+    "criteria_help": (
+        "The written criteria per offence category. A proposal is recorded as judged under "
+        "this version of its category's criteria."
+    ),
     "criteria_version": "criteria version",
     "cat_theft": "Theft (shoplifting)",
     "cat_voyeurism": "Voyeurism",
@@ -545,7 +558,7 @@ def pick_lang(query: str | None, cookie: str | None) -> Lang:
     """`?lang=` first, then the cookie, then Japanese."""
     for candidate in (query, cookie):
         if candidate in LANGS:
-            return candidate  # type: ignore[return-value]
+            return candidate
     return DEFAULT_LANG
 
 
