@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from registry.alerts import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
 from registry import requests
+from registry.alerts import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
 from registry.audit import Action
 from registry.backup import backup_needs_from, prune_backups
 from registry.clock import add_years, to_text

@@ -46,9 +46,9 @@ from models.engine import FaceEngine
 from registry import approval, users
 from registry.clock import utc_now
 from registry.context import RegistryContext, init_registry
-from registry.key_custody import KeyCustodySettings
 from registry.devices import add_device
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
+from registry.key_custody import KeyCustodySettings
 
 DEMO_SETS = ("face_recognition", "ctu_unknowns", "pyfeat")
 LISTED_PHOTOS = ("face_recognition/obama.jpg", "face_recognition/obama3.jpg")

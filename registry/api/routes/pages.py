@@ -591,7 +591,7 @@ def request_answer(request_id: RequestId, ctx: ContextDep, user: Manager, now: N
 @router.post("/requests/{request_id}/refuse")
 def request_refuse(request_id: RequestId, ctx: ContextDep, user: Manager, now: NowDep,
                    ground: Annotated[RefusalGround, Form()], reason: Reason = "",
-                   harm_justification: Text = "") -> RedirectResponse:
+                   harm_justification: Reason = "") -> RedirectResponse:
     """Refuse on a legal ground with the reason (G-DSR-4); a nuisance-only entry needs the
     case's concrete harm as well (G-DSR-1)."""
     desk.refuse(ctx, actor=user, request_id=request_id, ground=ground, reason=reason, now=now,
