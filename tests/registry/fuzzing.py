@@ -31,6 +31,8 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi import FastAPI
@@ -51,7 +53,6 @@ from registry.joint_use.sync import init_keys
 from tests.conftest import REPO
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 
-
 SCHEME_FILE = "joint-use-scheme.json"
 
 
@@ -64,6 +65,8 @@ class Seeded:
     pending_id: str
     alert_id: str
     device_token: str
+    photo_jpeg: bytes  # a real photo of a face, for the upload routes
+    snapshot_png: bytes  # a real snapshot, for alerts from the edge box
 
 
 def seed(reg: Registry) -> Seeded:
@@ -75,19 +78,25 @@ def seed(reg: Registry) -> Seeded:
     token = devices.add_device(reg.ctx, admin=admin, name="box-1", now=T0)
     device = reg.ctx.repo.device_by_name("box-1")
     assert device is not None
-    ok, png = cv2.imencode(".png", reg.image(OBAMA2))
-    assert ok
+    png = _encoded(".png", reg.image(OBAMA2))
     payload = AlertIn(alert_id=uuid.uuid4().hex, camera="entrance-1", detected_at=T0,
                       score=0.71, threshold=0.363, entry_id=entry_id,
                       index_version=reg.ctx.repo.watchlist_version(),
-                      snapshot_png_b64=base64.b64encode(png.tobytes()).decode())
+                      snapshot_png_b64=base64.b64encode(png).decode())
     alert_id, created = receive_alert(reg.ctx, device=device, payload=payload, now=T0)
     assert created
     _join_scheme(reg, admin)
     image_ids = tuple(r.image_id for r in reg.ctx.repo.evidence(entry_id))
     assert image_ids, "the approved entry has evidence images"
     reg.ctx.close()  # the server owns the files from here on
-    return Seeded(entry_id, image_ids, pending_id, alert_id, token)
+    return Seeded(entry_id, image_ids, pending_id, alert_id, token,
+                  photo_jpeg=_encoded(".jpg", reg.image(OBAMA2)), snapshot_png=png)
+
+
+def _encoded(extension: str, image: npt.NDArray[np.uint8]) -> bytes:
+    ok, data = cv2.imencode(extension, image)
+    assert ok
+    return bytes(data.tobytes())
 
 
 def _join_scheme(reg: Registry, admin: User) -> None:
@@ -154,7 +163,7 @@ def serve(reg: Registry, log_file: Path) -> Iterator[Server]:
     Its output goes to `log_file` (a pipe nobody reads would fill up and stop the server).
     """
     port = free_port()
-    env = {**os.environ, "MAMORU_DATA_DIR": str(reg.data_dir), "PYTHONWARNINGS": "ignore", "PYTHONFAULTHANDLER": "1",
+    env = {**os.environ, "MAMORU_DATA_DIR": str(reg.data_dir), "PYTHONWARNINGS": "ignore",
            "MAMORU_WEB__RATE_LIMIT_PER_MINUTE": "1000000",
            "MAMORU_WEB__LOGIN_RATE_LIMIT_PER_MINUTE": "10000",
            "MAMORU_REGISTRY__JOINT_USE_SCHEME": str(reg.data_dir / SCHEME_FILE)}
@@ -199,7 +208,7 @@ class Identity:
     headers: dict[str, str]
 
 
-def log_in(url: str, username: str) -> Identity:
+def session_of(url: str, username: str) -> Identity:
     """A person's session: the cookie's token and the CSRF token, sent on every request."""
     answer = httpx.post(f"{url}/api/v1/session",
                         json={"username": username, "password": PASSWORD}, timeout=30)
