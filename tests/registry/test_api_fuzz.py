@@ -37,12 +37,14 @@ import hypothesis.strategies as st
 import pytest
 import requests
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
+from registry.api.app import create_app
 from registry.api.deps import api_routes
 from tests.conftest import REPO
 from tests.registry.conftest import OBAMA, Registry
@@ -56,7 +58,7 @@ from tests.registry.fuzzing import (
     serve,
     session_of,
 )
-from tests.registry.people import Clock, log_in, start_app
+from tests.registry.people import BASE_URL, Clock, log_in, web_settings
 
 AnyCase = Case[Any]
 Operation = APIOperation[Any, Any, Any, Any]
@@ -296,21 +298,24 @@ def test_no_caller_gets_a_server_error(registry: Registry, tmp_path: Path) -> No
 # --- what the fuzzing found ------------------------------------------------------------
 
 
-def test_a_page_s_unexpected_failure_reaches_the_log_with_its_traceback(
-        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
-    """A page's 500 tells the person "the registry's log has the details": it must.
+@pytest.mark.parametrize("path", ["/watchlist", "/api/v1/watchlist"])
+def test_an_unexpected_failure_reaches_the_log_with_its_traceback(
+        registry: Registry, caplog: pytest.LogCaptureFixture, path: str) -> None:
+    """A 500 tells the person "the registry's log has the details": it must.
 
-    The fuzzer's 500s on `POST /watchlist/{id}/correct` were logged as "unexpected failure"
-    followed by "NoneType: None": the page is rendered after the handler's `except` has
-    ended, so `logger.exception` found no exception to log. Here the failure is a damaged
-    database (a table gone), which no input check can turn into a 4xx.
+    The fuzzer's 500s (pages and API alike) were logged as "unexpected failure" followed
+    by "NoneType: None": the handlers run after the `except` that caught the exception
+    has ended, so `logger.exception` found no exception to log. Here the failure is a
+    damaged database (a table gone), which no input check can turn into a 4xx.
     """
     registry.register(OBAMA)
-    with start_app(registry, Clock()) as client:
+    app = create_app(web_settings(registry.settings), engine=registry.engine, clock=Clock())
+    # As a server answers it: the 500, not the exception re-raised into the test.
+    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:
         manager = log_in(client, "mgr1")
         registry.ctx.repo.connection.execute("ALTER TABLE incidents RENAME TO incidents_gone")
         with caplog.at_level(logging.ERROR):
-            answer = manager.get("/watchlist")
+            answer = manager.get(path)
     assert answer.status_code == 500
     assert "Traceback" not in answer.text and "incidents" not in answer.text
     [record] = [r for r in caplog.records if "unexpected failure" in r.getMessage()]
