@@ -184,7 +184,10 @@ def _message(request: Request, exc: Exception) -> tuple[int, str]:
     if isinstance(exc, HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else t("err_bad_input")
         return exc.status_code, detail
-    logger.exception("unexpected failure on %s %s", request.method, request.url.path)
+    # The page is built after the handler's `except` has ended (`FailurePage`), so the
+    # exception is passed explicitly: `logger.exception` would find none and log no trace.
+    logger.error("unexpected failure on %s %s", request.method, request.url.path,
+                 exc_info=exc)
     return 500, t("err_internal")
 
 
