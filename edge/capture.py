@@ -89,12 +89,19 @@ class CameraStats:
 OpenCapture = Callable[[str, float, float], Any]
 
 
-def open_ffmpeg_capture(url: str, open_timeout_s: float, read_timeout_s: float) -> Any:
-    """An OpenCV capture with explicit timeouts, so no call can block forever."""
+def open_ffmpeg_capture(url: str, open_timeout_s: float, read_timeout_s: float,
+                        hw: bool = False) -> Any:
+    """An OpenCV capture with explicit timeouts, so no call can block forever.
+
+    With `hw`, FFmpeg decodes on a hardware decoder where the box has one
+    (VAAPI, NVDEC) and in software otherwise (`mamoru edge plan` reports which).
+    """
+    accel = cv2.VIDEO_ACCELERATION_ANY if hw else cv2.VIDEO_ACCELERATION_NONE
     return cv2.VideoCapture(
         url, cv2.CAP_FFMPEG,
         [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)],
+         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+         cv2.CAP_PROP_HW_ACCELERATION, accel],
     )
 
 
@@ -118,7 +125,9 @@ class CameraReader:
         self.slot = LatestFrame()
         self.stats = CameraStats()
         self._settings = settings
-        self._open_capture = open_capture
+        self._open_capture: OpenCapture = (
+            _open_with_hw if open_capture is open_ffmpeg_capture and settings.hw_decode == "auto"
+            else open_capture)
         self._on_event = on_event or (lambda camera, event: None)
         self._on_stream = on_stream or (lambda report: None)
         self.stream: StreamReport | None = None  # the latest measurement of this stream
@@ -258,6 +267,10 @@ class CameraReader:
         delay = min(self._settings.reconnect_max_s,
                     self._settings.reconnect_initial_s * 2 ** min(attempt - 1, 10))
         self._stop.wait(delay * random.uniform(0.8, 1.2))
+
+
+def _open_with_hw(url: str, open_timeout_s: float, read_timeout_s: float) -> Any:
+    return open_ffmpeg_capture(url, open_timeout_s, read_timeout_s, hw=True)
 
 
 def _release(capture: Any) -> None:

@@ -93,6 +93,11 @@ class EdgeSettings(BaseModel):
     detector_input: DetectorInput | None = Field(
         default=None, description="default detector input (width, height); None: the pack's"
     )
+    hw_decode: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: OpenCV's FFmpeg decodes on VAAPI/NVDEC where the box has one "
+                    "(software otherwise); off: always software",
+    )
     stream_check_s: float = Field(
         default=5.0, ge=0.0, le=60.0,
         description="measure each stream's real frame rate and size over its first seconds and "
