@@ -647,9 +647,10 @@ def part1(settings: MamoruSettings, parts: EdgeParts, clip: Clip, tmp: Path, fac
 
 
 def run_live(settings: MamoruSettings, parts: EdgeParts, clip: Clip, cameras: int,
-             seconds: float) -> dict[str, Any]:
+             seconds: float, detector_input: tuple[int, int] | None = None) -> dict[str, Any]:
     """The real EdgeLoop.run, configured cool-down, `cameras` cameras playing `clip`."""
-    configs = [CameraConfig(name=f"cam{k + 1}", url=str(clip.path)) for k in range(cameras)]
+    configs = [CameraConfig(name=f"cam{k + 1}", url=str(clip.path),
+                            detector_input=detector_input) for k in range(cameras)]
     loop = make_loop(settings, parts, configs)
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)
@@ -743,6 +744,99 @@ def part2(settings: MamoruSettings, parts: EdgeParts, clips: dict[str, Clip], ca
         runs.append(run_live(settings, parts, clip, cameras, seconds))
     return runs
 
+
+# --------------------------------------------------------------------------- part 3
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """A stream profile of part 3: what the camera sends and the detector input."""
+
+    name: str
+    size: tuple[int, int]
+    fps: int
+    detector_input: tuple[int, int] | None
+
+
+PROFILES = (
+    BenchProfile("main 1080p/25 (naive)", (1920, 1080), 25, None),
+    BenchProfile("main 1080p/5", (1920, 1080), 5, (640, 384)),
+    BenchProfile("sub 720p/5", (1280, 720), 5, (640, 384)),
+    BenchProfile("sub 720p/5, det 640x640", (1280, 720), 5, None),
+    BenchProfile("sub 360p/5", (640, 360), 5, (640, 384)),
+)
+
+
+def profile_clip(main: Clip, size: tuple[int, int], fps: int) -> Clip:
+    """The main-stream clip as a camera's other stream sends it: scaled, at its own rate.
+
+    Frame i of a `fps` stream shows main frame i x (25 / fps); truth boxes follow."""
+    if size == main.size and fps == main.fps:
+        return main
+    out = main.path.with_name(f"profile-{size[0]}x{size[1]}-{fps}.mp4")
+    bitrate = BITRATE[size[1]]
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-i", str(main.path), "-vf",
+         f"scale={size[0]}:{size[1]}:flags=area", "-r", str(fps), "-c:v", "libx264",
+         "-preset", "veryfast", "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", "2M",
+         "-g", str(2 * fps), "-pix_fmt", "yuv420p", str(out)], check=True)
+    step, f = main.fps // fps, size[0] / main.size[0]
+    boxes = {i // step: (round(x1 * f), round(y1 * f), round(x2 * f), round(y2 * f))
+             for i, (x1, y1, x2, y2) in main.listed_boxes.items() if i % step == 0}
+    return Clip(out, size, fps, main.frame_count // step, boxes)
+
+
+def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, seconds: float
+          ) -> list[dict[str, Any]]:
+    """`cameras` cameras of each profile, the 1080p/25 main stream (naive) first, same run."""
+    runs = []
+    for profile in PROFILES:
+        clip = profile_clip(main, profile.size, profile.fps)
+        progress(f"part 3: {cameras} x {profile.name} for {seconds:g} s")
+        run = run_live(settings, parts, clip, cameras, seconds, profile.detector_input)
+        run["profile"] = profile.name
+        run["stream_fps"] = profile.fps
+        run["detector_input"] = (f"{profile.detector_input[0]}x{profile.detector_input[1]}"
+                                 if profile.detector_input else "pack (640x640 letterbox)")
+        runs.append(run)
+    return runs
+
+
+def part3_table(runs: Sequence[dict[str, Any]]) -> str:
+    headers = ["cameras", "profile", "detector input", "analysed fps per camera min / mean",
+               "decoded fps per camera", "CPU % core / machine", "CPU ms per analysed frame",
+               "machine busy %", "recall (alerted), all cameras", "frame age ms p50",
+               "keeps up"]
+    rows = []
+    for run in runs:
+        cams = run["per_camera"]
+        analysed = [c["analysis_fps"] for c in cams]
+        total_analysed = sum(c["analysed"] for c in cams)
+        cpu_ms = 1000 * run["cpu_pct_core"] / 100 * run["wall_s"] / max(1, total_analysed)
+        ages = [c["frame_age_ms_p50"] for c in cams if c.get("frame_age_ms_p50") is not None]
+        rows.append([
+            run["cameras"], run["profile"], run["detector_input"],
+            _pair(min(analysed), round(sum(analysed) / len(analysed), 2)),
+            round(sum(c["source_fps"] for c in cams) / len(cams), 2),
+            _pair(run["cpu_pct_core"], run["cpu_pct_machine"]), round(cpu_ms, 1),
+            run["machine_busy_pct"],
+            f"{sum(c['recalled'] for c in cams)}/{sum(c['appearances'] for c in cams)} "
+            f"({sum(c['alerted'] for c in cams)})",
+            round(float(np.median(ages)), 1) if ages else None,
+            "yes" if run["keeps_up"] else "NO",
+        ])
+    return markdown_table(headers, rows)
+
+
+PART3_LEGEND = """\
+Each profile is the same scene as the camera would send it (ffmpeg: scaled, at the stream's own
+frame rate); every camera of a run plays it from its own reader. analysed fps: frames analysed /
+wall; decoded fps: frames decoded / wall (= what the stream sends: every frame sent is decoded).
+CPU ms per analysed frame: process CPU time over the run / frames analysed (decode included).
+recall: appearances of the listed person shown in full during the run, over every camera, in
+which his face matched (alerted: alert raised; the configured cool-down allows one per camera).
+keeps up: every camera analysed >= 95% of the analysis rate and decoded >= 95% of its stream.
+"""
 
 # --------------------------------------------------------------------------- output
 
@@ -897,7 +991,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="walk-past segments in the clip, one appearance each (default 6)")
     parser.add_argument("--skip-insightface", action="store_true",
                         help="leave out the insightface FaceAnalysis variant")
-    parser.add_argument("--skip-multicam", action="store_true", help="leave out part 2")
+    parser.add_argument("--skip-multicam", action="store_true", help="leave out parts 2 and 3")
+    parser.add_argument("--only-profiles", action="store_true",
+                        help="run only part 3 (cameras x stream profile, issue 16)")
     args = parser.parse_args(argv)
     if args.seconds > args.segments * SEGMENT_S:
         parser.error("--seconds is longer than the clip (--segments x 6 s)")
@@ -938,6 +1034,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "frames": clips["720p"].frame_count, "appearances": clips["720p"].appearances,
             "alert_cooldown_s": ALERT_COOLDOWN_S, "analysis_fps": settings.edge.analysis_fps,
         }
+        if args.only_profiles:
+            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
+            report["part3"] = runs3
+            say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each, "
+                f"analysis at {settings.edge.analysis_fps:g} fps, load average at start "
+                f"{report['environment']['loadavg_at_start']} on {os.cpu_count()} cores\n")
+            say(part3_table(runs3) + "\n" + PART3_LEGEND)
+            OUT_FILE.parent.mkdir(parents=True, exist_ok=True)
+            OUT_FILE.with_name("pipeline-profiles.json").write_text(
+                json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
+                encoding="utf-8")
+            return 0
         rows = part1(settings, parts, clips["720p"], tmp, face_data,
                      insightface=not args.skip_insightface)
         report["part1"] = rows
@@ -953,6 +1061,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"replayed at {FPS} fps, analysis at {settings.edge.analysis_fps:g} fps, "
                 f"alert cool-down {settings.edge.alert_cooldown_s:g} s (configured)\n")
             say(part2_table(runs) + "\n" + PART2_LEGEND)
+            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
+            report["part3"] = runs3
+            say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each\n")
+            say(part3_table(runs3) + "\n" + PART3_LEGEND)
         report["part2"] = runs
         report["targets"] = verdicts(rows, runs, args.cameras)
         say(targets_text(report["targets"]))
