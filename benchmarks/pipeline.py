@@ -786,6 +786,60 @@ def profile_clip(main: Clip, size: tuple[int, int], fps: int) -> Clip:
     return Clip(out, size, fps, main.frame_count // step, boxes)
 
 
+def profile_costs(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int
+                  ) -> list[dict[str, Any]]:
+    """Per profile, in CPU time (robust to other tenants of a shared box): decode cost of
+    every frame the stream sends, the loop's analysis of the analysed frames on the clip's own
+    clock (tracks live as in real time), and recall over the whole clip; what `cameras`
+    cameras of it would take of this box, and how many fit at 75 % (`mamoru edge plan`'s rule).
+    """
+    from edge.plan import StreamProfile, measure_decode
+
+    cores = os.cpu_count() or 1
+    rows = []
+    for profile in PROFILES:
+        clip = profile_clip(main, profile.size, profile.fps)
+        decode_ms, frames = measure_decode(clip.path, hw=False)
+        camera = CameraConfig(name="bench", url=str(clip.path),
+                              detector_input=profile.detector_input)
+        loop = make_loop(settings, parts, [camera], ALERT_COOLDOWN_S)
+        stride = max(1, round(clip.fps / settings.edge.analysis_fps))
+        variant = MamoruVariant(profile.name, loop, clip.fps, stride)
+        parts.engine.detect(np.asarray(frames[0], np.uint8), profile.detector_input)  # warm-up
+        [run] = run_interleaved([variant], [np.asarray(f, np.uint8) for f in frames])
+        del frames
+        analysed = len(run.outcomes)
+        analyse_ms = 1000.0 * run.clock.cpu_s / max(1, analysed)
+        analysis_fps = min(settings.edge.analysis_fps, clip.fps)
+        per_camera = decode_ms * clip.fps + analyse_ms * analysis_fps  # CPU ms per second
+        sp = StreamProfile(profile.name, profile.size[0], profile.size[1], profile.fps,
+                           profile.detector_input)
+        rows.append({
+            "profile": profile.name, "stream": sp.label,
+            "decode_ms_per_frame": round(decode_ms, 2),
+            "decode_ms_per_s": round(decode_ms * clip.fps),
+            "analyse_ms_per_frame": round(analyse_ms, 1),
+            "analysis_ms_per_s": round(analyse_ms * analysis_fps),
+            "per_camera_pct_machine": round(per_camera / (cores * 10.0), 1),
+            f"{cameras}_cameras_pct_machine": round(cameras * per_camera / (cores * 10.0)),
+            "cameras_at_75pct": int(cores * 750 // per_camera),
+            "embeds_per_frame": round(sum(o.embedded for o in run.outcomes) / max(1, analysed), 2),
+            **score(run.outcomes, clip, clip.appearances).summary(),
+        })
+    return rows
+
+
+def costs_table(rows: Sequence[dict[str, Any]], cameras: int) -> str:
+    headers = ["profile", "stream", "decode CPU ms/s", "analysis CPU ms/s", "embeds/frame",
+               "% of box per camera", f"{cameras} cameras: % of box", "cameras at 75 %",
+               "recall (alerted), 1 camera"]
+    return markdown_table(headers, [
+        [r["profile"], r["stream"], r["decode_ms_per_s"], r["analysis_ms_per_s"],
+         r["embeds_per_frame"], r["per_camera_pct_machine"],
+         r[f"{cameras}_cameras_pct_machine"], r["cameras_at_75pct"], _recall(r)]
+        for r in rows])
+
+
 def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, seconds: float
           ) -> list[dict[str, Any]]:
     """`cameras` cameras of each profile, the 1080p/25 main stream (naive) first, same run."""
@@ -994,6 +1048,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-multicam", action="store_true", help="leave out parts 2 and 3")
     parser.add_argument("--only-profiles", action="store_true",
                         help="run only part 3 (cameras x stream profile, issue 16)")
+    parser.add_argument("--skip-live-profiles", action="store_true",
+                        help="part 3: only the CPU-time costs and recall, not the live runs")
     args = parser.parse_args(argv)
     if args.seconds > args.segments * SEGMENT_S:
         parser.error("--seconds is longer than the clip (--segments x 6 s)")
@@ -1035,6 +1091,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alert_cooldown_s": ALERT_COOLDOWN_S, "analysis_fps": settings.edge.analysis_fps,
         }
         if args.only_profiles:
+            costs = profile_costs(settings, parts, clips["1080p"], args.cameras)
+            report["part3_costs"] = costs
+            say(f"Part 3a: CPU cost per camera and recall per stream profile (CPU time, clip "
+                f"clock; load average {loadavg():.2f} on {os.cpu_count()} cores)\n")
+            say(costs_table(costs, args.cameras) + "\n")
+            if args.skip_live_profiles:
+                OUT_FILE.with_name("pipeline-profiles.json").write_text(
+                    json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+                return 0
             runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
             report["part3"] = runs3
             say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each, "
