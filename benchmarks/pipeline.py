@@ -775,12 +775,15 @@ def profile_clip(main: Clip, size: tuple[int, int], fps: int) -> Clip:
         return main
     out = main.path.with_name(f"profile-{size[0]}x{size[1]}-{fps}.mp4")
     bitrate = BITRATE[size[1]]
+    step = main.fps // fps
+    # exactly main frames 0, step, 2 x step, ... (ffmpeg's -r alone may shift by a frame)
+    picks = f"select='not(mod(n\\,{step}))',setpts=N/{fps}/TB,"
     subprocess.run(
         ["ffmpeg", "-y", "-loglevel", "error", "-i", str(main.path), "-vf",
-         f"scale={size[0]}:{size[1]}:flags=area", "-r", str(fps), "-c:v", "libx264",
+         f"{picks}scale={size[0]}:{size[1]}:flags=area", "-r", str(fps), "-c:v", "libx264",
          "-preset", "veryfast", "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", "2M",
          "-g", str(2 * fps), "-pix_fmt", "yuv420p", str(out)], check=True)
-    step, f = main.fps // fps, size[0] / main.size[0]
+    f = size[0] / main.size[0]
     boxes = {i // step: (round(x1 * f), round(y1 * f), round(x2 * f), round(y2 * f))
              for i, (x1, y1, x2, y2) in main.listed_boxes.items() if i % step == 0}
     return Clip(out, size, fps, main.frame_count // step, boxes)
@@ -1083,11 +1086,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         clips = {
             label: compose_scene(tmp / "clips", size, args.segments, parts.engine, face_data)
             for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080)))
+            if not args.only_profiles or label == "1080p"
         }
         report["setup"] = {
             "registered": REGISTERED_PHOTO, "entry_id": entry_id, "pack": parts.engine.info.pack,
             "threshold": parts.engine.threshold, "strangers": STRANGERS, "fps": FPS,
-            "frames": clips["720p"].frame_count, "appearances": clips["720p"].appearances,
+            "frames": clips["1080p"].frame_count, "appearances": clips["1080p"].appearances,
             "alert_cooldown_s": ALERT_COOLDOWN_S, "analysis_fps": settings.edge.analysis_fps,
         }
         if args.only_profiles:
