@@ -30,6 +30,20 @@ class EdgeMetrics:
         self.camera_up = Gauge(
             "mamoru_camera_state", "1 for the camera's current state", ["camera", "state"],
             registry=r)
+        self.stream_fps = Gauge("mamoru_camera_stream_fps",
+                                "frames/s the analysis stream delivers (measured at connect)",
+                                ["camera"], registry=r)
+        self.stream_declared_fps = Gauge("mamoru_camera_stream_declared_fps",
+                                         "frames/s the stream declares (CAP_PROP_FPS)",
+                                         ["camera"], registry=r)
+        self.stream_size = Gauge("mamoru_camera_stream_pixels", "frame size the stream delivers",
+                                 ["camera", "dimension"], registry=r)
+        self.decoded_fps = Gauge("mamoru_camera_decoded_fps",
+                                 "frames/s decoded (every frame sent is decoded)",
+                                 ["camera"], registry=r)
+        self.profile_problem = Gauge("mamoru_camera_profile_problem",
+                                     "1 while the stream differs from its profile",
+                                     ["camera", "problem"], registry=r)
         self.analysis_fps = Gauge(
             "mamoru_analysis_fps", "frames analysed per second", ["camera"], registry=r)
         self.faces = Counter("mamoru_faces_detected", "faces detected", ["camera"], registry=r)
