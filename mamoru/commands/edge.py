@@ -76,16 +76,30 @@ def run(
 
 
 
+_PROFILE_HELP = ("NAME=WxH@FPS[:DETWxDETH] (repeatable); default: 1080p/25 main stream, "
+                 "1080p/5, 720p/5, 640x360/5")
+_CLIP_HELP = "a recorded clip of the store's camera; default: a composed scene of real photos"
+
+
 @app.command("plan")
 def plan_command(
-    profile: Annotated[list[str] | None, typer.Option("--profile", help="NAME=WxH@FPS[:DETWxDETH] (repeatable); default: 1080p/25 main stream, 1080p/5, 720p/5, 640x360/5")] = None,
-    clip: Annotated[Path | None, typer.Option(help="a recorded clip of the store's camera; default: a composed scene of real photos")] = None,
-    seconds: Annotated[float, typer.Option(min=1.0, max=120.0, help="length of each profile's clip")] = 8.0,
-    target: Annotated[float, typer.Option(min=0.1, max=1.0, help="share of the box's CPU to plan for")] = 0.75,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help=_PROFILE_HELP)] = None,
+    clip: Annotated[Path | None, typer.Option(help=_CLIP_HELP)] = None,
+    seconds: Annotated[float, typer.Option(min=1.0, max=120.0,
+                                           help="length of each profile's clip")] = 8.0,
+    target: Annotated[float, typer.Option(min=0.1, max=1.0,
+                                          help="share of the box's CPU to plan for")] = 0.75,
 ) -> None:
     """How many cameras of each stream profile this box can analyse at the configured rate."""
-    from edge.plan import (DEFAULT_PROFILES, PlanError, StreamProfile, compose_source, load_hint,
-                           plan, plan_table)
+    from edge.plan import (
+        DEFAULT_PROFILES,
+        PlanError,
+        StreamProfile,
+        compose_source,
+        load_hint,
+        plan,
+        plan_table,
+    )
     from mamoru.face_data import data_root
     from mamoru.wiring import open_engine
 
@@ -111,5 +125,5 @@ def plan_command(
     usable = [c for c in costs if not c.faces_too_small] or costs
     best = max(usable, key=lambda c: c.cameras)
     typer.echo(f"this box: up to {best.cameras} cameras with profile {best.profile.name} "
-               f"({best.profile.label}, faces big enough to match); every frame a stream sends is decoded, so set each "
-               f"camera's analysis stream to {settings.edge.analysis_fps:g} fps")
+               f"({best.profile.label}, faces big enough to match); every frame a stream sends "
+               f"is decoded, so set each camera's analysis stream to {settings.edge.analysis_fps:g} fps")
