@@ -126,4 +126,5 @@ def plan_command(
     best = max(usable, key=lambda c: c.cameras)
     typer.echo(f"this box: up to {best.cameras} cameras with profile {best.profile.name} "
                f"({best.profile.label}, faces big enough to match); every frame a stream sends "
-               f"is decoded, so set each camera's analysis stream to {settings.edge.analysis_fps:g} fps")
+               f"is decoded, so set each camera's analysis stream to "
+               f"{settings.edge.analysis_fps:g} fps")
