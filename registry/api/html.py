@@ -67,7 +67,7 @@ CSP: Final = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 
 _SECURITY_HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers post `Origin: null`
 }
 
 

@@ -58,7 +58,7 @@ NOTICE_CSP: Final = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; img-s
 NOTICE_HEADERS: Final = {
     "Content-Security-Policy": NOTICE_CSP,
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers post `Origin: null`
 }
 
 
