@@ -1,7 +1,8 @@
 # The two set-up commands of the README:
 #   make demo   installs everything into .venv and runs the main job
 #   make test   installs everything into .venv and runs the test suite
-# Both work on a fresh machine with nothing installed by hand.
+# Both work on a fresh machine with nothing installed by hand. `make check` runs
+# ruff and mypy --strict (.ci/run runs it before the tests).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 export MAMORU_CACHE_DIR ?= $(CURDIR)/.cache
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test install models face-data system-deps clean
+.PHONY: demo test check install models face-data system-deps clean
 
 # insightface is used for its alignment and SCRFD decoder only; its wheel pins
 # opencv-python (GUI build), which clashes with opencv-python-headless, so it is
@@ -55,6 +56,11 @@ demo: install system-deps
 
 test: system-deps models face-data
 	$(BIN)/python -m pytest
+
+# Both read their settings (line length, strict, files) from pyproject.toml.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .cache

@@ -647,9 +647,10 @@ def part1(settings: MamoruSettings, parts: EdgeParts, clip: Clip, tmp: Path, fac
 
 
 def run_live(settings: MamoruSettings, parts: EdgeParts, clip: Clip, cameras: int,
-             seconds: float) -> dict[str, Any]:
+             seconds: float, detector_input: tuple[int, int] | None = None) -> dict[str, Any]:
     """The real EdgeLoop.run, configured cool-down, `cameras` cameras playing `clip`."""
-    configs = [CameraConfig(name=f"cam{k + 1}", url=str(clip.path)) for k in range(cameras)]
+    configs = [CameraConfig(name=f"cam{k + 1}", url=str(clip.path),
+                            detector_input=detector_input) for k in range(cameras)]
     loop = make_loop(settings, parts, configs)
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)
@@ -743,6 +744,156 @@ def part2(settings: MamoruSettings, parts: EdgeParts, clips: dict[str, Clip], ca
         runs.append(run_live(settings, parts, clip, cameras, seconds))
     return runs
 
+
+# --------------------------------------------------------------------------- part 3
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """A stream profile of part 3: what the camera sends and the detector input."""
+
+    name: str
+    size: tuple[int, int]
+    fps: int
+    detector_input: tuple[int, int] | None
+
+
+PROFILES = (
+    BenchProfile("main 1080p/25 (naive)", (1920, 1080), 25, None),
+    BenchProfile("main 1080p/5", (1920, 1080), 5, (640, 384)),
+    BenchProfile("sub 720p/5", (1280, 720), 5, (640, 384)),
+    BenchProfile("sub 720p/5, det 640x640", (1280, 720), 5, None),
+    BenchProfile("sub 360p/5", (640, 360), 5, (640, 384)),
+)
+
+
+def profile_clip(main: Clip, size: tuple[int, int], fps: int) -> Clip:
+    """The main-stream clip as a camera's other stream sends it: scaled, at its own rate.
+
+    Frame i of a `fps` stream shows main frame i x (25 / fps); truth boxes follow."""
+    if size == main.size and fps == main.fps:
+        return main
+    out = main.path.with_name(f"profile-{size[0]}x{size[1]}-{fps}.mp4")
+    bitrate = BITRATE[size[1]]
+    step = main.fps // fps
+    # exactly main frames 0, step, 2 x step, ... (ffmpeg's -r alone may shift by a frame)
+    picks = f"select='not(mod(n\\,{step}))',setpts=N/{fps}/TB,"
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-i", str(main.path), "-vf",
+         f"{picks}scale={size[0]}:{size[1]}:flags=area", "-r", str(fps), "-c:v", "libx264",
+         "-preset", "veryfast", "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", "2M",
+         "-g", str(2 * fps), "-pix_fmt", "yuv420p", str(out)], check=True)
+    f = size[0] / main.size[0]
+    boxes = {i // step: (round(x1 * f), round(y1 * f), round(x2 * f), round(y2 * f))
+             for i, (x1, y1, x2, y2) in main.listed_boxes.items() if i % step == 0}
+    return Clip(out, size, fps, main.frame_count // step, boxes)
+
+
+def profile_costs(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int
+                  ) -> list[dict[str, Any]]:
+    """Per profile, in CPU time (robust to other tenants of a shared box): decode cost of
+    every frame the stream sends, the loop's analysis of the analysed frames on the clip's own
+    clock (tracks live as in real time), and recall over the whole clip; what `cameras`
+    cameras of it would take of this box, and how many fit at 75 % (`mamoru edge plan`'s rule).
+    """
+    from edge.plan import StreamProfile, measure_decode
+
+    cores = os.cpu_count() or 1
+    rows = []
+    for profile in PROFILES:
+        clip = profile_clip(main, profile.size, profile.fps)
+        decode_ms, frames = measure_decode(clip.path, hw=False)
+        camera = CameraConfig(name="bench", url=str(clip.path),
+                              detector_input=profile.detector_input)
+        loop = make_loop(settings, parts, [camera], ALERT_COOLDOWN_S)
+        stride = max(1, round(clip.fps / settings.edge.analysis_fps))
+        variant = MamoruVariant(profile.name, loop, clip.fps, stride)
+        parts.engine.detect(np.asarray(frames[0], np.uint8), profile.detector_input)  # warm-up
+        [run] = run_interleaved([variant], [np.asarray(f, np.uint8) for f in frames])
+        del frames
+        analysed = len(run.outcomes)
+        analyse_ms = 1000.0 * run.clock.cpu_s / max(1, analysed)
+        analysis_fps = min(settings.edge.analysis_fps, clip.fps)
+        per_camera = decode_ms * clip.fps + analyse_ms * analysis_fps  # CPU ms per second
+        sp = StreamProfile(profile.name, profile.size[0], profile.size[1], profile.fps,
+                           profile.detector_input)
+        rows.append({
+            "profile": profile.name, "stream": sp.label,
+            "decode_ms_per_frame": round(decode_ms, 2),
+            "decode_ms_per_s": round(decode_ms * clip.fps),
+            "analyse_ms_per_frame": round(analyse_ms, 1),
+            "analysis_ms_per_s": round(analyse_ms * analysis_fps),
+            "per_camera_pct_machine": round(per_camera / (cores * 10.0), 1),
+            f"{cameras}_cameras_pct_machine": round(cameras * per_camera / (cores * 10.0)),
+            "cameras_at_75pct": int(cores * 750 // per_camera),
+            "embeds_per_frame": round(sum(o.embedded for o in run.outcomes) / max(1, analysed), 2),
+            **score(run.outcomes, clip, clip.appearances).summary(),
+        })
+    return rows
+
+
+def costs_table(rows: Sequence[dict[str, Any]], cameras: int) -> str:
+    headers = ["profile", "stream", "decode CPU ms/s", "analysis CPU ms/s", "embeds/frame",
+               "% of box per camera", f"{cameras} cameras: % of box", "cameras at 75 %",
+               "recall (alerted), 1 camera"]
+    return markdown_table(headers, [
+        [r["profile"], r["stream"], r["decode_ms_per_s"], r["analysis_ms_per_s"],
+         r["embeds_per_frame"], r["per_camera_pct_machine"],
+         r[f"{cameras}_cameras_pct_machine"], r["cameras_at_75pct"], _recall(r)]
+        for r in rows])
+
+
+def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, seconds: float
+          ) -> list[dict[str, Any]]:
+    """`cameras` cameras of each profile, the 1080p/25 main stream (naive) first, same run."""
+    runs = []
+    for profile in PROFILES:
+        clip = profile_clip(main, profile.size, profile.fps)
+        progress(f"part 3: {cameras} x {profile.name} for {seconds:g} s")
+        run = run_live(settings, parts, clip, cameras, seconds, profile.detector_input)
+        run["profile"] = profile.name
+        run["stream_fps"] = profile.fps
+        run["detector_input"] = (f"{profile.detector_input[0]}x{profile.detector_input[1]}"
+                                 if profile.detector_input else "pack (640x640 letterbox)")
+        runs.append(run)
+    return runs
+
+
+def part3_table(runs: Sequence[dict[str, Any]]) -> str:
+    headers = ["cameras", "profile", "detector input", "analysed fps per camera min / mean",
+               "decoded fps per camera", "CPU % core / machine", "CPU ms per analysed frame",
+               "machine busy %", "recall (alerted), all cameras", "frame age ms p50",
+               "keeps up"]
+    rows = []
+    for run in runs:
+        cams = run["per_camera"]
+        analysed = [c["analysis_fps"] for c in cams]
+        total_analysed = sum(c["analysed"] for c in cams)
+        cpu_ms = 1000 * run["cpu_pct_core"] / 100 * run["wall_s"] / max(1, total_analysed)
+        ages = [c["frame_age_ms_p50"] for c in cams if c.get("frame_age_ms_p50") is not None]
+        rows.append([
+            run["cameras"], run["profile"], run["detector_input"],
+            _pair(min(analysed), round(sum(analysed) / len(analysed), 2)),
+            round(sum(c["source_fps"] for c in cams) / len(cams), 2),
+            _pair(run["cpu_pct_core"], run["cpu_pct_machine"]), round(cpu_ms, 1),
+            run["machine_busy_pct"],
+            f"{sum(c['recalled'] for c in cams)}/{sum(c['appearances'] for c in cams)} "
+            f"({sum(c['alerted'] for c in cams)})",
+            round(float(np.median(ages)), 1) if ages else None,
+            "yes" if run["keeps_up"] else "NO",
+        ])
+    return markdown_table(headers, rows)
+
+
+PART3_LEGEND = """\
+Each profile is the same scene as the camera would send it (ffmpeg: scaled, at the stream's own
+frame rate); every camera of a run plays it from its own reader. analysed fps: frames analysed /
+wall; decoded fps: frames decoded / wall (= what the stream sends: every frame sent is decoded).
+CPU ms per analysed frame: process CPU time over the run / frames analysed (decode included).
+recall: appearances of the listed person shown in full during the run, over every camera, in
+which his face matched (alerted: alert raised; the configured cool-down allows one per camera).
+keeps up: every camera analysed >= 95% of the analysis rate and decoded >= 95% of its stream.
+"""
 
 # --------------------------------------------------------------------------- output
 
@@ -897,7 +1048,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="walk-past segments in the clip, one appearance each (default 6)")
     parser.add_argument("--skip-insightface", action="store_true",
                         help="leave out the insightface FaceAnalysis variant")
-    parser.add_argument("--skip-multicam", action="store_true", help="leave out part 2")
+    parser.add_argument("--skip-multicam", action="store_true", help="leave out parts 2 and 3")
+    parser.add_argument("--only-profiles", action="store_true",
+                        help="run only part 3 (cameras x stream profile, issue 16)")
+    parser.add_argument("--skip-live-profiles", action="store_true",
+                        help="part 3: only the CPU-time costs and recall, not the live runs")
     args = parser.parse_args(argv)
     if args.seconds > args.segments * SEGMENT_S:
         parser.error("--seconds is longer than the clip (--segments x 6 s)")
@@ -931,13 +1086,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         clips = {
             label: compose_scene(tmp / "clips", size, args.segments, parts.engine, face_data)
             for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080)))
+            if not args.only_profiles or label == "1080p"
         }
         report["setup"] = {
             "registered": REGISTERED_PHOTO, "entry_id": entry_id, "pack": parts.engine.info.pack,
             "threshold": parts.engine.threshold, "strangers": STRANGERS, "fps": FPS,
-            "frames": clips["720p"].frame_count, "appearances": clips["720p"].appearances,
+            "frames": clips["1080p"].frame_count, "appearances": clips["1080p"].appearances,
             "alert_cooldown_s": ALERT_COOLDOWN_S, "analysis_fps": settings.edge.analysis_fps,
         }
+        if args.only_profiles:
+            costs = profile_costs(settings, parts, clips["1080p"], args.cameras)
+            report["part3_costs"] = costs
+            say(f"Part 3a: CPU cost per camera and recall per stream profile (CPU time, clip "
+                f"clock; load average {loadavg():.2f} on {os.cpu_count()} cores)\n")
+            say(costs_table(costs, args.cameras) + "\n")
+            if args.skip_live_profiles:
+                OUT_FILE.with_name("pipeline-profiles.json").write_text(
+                    json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+                return 0
+            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
+            report["part3"] = runs3
+            say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each, "
+                f"analysis at {settings.edge.analysis_fps:g} fps, load average at start "
+                f"{report['environment']['loadavg_at_start']} on {os.cpu_count()} cores\n")
+            say(part3_table(runs3) + "\n" + PART3_LEGEND)
+            OUT_FILE.parent.mkdir(parents=True, exist_ok=True)
+            OUT_FILE.with_name("pipeline-profiles.json").write_text(
+                json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
+                encoding="utf-8")
+            return 0
         rows = part1(settings, parts, clips["720p"], tmp, face_data,
                      insightface=not args.skip_insightface)
         report["part1"] = rows
@@ -953,6 +1130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"replayed at {FPS} fps, analysis at {settings.edge.analysis_fps:g} fps, "
                 f"alert cool-down {settings.edge.alert_cooldown_s:g} s (configured)\n")
             say(part2_table(runs) + "\n" + PART2_LEGEND)
+            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
+            report["part3"] = runs3
+            say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each\n")
+            say(part3_table(runs3) + "\n" + PART3_LEGEND)
         report["part2"] = runs
         report["targets"] = verdicts(rows, runs, args.cameras)
         say(targets_text(report["targets"]))

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config import CameraConfig, EdgeSettings
+from edge.streams import StreamMeter, StreamReport
 
 log = logging.getLogger("mamoru.edge.capture")
 
@@ -88,12 +89,19 @@ class CameraStats:
 OpenCapture = Callable[[str, float, float], Any]
 
 
-def open_ffmpeg_capture(url: str, open_timeout_s: float, read_timeout_s: float) -> Any:
-    """An OpenCV capture with explicit timeouts, so no call can block forever."""
+def open_ffmpeg_capture(url: str, open_timeout_s: float, read_timeout_s: float,
+                        hw: bool = False) -> Any:
+    """An OpenCV capture with explicit timeouts, so no call can block forever.
+
+    With `hw`, FFmpeg decodes on a hardware decoder where the box has one
+    (VAAPI, NVDEC) and in software otherwise (`mamoru edge plan` reports which).
+    """
+    accel = cv2.VIDEO_ACCELERATION_ANY if hw else cv2.VIDEO_ACCELERATION_NONE
     return cv2.VideoCapture(
         url, cv2.CAP_FFMPEG,
         [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)],
+         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+         cv2.CAP_PROP_HW_ACCELERATION, accel],
     )
 
 
@@ -110,14 +118,19 @@ class CameraReader:
 
     def __init__(self, camera: CameraConfig, settings: EdgeSettings,
                  open_capture: OpenCapture = open_ffmpeg_capture,
-                 on_event: Callable[[str, str], None] | None = None) -> None:
+                 on_event: Callable[[str, str], None] | None = None,
+                 on_stream: Callable[[StreamReport], None] | None = None) -> None:
         self.camera = camera
         self.name = camera.name
         self.slot = LatestFrame()
         self.stats = CameraStats()
         self._settings = settings
-        self._open_capture = open_capture
+        self._open_capture: OpenCapture = (
+            _open_with_hw if open_capture is open_ffmpeg_capture and settings.hw_decode == "auto"
+            else open_capture)
         self._on_event = on_event or (lambda camera, event: None)
+        self._on_stream = on_stream or (lambda report: None)
+        self.stream: StreamReport | None = None  # the latest measurement of this stream
         self._state = CameraState.CONNECTING
         self._stop = threading.Event()
         self._generation = 0
@@ -199,8 +212,10 @@ class CameraReader:
 
     def _read_until_broken(self, capture: Any, generation: int) -> bool:
         """Read frames until the stream breaks (False) or a file ends (True)."""
-        fps = capture.get(cv2.CAP_PROP_FPS) if self.camera.is_file else 0.0
+        declared = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = declared if self.camera.is_file else 0.0
         period = 1.0 / fps if fps and 1.0 <= fps <= 120.0 else 0.0
+        meter = StreamMeter(self.name, declared, self._settings.stream_check_s)
         started = time.monotonic()
         index = 0
         while self._current(generation):
@@ -224,7 +239,18 @@ class CameraReader:
             self.stats.last_frame_at = now
             if self.slot.put(frame):
                 self.stats.dropped += 1
+            if not meter.done:
+                self._measured(meter.frame(now, image.shape[1], image.shape[0]))
         return False
+
+    def _measured(self, report: StreamReport | None) -> None:
+        if report is None:
+            return
+        self.stream = report
+        try:
+            self._on_stream(report)
+        except Exception:  # a report must never stop the camera
+            log.exception("stream report failed", extra={"camera": self.name})
 
     def _blocking(self, call: Callable[..., Any], *args: Any) -> Any:
         self._busy_since = time.monotonic()
@@ -241,6 +267,10 @@ class CameraReader:
         delay = min(self._settings.reconnect_max_s,
                     self._settings.reconnect_initial_s * 2 ** min(attempt - 1, 10))
         self._stop.wait(delay * random.uniform(0.8, 1.2))
+
+
+def _open_with_hw(url: str, open_timeout_s: float, read_timeout_s: float) -> Any:
+    return open_ffmpeg_capture(url, open_timeout_s, read_timeout_s, hw=True)
 
 
 def _release(capture: Any) -> None:

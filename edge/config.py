@@ -24,15 +24,38 @@ class OutboxLifetimes:
     undelivered_s: float = 7 * 24 * 3600.0
 
 
+DetectorInput = tuple[int, int]
+
+
 class CameraConfig(BaseModel):
-    """One camera: an RTSP URL or a video file (files replay at their own frame rate)."""
+    """One camera: an RTSP URL or a video file (files replay at their own frame rate).
+
+    `url` is the *analysis* stream: on a real IP camera, point it at the
+    sub-stream (720p or 640x360) and set that stream's frame rate to the
+    analysis rate on the camera itself, so the box decodes only the frames it
+    analyses (issue 16: decoding a 1080p/25 fps main stream costs ~165 ms of a
+    core per second, most of a 2-core box's budget for one camera). The
+    `expected_*` fields are the profile the installer configured; the box
+    checks them against what the stream really delivers at start-up.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=CAMERA_NAME)
-    url: SecretStr = Field(description="rtsp://user:pass@host/stream or a file path")
+    url: SecretStr = Field(description="analysis stream: rtsp://user:pass@host/stream2 or a file")
     analysis_fps: float | None = Field(
         default=None, gt=0.0, le=30.0, description="frames analysed per second; default: loop's"
+    )
+    expected_width: int | None = Field(default=None, ge=32, le=7680)
+    expected_height: int | None = Field(default=None, ge=32, le=4320)
+    expected_fps: float | None = Field(
+        default=None, gt=0.0, le=120.0,
+        description="frame rate the analysis stream is set to deliver (ideally the analysis rate)",
+    )
+    detector_input: DetectorInput | None = Field(
+        default=None,
+        description="(width, height) the detector runs at, multiples of 32; e.g. (640, 384) for "
+                    "a 16:9 stream instead of the pack's letterboxed square; default: the loop's",
     )
     enabled: bool = True
 
@@ -43,9 +66,21 @@ class CameraConfig(BaseModel):
             raise ValueError("camera url is empty")
         return value
 
+    @field_validator("detector_input")
+    @classmethod
+    def _detector_input(cls, value: DetectorInput | None) -> DetectorInput | None:
+        return check_detector_input(value)
+
     @property
     def is_file(self) -> bool:
         return "://" not in self.url.get_secret_value()
+
+
+def check_detector_input(value: DetectorInput | None) -> DetectorInput | None:
+    """A detector input the networks' strides (8, 16, 32) divide, 128..1920 a side."""
+    if value is not None and not all(128 <= v <= 1920 and v % 32 == 0 for v in value):
+        raise ValueError("detector_input: width and height must be multiples of 32 in 128..1920")
+    return value
 
 
 class EdgeSettings(BaseModel):
@@ -55,6 +90,19 @@ class EdgeSettings(BaseModel):
 
     cameras: tuple[CameraConfig, ...] = ()
     analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0)
+    detector_input: DetectorInput | None = Field(
+        default=None, description="default detector input (width, height); None: the pack's"
+    )
+    hw_decode: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: OpenCV's FFmpeg decodes on VAAPI/NVDEC where the box has one "
+                    "(software otherwise); off: always software",
+    )
+    stream_check_s: float = Field(
+        default=5.0, ge=0.0, le=60.0,
+        description="measure each stream's real frame rate and size over its first seconds and "
+                    "warn when it sends much more than is analysed (0 = off)",
+    )
     analysis_workers: int = Field(
         default=2, ge=1, le=8, description="analysis threads; cameras are shared out among them"
     )
@@ -78,7 +126,8 @@ class EdgeSettings(BaseModel):
     )
     registry_ca_file: Path | None = Field(
         default=None,
-        description="PEM certificate to trust for registry_url (e.g. the registry's self-signed one)",
+        description=(
+            "PEM certificate to trust for registry_url (e.g. the registry's self-signed one)"),
     )
     device_token_file: Path | None = Field(
         default=None, description="0600 file with this box's device token (`mamoru device add`)"
@@ -107,5 +156,13 @@ class EdgeSettings(BaseModel):
         return OutboxLifetimes(rejected_s=self.rejected_retention_hours * 3600.0,
                                undelivered_s=self.undelivered_retention_days * 86400.0)
 
+    @field_validator("detector_input")
+    @classmethod
+    def _detector_input(cls, value: DetectorInput | None) -> DetectorInput | None:
+        return check_detector_input(value)
+
     def camera_fps(self, camera: CameraConfig) -> float:
         return camera.analysis_fps or self.analysis_fps
+
+    def camera_detector_input(self, camera: CameraConfig) -> DetectorInput | None:
+        return camera.detector_input or self.detector_input

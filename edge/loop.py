@@ -32,6 +32,7 @@ from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
 from edge.probe import FaceProbe
 from edge.status import StatusReporter
+from edge.streams import StreamProblem, StreamReport, problems
 from edge.tracker import IouTracker, Observation, wants_embedding
 from models.engine import FaceEngine
 from models.quality import QualityPolicy, assess
@@ -51,11 +52,14 @@ class CameraLane:
     reader: CameraReader
     tracker: IouTracker
     period_s: float
+    config: CameraConfig | None = None
+    detector_input: tuple[int, int] | None = None
     next_due: float = 0.0
     analysed: int = 0
     window_started: float = field(default_factory=time.monotonic)
     window_count: int = 0
     stats_exported_at: float = float("-inf")
+    frames_at_export: int = 0
 
 
 class EdgeLoop:
@@ -76,14 +80,19 @@ class EdgeLoop:
         self._listeners = list(listeners)
         self._alerts = AlertPolicy(settings.alert_cooldown_s)
         self._style: Literal["solid", "pixelate"] = settings.mask_style
+        self._warned: set[tuple[str, StreamProblem]] = set()
         self.lanes = [
             CameraLane(
-                reader=CameraReader(camera, settings, on_event=self._camera_event),
+                reader=CameraReader(camera, settings, on_event=self._camera_event,
+                                    on_stream=self._stream_measured),
                 tracker=IouTracker(max_age_s=settings.track_max_age_s),
                 period_s=1.0 / settings.camera_fps(camera),
+                config=camera,
+                detector_input=settings.camera_detector_input(camera),
             )
             for camera in cameras if camera.enabled
         ]
+        self._configs = {camera.name: camera for camera in cameras}
 
     @property
     def metrics(self) -> EdgeMetrics:
@@ -95,6 +104,27 @@ class EdgeLoop:
     def _camera_event(self, camera: str, state: str) -> None:
         self._metrics.set_state(camera, CameraState(state))
         log.info("camera state", extra={"camera": camera, "state": state})
+
+    def _stream_measured(self, report: StreamReport) -> None:
+        """Export what the stream delivers; warn once per camera and problem (issue 16)."""
+        camera = report.camera
+        m = self._metrics
+        m.stream_fps.labels(camera).set(report.measured_fps)
+        m.stream_declared_fps.labels(camera).set(report.declared_fps)
+        m.stream_size.labels(camera, "width").set(report.width)
+        m.stream_size.labels(camera, "height").set(report.height)
+        config = self._configs[camera]
+        found = problems(report, config, self._settings.camera_fps(config))
+        for problem in StreamProblem:
+            m.profile_problem.labels(camera, problem.value).set(1 if problem in found else 0)
+        log.info("camera stream measured", extra={
+            "camera": camera, "declared_fps": report.declared_fps,
+            "measured_fps": report.measured_fps, "width": report.width, "height": report.height})
+        for problem, advice in found.items():
+            if (camera, problem) not in self._warned:
+                self._warned.add((camera, problem))
+                log.warning("camera stream does not fit its profile: %s", advice,
+                            extra={"camera": camera, "problem": problem.value})
 
     def run(self, stop: threading.Event, *, exit_at_end: bool = False) -> None:
         """Analyse until `stop` is set; readers and the outbox run beside this thread."""
@@ -193,7 +223,7 @@ class EdgeLoop:
         for lane in lanes:
             lane.reader.check_stall(now)
             if now - lane.stats_exported_at >= 1.0:  # not every 5 ms spin of the loop
-                lane.stats_exported_at = now
+                self._export_decoded_fps(lane, now)
                 self._export_reader_stats(lane)
                 if lane is lanes[0]:  # one outbox export a second per worker, not per camera
                     self._export_outbox()
@@ -210,6 +240,15 @@ class EdgeLoop:
             worked = True
         return worked
 
+    def _export_decoded_fps(self, lane: CameraLane, now: float) -> None:
+        """Frames decoded per second since the last export: what the camera costs to decode."""
+        frames = lane.reader.stats.frames
+        elapsed = now - lane.stats_exported_at
+        if elapsed < 30.0:  # not the first export, nor one after a long pause
+            decoded = max(0, frames - lane.frames_at_export) / elapsed
+            self._metrics.decoded_fps.labels(lane.reader.name).set(round(decoded, 2))
+        lane.stats_exported_at, lane.frames_at_export = now, frames
+
     def _export_reader_stats(self, lane: CameraLane) -> None:
         stats, name = lane.reader.stats, lane.reader.name
         self._metrics.frames_read.labels(name).set(stats.frames)
@@ -220,7 +259,7 @@ class EdgeLoop:
         """One frame through detect, track, embed, search; returns the alerts it raised."""
         camera = frame.camera
         started = time.perf_counter()
-        faces = self._engine.detect(frame.image)
+        faces = self._engine.detect(frame.image, lane.detector_input)
         self._metrics.detect_seconds.observe(time.perf_counter() - started)
         self._count_frame(lane, camera, len(faces))
         observations = lane.tracker.update(faces, frame.monotonic)

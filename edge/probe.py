@@ -31,7 +31,9 @@ class FaceProbe:
 
     __slots__ = ("_embedding", "_face", "_frame", "_resolved")
 
-    def __init__(self, frame: Frame, face: DetectedFace, embedding: npt.NDArray[np.float32]) -> None:
+    def __init__(
+        self, frame: Frame, face: DetectedFace, embedding: npt.NDArray[np.float32]
+    ) -> None:
         self._frame: Frame | None = frame
         self._face: DetectedFace | None = face
         self._embedding: npt.NDArray[np.float32] | None = embedding

@@ -1,4 +1,5 @@
-"""A small IoU tracker: follows each face across frames so it is embedded a few times, not every frame.
+"""A small IoU tracker: follows each face across frames so it is embedded a few
+times, not every frame.
 
 Embedding dominates the per-face cost, and consecutive frames of one face
 tell us nothing new. The tracker links detections to tracks by box overlap

@@ -14,13 +14,13 @@ import numpy as np
 import numpy.typing as npt
 from insightface.utils import face_align
 
+from models.face import DetectedFace
+
 # insightface calls the scikit-image API that 0.26 deprecated; the result is
 # unchanged, and the warning would otherwise appear on every CLI run.
 warnings.filterwarnings(
     "ignore", message=r"`estimate` is deprecated", category=FutureWarning, module="insightface"
 )
-
-from models.face import DetectedFace
 
 ALIGNED_SIZE = 112
 

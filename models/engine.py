@@ -97,7 +97,9 @@ class FaceEngine:
         manifest = pack.manifest
         detector_path = pack.require_file(manifest.detector)
         recognizer_path = pack.require_file(manifest.recognizer)
-        detector = build_detector(manifest.detector, create_session(detector_path, runtime))
+        session = create_session(detector_path, runtime,
+                                 free_input_size=manifest.detector.kind == "yunet")
+        detector = build_detector(manifest.detector, session)
         embedder = Embedder(manifest.recognizer, create_session(recognizer_path, runtime))
         value, source = resolve_threshold(pack, threshold)
         info = EngineInfo(
@@ -115,20 +117,24 @@ class FaceEngine:
     def threshold(self) -> float:
         return self.info.threshold
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[DetectedFace]:
+    def detect(self, image: npt.NDArray[np.uint8],
+               input_size: tuple[int, int] | None = None) -> list[DetectedFace]:
         """Every face in a BGR image, highest detector score first.
 
+        `input_size` (width, height) overrides the pack's detector input, e.g.
+        640x384 for a 16:9 camera frame instead of a letterboxed 640x640.
         A small image is padded first: detectors are trained on faces with
         context around them and miss a face that fills a tightly cropped
         ID-style photo (ORL's 92x112 crops, a passport scan).
         """
-        margin = _context_margin(image, self.pack.manifest.detector.input_size)
+        size = input_size or self.pack.manifest.detector.input_size
+        margin = _context_margin(image, size)
         if margin:
             padded = np.asarray(cv2.copyMakeBorder(image, margin, margin, margin, margin,
                                                    cv2.BORDER_CONSTANT), dtype=np.uint8)
-            faces = [f.shifted(-margin, -margin) for f in self._detector.detect(padded)]
+            faces = [f.shifted(-margin, -margin) for f in self._detector.detect(padded, size)]
         else:
-            faces = self._detector.detect(image)
+            faces = self._detector.detect(image, size)
         return sorted(faces, key=lambda f: f.score, reverse=True)
 
     def align(self, image: npt.NDArray[np.uint8], face: DetectedFace) -> npt.NDArray[np.uint8]:

@@ -107,7 +107,8 @@ def head_pose(landmarks: npt.NDArray[np.float32]) -> tuple[float, float]:
     rotation = np.array(
         [[math.cos(-roll), -math.sin(-roll)], [math.sin(-roll), math.cos(-roll)]]
     )
-    eye_a, eye_b, nose, mouth_a, mouth_b = (rotation @ p for p in (eye_a, eye_b, nose, mouth_a, mouth_b))
+    eye_a, eye_b, nose, mouth_a, mouth_b = (
+        rotation @ p for p in (eye_a, eye_b, nose, mouth_a, mouth_b))
     eye_mid = (eye_a + eye_b) / 2
     mouth_mid = (mouth_a + mouth_b) / 2
     half_eye = max(abs(eye_b[0] - eye_a[0]) / 2, 1e-6)
@@ -118,7 +119,9 @@ def head_pose(landmarks: npt.NDArray[np.float32]) -> tuple[float, float]:
     return yaw, pitch
 
 
-def assess(face: DetectedFace, aligned: npt.NDArray[np.uint8], policy: QualityPolicy) -> QualityVerdict:
+def assess(
+    face: DetectedFace, aligned: npt.NDArray[np.uint8], policy: QualityPolicy
+) -> QualityVerdict:
     """Measure a face against a policy and name every limit it misses."""
     yaw, pitch = head_pose(face.landmarks)
     metrics = QualityMetrics(
@@ -136,9 +139,11 @@ def assess(face: DetectedFace, aligned: npt.NDArray[np.uint8], policy: QualityPo
             f"detector unsure: score {metrics.detector_score:.2f} < {policy.min_detector_score:.2f}"
         )
     if metrics.sharpness < policy.min_sharpness:
-        reasons.append(f"too blurred: sharpness {metrics.sharpness:.0f} < {policy.min_sharpness:.0f}")
+        reasons.append(
+            f"too blurred: sharpness {metrics.sharpness:.0f} < {policy.min_sharpness:.0f}")
     if abs(metrics.yaw_deg) > policy.max_abs_yaw_deg:
-        reasons.append(f"head turned: yaw {metrics.yaw_deg:+.0f}° beyond ±{policy.max_abs_yaw_deg:.0f}°")
+        reasons.append(
+            f"head turned: yaw {metrics.yaw_deg:+.0f}° beyond ±{policy.max_abs_yaw_deg:.0f}°")
     if abs(metrics.pitch_deg) > policy.max_abs_pitch_deg:
         reasons.append(
             f"head tilted: pitch {metrics.pitch_deg:+.0f}° beyond ±{policy.max_abs_pitch_deg:.0f}°"

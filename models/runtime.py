@@ -54,7 +54,7 @@ def available_providers(settings: RuntimeSettings) -> list[str]:
     return chosen
 
 
-def load_model_bytes(path: Path) -> bytes:
+def load_model_bytes(path: Path, *, free_input_size: bool = False) -> bytes:
     """The model serialised without initializers listed as graph inputs.
 
     Some exporters (SFace among them) list every weight as a graph input, which
@@ -63,6 +63,8 @@ def load_model_bytes(path: Path) -> bytes:
     changed, so its SHA-256 stays the pinned one.
     """
     model = onnx.load(str(path))
+    if free_input_size:
+        _free_spatial_dims(model)
     weights = {init.name for init in model.graph.initializer}
     graph_inputs = list(model.graph.input)
     if any(i.name in weights for i in graph_inputs):
@@ -72,7 +74,24 @@ def load_model_bytes(path: Path) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def create_session(path: Path, settings: RuntimeSettings) -> ort.InferenceSession:
+def _free_spatial_dims(model: onnx.ModelProto) -> None:
+    """Let a detector exported at a fixed input size run at another one.
+
+    YuNet's file pins its input to 1x3x640x640, but its graph is fully
+    convolutional (its reshapes use -1), so a 16:9 frame can be detected at
+    640x384 instead of being letterboxed into 640x640 (about half the cost,
+    issue 16). Height and width become free, and the pinned output shapes,
+    which would then be wrong, are dropped.
+    """
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4:
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+
+
+def create_session(path: Path, settings: RuntimeSettings, *,
+                   free_input_size: bool = False) -> ort.InferenceSession:
     """An inference session for a verified model file."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -83,5 +102,6 @@ def create_session(path: Path, settings: RuntimeSettings) -> ort.InferenceSessio
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(
-        load_model_bytes(path), sess_options=options, providers=available_providers(settings)
+        load_model_bytes(path, free_input_size=free_input_size), sess_options=options,
+        providers=available_providers(settings),
     )

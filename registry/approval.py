@@ -144,7 +144,8 @@ def propose(ctx: RegistryContext, engine: FaceEngine, policy: QualityPolicy, *, 
         raise RuleViolationError("registration needs at least one photo as evidence")
     if engine.info.pack != ctx.index_spec.pack:
         raise RuleViolationError(
-            f"the engine runs pack {engine.info.pack} but the registry indexes {ctx.index_spec.pack}"
+            f"the engine runs pack {engine.info.pack} "
+            f"but the registry indexes {ctx.index_spec.pack}"
         )
     outcomes = [_prepare(engine, photo, policy) for photo in photos]
     usable = [o for o in outcomes if isinstance(o, _Prepared)]

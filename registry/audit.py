@@ -100,6 +100,8 @@ class Action(str, Enum):
     BREACH_TRIAGED = "breach_triaged"
     BREACH_REPORT_DRAFTED = "breach_report_drafted"
     BREACH_STOP_USE_MARKED = "breach_stop_use_marked"
+    # issue 10: closed requests' contact, summary and answer text wiped after their lifetime
+    REQUEST_RECORDS_WIPED = "request_records_wiped"
 
 
 # Actions that remove a person's face data; a restore must re-apply them all (G-REG-4).
@@ -407,7 +409,8 @@ def _check_row(row: AuditRow, expected_seq: int, prev: str) -> ChainProblem | No
     if row.seq != expected_seq:
         return ChainProblem(expected_seq, f"record {expected_seq} is missing (next is {row.seq})")
     if row.prev_hash != prev:
-        return ChainProblem(row.seq, "does not follow the record before it (re-ordered or replaced)")
+        return ChainProblem(
+            row.seq, "does not follow the record before it (re-ordered or replaced)")
     digest = record_hash(prev, row.seq, row.at, row.actor, row.action, row.entry_id, row.details)
     if digest != row.hash:
         return ChainProblem(row.seq, "its content was edited after it was written")

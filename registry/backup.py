@@ -68,7 +68,8 @@ def _snapshot_database(ctx: RegistryContext, target: Path) -> None:
     destination = sqlcipher3.connect(str(target))
     try:
         destination.execute("PRAGMA cipher_log_level = NONE")
-        destination.execute(f"PRAGMA key = {sqlcipher_pragma_value(ctx.master_key.derive('database'))}")
+        pragma_value = sqlcipher_pragma_value(ctx.master_key.derive("database"))
+        destination.execute(f"PRAGMA key = {pragma_value}")
         ctx.repo.connection.backup(destination, name="main")
     finally:
         destination.close()
@@ -258,7 +259,9 @@ def reapply_erasures(ctx: RegistryContext, *, now: datetime) -> int:
     return count
 
 
-def restore_backup(ctx: RegistryContext, *, actor: User, path: Path, now: datetime) -> RestoreResult:
+def restore_backup(
+    ctx: RegistryContext, *, actor: User, path: Path, now: datetime
+) -> RestoreResult:
     """Bring a backup back, then re-apply every later erasure before anyone can use it."""
     require_role(actor, Role.ADMIN)
     manifest, members = read_backup(ctx, path)

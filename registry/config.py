@@ -160,6 +160,15 @@ class RegistrySettings(BaseModel):
         description="G-REV-1: each active entry comes up for review this long after its "
                     "approval or its last review (見直しの機会)",
     )
+    request_record_days: int = Field(
+        default=90, ge=30, le=365,
+        description="issue 10 / G-DSR-4: a closed request's contact, summary and answer text "
+                    "are wiped this many days after it was answered or refused (the nightly "
+                    "`mamoru expire`); kind, dates and outcome stay for the auditor's counts. "
+                    "At least 30 days: the answer must reach the requester, who may follow it "
+                    "up or complain about it (APPI 40); at most a year: nothing after that "
+                    "needs their address",
+    )
 
 
     @model_validator(mode="after")

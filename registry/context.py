@@ -209,7 +209,9 @@ class RegistryContext:
         return True
 
 
-def open_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+def open_registry(
+    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
+) -> RegistryContext:
     """Open an existing registry; nothing is created or changed if the key is wrong."""
     if not paths.database.is_file():
         raise NotInitialisedError(
@@ -255,7 +257,9 @@ def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bo
         context.paths.custody.promote(pending_custody(context.paths))
 
 
-def init_registry(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec) -> RegistryContext:
+def init_registry(
+    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
+) -> RegistryContext:
     """Create key file, databases and folders for a new registry; refuse to touch an old one."""
     if paths.database.exists() or paths.audit_database.exists():
         raise RegistryError(f"a registry already exists in {paths.data_dir}")

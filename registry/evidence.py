@@ -129,7 +129,9 @@ class EvidenceStore:
         decoded = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if decoded is None:
             raise EvidenceIntegrityError(f"evidence {image_id} decrypted but is not a PNG image")
-        return decoded
+        if decoded.dtype != np.uint8:
+            raise EvidenceIntegrityError(f"evidence {image_id} is not an 8-bit PNG image")
+        return decoded.astype(np.uint8, copy=False)
 
     def get_bytes(self, image_id: str) -> bytes:
         """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""

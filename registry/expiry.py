@@ -8,7 +8,9 @@ What it ends, in order:
 - backups older than `backup_retention_days`, even if no new backup is taken;
 - audit records older than `audit_retention_years`, never one of an entry
   still on the watchlist nor one a kept backup needs to re-apply erasures;
-  the chain is re-based on an anchor so it still verifies.
+  the chain is re-based on an anchor so it still verifies;
+- the desk's personal data: a closed request's contact, summary and answer
+  text, `registry.request_record_days` after it was answered.
 
 Each entry and each alert is closed in its own transaction, so the job can be
 killed at any moment: re-run, it finds what it had not reached yet and
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from registry import requests
 from registry.alerts import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
 from registry.audit import Action
 from registry.backup import backup_needs_from, prune_backups
@@ -45,6 +48,7 @@ class ExpiryResult:
     stray_snapshots_erased: int = 0
     backups_deleted: tuple[str, ...] = ()
     audit_records_pruned: int = 0
+    requests_wiped: tuple[str, ...] = ()  # closed requests whose contact/summary were wiped
 
 
 def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
@@ -54,7 +58,8 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
     alerts_due = tuple(a.alert_id for a in stale_open_alerts(ctx, now=now))
     if dry_run:
         return ExpiryResult(tuple(e.entry_id for e in due), (), 0, dry_run=True,
-                            alerts_due=alerts_due)
+                            alerts_due=alerts_due,
+                            requests_wiped=tuple(requests.records_due_for_wiping(ctx, now)))
     expired: list[str] = []
     with ctx.writing():
         swept = ctx.sweep_orphan_evidence()
@@ -75,10 +80,11 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
     backups = prune_backups(ctx, actor=EXPIRY_ACTOR, now=now)
     with ctx.writing():
         pruned = prune_audit_trail(ctx, now=now)
+    wiped = requests.wipe_closed_records(ctx, now=now, actor=EXPIRY_ACTOR)  # takes the lock
     return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False,
                         alerts_due=alerts_due, alerts_lapsed=tuple(lapsed),
                         stray_snapshots_erased=stray, backups_deleted=tuple(backups),
-                        audit_records_pruned=pruned)
+                        audit_records_pruned=pruned, requests_wiped=tuple(wiped))
 
 
 def prune_audit_trail(ctx: RegistryContext, *, now: datetime) -> int:

@@ -108,7 +108,7 @@ def draw_match_box(image: Image, face: DetectedFace) -> Image:
     if x2 <= x1 or y2 <= y1:
         return out
     thickness = max(2, round(min(height, width) / 300))
-    colour = MATCH_COLOUR if image.ndim == 3 else 255
+    colour: int | tuple[int, ...] = MATCH_COLOUR if image.ndim == 3 else 255
     if image.ndim == 3 and image.shape[2] == 4:
         colour = (*MATCH_COLOUR, 255)
     cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), colour, thickness, lineType=cv2.LINE_8)
@@ -201,7 +201,7 @@ def _pixelated(region: Image) -> Image:
         interpolation=cv2.INTER_AREA,
     )
     big = cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
-    return big.reshape(region.shape)
+    return big.reshape(region.shape).astype(np.uint8, copy=False)  # resize keeps uint8
 
 
 def _fill_value(image: Image) -> npt.NDArray[np.uint8]:

@@ -39,14 +39,24 @@ from registry.domain import (
 
 
 class AuditRow(Protocol):
-    seq: int
-    at: str
-    actor: str
-    action: str
-    entry_id: str | None
-    details: str
-    prev_hash: str
-    hash: str
+    """One stored audit record; read-only (properties), as the chain check only reads it."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def at(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def entry_id(self) -> str | None: ...
+    @property
+    def details(self) -> str: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
 
 
 class RegistryRepository(Protocol):

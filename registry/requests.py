@@ -12,7 +12,10 @@ seal under a key derived from the same master key would not keep them from
 anyone who can open the database (that person holds the master key), and it
 would be one more thing key rotation must re-encrypt. What matters is where
 they are *read*: only `request show` for a manager prints them; they never go
-into the audit trail, a list, a bundle, a log or an exception.
+into the audit trail, a list, a bundle, a log or an exception. Their lifetime
+(issue 10): while the request is open, then `registry.request_record_days` after
+it was answered or refused; the nightly `mamoru expire` blanks them and the
+answer text (`wipe_closed_records`), keeping kind, dates and outcome.
 
 The photo: decoded in memory, searched through the same engine and threshold
 the edge boxes match with, against every template the registry holds (own and
@@ -45,6 +48,7 @@ from registry.domain import (
     REFUSAL_GROUNDS,
     DataRequest,
     IdentityMethod,
+    OffenceCategory,
     RefusalGround,
     RequestKind,
     RequestStatus,
@@ -354,9 +358,58 @@ def answer(ctx: RegistryContext, *, actor: User, request_id: str, reason: str, n
     return _close(ctx, actor, request, RequestStatus.ANSWERED, done, None, reason, now)
 
 
+# G-DSR-1: the grounds of APPI 33(2) that rest on harm (to anyone's life, body, property or
+# rights, or serious hindrance to the business). A nuisance act does not make them apply.
+HARM_GROUNDS = frozenset({RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                          RefusalGround.SERIOUS_BUSINESS_HINDRANCE})
+MIN_HARM_JUSTIFICATION = 40
+
+
+class NuisanceExceptionError(RuleViolationError):
+    """G-DSR-1: a harm ground was claimed for a nuisance-act entry without saying why."""
+
+
+def nuisance_only(ctx: RegistryContext, request: DataRequest) -> bool:
+    """The request's entry is held for nuisance acts alone (no other offence category).
+
+    An entry with a theft or assault incident besides may rest the harm ground on those;
+    one held only for 迷惑行為 may not rest it on the registration itself (G-DSR-1).
+    """
+    if request.entry_id is None or not _held(ctx, request):
+        return False
+    categories = {i.category for i in ctx.repo.incidents(request.entry_id)}
+    return categories == {OffenceCategory.NUISANCE}
+
+
+def _harm_justification(ctx: RegistryContext, request: DataRequest, ground: RefusalGround,
+                        justification: str) -> str:
+    """The case-specific justification a harm refusal of a nuisance-only entry needs, or ''.
+
+    Chosen over refusing outright: the law's exception can apply to anyone (e.g. a
+    requester who threatened a named employee), but never because of the category.
+    The manager states, in their own words and apart from the reason, the concrete
+    harm disclosure would cause in this case; it is kept with the answer (and wiped
+    with it, issue 10), and the audit trail records that it was given.
+    """
+    if (request.kind is not RequestKind.DISCLOSURE or ground not in HARM_GROUNDS
+            or not nuisance_only(ctx, request)):
+        return ""
+    text = justification.strip()
+    if len(text) < MIN_HARM_JUSTIFICATION:
+        raise NuisanceExceptionError(
+            f"the entry is held for nuisance acts only, which do not by themselves qualify for "
+            f"{ground.value} (G-DSR-1): state the concrete harm disclosure would cause in this "
+            f"case ({MIN_HARM_JUSTIFICATION}+ characters), or answer the request")
+    return text
+
+
 def refuse(ctx: RegistryContext, *, actor: User, request_id: str, ground: RefusalGround,
-           reason: str, now: datetime) -> DataRequest:
-    """Refuse only on a ground the law gives for this kind, with the reason (G-DSR-4)."""
+           reason: str, now: datetime, harm_justification: str = "") -> DataRequest:
+    """Refuse only on a ground the law gives for this kind, with the reason (G-DSR-4).
+
+    Refusing disclosure on a harm ground for an entry held for nuisance acts only
+    needs `harm_justification` as well (G-DSR-1, `_harm_justification`).
+    """
     _manager(actor)
     reason = required_reason(reason, what="refusal")
     request = _open(_get(ctx, request_id))
@@ -368,19 +421,27 @@ def refuse(ctx: RegistryContext, *, actor: User, request_id: str, ground: Refusa
         names = ", ".join(sorted(g.value for g in allowed)) or "none: it is always answered"
         raise RuleViolationError(f"a {request.kind.value} request cannot be refused on "
                                  f"{ground.value}; grounds: {names}")
-    return _close(ctx, actor, request, RequestStatus.REFUSED, "refused", ground, reason, now)
+    justified = _harm_justification(ctx, request, ground, harm_justification)
+    if justified:
+        reason = f"{reason}\n[G-DSR-1 harm justification, nuisance-only entry] {justified}"
+    return _close(ctx, actor, request, RequestStatus.REFUSED, "refused", ground, reason, now,
+                  nuisance_justified=bool(justified))
 
 
 def _close(ctx: RegistryContext, actor: User, request: DataRequest, status: RequestStatus,
-           done: str, ground: RefusalGround | None, reason: str, now: datetime) -> DataRequest:
+           done: str, ground: RefusalGround | None, reason: str, now: datetime,
+           nuisance_justified: bool = False) -> DataRequest:
     closed = replace(request, status=status, answer=done, refusal_ground=ground,
                      answer_reason=reason, answered_by=actor.user_id, answered_at=now)
     action = Action.REQUEST_ANSWERED if status is RequestStatus.ANSWERED else \
         Action.REQUEST_REFUSED
+    details = _closing_details(closed)
+    if nuisance_justified:
+        details["nuisance_harm_justified"] = True  # that it was given, never its text
     with ctx.writing(), ctx.repo.unit_of_work():
         store(ctx).update(closed)
         ctx.audit.record(actor=actor.username, action=action, at=now, entry_id=request.entry_id,
-                         details=_closing_details(closed))
+                         details=details)
     return closed
 
 
@@ -508,6 +569,37 @@ def acknowledged(ctx: RegistryContext, member: str, requests: Sequence[str],
     """`member`'s receipt confirmed these forwards and answers; stop re-sending them."""
     store(ctx).mark_forward_acked(member, requests)
     store(ctx).mark_answer_acked(member, answers)
+
+
+# --- lifetime of the desk's personal data (issue 10) ------------------------------------------
+
+RECORD_WIPER = "expiry-job"
+
+
+def records_due_for_wiping(ctx: RegistryContext, now: datetime) -> list[str]:
+    """Closed requests older than `registry.request_record_days` still holding personal text."""
+    cutoff = now - timedelta(days=ctx.policy.request_record_days)
+    return store(ctx).closed_with_personal_text(cutoff)
+
+
+def wipe_closed_records(ctx: RegistryContext, *, now: datetime,
+                        actor: str = RECORD_WIPER) -> list[str]:
+    """Blank the contact, summary and answer text of requests closed long enough ago.
+
+    What stays (kind, dates, identity method, outcome, refusal ground) is what the
+    auditor's counts and the overdue list read; the person's address, what they
+    wrote and what was written back to them go. One transaction, one audit record
+    with the ids and how many (never the text); a second run finds nothing.
+    Open requests keep their contact however old: the answer must still reach them.
+    """
+    with ctx.writing(), ctx.repo.unit_of_work():
+        due = records_due_for_wiping(ctx, now)
+        if due:
+            store(ctx).wipe_personal_text(due)
+            ctx.audit.record(actor=actor, action=Action.REQUEST_RECORDS_WIPED, at=now,
+                             details={"request_ids": due, "count": len(due),
+                                      "after_days": ctx.policy.request_record_days})
+    return due
 
 
 # --- the auditor's counts ----------------------------------------------------------------------

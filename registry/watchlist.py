@@ -108,7 +108,9 @@ def correct(ctx: RegistryContext, *, actor: User, entry_id: str, reason: str, no
         entry = _own_entry(ctx, entry_id)
         if entry.state not in (EntryState.PROPOSED, EntryState.ACTIVE):
             raise ConflictError(f"entry {entry_id} is {entry.state.value}; it cannot be corrected")
-        corrected = replace(entry, revision=entry.revision + 1, **changes)
+        corrected = replace(entry, revision=entry.revision + 1,
+                            features=changes.get("features", entry.features),
+                            display_name=changes.get("display_name", entry.display_name))
         with ctx.repo.unit_of_work():
             ctx.repo.update_entry(corrected)
             ctx.audit.record(actor=actor.username, action=Action.CORRECT, at=now,

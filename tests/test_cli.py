@@ -127,4 +127,5 @@ def test_a_bad_config_fails_at_start_up_with_the_field_named(tmp_path: Path) -> 
     result = run("models", "list", env={"MAMORU_CONFIG": str(config)})
     assert_clean_user_error(result, "runtime.intra_op_threads")
     config.write_text("[engine]\npakc = 'yunet-sface'\n")
-    assert_clean_user_error(run("models", "list", env={"MAMORU_CONFIG": str(config)}), "engine.pakc")
+    assert_clean_user_error(
+        run("models", "list", env={"MAMORU_CONFIG": str(config)}), "engine.pakc")

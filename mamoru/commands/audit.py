@@ -36,7 +36,9 @@ def report(
     as_user: AsOption,
     start: Annotated[str, typer.Option(
         "--from", help="start: a date (00:00 UTC) or a date-time with its zone, e.g. 2026-01-01")],
-    end: Annotated[str | None, typer.Option("--to", help="end date (exclusive); default now")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="end date (exclusive); default now")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Counts of registrations, approvals and erasures for a period; no faces, no names."""
@@ -55,20 +57,29 @@ def report(
 
 def expire(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be erased")] = False,
-    now: Annotated[str | None, typer.Option("--now", help="pretend it is this time (testing)")] = None,
+    now: Annotated[
+        str | None, typer.Option("--now", help="pretend it is this time (testing)")
+    ] = None,
 ) -> None:
-    """Erase every entry past its retention period, lapse unjudged alerts, delete old backups
-    and prune the audit trail past its retention (the nightly job, G-REG-4, G-RET-1)."""
+    """Erase every entry past its retention period, lapse unjudged alerts, delete old backups,
+    prune the audit trail past its retention and wipe the desk's closed-request records past
+    theirs (the nightly job, G-REG-4, G-RET-1)."""
     moment = parse_timestamp(now, "--now") if now else utc_now()
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
         with tqdm(total=due, desc="expiring", unit="entry", disable=due < 50 or dry_run) as bar:
-            result = run_expiry(ctx, now=moment, dry_run=dry_run, on_progress=lambda _: bar.update())
+
+            def advance(_: str) -> None:
+                bar.update()
+
+            result = run_expiry(ctx, now=moment, dry_run=dry_run, on_progress=advance)
     if dry_run:
         typer.echo(f"{len(result.due)} entr{'y' if len(result.due) == 1 else 'ies'} would expire")
         for entry_id in result.due:
             typer.echo(f"  {entry_id}")
         typer.echo(f"{len(result.alerts_due)} unjudged alert(s) would lapse")
+        typer.echo(f"{len(result.requests_wiped)} closed request(s) would have their contact "
+                   "and summary wiped")
         return
     typer.echo(f"expired {len(result.expired)} entr{'y' if len(result.expired) == 1 else 'ies'}; "
                f"swept {result.orphans_swept} orphaned image file(s)")
@@ -78,3 +89,5 @@ def expire(
                f"{result.stray_snapshots_erased} stray alert snapshot(s); deleted "
                f"{len(result.backups_deleted)} old backup(s); pruned "
                f"{result.audit_records_pruned} audit record(s)")
+    typer.echo(f"wiped the contact and summary of {len(result.requests_wiped)} closed "
+               "request(s) past registry.request_record_days")

@@ -16,7 +16,8 @@ from mamoru.settings import get_settings
 def run(
     port: Annotated[int, typer.Option(help="port of the tablet pages; 0 picks a free one")] = 8080,
     exit_after_alert: Annotated[
-        bool, typer.Option("--exit-after-alert", help="stop once the first alert reached the registry")
+        bool,
+        typer.Option("--exit-after-alert", help="stop once the first alert reached the registry"),
     ] = False,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
 ) -> None:
@@ -30,6 +31,7 @@ def run(
         timer.start()
     result = run_demo(get_settings(), port=port or free_port(), stop=stop, say=typer.echo,
                       exit_after_alert=exit_after_alert)
-    first = f"{result.first_alert_after_s:.1f} s after start-up" if result.first_alert_after_s else "none"
+    first = (f"{result.first_alert_after_s:.1f} s after start-up"
+             if result.first_alert_after_s else "none")
     typer.echo(f"demo stopped: {result.alerts_raised} alert(s) raised, {result.alerts_delivered} "
                f"delivered to the registry; first alert: {first}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,9 +35,14 @@ def parse_source(text: str) -> CameraConfig:
 
 @app.command("run")
 def run(
-    source: Annotated[list[str] | None, typer.Option("--source", help="NAME=RTSP_URL_OR_FILE (repeatable)")] = None,
-    exit_at_end: Annotated[bool, typer.Option("--exit-at-end", help="stop when every file source ended")] = False,
-    alerts_jsonl: Annotated[str | None, typer.Option("--alerts-jsonl", help="append alerts as JSON lines to PATH, or - for stdout")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="NAME=RTSP_URL_OR_FILE (repeatable)")
+    ] = None,
+    exit_at_end: Annotated[
+        bool, typer.Option("--exit-at-end", help="stop when every file source ended")
+    ] = False,
+    alerts_jsonl: Annotated[str | None, typer.Option(
+        "--alerts-jsonl", help="append alerts as JSON lines to PATH, or - for stdout")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
 ) -> None:
     """Capture every camera, alert on watchlist faces, forget everyone else."""
@@ -65,6 +71,60 @@ def run(
             parts.metrics.serve(settings.edge.metrics_port)
         loop.run(stop, exit_at_end=exit_at_end)
         states = ", ".join(f"{name}: {state.value}" for name, state in loop.states().items())
-        typer.echo(f"edge loop stopped ({states}); {len(parts.outbox.pending())} alert(s) waiting in the outbox",
-                   err=True)
+        typer.echo(f"edge loop stopped ({states}); "
+                   f"{len(parts.outbox.pending())} alert(s) waiting in the outbox", err=True)
 
+
+
+_PROFILE_HELP = ("NAME=WxH@FPS[:DETWxDETH] (repeatable); default: 1080p/25 main stream, "
+                 "1080p/5, 720p/5, 640x360/5")
+_CLIP_HELP = "a recorded clip of the store's camera; default: a composed scene of real photos"
+
+
+@app.command("plan")
+def plan_command(
+    profile: Annotated[list[str] | None, typer.Option("--profile", help=_PROFILE_HELP)] = None,
+    clip: Annotated[Path | None, typer.Option(help=_CLIP_HELP)] = None,
+    seconds: Annotated[float, typer.Option(min=1.0, max=120.0,
+                                           help="length of each profile's clip")] = 8.0,
+    target: Annotated[float, typer.Option(min=0.1, max=1.0,
+                                          help="share of the box's CPU to plan for")] = 0.75,
+) -> None:
+    """How many cameras of each stream profile this box can analyse at the configured rate."""
+    from edge.plan import (
+        DEFAULT_PROFILES,
+        PlanError,
+        StreamProfile,
+        compose_source,
+        load_hint,
+        plan,
+        plan_table,
+    )
+    from mamoru.face_data import data_root
+    from mamoru.wiring import open_engine
+
+    settings = get_settings()
+    try:
+        profiles = [StreamProfile.parse(p) for p in profile] if profile else list(DEFAULT_PROFILES)
+    except PlanError as exc:
+        raise ConfigError(str(exc)) from None
+    if clip is not None and not clip.is_file():
+        raise ConfigError(f"--clip {clip}: no such file")
+    engine = open_engine(settings)
+    with tempfile.TemporaryDirectory(prefix="mamoru-plan-") as name:
+        source = clip or compose_source(Path(name), engine, data_root(settings.cache_dir), seconds)
+        try:
+            costs, hardware = plan(engine, settings.edge, settings.quality.matching, source,
+                                   profiles, seconds=seconds, target=target)
+        except PlanError as exc:
+            raise ConfigError(str(exc)) from None
+    typer.echo(f"analysis at {settings.edge.analysis_fps:g} fps per camera, planning for "
+               f"{target:.0%} of {costs[0].cores} cores; {load_hint()}")
+    typer.echo(hardware.describe())
+    typer.echo(plan_table(costs))
+    usable = [c for c in costs if not c.faces_too_small] or costs
+    best = max(usable, key=lambda c: c.cameras)
+    typer.echo(f"this box: up to {best.cameras} cameras with profile {best.profile.name} "
+               f"({best.profile.label}, faces big enough to match); every frame a stream sends "
+               f"is decoded, so set each camera's analysis stream to "
+               f"{settings.edge.analysis_fps:g} fps")

@@ -74,7 +74,8 @@ def detect(
             typer.echo(f"{result['image']}: {len(result['faces'])} face(s)")
             for i, face in enumerate(result["faces"], 1):
                 quality = face["quality"]
-                verdict = "passes" if quality["passed"] else "fails: " + "; ".join(quality["reasons"])
+                verdict = ("passes" if quality["passed"]
+                           else "fails: " + "; ".join(quality["reasons"]))
                 x1, y1, x2, y2 = face["box"]
                 typer.echo(
                     f"  #{i} box ({x1:.0f},{y1:.0f})-({x2:.0f},{y2:.0f}) score {face['score']:.2f} "
@@ -112,15 +113,18 @@ def compare(
         engine.assess(img, face, settings.quality.matching)
         for img, face in zip(images, faces, strict=True)
     ]
-    embeddings = engine.embed_faces(images[0], [faces[0]])[0], engine.embed_faces(images[1], [faces[1]])[0]
+    embeddings = (engine.embed_faces(images[0], [faces[0]])[0],
+                  engine.embed_faces(images[1], [faces[1]])[0])
     similarity = cosine(*embeddings)
-    reasons = [f"{p.name}: {r}" for p, v in zip((image_a, image_b), verdicts, strict=True) for r in v.reasons]
+    reasons = [f"{p.name}: {r}"
+               for p, v in zip((image_a, image_b), verdicts, strict=True) for r in v.reasons]
     if reasons:
         verdict, reason = "unusable", "; ".join(reasons)
     elif similarity >= engine.threshold:
         verdict, reason = "same", f"similarity {similarity:.3f} >= threshold {engine.threshold:.3f}"
     else:
-        verdict, reason = "different", f"similarity {similarity:.3f} < threshold {engine.threshold:.3f}"
+        verdict, reason = (
+            "different", f"similarity {similarity:.3f} < threshold {engine.threshold:.3f}")
     if as_json:
         _emit(
             {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Never
 
 import typer
 
@@ -195,7 +195,7 @@ def push(
     """Send the next bundle to a member's registry over HTTPS and apply its receipt."""
     from tqdm import tqdm
 
-    bar: list[tqdm] = []  # type: ignore[type-arg]
+    bar: list[tqdm[Never]] = []  # a bar over no iterable
 
     def progress(done: int, total: int, entries: int) -> None:
         if entries < PROGRESS_MIN_ITEMS:

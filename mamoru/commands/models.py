@@ -21,7 +21,9 @@ def catalogue() -> PackCatalogue:
 
 @app.command("fetch")
 def fetch(
-    pack: Annotated[str | None, typer.Option(help="pack name; default: the configured pack")] = None,
+    pack: Annotated[
+        str | None, typer.Option(help="pack name; default: the configured pack")
+    ] = None,
     accept_licence: Annotated[
         bool, typer.Option("--accept-licence", help="accept a non-commercial licence")
     ] = False,
@@ -72,7 +74,8 @@ def verify(pack: Annotated[str | None, typer.Option(help="only this pack")] = No
     for installed in packs:
         for file, state in installed.file_states().items():
             typer.echo(f"{installed.name}/{file}: {state.value}")
-            bad = bad or state is FileState.TAMPERED or (pack is not None and state is FileState.MISSING)
+            bad = bad or state is FileState.TAMPERED or (
+                pack is not None and state is FileState.MISSING)
     if not packs:
         typer.echo("no pack is present; run `mamoru models fetch`")
     if bad:

@@ -46,7 +46,8 @@ def init(
         add_user(ctx.repo, ctx.audit, actor="registry-init", username=admin, role=Role.ADMIN,
                  password=password, now=utc_now())
     typer.echo(f"registry created in {paths.data_dir}")
-    typer.echo(f"master key: {paths.custody} (keep a sealed copy offline; it cannot be recovered)")
+    typer.echo(f"master key: {paths.custody} "
+               "(keep a sealed copy offline; it cannot be recovered)")
     typer.echo(f"admin user: {admin}")
 
 

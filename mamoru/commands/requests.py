@@ -123,7 +123,10 @@ def answer(
         write_private_file(out / "disclosure.md", document.to_markdown().encode("utf-8"))
         for name, png in document.images.items():
             write_private_file(out / name, png)
-        typer.echo(f"disclosure document written to {out / 'disclosure.md'}")
+        typer.echo(f"disclosure document written to {out / 'disclosure.md'} with "
+                   f"{len(document.images)} masked image(s)")
+        typer.echo("these files are outside mamoru's custody: no expiry job reaches them. "
+                   "Hand them to the requester, then delete the folder")
     typer.echo(f"request {done.request_id} answered: {done.answer}")
 
 
@@ -131,12 +134,18 @@ def answer(
 def refuse(
     request: RequestArgument, as_user: AsOption, reason: ReasonOption,
     ground: Annotated[RefusalGround, typer.Option("--ground", help="the legal ground")],
+    harm_justification: Annotated[str, typer.Option(
+        "--harm-justification",
+        help="G-DSR-1: for an entry held for nuisance acts only, the concrete harm "
+             "disclosure would cause in this case (a nuisance act does not qualify by itself)",
+    )] = "",
 ) -> None:
     """Refuse on a legal ground (APPI 33(2) for disclosure), with the reason (G-DSR-4)."""
     with registry() as ctx:
         done = requests.refuse(ctx, actor=login(ctx, as_user),
                                request_id=requests.resolve(ctx, request), ground=ground,
-                               reason=reason, now=utc_now())
+                               reason=reason, harm_justification=harm_justification,
+                               now=utc_now())
     typer.echo(f"request {done.request_id} refused ({ground.value}); notify the requester "
                "without delay with the reason")
 

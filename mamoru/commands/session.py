@@ -23,7 +23,8 @@ from registry.domain import User
 from registry.errors import NotFoundError, RuleViolationError
 from registry.users import authenticate
 
-AsOption = Annotated[str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]
+AsOption = Annotated[
+    str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 

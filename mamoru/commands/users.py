@@ -73,4 +73,5 @@ def list_users(as_user: AsOption, as_json: JsonOption = False) -> None:
         return
     for row in rows:
         trained = row["trained_at"] or "NOT TRAINED"
-        typer.echo(f"{row['username']:<16} {row['role']:<8} {'active' if row['active'] else 'disabled':<9} {trained}")
+        status = "active" if row["active"] else "disabled"
+        typer.echo(f"{row['username']:<16} {row['role']:<8} {status:<9} {trained}")

@@ -25,7 +25,8 @@ CategoryOption = Annotated[OffenceCategory, typer.Option(help="G-REG-5 offence c
 OccurredOption = Annotated[str, typer.Option(
     "--occurred-at", help="when, with its zone: 2026-11-20T14:05+09:00 (a date alone: 00:00 UTC)")]
 ConfirmationOption = Annotated[ConfirmationKind, typer.Option(help="how the offence was confirmed")]
-RefOption = Annotated[str, typer.Option("--ref", help="the police report (被害届) number or other reference")]
+RefOption = Annotated[
+    str, typer.Option("--ref", help="the police report (被害届) number or other reference")]
 
 
 def _incident(category: OffenceCategory, occurred_at: str, confirmation: ConfirmationKind,
@@ -144,7 +145,8 @@ def list_entries(
         categories = ",".join(sorted({i["category"] for i in row["incidents"]})) or "-"
         expires = (row["expires_at"] or "-")[:10]
         typer.echo(f"{row['entry_id'][:12]}  {row['state']:<9} expires {expires:<10} "
-                   f"{categories:<16} templates {row['templates']}  proposed by {row['proposed_by']}")
+                   f"{categories:<16} templates {row['templates']}  "
+                   f"proposed by {row['proposed_by']}")
 
 
 @app.command("show")
@@ -152,7 +154,8 @@ def show(entry: EntryArgument, as_user: AsOption, as_json: JsonOption = False) -
     """One entry in full (no face data is printed)."""
     with registry() as ctx:
         actor = login(ctx, as_user)
-        row: dict[str, Any] = watchlist.view(ctx, actor=actor, entry_id=resolve_entry(ctx, entry)).to_dict()
+        row: dict[str, Any] = watchlist.view(
+            ctx, actor=actor, entry_id=resolve_entry(ctx, entry)).to_dict()
     if as_json:
         typer.echo(json.dumps(row, indent=2, ensure_ascii=False))
         return
@@ -161,4 +164,5 @@ def show(entry: EntryArgument, as_user: AsOption, as_json: JsonOption = False) -
             typer.echo(f"{key:<16} {value}")
     for incident in row["incidents"]:
         typer.echo(f"incident         {incident['occurred_at'][:16]} {incident['category']} "
-                   f"({incident['confirmation_kind']} {incident['confirmation_ref']}) {incident['damage']}")
+                   f"({incident['confirmation_kind']} {incident['confirmation_ref']}) "
+                   f"{incident['damage']}")

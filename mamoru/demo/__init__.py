@@ -1,1 +1,2 @@
-"""The one-command demo: a real RTSP camera playing a composed clip, a local registry, the edge loop."""
+"""The one-command demo: a real RTSP camera playing a composed clip, a local registry,
+the edge loop."""

@@ -66,7 +66,7 @@ def loop_forever(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
             Gst.SeekType.NONE,
             -1,
         )
-        return GLib.SOURCE_REMOVE
+        return bool(GLib.SOURCE_REMOVE)
 
     def on_event(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         if info.get_event().type != Gst.EventType.EOS:

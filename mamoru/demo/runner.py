@@ -46,9 +46,9 @@ from models.engine import FaceEngine
 from registry import approval, users
 from registry.clock import utc_now
 from registry.context import RegistryContext, init_registry
-from registry.key_custody import KeyCustodySettings
 from registry.devices import add_device
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
+from registry.key_custody import KeyCustodySettings
 
 DEMO_SETS = ("face_recognition", "ctu_unknowns", "pyfeat")
 LISTED_PHOTOS = ("face_recognition/obama.jpg", "face_recognition/obama3.jpg")
@@ -119,7 +119,8 @@ def _api_server(settings: MamoruSettings, port: int) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the registry API did not start: {process.stderr.read() if process.stderr else ''}")
+                output = process.stderr.read() if process.stderr else ""
+                raise RuntimeError(f"the registry API did not start: {output}")
             time.sleep(0.2)
         yield f"https://127.0.0.1:{port}"
     finally:
@@ -177,7 +178,8 @@ def run_demo(settings: MamoruSettings, *, port: int, stop: threading.Event, say:
     certificate = demo.data_dir / "tls" / "cert.pem"  # written by `mamoru serve` on first start
     with RtspServer({"entrance": clip.path}) as camera, _api_server(demo, port) as api:
         say(f"camera: {camera.url('entrance')} (a real RTSP stream, looping)")
-        say(f"tablet: {api}/alerts  (self-signed certificate {certificate}; log in as sato / {passwords['sato']} or tanaka / "
+        say(f"tablet: {api}/alerts  (self-signed certificate {certificate}; "
+            f"log in as sato / {passwords['sato']} or tanaka / "
             f"{passwords['tanaka']}; auditor / {passwords['auditor']})")
         outbox = Outbox(root / "edge" / "outbox", edge_key, Delivery(api, token, certificate))
         loop = EdgeLoop(

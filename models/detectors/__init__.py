@@ -15,7 +15,8 @@ from models.manifest import DetectorSpec
 class Detector(Protocol):
     """Finds faces in a BGR image."""
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[DetectedFace]: ...
+    def detect(self, image: npt.NDArray[np.uint8],
+               input_size: tuple[int, int] | None = None) -> list[DetectedFace]: ...
 
 
 def build_detector(spec: DetectorSpec, session: ort.InferenceSession) -> Detector:

@@ -25,8 +25,9 @@ class ScrfdDetector:
         self._scrfd.det_thresh = spec.score_threshold
         self._scrfd.nms_thresh = spec.nms_threshold
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[DetectedFace]:
-        boxes, landmarks = self._scrfd.detect(image, input_size=self._spec.input_size)
+    def detect(self, image: npt.NDArray[np.uint8],
+               input_size: tuple[int, int] | None = None) -> list[DetectedFace]:
+        boxes, landmarks = self._scrfd.detect(image, input_size=input_size or self._spec.input_size)
         if landmarks is None:
             return []
         return [

@@ -26,11 +26,19 @@ class YuNetDetector:
         self._spec = spec
         self._session = session
         self._input_name = session.get_inputs()[0].name
-        width, height = spec.input_size
-        self._grids = {s: _grid(width // s, height // s) for s in _STRIDES}
+        self._grids: dict[tuple[int, int], dict[int, npt.NDArray[np.float32]]] = {}
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[DetectedFace]:
-        canvas, scale = letterbox(image, self._spec.input_size)
+    def _grids_for(self, size: tuple[int, int]) -> dict[int, npt.NDArray[np.float32]]:
+        grids = self._grids.get(size)
+        if grids is None:
+            width, height = size
+            grids = self._grids[size] = {s: _grid(width // s, height // s) for s in _STRIDES}
+        return grids
+
+    def detect(self, image: npt.NDArray[np.uint8],
+               input_size: tuple[int, int] | None = None) -> list[DetectedFace]:
+        size = input_size or self._spec.input_size
+        canvas, scale = letterbox(image, size)
         blob = canvas.transpose(2, 0, 1)[np.newaxis].astype(np.float32)
         outputs = dict(
             zip(
@@ -39,7 +47,7 @@ class YuNetDetector:
                 strict=True,
             )
         )
-        boxes, landmarks, scores = self._decode(outputs)
+        boxes, landmarks, scores = self._decode(outputs, self._grids_for(size))
         keep = _nms(boxes, scores, self._spec.score_threshold, self._spec.nms_threshold)
         return [
             DetectedFace(
@@ -51,7 +59,8 @@ class YuNetDetector:
         ]
 
     def _decode(
-        self, outputs: dict[str, npt.NDArray[np.float32]]
+        self, outputs: dict[str, npt.NDArray[np.float32]],
+        grids: dict[int, npt.NDArray[np.float32]],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         all_boxes, all_landmarks, all_scores = [], [], []
         for stride in _STRIDES:
@@ -61,7 +70,7 @@ class YuNetDetector:
             candidates = scores >= self._spec.score_threshold
             if not candidates.any():
                 continue
-            grid = self._grids[stride][candidates]
+            grid = grids[stride][candidates]
             bbox = outputs[f"bbox_{stride}"][0][candidates]
             kps = outputs[f"kps_{stride}"][0][candidates].reshape(-1, 5, 2)
             centres = (grid + bbox[:, :2]) * stride

@@ -51,7 +51,8 @@ from registry.errors import AuthenticationError
 from registry.users import require_role
 
 __all__ = [
-    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep", "GUARDS",
+    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",
+    "GUARDS",
     "GateDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
     "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
     "require_roles", "route_roles", "unguarded_routes",
@@ -246,8 +247,9 @@ def api_routes(app: FastAPI) -> list[RouteInfo]:
     if _iter_route_contexts is not None:
         for context in _iter_route_contexts(app.routes):
             if isinstance(context.original_route, APIRoute):
+                endpoint = context.endpoint or context.original_route.endpoint
                 found.append(RouteInfo(str(context.path), frozenset(context.methods or ()),
-                                       context.endpoint, context.dependant))
+                                       endpoint, context.dependant))
         return found
     for route in app.routes:  # pragma: no cover - FastAPI before included-router contexts
         if isinstance(route, APIRoute):

@@ -82,7 +82,10 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unexpected failure on %s %s", request.method, request.url.path)
+    # Passed explicitly: the handler may run after the `except` that caught it has ended,
+    # where `logger.exception` finds no exception and logs "NoneType: None".
+    logger.error("unexpected failure on %s %s", request.method, request.url.path,
+                 exc_info=exc)
     return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
 
 

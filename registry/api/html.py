@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -61,6 +61,8 @@ NOTICES: Final = frozenset({
     "confirmed_notice", "dismissed_notice", "proposal_submitted", "approved_notice",
     "rejected_notice", "corrected_notice", "withdrawn_notice", "reoffence_notice",
     "logged_out_notice", "review_kept_notice", "request_answered_notice",
+    "request_opened_notice", "request_found_notice", "request_not_found_notice",
+    "request_no_face_notice", "request_refused_notice",
 })
 
 CSP: Final = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -185,7 +187,10 @@ def _message(request: Request, exc: Exception) -> tuple[int, str]:
     if isinstance(exc, HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else t("err_bad_input")
         return exc.status_code, detail
-    logger.exception("unexpected failure on %s %s", request.method, request.url.path)
+    # The page is built after the handler's `except` has ended (`FailurePage`), so the
+    # exception is passed explicitly: `logger.exception` would find none and log no trace.
+    logger.error("unexpected failure on %s %s", request.method, request.url.path,
+                 exc_info=exc)
     return 500, t("err_internal")
 
 
@@ -233,7 +238,7 @@ class PageRoute(APIRoute):
 
     rerender: ClassVar[PageRenderer | None] = None
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         rerender = type(self).rerender
 

@@ -69,8 +69,13 @@ JA: Final[Mapping[str, str]] = {
     "dismissed_count": "人違い",
     "open_count": "未判定",
     "no_alerts": "アラートはありません。",
-    "box_stale": "最新のウォッチリストを読み込めません。このボックスは復旧するまでアラートを出しません。ボックスと登録サービスを確認してください。",
-    "box_silent": "このボックスから状態の報告が届いていません。電源とネットワークを確認してください。",
+    "box_stale": (
+        "最新のウォッチリストを読み込めません。このボックスは復旧するまでアラートを出しません。"
+        "ボックスと登録サービスを確認してください。"
+    ),
+    "box_silent": (
+        "このボックスから状態の報告が届いていません。電源とネットワークを確認してください。"
+    ),
     "box_last_report": "最終報告",
     "snapshot": "カメラの画像（他の人の顔は隠されています）",
     "registered_image": "登録時の証拠画像",
@@ -283,9 +288,58 @@ JA: Final[Mapping[str, str]] = {
     "review_keep": "継続",
     "review_kept_notice": "見直しの結果（継続）を記録しました。",
     "request_answered_notice": "回答を記録しました。",
+    "request_open": "請求・苦情を受け付ける",
+    "request_open_help": ("本人確認書類を確認してから受け付けます（書類の写しは保存しません）。"
+                          "連絡先は回答のためだけに保存し、完了後一定期間で消去します。"),
+    "identity_method": "本人確認の方法",
+    "by_agent": "代理人による請求",
+    "requester_contact": "請求者の連絡先",
+    "request_summary": "請求・苦情の内容",
+    "requester_photo": "請求者の写真",
+    "request_search": "写真で照会",
+    "photo_not_kept": "写真は照会にのみ使い、保存しません。",
+    "request_subject": "該当する登録",
+    "request_answer": "回答する",
+    "request_refuse": "不開示・拒否",
+    "refusal_ground": "法令上の根拠",
+    "harm_justification": "具体的な支障（迷惑行為のみの登録の場合は必須）",
+    "harm_justification_help": ("迷惑行為のみによる登録は、それだけでは不開示の理由になりません"
+                                "（G-DSR-1）。この件で開示が生じさせる具体的な支障を記入してください。"),
+    "disclosure_document": "開示書面",
+    "disclosure_custody": ("印刷した書面と画像は本システムの管理外になります。"
+                           "請求者に手渡し、控えを残さないでください。"),
+    "back_to_requests": "窓口へ戻る",
+    "request_opened_notice": "請求を受け付けました。",
+    "request_found_notice": ("照会の結果、該当する登録がありました"
+                             "（記録済み・写真は保存していません）。"),
+    "request_not_found_notice": ("照会の結果、該当する登録はありません"
+                                 "（記録済み・写真は保存していません）。"),
+    "request_no_face_notice": ("写真に顔が見つかりませんでした"
+                               "（記録済み・写真は保存していません）。"),
+    "request_refused_notice": "拒否を記録しました。理由を遅滞なく請求者に通知してください。",
+    "kind_disclosure": "開示",
+    "kind_correction": "訂正",
+    "kind_stop-use": "利用停止",
+    "kind_erasure": "消去",
+    "kind_complaint": "苦情",
+    "kind_objection": "反論",
+    "idm_drivers_licence": "運転免許証",
+    "idm_passport": "旅券",
+    "idm_my_number_card": "マイナンバーカード",
+    "idm_residence_card": "在留カード",
+    "idm_health_insurance_card": "健康保険証",
+    "idm_other_official": "その他の公的書類",
+    "ground_appi_33_2_i": ("本人又は第三者の生命・身体・財産その他の権利利益を害するおそれ"
+                           "（33条2項1号）"),
+    "ground_appi_33_2_ii": "業務の適正な実施に著しい支障（33条2項2号）",
+    "ground_appi_33_2_iii": "他の法令に違反（33条2項3号）",
+    "ground_appi_34_facts_correct": "内容は事実である（34条）",
+    "ground_appi_35_use_lawful": "利用は適法である（35条）",
     # enumerations
     "criteria_title": "登録基準",
-    "criteria_help": "事案の種類ごとの登録基準です。提案は、この基準（版）で判断したものとして記録されます。",
+    "criteria_help": (
+        "事案の種類ごとの登録基準です。提案は、この基準（版）で判断したものとして記録されます。"
+    ),
     "criteria_version": "基準版",
     "cat_theft": "万引き",
     "cat_voyeurism": "盗撮",
@@ -345,7 +399,10 @@ EN: Final[Mapping[str, str]] = {
     "dismissed_count": "Wrong person",
     "open_count": "Open",
     "no_alerts": "No alerts.",
-    "box_stale": "cannot load the latest watchlist; this box raises no alerts until it can. Check the box and the registry.",
+    "box_stale": (
+        "cannot load the latest watchlist; this box raises no alerts until it can. "
+        "Check the box and the registry."
+    ),
     "box_silent": "this box has stopped reporting. Check its power and network.",
     "box_last_report": "last report",
     "snapshot": "Camera image (other faces masked)",
@@ -540,7 +597,10 @@ EN: Final[Mapping[str, str]] = {
     "alerts_received": "Alerts received",
     "alert_outcomes": "Alert outcomes",
     "criteria_title": "Registration criteria",
-    "criteria_help": "The written criteria per offence category. A proposal is recorded as judged under this version of its category's criteria.",
+    "criteria_help": (
+        "The written criteria per offence category. A proposal is recorded as judged under "
+        "this version of its category's criteria."
+    ),
     "criteria_version": "criteria version",
     "cat_theft": "Theft (shoplifting)",
     "cat_voyeurism": "Voyeurism",
@@ -577,6 +637,51 @@ EN: Final[Mapping[str, str]] = {
     "review_keep": "Keep",
     "review_kept_notice": "The review (keep) was recorded.",
     "request_answered_notice": "The answer was recorded.",
+    "request_open": "Accept a request or complaint",
+    "request_open_help": ("Check an identity document first (no copy is kept). The contact is "
+                          "kept only to answer, and wiped a fixed period after closing."),
+    "identity_method": "Identity checked with",
+    "by_agent": "Asked by an agent",
+    "requester_contact": "Requester's contact",
+    "request_summary": "What is asked or complained about",
+    "requester_photo": "Requester's photo",
+    "request_search": "Search with the photo",
+    "photo_not_kept": "The photo is used for this search only and never kept.",
+    "request_subject": "Matching entry",
+    "request_answer": "Answer",
+    "request_refuse": "Refuse",
+    "refusal_ground": "Legal ground",
+    "harm_justification": "Concrete harm (required for nuisance-only entries)",
+    "harm_justification_help": ("An entry held for nuisance acts only is no reason to refuse by "
+                                "itself (G-DSR-1): state the concrete harm disclosure would "
+                                "cause in this case."),
+    "disclosure_document": "Disclosure document",
+    "disclosure_custody": ("Once printed, the document and images are outside mamoru's custody: "
+                           "hand them to the requester and keep no copy."),
+    "back_to_requests": "Back to the desk",
+    "request_opened_notice": "The request was accepted.",
+    "request_found_notice": "Search done: a matching entry was found (recorded; photo not kept).",
+    "request_not_found_notice": "Search done: no matching entry (recorded; photo not kept).",
+    "request_no_face_notice": "No face was found in the photo (recorded; photo not kept).",
+    "request_refused_notice": ("The refusal was recorded. Tell the requester the reason "
+                               "without delay."),
+    "kind_disclosure": "Disclosure",
+    "kind_correction": "Correction",
+    "kind_stop-use": "Stop use",
+    "kind_erasure": "Erasure",
+    "kind_complaint": "Complaint",
+    "kind_objection": "Objection",
+    "idm_drivers_licence": "Driver's licence",
+    "idm_passport": "Passport",
+    "idm_my_number_card": "My Number card",
+    "idm_residence_card": "Residence card",
+    "idm_health_insurance_card": "Health insurance card",
+    "idm_other_official": "Other official document",
+    "ground_appi_33_2_i": "Harm to the life, body, property or rights of anyone (APPI 33(2)(i))",
+    "ground_appi_33_2_ii": "Serious hindrance to the business (APPI 33(2)(ii))",
+    "ground_appi_33_2_iii": "Would violate another law (APPI 33(2)(iii))",
+    "ground_appi_34_facts_correct": "The recorded facts are correct (APPI 34)",
+    "ground_appi_35_use_lawful": "The use is lawful (APPI 35)",
 }
 
 MESSAGES: Final[Mapping[Lang, Mapping[str, str]]] = {"ja": JA, "en": EN}
@@ -592,7 +697,7 @@ def pick_lang(query: str | None, cookie: str | None) -> Lang:
     """`?lang=` first, then the cookie, then Japanese."""
     for candidate in (query, cookie):
         if candidate in LANGS:
-            return candidate  # type: ignore[return-value]
+            return candidate
     return DEFAULT_LANG
 
 

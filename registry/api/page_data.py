@@ -29,7 +29,17 @@ from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
 from registry.criteria import all_criteria
 from registry.devices import BoxStatus
-from registry.domain import Alert, ConfirmationKind, EntryState, OffenceCategory, Role, User
+from registry.domain import (
+    REFUSAL_GROUNDS,
+    Alert,
+    ConfirmationKind,
+    EntryState,
+    IdentityMethod,
+    OffenceCategory,
+    RequestKind,
+    Role,
+    User,
+)
 from registry.oversight import audit_report, verify_trail
 from registry.watchlist import EntryView, list_entries
 
@@ -267,4 +277,8 @@ def requests_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, 
     return {"requests": rows, "now": now, "stop_use": stop_use_data(ctx),  # G-BRE-4
             "overdue_requests": sum(1 for r in rows if r.overdue(now)),
             "reviews": [r for r in reviews.schedule(ctx) if r.overdue(now)],
-            "can_manage": user.role is Role.MANAGER and user.trained}
+            "can_manage": user.role is Role.MANAGER and user.trained,
+            "request_kinds": [k.value for k in RequestKind],
+            "identity_methods": [m.value for m in IdentityMethod],
+            "refusal_grounds": {k.value: sorted(g.value for g in grounds)
+                                for k, grounds in REFUSAL_GROUNDS.items()}}

@@ -256,7 +256,7 @@ def clear_length(prefix: bytes) -> int:
     """How many bytes precede the ciphertext, from the first ten; refuses a non-envelope."""
     if len(prefix) < _PREAMBLE or not prefix.startswith(MAGIC):
         raise MalformedBundleError("not a mamoru joint-use file (bad magic); nothing was imported")
-    (length,) = _HEADER_LENGTH.unpack_from(prefix, len(MAGIC))
+    length: int = _HEADER_LENGTH.unpack_from(prefix, len(MAGIC))[0]
     if length > MAX_HEADER:
         raise MalformedBundleError("the joint-use file's header is too long (altered or damaged); "
                                    "nothing was imported")

@@ -126,8 +126,8 @@ def provide_share(ctx: RegistryContext, engine: FaceEngine, *, actor: User, shar
         images, left_out = [], 0
         for record in ctx.repo.evidence(entry.entry_id):
             image = ctx.evidence.get(record.image_id)
-            bgr = image if image.ndim == 3 and image.shape[2] == 3 else cv2.cvtColor(
-                image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGRA2BGR)
+            bgr = image if image.ndim == 3 and image.shape[2] == 3 else np.asarray(cv2.cvtColor(
+                image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGRA2BGR), np.uint8)
             faces = engine.detect(np.ascontiguousarray(bgr))
             if not faces:
                 left_out += 1  # fail closed: never send a face we could not find to mask

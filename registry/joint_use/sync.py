@@ -345,7 +345,7 @@ def _seal_part(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys,
         corrections=tuple(s for _, s in part.corrections),
         tombstones=tuple(Tombstone(origin_entry_id=e.entry_id, reason=_REASON[e.state],
                                    closed_at=e.closed_at or now) for e in part.tombstones),
-        objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,  # type: ignore[arg-type]
+        objections=tuple(Objection(origin_entry_id=e.entry_id, action=a,
                                    at=now) for e, a in part.objections),
         requests=desk[0], request_answers=desk[1],
     )
@@ -561,8 +561,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
             local_ids.append(_put_entry(ctx, sender, change, staged[change.shared.origin_entry_id],
                                         intake, now, erased_images))
             index_changed = True
-        for copy in expire:
-            erased_images += _close_copy(ctx, copy, "expired", sender, now,
+        for expired in expire:
+            erased_images += _close_copy(ctx, expired, "expired", sender, now,
                                          why="its expiry passed before this bundle arrived")
             index_changed = True
         objections_applied = []

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlcipher3
 
@@ -22,7 +22,12 @@ from registry.errors import NotInitialisedError, RegistryError, StoreDamagedErro
 from registry.keys import MasterKey, Purpose, sqlcipher_pragma_value
 from registry.storage.migrations import migrate
 
-Connection = sqlcipher3.Connection
+if TYPE_CHECKING:
+    # sqlcipher3 is an API-compatible fork of sqlite3 without type information: its
+    # connection is typed through the standard library's.
+    from sqlite3 import Connection as Connection
+else:
+    Connection = sqlcipher3.Connection
 
 # SQLite's primary result codes for a damaged file (extended codes keep them in the low byte).
 _SQLITE_CORRUPT = 11
@@ -256,7 +261,7 @@ def open_registry_database(
 
 def rekey(connection: Connection, schema: str, key: MasterKey) -> None:
     """Re-encrypt one attached database under `key` (SQLCipher rewrites every page)."""
-    purpose = "database" if schema == "main" else "audit"
+    purpose: Purpose = "database" if schema == "main" else "audit"
     connection.execute(f"PRAGMA {schema}.rekey = {sqlcipher_pragma_value(key.derive(purpose))}")
 
 

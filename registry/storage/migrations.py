@@ -469,7 +469,8 @@ def _statements(script: str) -> list[str]:
     for line in script.strip().splitlines():
         buffer.append(line)
         joined = "\n".join(buffer).strip()
-        inside_trigger = joined.upper().startswith("CREATE TRIGGER") and not joined.upper().endswith("END;")
+        upper = joined.upper()
+        inside_trigger = upper.startswith("CREATE TRIGGER") and not upper.endswith("END;")
         if joined.endswith(";") and not inside_trigger:
             statements.append(joined)
             buffer = []

@@ -131,6 +131,23 @@ class RequestRepository:
             "WHERE origin_member = ? AND origin_request_id = ?",
             [(member, r) for r in origin_request_ids])
 
+    def closed_with_personal_text(self, answered_before: datetime) -> list[str]:
+        """Closed requests answered before the moment that still hold contact or free text."""
+        rows = self._db.execute(
+            "SELECT request_id FROM data_requests WHERE status IN ('answered', 'refused') "
+            "AND answered_at < ? AND (contact != '' OR summary != '' OR answer_reason != '') "
+            "ORDER BY answered_at, request_id", (to_text(answered_before),))
+        return [str(r[0]) for r in rows]
+
+    def wipe_personal_text(self, request_ids: Sequence[str]) -> None:
+        """Blank contact, summary and answer text; kind, dates and outcome stay (issue 10).
+
+        The database runs with secure_delete, so the old text does not linger in free pages.
+        """
+        self._db.executemany(
+            "UPDATE data_requests SET contact = '', summary = '', answer_reason = '' "
+            "WHERE request_id = ?", [(r,) for r in request_ids])
+
     # what the desk searches --------------------------------------------------------------
     def held_templates(self, pack: str) -> list[TemplateRecord]:
         """Templates of every entry that still holds face data (proposed or active, suspended

@@ -179,7 +179,8 @@ class SqlCipherRepository:
         )
 
     def set_trained(self, user_id: int, at: datetime) -> None:
-        self._db.execute("UPDATE users SET trained_at = ? WHERE user_id = ?", (to_text(at), user_id))
+        self._db.execute(
+            "UPDATE users SET trained_at = ? WHERE user_id = ?", (to_text(at), user_id))
 
     def set_role(self, user_id: int, role: Role) -> None:
         self._db.execute("UPDATE users SET role = ? WHERE user_id = ?", (role.value, user_id))
@@ -339,7 +340,8 @@ class SqlCipherRepository:
     def purge_face_data(self, entry_id: str) -> list[str]:
         image_ids = [
             str(r[0])
-            for r in self._db.execute("SELECT image_id FROM evidence WHERE entry_id = ?", (entry_id,))
+            for r in self._db.execute(
+                "SELECT image_id FROM evidence WHERE entry_id = ?", (entry_id,))
         ]
         image_ids += [
             str(r[0])
@@ -542,7 +544,8 @@ class SqlCipherRepository:
 
     def raise_watchlist_version(self, at_least: int) -> int:
         self._db.execute(
-            "UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'watchlist_version'",
+            "UPDATE meta SET value = max(CAST(value AS INTEGER), ?)"
+            " WHERE key = 'watchlist_version'",
             (at_least,),
         )
         return self.watchlist_version()

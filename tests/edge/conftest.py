@@ -35,7 +35,8 @@ def rtsp_server_factory() -> Iterator[RtspServerFactory]:
 
 @pytest.fixture
 def start_edge(registry: Registry) -> Iterator[Callable[..., RunningEdge]]:
-    """`start(cameras, delivery=None, **settings)`: the real loop in a thread; stopped at teardown."""
+    """`start(cameras, delivery=None, **settings)`: the real loop in a thread; stopped at
+    teardown."""
     running: list[RunningEdge] = []
 
     def start(cameras: dict[str, str], delivery: Delivery | None = None,

@@ -55,7 +55,8 @@ class RunningEdge:
             time.sleep(0.1)
 
     def frames(self, camera: str) -> int:
-        return next(lane.reader.stats.frames for lane in self.loop.lanes if lane.reader.name == camera)
+        return next(lane.reader.stats.frames
+                    for lane in self.loop.lanes if lane.reader.name == camera)
 
     def snapshots(self) -> list[Path]:
         return sorted((self.edge_dir / "snapshots").glob("*.bin"))

@@ -72,7 +72,8 @@ def test_listed_person_alerts_once_with_others_masked_and_strangers_never(
     # Forget by construction: no embedding of a face that did not match was written anywhere.
     index = registry.index()
     strangers = [e for e in spy.embeddings
-                 if not (hits := index.search(e[np.newaxis], k=1)[0]) or hits[0].score < registry.engine.threshold]
+                 if not (hits := index.search(e[np.newaxis], k=1)[0])
+                 or hits[0].score < registry.engine.threshold]
     assert len(strangers) >= 6, "the strangers were embedded (and then forgotten)"
     written = b"".join(p.read_bytes() for p in _files_under(tmp_path, registry.data_dir))
     written += caplog.text.encode()
@@ -87,7 +88,8 @@ def test_a_dropped_camera_reconnects_while_the_other_keeps_producing(
     crowd = strangers_clip(tmp_path, face_data)
     with RtspServer({"cam": crowd.path}) as first, RtspServer({"cam": crowd.path}) as second:
         edge = start_edge({"one": first.url("cam"), "two": second.url("cam")})
-        edge.wait_for(lambda: set(edge.loop.states().values()) == {CameraState.LIVE}, 30, "both live")
+        edge.wait_for(
+            lambda: set(edge.loop.states().values()) == {CameraState.LIVE}, 30, "both live")
         first.stop()
         edge.wait_for(lambda: edge.loop.states()["one"] is CameraState.RECONNECTING, 15,
                       "camera one to notice it dropped")
@@ -113,7 +115,8 @@ def test_a_stalled_camera_never_blocks_the_other(
     with RtspServer({"cam": crowd.path}) as frozen, RtspServer({"cam": crowd.path}) as healthy:
         edge = start_edge({"frozen": frozen.url("cam"), "healthy": healthy.url("cam")},
                           read_timeout_s=1.0)
-        edge.wait_for(lambda: set(edge.loop.states().values()) == {CameraState.LIVE}, 30, "both live")
+        edge.wait_for(
+            lambda: set(edge.loop.states().values()) == {CameraState.LIVE}, 30, "both live")
         frozen.freeze()
         try:
             before = edge.frames("healthy")
@@ -131,7 +134,8 @@ def test_an_erased_subject_stops_alerting_after_the_index_update(
 ) -> None:
     """G-REG-4: erasure reaches the running box through the next index version."""
     entry_id = registry.register(OBAMA)
-    walk = walk_clip(tmp_path, face_data, "loop", seconds=4, listed_enters_at=1.0, listed_leaves_at=3.0)
+    walk = walk_clip(
+        tmp_path, face_data, "loop", seconds=4, listed_enters_at=1.0, listed_leaves_at=3.0)
     with RtspServer({"door": walk.path}) as server:
         edge = start_edge({"door": server.url("door")}, alert_cooldown_s=1.0)
         edge.wait_for(lambda: len(edge.alerts) >= 2, 40, "alerts on two passes of the clip")
@@ -162,7 +166,8 @@ def test_alerts_raised_while_the_registry_is_down_arrive_when_it_is_back(
         assert len(edge.outbox.pending()) == len(edge.alerts), "undelivered alerts wait"
         api = serve(registry, port)
         try:
-            edge.wait_for(lambda: not edge.outbox.pending(), 60, "delivery after the registry is back")
+            edge.wait_for(
+                lambda: not edge.outbox.pending(), 60, "delivery after the registry is back")
         finally:
             api.terminate()
             api.wait(timeout=20)

@@ -219,7 +219,8 @@ def _check_stale_index_cycle(registry: Registry, edge: RunningEdge, report: Call
     time.sleep(edge.matcher._poll_s)
     loop.follow_index()
     assert edge.matcher.state is IndexState.CURRENT
-    assert 'mamoru_index_state{state="current"} 1.0' in generate_latest(loop.metrics.registry).decode()
+    exposed = generate_latest(loop.metrics.registry).decode()
+    assert 'mamoru_index_state{state="current"} 1.0' in exposed
     assert len(_visit(edge, registry, OBAMA2, 30.0)) == 1
     assert report() and warning() is None
 
@@ -261,14 +262,16 @@ def test_no_non_matching_embedding_crop_or_frame_outlives_its_analysis(
     assert edge.loop.analyse(lane, lane.reader.slot.take()) == []  # type: ignore[arg-type]
     gc.collect()
     assert len(refs) >= 4, "the strangers were aligned and embedded"
-    assert [r for r in refs if r() is not None] == [], "frame, crops or embeddings outlived analysis"
+    assert [r for r in refs if r() is not None] == [], (
+        "frame, crops or embeddings outlived analysis")
 
     kept: list[np.ndarray] = []
     _spy(registry, monkeypatch, kept.append)
     lane.tracker = type(lane.tracker)(max_age_s=0.01)  # new tracks: embed everyone again
     edge.loop.analyse(lane, _frame(registry, GROUP, 5.0))
     assert len(kept) >= 4
-    assert all(not array.any() for array in kept), "crops and embeddings are zeroed, not just dropped"
+    assert all(not array.any() for array in kept), (
+        "crops and embeddings are zeroed, not just dropped")
 
 
 # --- the outbox's own lifetimes, against the real registry app -------------------

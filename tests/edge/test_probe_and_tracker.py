@@ -43,7 +43,8 @@ def test_a_probe_cannot_be_pickled_copied_or_printed() -> None:
 def test_a_non_match_is_wiped_when_the_search_returns() -> None:
     batch = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
     stranger, listed = _probe(batch[0]), _probe(batch[1])
-    assert stranger.resolve(Hit(entry_id="e" * 32, template_id=1, score=0.2), threshold=0.45) is None
+    miss = Hit(entry_id="e" * 32, template_id=1, score=0.2)
+    assert stranger.resolve(miss, threshold=0.45) is None
     assert not batch[0].any(), "the embedding buffer itself is zeroed"
     with pytest.raises(ProbeLeakError):
         _ = stranger.embedding

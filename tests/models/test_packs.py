@@ -99,13 +99,17 @@ def test_a_drop_in_pack_loads_through_the_same_path(
         catalogue.fetch("store-pack", accept_licence=True, archives=tmp_path / "carriers")
 
 
-def test_a_drop_in_pack_cannot_shadow_a_built_in_one(settings: MamoruSettings, tmp_path: Path) -> None:
+def test_a_drop_in_pack_cannot_shadow_a_built_in_one(
+    settings: MamoruSettings, tmp_path: Path
+) -> None:
     _write_drop_in(settings, tmp_path / "packs" / "fake", "yunet-sface")
     with pytest.raises(ManifestError, match="reuses the built-in name"):
         PackCatalogue(tmp_path / "models", [tmp_path / "packs"])
 
 
-def test_a_manifest_with_an_unknown_field_is_refused(settings: MamoruSettings, tmp_path: Path) -> None:
+def test_a_manifest_with_an_unknown_field_is_refused(
+    settings: MamoruSettings, tmp_path: Path
+) -> None:
     folder = _write_drop_in(settings, tmp_path / "packs" / "odd", "odd")
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     manifest["recognizer"]["normalise_magic"] = True

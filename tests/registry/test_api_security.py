@@ -113,7 +113,12 @@ def test_the_route_table_is_complete(api: Api) -> None:
                      "POST /incidents/{incident_id}/preserve-evidence",
                      "POST /incidents/{incident_id}/triage",
                      "POST /incidents/{incident_id}/drafts/{draft}",
-                     "POST /incidents/{incident_id}/drafts/{draft}/submitted"):
+                     "POST /incidents/{incident_id}/drafts/{draft}/submitted",
+                     # the request desk's tablet forms (G-DSR-1..4): managers only
+                     "POST /requests", "POST /requests/{request_id}/search",
+                     "POST /requests/{request_id}/answer", "POST /requests/{request_id}/refuse",
+                     "GET /requests/{request_id}/disclosure",
+                     "GET /requests/{request_id}/disclosure/{image}"):
         assert expected in labels
     assert len(labels) >= 25
 
@@ -232,7 +237,10 @@ _JSON = st.recursive(
 )
 _FIELDS = ["reason", "features", "display_name", "incident", "category", "occurred_at",
            "confirmation_ref", "confirmation_kind", "damage", "description", "name",
-           "username", "password"]
+           "username", "password",
+           # the request desk's forms (G-DSR-1..4)
+           "kind", "identity_method", "contact", "summary", "by_agent", "ground",
+           "harm_justification"]
 _CONTENT_TYPES = ["application/json", "text/plain", "multipart/form-data", "image/png",
                   "multipart/form-data; boundary=zz", "application/x-www-form-urlencoded"]
 

@@ -41,6 +41,7 @@ from edge.alerts import Alert
 from edge.outbox import Outbox
 from mamoru import cli
 from registry.backup import create_backup
+from registry.clock import utc_now
 from registry.joint_use import sync
 from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry
 
@@ -115,7 +116,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry_template: Path,
     reg = Registry(settings, ctx, engine_default, face_data)  # type: ignore[arg-type]
     with ctx:
         entry_id = reg.register(OBAMA)
-        create_backup(ctx, actor=reg.user("admin"), now=T0 + timedelta(days=1))
+        # A backup taken now: a backup older than backup_retention_days would (rightly) be
+        # pruned by the next `mamoru backup` and count as a change the test did not expect.
+        create_backup(ctx, actor=reg.user("admin"), now=utc_now())
         sync.init_keys(ctx, actor=reg.user("admin"), now=T0)
         ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
         assert ok
@@ -227,7 +230,8 @@ def test_real_processes_report_a_damaged_store_in_one_line(world: Path, tmp_path
     """The issue's reproduction in real processes: a byte flipped in audit.db, then registry.db."""
     case = tmp_path / "data"
     shutil.copytree(world, case)
-    flip(case / "audit.db", (case / "audit.db").stat().st_size // 2)
+    # The last page holds the newest records, which every command reads (the anchored head).
+    flip(case / "audit.db", (case / "audit.db").stat().st_size - 100)
     before = digests(case)
     for args in (("watchlist", "list", *ADMIN), ("audit", "verify", *ADMIN)):
         result = _mamoru(case, *args)

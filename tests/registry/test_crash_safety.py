@@ -138,7 +138,8 @@ def test_sigkill_at_many_points_leaves_no_half_state(world: World, tmp_path: Pat
         crashed = tmp_path / f"kill-{point}"
         shutil.copytree(world.data_dir, crashed)
         result = _run_driver(crashed, op, point)
-        assert result.returncode == -9, f"kill point {point} was not reached: {result.stderr[-300:]}"
+        assert result.returncode == -9, (
+            f"kill point {point} was not reached: {result.stderr[-300:]}")
         assert_consistent(crashed, world.vectors)
         rerun = _run_driver(crashed, op, 0)
         assert rerun.returncode == 0, rerun.stderr

@@ -34,6 +34,7 @@ from registry.domain import (
     Role,
 )
 from registry.errors import ConflictError, RuleViolationError
+from registry.expiry import run_expiry
 from registry.oversight import audit_report
 from registry.reviews import SelfReviewError
 from tests.conftest import REPO
@@ -235,6 +236,59 @@ def test_refusal_needs_a_ground_of_the_law_for_that_kind(registry: Registry) -> 
                               identity_method=IdentityMethod.PASSPORT, contact=CONTACT, now=T0)
 
 
+def test_nuisance_only_entry_needs_a_case_specific_harm_justification_to_refuse(
+        registry: Registry) -> None:
+    """G-DSR-1: "Nuisance-act entries do not automatically qualify for the exception"."""
+    from registry import approval
+    from registry.domain import OffenceCategory
+    from registry.requests import NuisanceExceptionError
+    from registry.watchlist import add_reoffence
+    from tests.registry.conftest import incident
+    ctx, mgr = registry.ctx, registry.user("mgr2")
+    proposal = approval.propose(
+        ctx, registry.engine, registry.settings.quality.registration,
+        actor=registry.user("staff"),
+        photos=[approval.Photo("obama", registry.image(OBAMA))],
+        incident=incident(category=OffenceCategory.NUISANCE), features="", now=T0)
+    approval.approve(ctx, actor=registry.user("mgr1"), entry_id=proposal.entry_id,
+                     reason="repeated threats recorded; police consulted", now=T0)
+    asked = requests.open_request(ctx, actor=mgr, kind=RequestKind.DISCLOSURE,
+                                  identity_method=IdentityMethod.PASSPORT, contact=CONTACT, now=T0)
+    requests.search(ctx, registry.engine, actor=mgr, request_id=asked.request_id,
+                    image=registry.image(OBAMA2), now=T0)
+    for ground in (RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                   RefusalGround.SERIOUS_BUSINESS_HINDRANCE):
+        with pytest.raises(NuisanceExceptionError, match="nuisance acts only.*G-DSR-1"):
+            requests.refuse(ctx, actor=mgr, request_id=asked.request_id, ground=ground,
+                            reason="he is a troublemaker", now=T0)
+        with pytest.raises(NuisanceExceptionError):
+            requests.refuse(ctx, actor=mgr, request_id=asked.request_id, ground=ground,
+                            reason="he is a troublemaker", harm_justification="nuisance",
+                            now=T0)
+    assert requests.store(ctx).get(asked.request_id).status is RequestStatus.OPEN  # type: ignore[union-attr]
+    why = ("he threatened the cashier by name on 3 May; disclosing the witness statement "
+           "would identify her")
+    refused = requests.refuse(ctx, actor=mgr, request_id=asked.request_id,
+                              ground=RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                              reason="witness at risk", harm_justification=why, now=T0)
+    assert refused.status is RequestStatus.REFUSED and why in refused.answer_reason
+    record = _audit(ctx, Action.REQUEST_REFUSED)[-1]
+    assert record["nuisance_harm_justified"] is True and "cashier" not in _all_audit_text(ctx)
+
+    # a theft besides: the harm ground may rest on it, as for any other entry
+    add_reoffence(ctx, actor=mgr, entry_id=proposal.entry_id, incident=incident(T0 + DAY),
+                  now=T0 + DAY)
+    again = requests.open_request(ctx, actor=mgr, kind=RequestKind.DISCLOSURE,
+                                  identity_method=IdentityMethod.PASSPORT, contact=CONTACT,
+                                  now=T0 + DAY)
+    requests.search(ctx, registry.engine, actor=mgr, request_id=again.request_id,
+                    image=registry.image(OBAMA2), now=T0 + DAY)
+    assert requests.refuse(ctx, actor=mgr, request_id=again.request_id,
+                           ground=RefusalGround.HARM_TO_PERSON_OR_OTHERS,
+                           reason="the damage report names the witness",
+                           now=T0 + DAY).status is RequestStatus.REFUSED
+
+
 def test_correction_and_erasure_requests_change_the_entry(registry: Registry) -> None:
     ctx, mgr = registry.ctx, registry.user("mgr2")
     entry_id = registry.register(OBAMA, features="紺のジャンパー")
@@ -259,9 +313,57 @@ def test_correction_and_erasure_requests_change_the_entry(registry: Registry) ->
 
 def test_settings_refuse_unsafe_periods() -> None:
     for bad in ({"request_response_days": 0}, {"request_response_days": 31},
-                {"review_interval_days": 30}, {"review_interval_days": 1000}):
+                {"review_interval_days": 30}, {"review_interval_days": 1000},
+                {"request_record_days": 29}, {"request_record_days": 366}):
         with pytest.raises(ValueError):
             RegistrySettings(**bad)  # type: ignore[arg-type]
+
+
+# --- issue 10: the desk's personal data has a lifetime ---------------------------------------
+
+
+def test_closed_request_contact_and_summary_are_wiped_after_their_lifetime(
+        registry: Registry) -> None:
+    """`mamoru expire` blanks a closed request's contact, summary and answer text
+    `registry.request_record_days` (default 90) after it was answered; the kind, dates
+    and outcome stay, so the auditor's counts do not change. An open one keeps its contact."""
+    ctx, mgr = registry.ctx, registry.user("mgr1")
+    assert ctx.policy.request_record_days == 90
+    complaint = requests.open_request(ctx, actor=mgr, kind=RequestKind.COMPLAINT,
+                                      identity_method=IdentityMethod.PASSPORT, contact=CONTACT,
+                                      summary="staff followed me to the car park", now=T0)
+    requests.answer(ctx, actor=mgr, request_id=complaint.request_id,
+                    reason="apologised by phone to 090-1234-5678", now=T0 + DAY)
+    still_open = requests.open_request(ctx, actor=mgr, kind=RequestKind.ERASURE,
+                                       identity_method=IdentityMethod.PASSPORT,
+                                       contact="open@example.jp", now=T0)
+    counts_before = audit_report(ctx, actor=registry.user("auditor"), start=T0 - DAY,
+                                 end=T0 + 2 * DAY, now=T0 + 200 * DAY)["requests"]
+
+    early = run_expiry(ctx, now=T0 + DAY + 89 * DAY)
+    assert early.requests_wiped == ()
+    kept = requests.store(ctx).get(complaint.request_id)
+    assert kept is not None and kept.contact == CONTACT
+
+    assert run_expiry(ctx, now=T0 + 92 * DAY, dry_run=True).requests_wiped == (
+        complaint.request_id,)
+    late = run_expiry(ctx, now=T0 + 92 * DAY)
+    assert late.requests_wiped == (complaint.request_id,)
+    wiped = requests.store(ctx).get(complaint.request_id)
+    assert wiped is not None
+    assert (wiped.contact, wiped.summary, wiped.answer_reason) == ("", "", "")
+    assert (wiped.kind, wiped.status, wiped.answer, wiped.received_at, wiped.answered_at) == (
+        RequestKind.COMPLAINT, RequestStatus.ANSWERED, "replied", T0, T0 + DAY)
+    other = requests.store(ctx).get(still_open.request_id)
+    assert other is not None and other.contact == "open@example.jp"  # the answer must reach them
+    record = _audit(ctx, Action.REQUEST_RECORDS_WIPED)[-1]
+    assert record["request_ids"] == [complaint.request_id] and record["count"] == 1
+    assert CONTACT not in _all_audit_text(ctx) and "car park" not in _all_audit_text(ctx)
+    assert audit_report(ctx, actor=registry.user("auditor"), start=T0 - DAY, end=T0 + 2 * DAY,
+                        now=T0 + 200 * DAY)["requests"] == counts_before
+    assert run_expiry(ctx, now=T0 + 93 * DAY).requests_wiped == ()  # idempotent
+    raw = b"".join(p.read_bytes() for p in registry.data_dir.rglob("*") if p.is_file())
+    assert b"car park" not in raw  # SQLCipher: never in clear on disk either
 
 
 # --- G-REV-1: periodic review -------------------------------------------------------------------
@@ -297,9 +399,10 @@ def test_review_comes_due_and_is_decided_by_another_manager(registry: Registry) 
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-def _mamoru(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _mamoru(data_dir: Path, *args: str, stdin: str = "",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(data_dir),
-           "MAMORU_PASSWORD": PASSWORD}
+           "MAMORU_PASSWORD": PASSWORD, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mamoru", *args], cwd=REPO, env=env,
                           input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
@@ -336,6 +439,47 @@ def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path
     assert "tel 03-1111-2222" in shown.stdout and "answered" in shown.stdout
 
 
+def test_cli_disclosure_for_a_found_person_writes_incidents_masked_images_and_partners(
+        world: World, face_data: Path, tmp_path: Path) -> None:  # noqa: F811
+    """G-DSR-1 through `mamoru request search` / `answer --out`: what is held, to whom given."""
+    a = world["store-a"]
+    _sync(world, "store-a", "store-b", T0 + DAY)  # B received his entry: a provision
+    for store in world.stores.values():
+        store.ctx.close()
+    env = {"MAMORU_REGISTRY__STORE_ID": "store-a",
+           "MAMORU_REGISTRY__JOINT_USE_SCHEME": str(world.root / "scheme.json")}
+    opened = _mamoru(a.data_dir, "request", "open", "--as", "suzuki.mgr", "--kind",
+                     "disclosure", "--identity", "drivers_licence", "--json",
+                     stdin=f"{CONTACT}\n", env=env)
+    assert opened.returncode == 0, opened.stderr
+    request_id = json.loads(opened.stdout[opened.stdout.index("{"):])["request_id"]
+    searched = _mamoru(a.data_dir, "request", "search", request_id[:8],
+                       str(face_data / OBAMA2), "--as", "suzuki.mgr", env=env)
+    assert searched.returncode == 0, searched.stderr
+    assert f"found: entry {world.obama_at_a}" in searched.stdout
+    out = tmp_path / "to-requester"
+    answered = _mamoru(a.data_dir, "request", "answer", request_id[:8], "--as", "suzuki.mgr",
+                       "--reason", "document handed over at the counter", "--out", str(out),
+                       env=env)
+    assert answered.returncode == 0, answered.stderr
+    assert "outside mamoru's custody" in answered.stdout and "disclosed" in answered.stdout
+
+    text = (out / "disclosure.md").read_text(encoding="utf-8")
+    incidents = text.split("## 事案 / Incidents", 1)[1].split("## ", 1)[0]
+    assert "theft" in incidents and "3 items, 4,200 yen" in incidents
+    images = text.split("## 画像", 1)[1].split("## ", 1)[0]
+    listed = re.findall(r"^- (evidence-\d+\.png)$", images, re.M)
+    assert listed and sorted(listed) == sorted(p.name for p in out.glob("*.png"))
+    for name in listed:
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG")
+        assert (out / name).stat().st_mode & 0o077 == 0  # written private
+    partners = text.split("Provided to (joint use)", 1)[1].split("## ", 1)[0]
+    assert "store-b" in partners and "store-c" not in partners  # C (kansai) never received it
+    assert world.obama_at_a in text and NAME in text
+    assert CONTACT not in text  # the requester's contact is not part of the document
+
+
 # --- the tablet: the overdue badge and the reviews past due ----------------------------------
 
 
@@ -365,3 +509,64 @@ def test_tablet_shows_overdue_badge_and_reviews_past_due(registry: Registry) -> 
         assert kept.status_code == 303
         after = mgr2.get("/requests")
         assert f'id="review-{entry_id}"' not in after.text
+
+
+def test_tablet_desk_opens_searches_in_memory_answers_and_refuses(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G-DSR-1..4 on the tablet: a manager opens a request, searches with a photo (parsed
+    in memory, never written: issue 10), prints the disclosure and answers; a refusal of a
+    nuisance-only entry's disclosure without the concrete harm is refused (G-DSR-1)."""
+    import tempfile
+
+    import cv2
+
+    from tests.registry.people import Clock, log_in, start_app
+    entry_id = registry.register(OBAMA)
+    spooled: list[object] = []
+    real = tempfile.TemporaryFile
+
+    def watched(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        spooled.append(args)
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", watched)
+    photo = cv2.resize(registry.image(OBAMA2), None, fx=2.0, fy=2.0)
+    noise = np.random.default_rng(0).integers(0, 8, photo.shape, dtype=np.uint8)
+    ok, png = cv2.imencode(".png", cv2.add(photo, noise))
+    assert ok and len(png.tobytes()) > 2 * 1024 * 1024  # past Starlette's default 1 MB spool
+    with start_app(registry, Clock(T0 + DAY)) as client:
+        mgr = log_in(client, "mgr2")
+        staff = log_in(client, "staff")
+        form = {"kind": "disclosure", "identity_method": "passport", "contact": CONTACT}
+        assert staff.post("/requests", data=form).status_code == 403
+        opened = mgr.post("/requests", data=form, follow_redirects=False)
+        assert opened.status_code == 303 and "request_opened_notice" in opened.headers["location"]
+        (request,) = requests.store(registry.ctx).all()
+        files_before = _files(registry.data_dir)
+        found = mgr.post(f"/requests/{request.request_id}/search",
+                         files={"photo": ("face.png", png.tobytes(), "image/png")},
+                         follow_redirects=False)
+        assert found.status_code == 303, found.text[:300]
+        assert "request_found_notice" in found.headers["location"]
+        assert spooled == [] and _files(registry.data_dir) - files_before == set()
+        page = mgr.get("/requests")
+        assert f'id="actions-{request.request_id}"' in page.text and entry_id[:8] in page.text
+        assert CONTACT not in page.text
+        document = mgr.get(f"/requests/{request.request_id}/disclosure")
+        assert document.status_code == 200 and entry_id in document.text
+        assert "outside mamoru" in mgr.get(f"/requests/{request.request_id}/disclosure"
+                                           "?lang=en").text
+        image = mgr.get(f"/requests/{request.request_id}/disclosure/evidence-1.png")
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        assert staff.get(f"/requests/{request.request_id}/disclosure").status_code == 403
+        refused = mgr.post(f"/requests/{request.request_id}/refuse",
+                           data={"ground": "appi_34_facts_correct", "reason": "x"})
+        assert refused.status_code == 422 and "appi_33_2_i" in refused.text
+        answered = mgr.post(f"/requests/{request.request_id}/answer",
+                            data={"reason": "document handed over"}, follow_redirects=False)
+        assert answered.status_code == 303
+    closed = requests.store(registry.ctx).get(request.request_id)
+    assert closed is not None and (closed.status, closed.answer) == (RequestStatus.ANSWERED,
+                                                                     "disclosed")
+    searched = _audit(registry.ctx, Action.REQUEST_SEARCHED)[-1]
+    assert searched["outcome"] == "found" and searched["photo_kept"] is False

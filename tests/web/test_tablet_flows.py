@@ -318,3 +318,82 @@ def test_logging_out_ends_the_session_on_the_server(
         assert replay.request.get(f"{store.url}/api/v1/alerts").status == 401
     finally:
         replay.close()
+
+
+# --- the request desk (G-DSR-1..4) ---------------------------------------------------------------
+
+@pytest.fixture
+def desk(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
+         face_data: Path) -> Iterator[tuple[RegistryServer, str, str]]:
+    """A store where Obama is listed and his disclosure request, opened 20 days ago, is overdue."""
+    from registry import requests
+    from registry.domain import IdentityMethod, RequestKind
+    data_dir = tmp_path / "data"
+    shutil.copytree(registry_template, data_dir)
+    settings = get_settings(data_dir=data_dir)
+    ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
+    reg = Registry(settings, ctx, engine_default, face_data)
+    now = utc_now()
+    with ctx:
+        listed = reg.register(OBAMA, occurred_at=now - timedelta(days=40), now=now)
+        late = requests.open_request(ctx, actor=reg.user("mgr1"), kind=RequestKind.DISCLOSURE,
+                                     identity_method=IdentityMethod.PASSPORT,
+                                     contact="東京都港区1-2-3", now=now - timedelta(days=20))
+    server = RegistryServer(data_dir, log_file=tmp_path / "serve.log").start()
+    try:
+        yield server, listed, late.request_id
+    finally:
+        server.stop()
+
+
+def test_a_manager_searches_with_a_photo_answers_a_disclosure_and_the_overdue_badge_goes(
+    desk: tuple[RegistryServer, str, str], page: Page, face_data: Path,
+) -> None:
+    server, listed, late = desk
+    page.goto(f"{server.url}/login")
+    page.fill("#username", "mgr2")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_load_state()
+    page.goto(f"{server.url}/requests")
+    expect(page.locator("#badge-requests")).to_have_text("1")
+    expect(page.locator(f"#request-{late}")).to_have_class("overdue")
+
+    # A new request at the counter: identity checked, contact typed, due in 14 days.
+    page.locator("#open-request summary").click()
+    page.select_option("#request-kind", "disclosure")
+    page.select_option("#identity-method", "drivers_licence")
+    page.fill("#request-contact", "tel 03-1111-2222")
+    page.click("#open-request-submit")
+    page.wait_for_url("**/requests?done=request_opened_notice*")
+    expect(page.locator(".flash-notice")).to_be_visible()
+    assert "03-1111-2222" not in page.content()  # the contact is never on a page
+    expect(page.locator("#badge-requests")).to_have_text("1")  # the new one is not overdue
+
+    # The overdue one: he brought a photo; the search finds his entry (the photo is not kept).
+    actions = page.locator(f"#actions-{late}")
+    actions.locator("input[type=file]").set_input_files(str(face_data / OBAMA2))
+    actions.locator(".search-form button").click()
+    page.wait_for_url(f"**/requests?done=request_found_notice#request-{late}")
+    expect(page.locator(f"#actions-{late} .subject-entry")).to_have_text(listed[:8])
+
+    # The document to print: what is held, with the masked images.
+    page.locator(f"#actions-{late} .disclosure-link").click()
+    expect(page.locator("#disclosure-text")).to_contain_text(listed)
+    expect(page.locator("#disclosure-text")).to_contain_text("事案 / Incidents")
+    expect(page.locator("#outside-custody")).to_be_visible()
+    images = page.locator("img.face-img")
+    assert images.count() >= 1
+    for image in images.all():
+        assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert_real_screenshot(save_screenshot(page, "disclosure"))
+    page.goto(f"{server.url}/requests")
+
+    page.locator(f"#actions-{late} .answer-form input[name=reason]").fill("開示書面を手渡した")
+    page.locator(f"#actions-{late} .answer-form button").click()
+    page.wait_for_url(f"**/requests?done=request_answered_notice#request-{late}")
+    expect(page.locator(f"#request-{late}")).to_contain_text("disclosed")
+    expect(page.locator("#badge-requests")).to_have_count(0)
+    expect(page.locator("#overdue-requests strong")).to_have_text("0")
+    assert_japanese_renders(page)
+    assert_real_screenshot(save_screenshot(page, "requests"))

@@ -21,6 +21,9 @@ the JSON API would give (see `registry.api.html.PageRoute`).
          preserve-evidence | triage | drafts/{draft} | drafts/{draft}/submitted
     GET  /audit
     GET  /requests                     POST /reviews/{id}/keep | /reviews/{id}/withdraw
+                                       POST /requests (open), /requests/{id}/search (photo),
+                                            /requests/{id}/answer | /requests/{id}/refuse
+    GET  /requests/{id}/disclosure, /requests/{id}/disclosure/{image}.png (the document)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import hmac
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -38,6 +41,7 @@ from pydantic import ValidationError
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
 from registry import breach
+from registry import requests as desk
 from registry.alerts import (
     AlertView,
     alert_snapshot_png,
@@ -60,6 +64,7 @@ from registry.api.deps import (
 from registry.api.errors import status_of
 from registry.api.html import (
     LOGIN_CSRF_COOKIE,
+    PageRenderer,
     PageRoute,
     home_of,
     login_page,
@@ -91,7 +96,7 @@ from registry.api.sessions import (
     resolve_session,
     set_session_cookie,
 )
-from registry.api.uploads import decode_photo, photos_from_uploads
+from registry.api.uploads import decode_photo, photo_from_upload, photos_from_uploads
 from registry.approval import (
     Photo,
     approve,
@@ -104,7 +109,16 @@ from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, ma
 from registry.clock import parse_timestamp
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
-from registry.domain import ConfirmationKind, IncidentInput, ReviewDecision, Role, User
+from registry.domain import (
+    ConfirmationKind,
+    IdentityMethod,
+    IncidentInput,
+    RefusalGround,
+    RequestKind,
+    ReviewDecision,
+    Role,
+    User,
+)
 from registry.errors import AuthenticationError, RegistryError, RuleViolationError
 from registry.oversight import OVERSIGHT_ROLES
 from registry.reviews import review
@@ -124,6 +138,8 @@ Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
 Responder = Annotated[User, Depends(require_roles(Role.MANAGER, Role.ADMIN))]  # G-BRE-1..4
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+ImageName = Annotated[str, Path(pattern=r"^evidence-[0-9]{1,3}\.png$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 BreachId = Annotated[str, Path(pattern=r"^BR-[0-9]{8}-[0-9a-f]{6}$")]  # breach.open_incident
 # Free text: the registry's one rule (`registry.text`), as in the JSON API.
@@ -157,7 +173,8 @@ def rerender(request: Request, page: str, message: str, status: int) -> HTMLResp
 class Pages(PageRoute):
     """The pages' routes: failures are shown on the page they belong to."""
 
-    rerender = staticmethod(rerender)
+    # Annotated as in the base: mypy otherwise reads a callable class variable as a method.
+    rerender: ClassVar[PageRenderer | None] = staticmethod(rerender)
 
 
 router = APIRouter(route_class=Pages, include_in_schema=False, tags=["pages"])
@@ -278,9 +295,9 @@ def _incident(values: dict[str, str]) -> IncidentInput:
     moment = parse_timestamp(text, "occurred_at", naive_zone=STORE_TZ)
     try:
         incident = IncidentIn(
-            category=values.get("category", ""),  # type: ignore[arg-type]
+            category=values.get("category", ""),
             occurred_at=moment,
-            confirmation_kind=values.get("confirmation_kind") or ConfirmationKind.POLICE_REPORT,  # type: ignore[arg-type]
+            confirmation_kind=values.get("confirmation_kind") or ConfirmationKind.POLICE_REPORT,
             confirmation_ref=values.get("confirmation_ref", ""),
             damage=values.get("damage", ""), description=values.get("description", ""),
         )
@@ -622,3 +639,88 @@ def review_withdraw(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowD
     review(ctx, actor=user, entry_id=entry_id, decision=ReviewDecision.WITHDRAW, reason=reason,
            now=now)
     return _done("/requests", "withdrawn_notice", "#reviews")
+
+
+# --- the desk's forms (G-DSR-1..4): open, search with the requester's photo, answer, refuse ---
+
+Contact = Annotated[str, Form(min_length=1, max_length=desk.MAX_CONTACT)]
+Summary = Annotated[str, Form(max_length=desk.MAX_SUMMARY)]
+
+
+def _at_request(request_id: str, notice: str) -> RedirectResponse:
+    return _done("/requests", notice, f"#request-{request_id}")
+
+
+@router.post("/requests")
+def request_open(ctx: ContextDep, user: Manager, now: NowDep,
+                 kind: Annotated[RequestKind, Form()],
+                 identity_method: Annotated[IdentityMethod, Form()],
+                 contact: Contact, summary: Summary = "",
+                 by_agent: Annotated[bool, Form()] = False) -> RedirectResponse:
+    """Record a request after checking identity at the counter (G-DSR-4); the document
+    shown is not kept, only how identity was checked."""
+    opened = desk.open_request(ctx, actor=user, kind=kind, identity_method=identity_method,
+                               contact=contact, by_agent=by_agent, summary=summary, now=now)
+    return _at_request(opened.request_id, "request_opened_notice")
+
+
+@router.post("/requests/{request_id}/search")
+def request_search(request_id: RequestId, ctx: ContextDep, engine: EngineDep, user: Manager,
+                   now: NowDep, photo: Annotated[UploadFile, File()]) -> RedirectResponse:
+    """Search the watchlist with the requester's photo (G-DSR-1).
+
+    The upload is parsed in memory (`registry.api.uploads` keeps multipart parts off
+    the disk), decoded, searched and dropped: it is never written anywhere.
+    """
+    image = photo_from_upload(photo).image
+    try:
+        outcome = desk.search(ctx, engine, actor=user, request_id=request_id, image=image,
+                              now=now)
+    finally:
+        del image
+        photo.file.close()
+    return _at_request(request_id, f"request_{outcome.outcome}_notice")
+
+
+@router.post("/requests/{request_id}/answer")
+def request_answer(request_id: RequestId, ctx: ContextDep, user: Manager, now: NowDep,
+                   reason: Reason = "",
+                   features: Annotated[str | None, Form(max_length=1000)] = None
+                   ) -> RedirectResponse:
+    """Do what the request asks and record the answer (a disclosure: print its document first)."""
+    desk.answer(ctx, actor=user, request_id=request_id, reason=reason, now=now,
+                features=features or None)
+    return _at_request(request_id, "request_answered_notice")
+
+
+@router.post("/requests/{request_id}/refuse")
+def request_refuse(request_id: RequestId, ctx: ContextDep, user: Manager, now: NowDep,
+                   ground: Annotated[RefusalGround, Form()], reason: Reason = "",
+                   harm_justification: Reason = "") -> RedirectResponse:
+    """Refuse on a legal ground with the reason (G-DSR-4); a nuisance-only entry needs the
+    case's concrete harm as well (G-DSR-1)."""
+    desk.refuse(ctx, actor=user, request_id=request_id, ground=ground, reason=reason, now=now,
+                harm_justification=harm_justification)
+    return _at_request(request_id, "request_refused_notice")
+
+
+@router.get("/requests/{request_id}/disclosure")
+def request_disclosure(request_id: RequestId, request: Request, ctx: ContextDep,
+                       current: CurrentSession, user: Manager) -> HTMLResponse:
+    """The disclosure document to print and hand over (JA/EN, masked images).
+
+    Once printed it is outside mamoru's custody (README, retention): hand it over.
+    """
+    document = desk.disclosure(ctx, actor=user, request_id=request_id)
+    return _page(request, current, "disclosure.html", "/requests", document=document,
+                 text=document.to_markdown())
+
+
+@router.get("/requests/{request_id}/disclosure/{image}")
+def request_disclosure_image(request_id: RequestId, image: ImageName, ctx: ContextDep,
+                             user: Manager) -> Response:
+    """One masked image of the disclosure document (every other face masked)."""
+    images = desk.disclosure(ctx, actor=user, request_id=request_id).images
+    if image not in images:
+        raise HTTPException(404, "no such image in this disclosure")
+    return Response(images[image], media_type="image/png")

@@ -89,7 +89,7 @@ def create_proposal(
 ) -> ProposalOut:
     """Propose a registration from photos and the incident; a different manager approves it."""
     try:
-        incident = IncidentIn(category=category, occurred_at=occurred_at,  # type: ignore[arg-type]
+        incident = IncidentIn(category=category, occurred_at=occurred_at,
                               confirmation_kind=confirmation_kind,
                               confirmation_ref=confirmation_ref, damage=damage,
                               description=description)
