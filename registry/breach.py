@@ -113,6 +113,34 @@ class Deadlines:
     final: date
 
 
+class IncidentState(StrEnum):
+    """Where an incident stands, for lists: what the responders must do next."""
+
+    UNTRIAGED = "untriaged"  # the rule-7 test is not recorded yet
+    NOT_REPORTABLE = "not-reportable"  # no ground applies (the reason is recorded)
+    REPORTING = "reporting"  # reportable; a report to the Commission is still to be sent
+    REPORTED = "reported"  # reportable; both reports recorded as submitted
+
+
+@dataclass(frozen=True)
+class DeadlineState:
+    """One Commission report's deadline as of `now` (G-BRE-1): due, days left, sent or not."""
+
+    report: str  # "preliminary" (速報) or "final" (確報)
+    label: str
+    due: date
+    days_left: int  # negative once past
+    submitted: bool
+
+    @property
+    def overdue(self) -> bool:
+        return not self.submitted and self.days_left < 0
+
+    def near(self, warn_days: int) -> bool:
+        """Due within `warn_days` days (or past), and not sent yet."""
+        return not self.submitted and self.days_left <= warn_days
+
+
 @dataclass(frozen=True)
 class BreachIncident:
     incident_id: str
@@ -138,6 +166,29 @@ class BreachIncident:
         return any(a.kind is Containment.REPORT_SUBMITTED and a.details.get("report") == report
                    for a in self.actions)
 
+    @property
+    def state(self) -> IncidentState:
+        if self.triage is None:
+            return IncidentState.UNTRIAGED
+        if not self.triage.reportable:
+            return IncidentState.NOT_REPORTABLE
+        if self.submitted("preliminary") and self.submitted("final"):
+            return IncidentState.REPORTED
+        return IncidentState.REPORTING
+
+    def deadline_states(self, now: datetime) -> list[DeadlineState]:
+        """The 速報 and 確報 deadlines as of `now`; none once triaged as not reportable.
+
+        Before triage they are shown as if reportable: the clock runs from discovery.
+        """
+        if self.triage is not None and not self.triage.reportable:
+            return []
+        d, today = self.deadlines, now.astimezone(JST).date()
+        return [DeadlineState(report, label, due, (due - today).days, self.submitted(report))
+                for report, label, due in (("preliminary", "速報 preliminary report",
+                                            d.preliminary),
+                                           ("final", "確報 final report", d.final))]
+
 
 def day(n: int, start: date) -> date:
     """Day `n` counting `start` as day 1."""
@@ -150,8 +201,12 @@ def deadlines(discovered_at: datetime, *, malicious: bool) -> Deadlines:
                      day(FINAL_DAY_MALICIOUS if malicious else FINAL_DAY, start))
 
 
-def _require_responder(actor: User) -> None:
+def require_responder(actor: User) -> None:
+    """Managers and admins respond to incidents (G-BRE-1..4); others are refused (403)."""
     require_role(actor, Role.MANAGER, Role.ADMIN)
+
+
+_require_responder = require_responder
 
 
 def registry_counts(ctx: RegistryContext) -> tuple[RegistryCounts, tuple[str, ...]]:
@@ -350,12 +405,35 @@ def _mark_stop_use(ctx: RegistryContext, incident: BreachIncident, now: datetime
     return marked
 
 
+@dataclass(frozen=True)
+class StopUseRight:
+    """A person who may ask for use to stop after a reportable leak (G-BRE-4, APPI 35(5))."""
+
+    entry_id: str
+    incident_id: str
+    since: datetime
+
+
+def stop_use_right_list(ctx: RegistryContext, entry_id: str | None = None) -> list[StopUseRight]:
+    """The one reader of `entry_stop_use_rights`, oldest first; with `entry_id`, its rights only.
+
+    The entry's view, the watchlist page and the request desk all show what this
+    returns; nothing here changes an entry (stopping use is the person's choice).
+    """
+    query = "SELECT entry_id, incident_id, since FROM entry_stop_use_rights"
+    params: tuple[str, ...] = ()
+    if entry_id is not None:
+        query, params = query + " WHERE entry_id = ?", (entry_id,)
+    return [StopUseRight(entry, incident_id, from_text(since))
+            for entry, incident_id, since in ctx.repo.connection.execute(
+                query + " ORDER BY since, incident_id, entry_id", params)]
+
+
 def stop_use_rights(ctx: RegistryContext) -> dict[str, list[str]]:
     """entry id -> incidents after which the person may ask for use to stop (G-BRE-4)."""
     rights: dict[str, list[str]] = {}
-    for entry_id, incident_id in ctx.repo.connection.execute(
-            "SELECT entry_id, incident_id FROM entry_stop_use_rights ORDER BY since"):
-        rights.setdefault(entry_id, []).append(incident_id)
+    for right in stop_use_right_list(ctx):
+        rights.setdefault(right.entry_id, []).append(right.incident_id)
     return rights
 
 
@@ -412,25 +490,21 @@ def _incident(ctx: RegistryContext, row: Any) -> BreachIncident:
 
 def status_lines(incident: BreachIncident, now: datetime, *, warn_days: int = 2) -> list[str]:
     """The incident's state and a warning before (and after) each open deadline."""
-    d = incident.deadlines
-    today = now.astimezone(JST).date()
-    lines = [f"{incident.incident_id}: discovered {d.discovered_on} by {incident.discovered_by}"]
+    lines = [f"{incident.incident_id}: discovered {incident.deadlines.discovered_on} "
+             f"by {incident.discovered_by}"]
     if incident.triage is None:
         lines.append("WARNING: not triaged yet: record the rule-7 test "
                      "(`mamoru incident triage`); deadlines below assume it is reportable")
     elif not incident.triage.reportable:
         lines.append(f"not reportable ({incident.triage.reason}); no Commission deadlines")
         return lines
-    for report, label, due in (("preliminary", "速報 preliminary report", d.preliminary),
-                               ("final", "確報 final report", d.final)):
-        if incident.submitted(report):
-            lines.append(f"{label}: submitted")
-            continue
-        left = (due - today).days
-        if left < 0:
-            lines.append(f"OVERDUE: {label} was due {due} ({-left} day(s) ago)")
-        elif left <= warn_days:
-            lines.append(f"WARNING: {label} due {due} (in {left} day(s))")
+    for d in incident.deadline_states(now):
+        if d.submitted:
+            lines.append(f"{d.label}: submitted")
+        elif d.overdue:
+            lines.append(f"OVERDUE: {d.label} was due {d.due} ({-d.days_left} day(s) ago)")
+        elif d.near(warn_days):
+            lines.append(f"WARNING: {d.label} due {d.due} (in {d.days_left} day(s))")
         else:
-            lines.append(f"{label} due {due} (in {left} day(s))")
+            lines.append(f"{d.label} due {d.due} (in {d.days_left} day(s))")
     return lines

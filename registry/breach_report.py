@@ -9,12 +9,34 @@ the counts taken when the incident was opened; every judgement is left as
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
+from registry import breach
 from registry.breach import BreachIncident, Containment, Ground
+from registry.context import RegistryContext
+from registry.domain import User
 
 TODO = "【要記入】"
 ReportKind = Literal["preliminary", "final"]
+DEFAULT_BODY = "全国万引犯罪防止機構（認定個人情報保護団体）"
+DEFAULT_INQUIRY_DESK = "【要記入：窓口名・電話番号・受付時間】"
+
+
+class Draft(StrEnum):
+    """The drafts a responder can make for an incident (CLI `incident report`, tablet page)."""
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    NOTICE = "notice"
+    PUBLICATION = "publication"
+    ACCREDITED_BODY = "accredited-body"
+
+    @property
+    def to_commission(self) -> bool:
+        """A report to the Commission (速報, 確報): drafting it is recorded against the incident."""
+        return self in (Draft.PRELIMINARY, Draft.FINAL)
 
 FORM_ITEMS: tuple[str, ...] = (
     "(1) 事態の概要",
@@ -143,3 +165,25 @@ def draft_accredited_body_report(incident: BreachIncident, *, body: str) -> str:
         f"個人情報保護委員会への報告：速報期限 {incident.deadlines.preliminary}、"
         f"確報期限 {incident.deadlines.final}\n警察への届出の検討：{TODO}\n"
     )
+
+
+def make_draft(ctx: RegistryContext, incident_id: str, draft: Draft, *, actor: User,
+               inquiry_desk: str = DEFAULT_INQUIRY_DESK, body: str = DEFAULT_BODY,
+               submitted: bool = False, now: datetime) -> str:
+    """One draft for a responder (manager, admin); 速報 and 確報 are recorded as drafted (or sent).
+
+    The CLI and the tablet page both make drafts here, so both record the same steps.
+    """
+    breach.require_responder(actor)
+    incident = breach.get_incident(ctx, incident_id)
+    if draft.to_commission:
+        kind: ReportKind = "preliminary" if draft is Draft.PRELIMINARY else "final"
+        text = draft_report(incident, kind, key_custody=str(ctx.paths.custody.kind))
+        breach.record_report(ctx, actor=actor, incident_id=incident.incident_id, report=kind,
+                             submitted=submitted, now=now)
+        return text
+    if draft is Draft.NOTICE:
+        return draft_notice(incident, inquiry_desk=inquiry_desk)
+    if draft is Draft.PUBLICATION:
+        return draft_publication(incident, inquiry_desk=inquiry_desk)
+    return draft_accredited_body_report(incident, body=body)

@@ -10,11 +10,12 @@ the entry id, its final state, when and why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from registry.audit import Action
+from registry.breach import stop_use_right_list
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, IncidentInput, Role, User
@@ -154,6 +155,8 @@ class EntryView:
     incidents: list[dict[str, Any]]
     templates: int
     evidence_images: list[str]
+    # Incidents after which the person may ask for use to stop (G-BRE-4); read-only here.
+    stop_use_rights: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.entry
@@ -175,6 +178,7 @@ class EntryView:
             "incidents": self.incidents,
             "templates": self.templates,
             "evidence_images": self.evidence_images,
+            "stop_use_rights": self.stop_use_rights,
         }
 
 
@@ -204,6 +208,7 @@ def _view(ctx: RegistryContext, entry: Entry) -> EntryView:
         incidents=incidents,
         templates=len(ctx.repo.templates(entry.entry_id)),
         evidence_images=[r.image_id for r in ctx.repo.evidence(entry.entry_id)],
+        stop_use_rights=[r.incident_id for r in stop_use_right_list(ctx, entry.entry_id)],
     )
 
 

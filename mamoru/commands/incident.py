@@ -22,13 +22,7 @@ from mamoru.commands.session import AsOption, login, registry
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, key_custody, rekey_edge_copies
 from registry import breach
-from registry.breach_report import (
-    ReportKind,
-    draft_accredited_body_report,
-    draft_notice,
-    draft_publication,
-    draft_report,
-)
+from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp, utc_now
 from registry.context import RegistryContext, RegistryPaths, open_registry
 from registry.domain import Role, User
@@ -36,7 +30,6 @@ from registry.errors import RuleViolationError
 
 app = typer.Typer(help="Personal-data breach response: record, contain, triage, report (G-BRE).")
 
-DEFAULT_BODY = "全国万引犯罪防止機構（認定個人情報保護団体）"
 DRILL_CLOCK = "2026-03-10T01:00:00+00:00"  # 10:00 in Japan; the drill's 'now'
 
 
@@ -45,14 +38,6 @@ class Step(StrEnum):
     ROTATE_KEY = "rotate-key"
     STOP_EDGE = "stop-edge"
     PRESERVE_EVIDENCE = "preserve-evidence"
-
-
-class Draft(StrEnum):
-    PRELIMINARY = "preliminary"
-    FINAL = "final"
-    NOTICE = "notice"
-    PUBLICATION = "publication"
-    ACCREDITED_BODY = "accredited-body"
 
 
 def _when(text: str | None) -> datetime:
@@ -164,9 +149,7 @@ def status(
 
 
 def require_responder(user: User) -> None:
-    from registry.users import require_role
-
-    require_role(user, Role.MANAGER, Role.ADMIN)
+    breach.require_responder(user)
 
 
 def _print_status(ctx: RegistryContext, incident_id: str, now: datetime,
@@ -186,8 +169,8 @@ def report(
         "--publication", help="public notice where persons cannot be reached")] = False,
     accredited_body: Annotated[bool, typer.Option(
         "--accredited-body", help="report to the accredited body")] = False,
-    inquiry_desk: Annotated[str, typer.Option(help="the inquiry desk named in notices")] = (
-        "【要記入：窓口名・電話番号・受付時間】"),
+    inquiry_desk: Annotated[str, typer.Option(
+        help="the inquiry desk named in notices")] = DEFAULT_INQUIRY_DESK,
     body: Annotated[str, typer.Option(help="the accredited body's name")] = DEFAULT_BODY,
     submitted: Annotated[bool, typer.Option(
         help="record that this report was sent (status stops warning)")] = False,
@@ -209,18 +192,8 @@ def report(
 def render(ctx: RegistryContext, incident_id: str, draft: Draft, *, inquiry_desk: str, body: str,
            actor: User, submitted: bool, now: datetime) -> str:
     """One draft, recorded against the incident (preliminary and final reports)."""
-    incident = breach.get_incident(ctx, incident_id)
-    if draft in (Draft.PRELIMINARY, Draft.FINAL):
-        kind: ReportKind = "preliminary" if draft is Draft.PRELIMINARY else "final"
-        text = draft_report(incident, kind, key_custody=str(ctx.paths.custody.kind))
-        breach.record_report(ctx, actor=actor, incident_id=incident.incident_id, report=kind,
-                             submitted=submitted, now=now)
-        return text
-    if draft is Draft.NOTICE:
-        return draft_notice(incident, inquiry_desk=inquiry_desk)
-    if draft is Draft.PUBLICATION:
-        return draft_publication(incident, inquiry_desk=inquiry_desk)
-    return draft_accredited_body_report(incident, body=body)
+    return make_draft(ctx, incident_id, draft, actor=actor, inquiry_desk=inquiry_desk, body=body,
+                      submitted=submitted, now=now)
 
 
 @app.command("drill")

@@ -51,10 +51,13 @@ NAV: Final[tuple[tuple[str, str, frozenset[Role]], ...]] = (
     ("nav_watchlist", "/watchlist", frozenset({Role.STAFF, Role.MANAGER, Role.ADMIN})),
     ("nav_audit", "/audit", frozenset({Role.AUDITOR, Role.ADMIN, Role.MANAGER})),
     ("nav_requests", "/requests", frozenset({Role.MANAGER})),  # G-DSR-1..4, G-REV-1
+    ("nav_incidents", "/incidents", frozenset({Role.MANAGER, Role.ADMIN})),  # G-BRE-1..4
 )
 
 # Notices a POST may hand to the page it redirects to (`?done=<key>`): keys, never free text.
 NOTICES: Final = frozenset({
+    "incident_opened_notice", "devices_disabled_notice", "triage_recorded_notice",
+    "report_submitted_notice",
     "confirmed_notice", "dismissed_notice", "proposal_submitted", "approved_notice",
     "rejected_notice", "corrected_notice", "withdrawn_notice", "reoffence_notice",
     "logged_out_notice", "review_kept_notice", "request_answered_notice",

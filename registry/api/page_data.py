@@ -17,12 +17,13 @@ from typing import Any
 
 from fastapi import Request
 
-from registry import requests, reviews
+from registry import breach, requests, reviews
 from registry.alerts import AlertView, alert_views, precision
 from registry.api.html import lang_of
 from registry.api.i18n import Translator
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.approval import pending_proposals
+from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft
 from registry.clock import EARLIEST, from_text
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
@@ -75,6 +76,26 @@ class EntryCard:
     view: EntryView
     incidents: list[dict[str, Any]]
     evidence_urls: list[str]
+
+
+@dataclass(frozen=True)
+class SealedCopy:
+    """A sealed evidence copy (現状保存) written from the tablet, offered for download."""
+
+    file: str
+    sha256: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class IncidentCard:
+    """One breach incident as the incidents page shows it (G-BRE-1..4)."""
+
+    incident: breach.BreachIncident
+    deadlines: list[breach.DeadlineState]
+    warn: list[bool]  # per deadline: due within WARN_DAYS (or past) and not sent
+    sealed: list[SealedCopy]
+    cli: dict[str, str]  # the steps that stay on the command line, as commands to run
 
 
 @dataclass(frozen=True)
@@ -180,6 +201,50 @@ def propose_data(alert: AlertView | None, user: User, t: Translator, *,
     }
 
 
+# The incidents page warns when a report is due within this many days (or is past due).
+INCIDENT_WARN_DAYS = 1
+
+
+def sealed_copies(incident: breach.BreachIncident) -> list[SealedCopy]:
+    """The sealed evidence copies recorded against the incident (file name and SHA-256)."""
+    return [SealedCopy(str(a.details["file"]), str(a.details.get("sha256", "")), a.at)
+            for a in incident.actions
+            if a.kind is breach.Containment.PRESERVE_EVIDENCE and "file" in a.details]
+
+
+def incident_card(incident: breach.BreachIncident, now: datetime) -> IncidentCard:
+    deadlines = incident.deadline_states(now)
+    short = incident.incident_id
+    return IncidentCard(
+        incident=incident, deadlines=deadlines,
+        warn=[d.near(INCIDENT_WARN_DAYS) for d in deadlines],
+        sealed=sealed_copies(incident),
+        cli={step: f"mamoru incident contain {short} --step {step} --as <admin>"
+             for step in ("rotate-key", "stop-edge")},
+    )
+
+
+def incidents_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any]:
+    """Breach incidents, newest first, with their deadlines as of `now` (managers, admins)."""
+    breach.require_responder(user)
+    incidents = sorted(breach.list_incidents(ctx), key=lambda i: i.discovered_at, reverse=True)
+    return {"incidents": [incident_card(i, now) for i in incidents], "now": now,
+            "grounds": list(breach.Ground), "drafts": list(Draft),
+            "default_body": DEFAULT_BODY, "default_inquiry_desk": DEFAULT_INQUIRY_DESK,
+            "is_admin": user.role is Role.ADMIN}
+
+
+def stop_use_data(ctx: RegistryContext) -> list[dict[str, Any]]:
+    """Stop-use rights from reportable leaks (G-BRE-4) for the desk: entry, incident, since."""
+    rows = []
+    for right in reversed(breach.stop_use_right_list(ctx)):
+        entry = ctx.repo.entry(right.entry_id)
+        rows.append({"entry_id": right.entry_id, "incident_id": right.incident_id,
+                     "since": right.since,
+                     "state": entry.state.value if entry is not None else None})
+    return rows
+
+
 def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
            now: datetime) -> tuple[str, dict[str, Any]]:
     """The template and data of one page (by its nav href) for `user`."""
@@ -197,6 +262,8 @@ def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
         return "propose.html", propose_data(None, user, t, criteria=ctx.policy.criteria)
     if page == "/requests":
         return "requests.html", requests_data(ctx, user, now)
+    if page == "/incidents":
+        return "incidents.html", incidents_data(ctx, user, now)
     raise LookupError(page)
 
 
@@ -207,7 +274,7 @@ def requests_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, 
     """
     rows = requests.list_requests(ctx, actor=user, now=now)
     rows.sort(key=lambda r: (r.status.is_closed, r.due_at))
-    return {"requests": rows, "now": now,
+    return {"requests": rows, "now": now, "stop_use": stop_use_data(ctx),  # G-BRE-4
             "overdue_requests": sum(1 for r in rows if r.overdue(now)),
             "reviews": [r for r in reviews.schedule(ctx) if r.overdue(now)],
             "can_manage": user.role is Role.MANAGER and user.trained,

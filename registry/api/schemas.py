@@ -228,6 +228,8 @@ class EntryOut(BaseModel):
     incidents: list[IncidentOut]
     templates: int
     evidence_images: list[str]
+    # Reportable leaks after which the person may ask for use to stop (G-BRE-4).
+    stop_use_rights: list[str] = []
 
 
 class PendingProposalOut(EntryOut):

@@ -72,6 +72,23 @@ def api(tmp_path_factory: pytest.TempPathFactory, registry_template: Path,
         ctx.close()
 
 
+# Who may reach each breach-response route (G-BRE-1..4); the sweep below checks the rest.
+INCIDENT_ROLES = {
+    "GET /incidents": {Role.MANAGER, Role.ADMIN},
+    "POST /incidents": {Role.MANAGER, Role.ADMIN},
+    "POST /incidents/{incident_id}/disable-devices": {Role.ADMIN},  # as `device disable`
+    "POST /incidents/{incident_id}/preserve-evidence": {Role.MANAGER, Role.ADMIN},
+    "POST /incidents/{incident_id}/triage": {Role.MANAGER, Role.ADMIN},
+    "POST /incidents/{incident_id}/drafts/{draft}": {Role.MANAGER, Role.ADMIN},
+    "POST /incidents/{incident_id}/drafts/{draft}/submitted": {Role.MANAGER, Role.ADMIN},
+}
+
+
+def test_the_incident_routes_name_their_roles(api: Api) -> None:
+    found = {r.label: route_roles(r) for r in _routes(api) if r.path.startswith("/incidents")}
+    assert found == INCIDENT_ROLES
+
+
 def _routes(api: Api) -> list[RouteInfo]:
     app = api.client.app
     assert isinstance(app, FastAPI)
@@ -90,6 +107,13 @@ def test_the_route_table_is_complete(api: Api) -> None:
                      "GET /api/v1/watchlist/{entry_id}/evidence/{image_id}",
                      "GET /api/v1/audit/verify", "POST /api/v1/edge/alerts",
                      "DELETE /api/v1/session",
+                     # the breach-response page (G-BRE-1..4): managers and admins
+                     "GET /incidents", "POST /incidents",
+                     "POST /incidents/{incident_id}/disable-devices",
+                     "POST /incidents/{incident_id}/preserve-evidence",
+                     "POST /incidents/{incident_id}/triage",
+                     "POST /incidents/{incident_id}/drafts/{draft}",
+                     "POST /incidents/{incident_id}/drafts/{draft}/submitted",
                      # the request desk's tablet forms (G-DSR-1..4): managers only
                      "POST /requests", "POST /requests/{request_id}/search",
                      "POST /requests/{request_id}/answer", "POST /requests/{request_id}/refuse",

@@ -17,6 +17,8 @@ the JSON API would give (see `registry.api.html.PageRoute`).
     GET  /propose, /propose/from-alert/{id}      POST /propose, /propose/check
     GET  /approvals                    POST /approvals/{id}/approve | /approvals/{id}/reject
     GET  /watchlist[?state=all]        POST /watchlist/{id}/correct | withdraw | reoffence
+    GET  /incidents                    POST /incidents, /incidents/{id}/disable-devices |
+         preserve-evidence | triage | drafts/{draft} | drafts/{draft}/submitted
     GET  /audit
     GET  /requests                     POST /reviews/{id}/keep | /reviews/{id}/withdraw
                                        POST /requests (open), /requests/{id}/search (photo),
@@ -27,7 +29,9 @@ the JSON API would give (see `registry.api.html.PageRoute`).
 from __future__ import annotations
 
 import hmac
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
@@ -36,6 +40,7 @@ from pydantic import ValidationError
 
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
+from registry import breach
 from registry import requests as desk
 from registry.alerts import (
     AlertView,
@@ -74,6 +79,7 @@ from registry.api.page_data import (
     approvals_data,
     audit_data,
     build_page,
+    incidents_data,
     propose_data,
     requests_data,
     translator,
@@ -99,6 +105,7 @@ from registry.approval import (
     propose_from_alert,
     reject,
 )
+from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
@@ -128,10 +135,13 @@ StaffOrManager = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER)
 Manager = Annotated[User, Depends(require_roles(Role.MANAGER))]
 Reader = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER, Role.ADMIN))]
 Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
+Responder = Annotated[User, Depends(require_roles(Role.MANAGER, Role.ADMIN))]  # G-BRE-1..4
+Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ImageName = Annotated[str, Path(pattern=r"^evidence-[0-9]{1,3}\.png$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+BreachId = Annotated[str, Path(pattern=r"^BR-[0-9]{8}-[0-9a-f]{6}$")]  # breach.open_incident
 # Free text: the registry's one rule (`registry.text`), as in the JSON API.
 Reason = Annotated[str, Form(), REASON]
 Damage = Annotated[str, Form(), DAMAGE]
@@ -508,6 +518,101 @@ def audit_page(request: Request, ctx: ContextDep, current: CurrentSession, user:
                now: NowDep) -> HTMLResponse:
     """Counts and the chain's state; no image, no name of a registered person."""
     return _page(request, current, "audit.html", "/audit", **audit_data(ctx, user, now))
+
+
+# --- breach incidents (G-BRE-1..4): managers and admins ---------------------------------
+
+def _at(incident_id: str) -> str:
+    return f"#incident-{incident_id}"
+
+
+@router.get("/incidents")
+def incidents_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Responder,
+                   now: NowDep) -> HTMLResponse:
+    """Incidents with their state and the 速報/確報 deadlines (warned within a day or past)."""
+    return _page(request, current, "incidents.html", "/incidents",
+                 **incidents_data(ctx, user, now))
+
+
+@router.post("/incidents")
+def incident_open(ctx: ContextDep, user: Responder, now: NowDep,
+                  discovered_at: Annotated[str, Form(max_length=40)],
+                  discovered_by: Annotated[str, Form(), DISPLAY_NAME],
+                  how: Annotated[str, Form(), REASON],
+                  summary: Annotated[str, Form(), DESCRIPTION] = "") -> RedirectResponse:
+    """Record the discovery (G-BRE-1); a time typed without a zone is the store's time."""
+    moment = parse_timestamp(discovered_at.strip(), "discovered_at", naive_zone=STORE_TZ)
+    incident_id = breach.open_incident(ctx, actor=user, discovered_at=moment,
+                                       discovered_by=discovered_by, how=how, summary=summary,
+                                       now=now)
+    return _done("/incidents", "incident_opened_notice", _at(incident_id))
+
+
+@router.post("/incidents/{incident_id}/disable-devices")
+def incident_disable_devices(incident_id: BreachId, ctx: ContextDep, user: Admin,
+                             now: NowDep) -> RedirectResponse:
+    """Revoke every edge box's token (G-BRE-3); admins, as in `mamoru device disable`."""
+    breach.contain_disable_devices(ctx, actor=user, incident_id=incident_id, now=now)
+    return _done("/incidents", "devices_disabled_notice", _at(incident_id))
+
+
+@router.post("/incidents/{incident_id}/preserve-evidence")
+def incident_preserve_evidence(incident_id: BreachId, ctx: ContextDep, user: Responder,
+                               now: NowDep) -> Response:
+    """現状保存 from the tablet: the sealed copy of the audit trail, as a download.
+
+    It is made in a private temporary folder and handed to the browser, never
+    left on the data disk in the clear; its SHA-256 is in the incident and the
+    audit trail, so the copy kept with the incident file can be checked later.
+    The edge logs (journal) are added only by the CLI, which can read them.
+    """
+    with tempfile.TemporaryDirectory(prefix="mamoru-evidence-") as scratch:
+        sealed = breach.preserve_evidence(ctx, actor=user, incident_id=incident_id, now=now,
+                                          to_dir=FilePath(scratch) / "sealed")
+        blob = sealed.read_bytes()
+    return Response(blob, media_type="application/x-tar",
+                    headers={"Content-Disposition": f'attachment; filename="{sealed.name}"',
+                             "Cache-Control": "no-store"})
+
+
+@router.post("/incidents/{incident_id}/triage")
+def incident_triage(incident_id: BreachId, ctx: ContextDep, user: Responder, now: NowDep,
+                    reason: Reason = "",
+                    ground: Annotated[list[breach.Ground], Form()] = []  # noqa: B006
+                    ) -> RedirectResponse:
+    """The rule-7 test (G-BRE-1): the grounds that apply, none = not reportable, and why."""
+    breach.triage(ctx, actor=user, incident_id=incident_id, grounds=ground, reason=reason,
+                  now=now)
+    return _done("/incidents", "triage_recorded_notice", _at(incident_id))
+
+
+@router.post("/incidents/{incident_id}/drafts/{draft}")
+def incident_draft(incident_id: BreachId, draft: Draft, ctx: ContextDep, user: Responder,
+                   now: NowDep,
+                   inquiry_desk: Annotated[str, Form(), REASON] = DEFAULT_INQUIRY_DESK,
+                   body: Annotated[str, Form(), DISPLAY_NAME] = DEFAULT_BODY) -> Response:
+    """One draft as text (G-BRE-2, G-BRE-4); 速報 and 確報 are recorded as drafted.
+
+    A POST (with the CSRF token), not a link: making a Commission draft is recorded.
+    """
+    text = make_draft(ctx, incident_id, draft, actor=user, now=now,
+                      inquiry_desk=inquiry_desk.strip() or DEFAULT_INQUIRY_DESK,
+                      body=body.strip() or DEFAULT_BODY)
+    name = f"{breach.get_incident(ctx, incident_id).incident_id}-{draft.value}.md"
+    return Response(text, media_type="text/markdown; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Cache-Control": "no-store"})
+
+
+@router.post("/incidents/{incident_id}/drafts/{draft}/submitted")
+def incident_report_submitted(incident_id: BreachId, draft: Draft, ctx: ContextDep,
+                              user: Responder, now: NowDep) -> RedirectResponse:
+    """Record that the 速報 or 確報 was sent to the Commission: its deadline stops warning."""
+    if not draft.to_commission:
+        raise RuleViolationError("only the preliminary and final reports are submitted")
+    breach.record_report(ctx, actor=user, incident_id=incident_id, report=draft.value,
+                         submitted=True, now=now)
+    return _done("/incidents", "report_submitted_notice", _at(incident_id))
 
 
 # --- the request desk and periodic review (G-DSR-1..4, G-REV-1) ---------------------------
