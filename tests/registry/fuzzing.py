@@ -130,14 +130,17 @@ _BUNDLE_BODY = {"required": True, "content": {"application/octet-stream": {
 def schema_of(app: FastAPI) -> dict[str, Any]:
     """Every route the app serves, described alike: the API's own and the hidden ones
     (tablet pages, the public notice), so a route added later is fuzzed without a change here."""
-    routes: list[APIRoute] = []
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            visible = copy.copy(route)
-            visible.include_in_schema = True
-            routes.append(visible)
+    hidden: list[APIRoute] = []
+    for entry in app.routes:  # newer FastAPI keeps each included router as one entry
+        router = getattr(entry, "original_router", None)
+        for route in getattr(router, "routes", ()):
+            if isinstance(route, APIRoute) and not route.include_in_schema:
+                assert not router.prefix, "a hidden router with a prefix: describe its paths"
+                visible = copy.copy(route)
+                visible.include_in_schema = True
+                hidden.append(visible)
     schema = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
-                         routes=routes)
+                         routes=[*app.routes, *hidden])
     bundles = schema["paths"]["/api/v1/joint-use/bundles"]["post"]
     bundles.setdefault("requestBody", _BUNDLE_BODY)
     return schema
