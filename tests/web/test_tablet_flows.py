@@ -87,15 +87,22 @@ class Store:
         return alert_id
 
 
+def _registry_copy(template: Path, data_dir: Path, engine: FaceEngine,
+                   face_data: Path) -> Registry:
+    """A fresh copy of the initialised registry (users trained), opened as the app opens it."""
+    shutil.copytree(template, data_dir)
+    settings = get_settings(data_dir=data_dir)
+    ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
+    return Registry(settings, ctx, engine, face_data)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, registry_template: Path,
           engine_default: FaceEngine, face_data: Path) -> Iterator[Store]:
     root = tmp_path_factory.mktemp("tablet")
     data_dir = root / "data"
-    shutil.copytree(registry_template, data_dir)
-    settings = get_settings(data_dir=data_dir)
-    ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
-    reg = Registry(settings, ctx, engine_default, face_data)
+    reg = _registry_copy(registry_template, data_dir, engine_default, face_data)
+    ctx = reg.ctx
     now = utc_now()
     with ctx:
         listed = reg.register(OBAMA, occurred_at=now - timedelta(days=40), now=now,
@@ -329,10 +336,8 @@ def desk(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
     from registry import requests
     from registry.domain import IdentityMethod, RequestKind
     data_dir = tmp_path / "data"
-    shutil.copytree(registry_template, data_dir)
-    settings = get_settings(data_dir=data_dir)
-    ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
-    reg = Registry(settings, ctx, engine_default, face_data)
+    reg = _registry_copy(registry_template, data_dir, engine_default, face_data)
+    ctx = reg.ctx
     now = utc_now()
     with ctx:
         listed = reg.register(OBAMA, occurred_at=now - timedelta(days=40), now=now)
