@@ -65,6 +65,7 @@ from registry.joint_use.sync import (
     import_bundle,
     init_keys,
 )
+from registry.key_custody import KeyCustodySettings
 from registry.notice.publication import publish_notice
 from registry.watchlist import close_entry
 
@@ -83,7 +84,8 @@ def _timed(rows: list[tuple[str, int, float, int | None]], label: str, count: in
 
 def _store(root: Path, member: str) -> RegistryContext:
     settings = get_settings(data_dir=root / member, registry=RegistrySettings(
-        store_id=member, joint_use_scheme=root / "scheme.json"))
+        store_id=member, joint_use_scheme=root / "scheme.json"),
+        key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))  # throw-away stores
     ctx = init_registry(registry_paths(settings), settings.registry, index_spec(settings))
     admin = users.add_user(ctx.repo, ctx.audit, actor="benchmark", username="admin",
                            role=Role.ADMIN, password=PASSWORD, now=NOW)

@@ -124,6 +124,7 @@ from models.engine import FaceEngine, calibrated_thresholds
 from registry import approval, users
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
+from registry.key_custody import KeyCustodySettings
 
 Image = npt.NDArray[np.uint8]
 Box = npt.NDArray[np.float32]
@@ -175,8 +176,13 @@ class Clip:
 
 
 def bench_settings(tmp: Path) -> MamoruSettings:
-    """The configured settings, with the registry and outbox inside `tmp`."""
-    return get_settings(data_dir=tmp / "data")
+    """The configured settings, with the registry and outbox inside `tmp`.
+
+    The throw-away registry keeps its key in a plain file beside its data: the explicit
+    development setting, as the demo does (registry/key_custody.py), never the default.
+    """
+    return get_settings(data_dir=tmp / "data",
+                        key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))
 
 
 def edge_settings(settings: MamoruSettings, cooldown_s: float | None) -> EdgeSettings:

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         env = {**os.environ, "MAMORU_DATA_DIR": str(settings.data_dir),
                "MAMORU_CACHE_DIR": str(settings.cache_dir), "PYTHONWARNINGS": "ignore",
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO),
+               "MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK": "true"}  # throw-away registry
         registry_cmd = [sys.executable, "-m", "mamoru", "serve", "--insecure-http",
                         "--port", str(port)]
         servers = {f"cam{k + 1}": RtspServer({"s": clip.path}) for k in range(args.cameras)}
