@@ -57,6 +57,13 @@ class Delivery:
     token: str
     ca_file: Path | None = None
 
+    def post(self, client: httpx.Client, path: str, body: object,
+             timeout_s: float) -> httpx.Response:
+        """POST `body` as JSON to `path` of the registry, as this box (bearer token)."""
+        return client.post(f"{self.url.rstrip('/')}{path}", json=body,
+                           headers={"Authorization": f"Bearer {self.token}"},
+                           timeout=timeout_s)
+
     def verify(self) -> ssl.SSLContext:
         """TLS verification: the system's roots, or the registry's own certificate."""
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -165,11 +172,8 @@ class Outbox:
                 self._set_aside(path)
                 continue
             try:
-                response = client.post(
-                    f"{self._delivery.url.rstrip('/')}/api/v1/edge/alerts", json=payload,
-                    headers={"Authorization": f"Bearer {self._delivery.token}"},
-                    timeout=self._timeout_s,
-                )
+                response = self._delivery.post(client, "/api/v1/edge/alerts", payload,
+                                               self._timeout_s)
             except httpx.HTTPError:
                 log.warning("registry unreachable; alerts wait in the outbox",
                             extra={"pending": len(self.pending())})

@@ -42,11 +42,7 @@ class StatusReporter:
         if body == self._last and now - self._sent_at < self._interval_s:
             return False
         try:
-            response = client.post(
-                f"{self._delivery.url.rstrip('/')}/api/v1/edge/status", json=body,
-                headers={"Authorization": f"Bearer {self._delivery.token}"},
-                timeout=self._timeout_s,
-            )
+            response = self._delivery.post(client, "/api/v1/edge/status", body, self._timeout_s)
         except httpx.HTTPError:
             return False
         if response.status_code != 204:
