@@ -2,7 +2,7 @@
 
 For every dimension (128 = SFace, 512 = ArcFace-style packs) and list size it
 builds a synthetic watchlist of random unit vectors, publishes it with
-`registry.watchlist_index.publish_index` (AES-256-GCM, atomic write), and times:
+`kernel.watchlist_index.publish_index` (AES-256-GCM, atomic write), and times:
 
 * ``load``: `WatchlistIndex.load`, i.e. read, authenticate, decrypt and
   deserialise the file (median of ``--load-repeats``);
@@ -48,7 +48,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from registry.watchlist_index import (
+from kernel.watchlist_index import (
     KIND_HNSW,
     IndexedTemplate,
     WatchlistIndex,

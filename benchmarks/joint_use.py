@@ -42,8 +42,8 @@ import numpy as np
 
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
-from registry import users
-from registry.audit import Action
+from registry.accounts import users
+from registry.audit.trail import Action
 from registry.config import RegistrySettings
 from registry.context import RegistryContext, init_registry
 from registry.domain import (
@@ -65,9 +65,9 @@ from registry.joint_use.sync import (
     import_bundle,
     init_keys,
 )
-from registry.key_custody import KeyCustodySettings
+from registry.keys.custody import KeyCustodySettings
 from registry.notice.publication import publish_notice
-from registry.watchlist import close_entry
+from registry.watchlist.entries import close_entry
 
 T = TypeVar("T")
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -121,10 +121,11 @@ from mamoru.images import read_image
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import EdgeParts, index_spec, open_edge_parts, open_engine, registry_paths
 from models.engine import FaceEngine, calibrated_thresholds
-from registry import approval, users
+from registry.accounts import users
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
-from registry.key_custody import KeyCustodySettings
+from registry.keys.custody import KeyCustodySettings
+from registry.watchlist import approval
 
 Image = npt.NDArray[np.uint8]
 Box = npt.NDArray[np.float32]
@@ -179,7 +180,7 @@ def bench_settings(tmp: Path) -> MamoruSettings:
     """The configured settings, with the registry and outbox inside `tmp`.
 
     The throw-away registry keeps its key in a plain file beside its data: the explicit
-    development setting, as the demo does (registry/key_custody.py), never the default.
+    development setting, as the demo does (registry/keys/custody.py), never the default.
     """
     return get_settings(data_dir=tmp / "data",
                         key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))

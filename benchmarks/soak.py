@@ -68,8 +68,8 @@ from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer, free_port
 from mamoru.face_data import data_root
 from mamoru.wiring import open_edge_parts, open_engine, open_registry_from
-from registry.alerts import list_alerts
-from registry.devices import add_device
+from registry.accounts.devices import add_device
+from registry.alerts.queue import list_alerts
 
 OUT_FILE = REPO / "benchmarks" / "out" / "soak.json"
 PROFILE = BenchProfile("sub 720p/5", (1280, 720), 5, (640, 384))

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.probe import Match
+from kernel.masking import draw_match_box, mask_faces
 from models.face import DetectedFace
-from registry.masking import draw_match_box, mask_faces
 
 
 @dataclass(frozen=True)

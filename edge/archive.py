@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from edge.alerts import Alert
-from registry.evidence import EvidenceStore
+from kernel.evidence import EvidenceStore
 
 
 class SnapshotArchive:

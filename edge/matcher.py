@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.probe import FaceProbe, Match
-from registry.errors import RegistryError
-from registry.watchlist_index import Hit, WatchlistIndex, read_index_version
+from kernel.errors import RegistryError
+from kernel.watchlist_index import Hit, WatchlistIndex, read_index_version
 
 log = logging.getLogger("mamoru.edge.matcher")
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from edge.alerts import Alert
 from edge.archive import SnapshotArchive
 from edge.config import OutboxLifetimes
-from registry.durable import make_private_dir, wipe_file, write_private_file
+from kernel.durable import make_private_dir, wipe_file, write_private_file
 
 log = logging.getLogger("mamoru.edge.outbox")
 

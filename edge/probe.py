@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.capture import Frame
+from kernel.watchlist_index import Hit
 from models.face import DetectedFace
-from registry.watchlist_index import Hit
 
 
 class ProbeLeakError(TypeError):

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from kernel.errors import RegistryError
 from mamoru import terminal
 from mamoru.commands import (
     audit,
@@ -30,7 +31,6 @@ from mamoru.settings import ConfigError
 from models.carrier import FetchError, IntegrityError
 from models.manifest import ManifestError
 from models.packs import PackError
-from registry.errors import RegistryError
 
 app = typer.Typer(
     name="mamoru",

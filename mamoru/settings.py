@@ -25,7 +25,7 @@ from edge.config import EdgeSettings
 from models.quality import MATCHING_POLICY, REGISTRATION_POLICY, QualityPolicy
 from models.runtime import RuntimeSettings
 from registry.config import LogSettings, RegistrySettings, WebSettings
-from registry.key_custody import KeyCustodySettings
+from registry.keys.custody import KeyCustodySettings
 
 DEFAULT_PACK = "yunet-sface"
 

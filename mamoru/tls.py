@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kernel.durable import make_private_dir, write_private_file
 from mamoru.settings import ConfigError
-from registry.durable import make_private_dir, write_private_file
 
 VALIDITY = timedelta(days=825)
 CERT_NAME = "cert.pem"

@@ -13,14 +13,14 @@ from edge.archive import SnapshotArchive
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Delivery, Outbox
+from kernel.durable import wipe_file
+from kernel.errors import KeyFileError
+from kernel.evidence import EvidenceStore
 from mamoru.settings import ConfigError, MamoruSettings
 from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
-from registry.durable import wipe_file
-from registry.errors import KeyFileError
-from registry.evidence import EvidenceStore
-from registry.key_custody import (
+from registry.keys.custody import (
     CredentialKey,
     KeyCustody,
     PlainKeyFile,
@@ -28,7 +28,7 @@ from registry.key_custody import (
     WrappedKeyFile,
     resolve_custody,
 )
-from registry.keys import MasterKey
+from registry.keys.master import MasterKey
 
 
 def open_engine(

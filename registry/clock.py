@@ -35,7 +35,7 @@ from typing import Annotated, Final
 
 from pydantic import BeforeValidator
 
-from registry.errors import RuleViolationError
+from kernel.errors import RuleViolationError
 
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # G-REG-2: the written internal criteria, one text per offence category (G-REG-5). Each
-# proposal records the SHA-256 of the text it was judged under (registry/criteria.py).
+# proposal records the SHA-256 of the text it was judged under (registry/watchlist/criteria.py).
 _OBJECTIVE = ("疑い・未遂・目撃証言のみでは登録しません。提案者以外の責任者が必要性と正確性を"
               "確認して承認した時点で登録が有効になります。")
 DEFAULT_CRITERIA: dict[str, str] = {

@@ -17,24 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.audit import Action, AuditTrail
-from registry.clock import utc_now
-from registry.config import RegistrySettings
-from registry.durable import make_private_dir
-from registry.errors import NotInitialisedError, RegistryError, WrongKeyError
-from registry.evidence import EvidenceStore
-from registry.joint_use.keys import rekey_store_keys
-from registry.key_custody import KeyCustody
-from registry.keys import MasterKey, new_master_key
-from registry.storage.database import OpenedDatabase, open_registry_database, rekey
-from registry.storage.sqlcipher_repository import SqlCipherRepository
-from registry.watchlist_index import (
+from kernel.durable import make_private_dir
+from kernel.errors import NotInitialisedError, RegistryError, WrongKeyError
+from kernel.evidence import EvidenceStore
+from kernel.watchlist_index import (
     IndexedTemplate,
     IndexIntegrityError,
     WatchlistIndex,
     publish_index,
     read_index_version,
 )
+from registry.audit.trail import Action, AuditTrail
+from registry.clock import utc_now
+from registry.config import RegistrySettings
+from registry.joint_use.keys import rekey_store_keys
+from registry.keys.custody import KeyCustody
+from registry.keys.master import MasterKey, new_master_key
+from registry.storage.database import OpenedDatabase, open_registry_database, rekey
+from registry.storage.sqlcipher_repository import SqlCipherRepository
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
-from registry.errors import RuleViolationError
+from kernel.errors import RuleViolationError
 
 # Characters that reorder or hide the text around them wherever it is shown.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"

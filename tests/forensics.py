@@ -23,10 +23,10 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kernel.evidence import AAD_PREFIX
+from kernel.evidence import MAGIC as EVIDENCE_MAGIC
 from models.engine import FaceEngine
-from registry.evidence import AAD_PREFIX
-from registry.evidence import MAGIC as EVIDENCE_MAGIC
-from registry.keys import MasterKey
+from registry.keys.master import MasterKey
 
 Image = npt.NDArray[np.uint8]
 _NONCE = 12

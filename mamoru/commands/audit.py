@@ -10,10 +10,10 @@ import typer
 from tqdm import tqdm
 
 from mamoru.commands.session import AsOption, JsonOption, login, registry
+from registry.accounts.users import require_role
 from registry.clock import parse_timestamp, utc_now
 from registry.domain import Role
-from registry.expiry import run_expiry
-from registry.users import require_role
+from registry.retention.expiry import run_expiry
 
 app = typer.Typer(help="The tamper-evident audit trail.")
 

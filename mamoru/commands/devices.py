@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from mamoru.commands.session import AsOption, JsonOption, login, registry
+from registry.accounts.devices import add_device, disable_device, list_devices
+from registry.accounts.users import require_role
 from registry.clock import to_text, utc_now
-from registry.devices import add_device, disable_device, list_devices
 from registry.domain import Role
-from registry.users import require_role
 
 app = typer.Typer(help="Edge boxes and their access tokens.")
 

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
+from kernel.durable import make_private_dir, write_private_file
 from mamoru.commands.session import AsOption, login, registry, resolve_entry
 from mamoru.settings import get_settings
 from mamoru.wiring import open_engine
 from registry.clock import utc_now
-from registry.durable import make_private_dir, write_private_file
 from registry.joint_use import emergency
 
 app = typer.Typer(help="One-off emergency provision of one entry outside joint use (G-SHR-6): "

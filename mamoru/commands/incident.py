@@ -18,15 +18,15 @@ from typing import Annotated
 
 import typer
 
+from kernel.errors import RuleViolationError
 from mamoru.commands.session import AsOption, login, registry
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, key_custody, rekey_edge_copies
-from registry import breach
-from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
+from registry.breach import incident as breach
+from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp, utc_now
 from registry.context import RegistryContext, RegistryPaths, open_registry
 from registry.domain import Role, User
-from registry.errors import RuleViolationError
 
 app = typer.Typer(help="Personal-data breach response: record, contain, triage, report (G-BRE).")
 

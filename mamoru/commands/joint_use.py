@@ -13,10 +13,10 @@ from typing import Annotated, Never
 
 import typer
 
+from kernel.durable import make_private_dir, write_private_file
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
 from mamoru.inputs import read_input_file
 from registry.clock import utc_now
-from registry.durable import make_private_dir, write_private_file
 from registry.joint_use import objections, scheme, sync, transport
 from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys

@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
+from kernel.durable import write_private_file
 from mamoru.commands.session import registry
 from mamoru.settings import ConfigError, get_settings
 from registry.clock import utc_now
-from registry.durable import write_private_file
 from registry.notice.content import notice_content
 from registry.notice.publication import publish_notice
 from registry.notice.sign import find_cjk_font, render_sign

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kernel.errors import StoreDamagedError
 from mamoru.commands.session import AsOption, login, read_new_password, registry
 from mamoru.settings import get_settings
 from mamoru.wiring import (
@@ -16,15 +17,14 @@ from mamoru.wiring import (
     rekey_edge_copies,
     seal_plain_key,
 )
-from registry.backup import create_backup, put_back_damaged_database, restore_backup
+from registry.accounts.users import add_user, require_role, validate_new_password
+from registry.backup.archive import create_backup, put_back_damaged_database, restore_backup
 from registry.clock import utc_now
 from registry.context import init_registry, open_registry
 from registry.domain import Role
-from registry.errors import StoreDamagedError
-from registry.integrity import check_registry
-from registry.key_rotation import rotate_key
-from registry.keys import load_key_file
-from registry.users import add_user, require_role, validate_new_password
+from registry.keys.master import load_key_file
+from registry.keys.rotation import rotate_key
+from registry.storage.integrity import check_registry
 
 app = typer.Typer(help="Create and check the encrypted registry.")
 key_app = typer.Typer(help="The master key.")

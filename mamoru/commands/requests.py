@@ -13,14 +13,15 @@ from typing import Annotated
 
 import typer
 
+from kernel.durable import write_private_file
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
 from mamoru.images import read_image
 from mamoru.settings import get_settings
 from mamoru.wiring import open_engine
-from registry import requests, reviews
 from registry.clock import to_text, utc_now
 from registry.domain import IdentityMethod, RefusalGround, RequestKind, ReviewDecision
-from registry.durable import write_private_file
+from registry.requests import desk as requests
+from registry.watchlist import reviews
 
 app = typer.Typer(help="The request and complaint desk (開示・訂正・利用停止・消去・苦情・反論).",
                   no_args_is_help=True)

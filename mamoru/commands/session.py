@@ -16,12 +16,12 @@ from typing import Annotated
 
 import typer
 
+from kernel.errors import NotFoundError, RuleViolationError
 from mamoru.settings import get_settings
 from mamoru.wiring import open_registry_from
+from registry.accounts.users import authenticate
 from registry.context import RegistryContext
 from registry.domain import User
-from registry.errors import NotFoundError, RuleViolationError
-from registry.users import authenticate
 
 AsOption = Annotated[
     str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]

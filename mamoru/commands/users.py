@@ -8,9 +8,15 @@ from typing import Annotated
 import typer
 
 from mamoru.commands.session import AsOption, JsonOption, login, read_new_password, registry
+from registry.accounts.users import (
+    add_user,
+    change_role,
+    disable_user,
+    record_training,
+    require_role,
+)
 from registry.clock import to_text, utc_now
 from registry.domain import Role
-from registry.users import add_user, change_role, disable_user, record_training, require_role
 
 app = typer.Typer(help="Staff accounts, roles and training records.")
 

@@ -13,9 +13,10 @@ from mamoru.commands.session import AsOption, JsonOption, login, registry, resol
 from mamoru.images import read_image
 from mamoru.settings import get_settings
 from mamoru.wiring import open_engine
-from registry import approval, watchlist
 from registry.clock import parse_timestamp, utc_now
 from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory
+from registry.watchlist import approval
+from registry.watchlist import entries as watchlist
 
 app = typer.Typer(help="Look at the watchlist.")
 

@@ -43,12 +43,13 @@ from mamoru.images import read_image
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, open_engine, registry_paths
 from models.engine import FaceEngine
-from registry import approval, users
+from registry.accounts import users
+from registry.accounts.devices import add_device
 from registry.clock import utc_now
 from registry.context import RegistryContext, init_registry
-from registry.devices import add_device
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
-from registry.key_custody import KeyCustodySettings
+from registry.keys.custody import KeyCustodySettings
+from registry.watchlist import approval
 
 DEMO_SETS = ("face_recognition", "ctu_unknowns", "pyfeat")
 LISTED_PHOTOS = ("face_recognition/obama.jpg", "face_recognition/obama3.jpg")
@@ -67,7 +68,7 @@ class DemoResult:
 
 def _demo_settings(settings: MamoruSettings, root: Path) -> MamoruSettings:
     # The demo's throw-away registry keeps its key in a plain file next to its data: the
-    # explicit, loudly named development setting, never the default (see registry/key_custody.py).
+    # explicit, loudly named development setting, never the default (see registry/keys/custody.py).
     return get_settings(cache_dir=settings.cache_dir, models_dir=settings.resolved_models_dir,
                         data_dir=root / "registry",
                         key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))

@@ -29,7 +29,8 @@ from mamoru import __version__
 from mamoru.settings import MamoruSettings
 from mamoru.wiring import open_engine, open_registry_from
 from models.engine import FaceEngine
-from registry.alerts import MAX_SNAPSHOT_B64_CHARS
+from registry.accounts.devices import BoxStatusBoard
+from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS
 from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
 from registry.api.gate import RegistryGate
@@ -48,7 +49,6 @@ from registry.api.routes import (
 )
 from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
 from registry.clock import utc_now
-from registry.devices import BoxStatusBoard
 from registry.notice.publication import publish_notice
 
 # The largest alert (an 8 MB PNG as base64) plus room for its other fields.

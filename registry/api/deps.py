@@ -31,8 +31,10 @@ except ImportError:  # pragma: no cover
     _iter_route_contexts = None  # type: ignore[assignment]
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kernel.errors import AuthenticationError
 from models.engine import FaceEngine
-from registry import requests
+from registry.accounts.devices import BoxStatusBoard, authenticate_device
+from registry.accounts.users import require_role
 from registry.api.gate import RegistryGate
 from registry.api.sessions import (
     COOKIE_NAME,
@@ -45,10 +47,8 @@ from registry.api.sessions import (
 )
 from registry.config import WebSettings
 from registry.context import RegistryContext
-from registry.devices import BoxStatusBoard, authenticate_device
 from registry.domain import Device, Role, User
-from registry.errors import AuthenticationError
-from registry.users import require_role
+from registry.requests import desk as requests
 
 __all__ = [
     "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",

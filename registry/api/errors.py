@@ -17,9 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from registry.alerts import AlertConflictError, SnapshotTooLargeError, UnknownEntryError
-from registry.api.uploads import NotAnImageError, UploadTooLargeError
-from registry.errors import (
+from kernel.errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
@@ -28,6 +26,8 @@ from registry.errors import (
     RuleViolationError,
     SelfApprovalError,
 )
+from registry.alerts.queue import AlertConflictError, SnapshotTooLargeError, UnknownEntryError
+from registry.api.uploads import NotAnImageError, UploadTooLargeError
 from registry.joint_use.errors import BundleRefusedError, SequenceError
 
 logger = logging.getLogger("mamoru.registry.api")

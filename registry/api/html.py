@@ -33,10 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from kernel.errors import AuthenticationError, RegistryError
 from registry.api.errors import status_of
 from registry.api.i18n import LANG_COOKIE, Lang, Translator, pick_lang
 from registry.domain import Role, User
-from registry.errors import AuthenticationError, RegistryError
 
 logger = logging.getLogger("mamoru.registry.pages")
 

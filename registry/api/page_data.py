@@ -2,8 +2,8 @@
 
 The routes (`routes/pages.py`) call these builders; so does the failure path,
 which shows a refused form's page again with its message. Each builder calls
-the same service the JSON API calls (`registry.alerts`, `registry.approval`,
-`registry.watchlist`, `registry.oversight`), so it is refused for the same
+the same service the JSON API calls (`registry.alerts.queue`, `registry.watchlist.approval`,
+`registry.watchlist.entries`, `registry.audit.oversight`), so it is refused for the same
 roles. The cards are what the templates read; image URLs point at the API's
 role-guarded image routes, never at files.
 """
@@ -17,18 +17,17 @@ from typing import Any
 
 from fastapi import Request
 
-from registry import breach, requests, reviews
-from registry.alerts import AlertView, alert_views, precision
+from registry.accounts.devices import BoxStatus
+from registry.alerts.queue import AlertView, alert_views, precision
 from registry.api.html import lang_of
 from registry.api.i18n import Translator
 from registry.api.uploads import MAX_PHOTO_BYTES
-from registry.approval import pending_proposals
-from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft
+from registry.audit.oversight import audit_report, verify_trail
+from registry.breach import incident as breach
+from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft
 from registry.clock import EARLIEST, from_text
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
-from registry.criteria import all_criteria
-from registry.devices import BoxStatus
 from registry.domain import (
     REFUSAL_GROUNDS,
     Alert,
@@ -40,8 +39,11 @@ from registry.domain import (
     Role,
     User,
 )
-from registry.oversight import audit_report, verify_trail
-from registry.watchlist import EntryView, list_entries
+from registry.requests import desk as requests
+from registry.watchlist import reviews
+from registry.watchlist.approval import pending_proposals
+from registry.watchlist.criteria import all_criteria
+from registry.watchlist.entries import EntryView, list_entries
 
 _CURRENT_STATES = [EntryState.PROPOSED, EntryState.ACTIVE]
 CATEGORIES = [c.value for c in OffenceCategory]

@@ -1,7 +1,7 @@
 """Request and response bodies of the API, one family per resource.
 
 `AlertIn` is what a box sends (defined beside the service that receives it,
-`registry.alerts`); `AlertReceipt` is all the box gets back. The people's
+`registry.alerts.queue`); `AlertReceipt` is all the box gets back. The people's
 models follow: `*In` bodies refuse unknown fields, `*Out` answers hold no
 face template, and images travel only as PNG from their own routes.
 """
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.alerts import AlertIn
+from registry.alerts.queue import AlertIn
 from registry.clock import Timestamp
 from registry.domain import (
     AlertStatus,

@@ -1,6 +1,6 @@
 """People's logins: server-side sessions, the lockout, the cookie and the CSRF token (G-SEC-1/2).
 
-A login checks the password (argon2, `registry.users.check_password`) and
+A login checks the password (argon2, `registry.accounts.users.check_password`) and
 starts a session held by the server in the encrypted registry: the browser's
 cookie `mamoru_session` carries a random 256-bit token, and the database keeps
 only its SHA-256 as the session id, with the user, when it started and was
@@ -38,14 +38,14 @@ from datetime import datetime, timedelta
 
 from fastapi import Response
 
+from kernel.errors import AuthenticationError, PermissionDeniedError
+from registry.accounts.users import check_password
 from registry.api.gate import RegistryGate
-from registry.audit import Action
+from registry.audit.trail import Action
 from registry.clock import to_text
 from registry.config import WebSettings
 from registry.context import RegistryContext
 from registry.domain import User, WebSession
-from registry.errors import AuthenticationError, PermissionDeniedError
-from registry.users import check_password
 
 COOKIE_NAME = "mamoru_session"
 CSRF_HEADER = "X-CSRF-Token"

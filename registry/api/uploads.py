@@ -21,8 +21,8 @@ from fastapi import UploadFile
 from PIL import Image as PILImage
 from starlette.formparsers import MultiPartParser
 
-from registry.approval import Photo
-from registry.errors import RuleViolationError
+from kernel.errors import RuleViolationError
+from registry.watchlist.approval import Photo
 
 MAX_PHOTO_BYTES = 8 * 1024 * 1024
 MAX_PHOTOS = 5

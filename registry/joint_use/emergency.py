@@ -24,15 +24,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from kernel.errors import ConflictError, NotFoundError, RuleViolationError
+from kernel.masking import mask_all_faces
 from models.engine import FaceEngine
-from registry.audit import Action
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import EmergencyCheck, EmergencyShare, EntryState, Role, User
-from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.joint_use.errors import ImportedEntryError
-from registry.masking import mask_all_faces
 from registry.text import REASON
-from registry.users import require_role
 
 MIN_CHECKERS = 2
 BASIS = "one-off emergency provision (APPI 27(1)(ii)), outside joint use"

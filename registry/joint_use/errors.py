@@ -6,7 +6,7 @@ the whole file is refused and nothing in the registry changed.
 
 from __future__ import annotations
 
-from registry.errors import RegistryError, RuleViolationError
+from kernel.errors import RegistryError, RuleViolationError
 
 
 class JointUseError(RegistryError):

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from registry.durable import make_private_dir, write_private_file
+from kernel.durable import make_private_dir, write_private_file
 from registry.joint_use.errors import StoreKeysError
-from registry.keys import MasterKey
+from registry.keys.master import MasterKey
 
 MAGIC = b"MAMORU-JUKEYS-1\n"
 _NONCE = 12

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from registry.audit import Action
+from kernel.errors import ConflictError, NotFoundError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, Role, User
-from registry.errors import ConflictError, NotFoundError
 from registry.joint_use.errors import ImportedEntryError
-from registry.reasons import required_reason
-from registry.users import require_role
-from registry.watchlist import close_entry
+from registry.watchlist.entries import close_entry
+from registry.watchlist.reasons import required_reason
 
 
 def _own_active(ctx: RegistryContext, entry_id: str) -> Entry:

@@ -57,13 +57,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from registry.audit import Action
+from kernel.durable import write_private_file
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import Role, User
-from registry.durable import write_private_file
 from registry.joint_use.errors import SchemeError, SchemeNotAdoptedError
 from registry.joint_use.export_schema import MEMBER_ID_PATTERN, SHARED_ITEMS
-from registry.users import require_role
 
 RegionRule = Literal["same_region", "nationwide"]
 

@@ -49,8 +49,9 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from registry import requests
-from registry.audit import Action
+from kernel.evidence import StoredImage
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.clock import add_years
 from registry.context import RegistryContext
 from registry.domain import (
@@ -69,7 +70,6 @@ from registry.domain import (
     SentItem,
     User,
 )
-from registry.evidence import StoredImage
 from registry.joint_use.bundle import (
     Bundle,
     ForwardedRequest,
@@ -100,7 +100,7 @@ from registry.joint_use.policy import (
 )
 from registry.joint_use.scheme import LoadedScheme, former_members
 from registry.notice.publication import ensure_notice_current
-from registry.users import require_role
+from registry.requests import desk as requests
 
 SYNC_ACTOR = "joint-use-sync"
 BASIS = "joint use (共同利用, APPI 27(5)(iii)) under the published scheme"

@@ -18,8 +18,8 @@ from typing import Any
 from registry.api.i18n import EN, JA
 from registry.config import NoticeSettings
 from registry.context import RegistryContext
-from registry.criteria import all_criteria
 from registry.joint_use.scheme import Scheme, parse_scheme
+from registry.watchlist.criteria import all_criteria
 
 # The accredited personal-information protection body of the guideline (ch. 1 §4 (8),
 # ch. 2 §5 記載例): its name and the contact the guideline itself gives.

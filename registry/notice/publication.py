@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from registry.audit import Action
+from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.joint_use.errors import NoticeOutdatedError
 from registry.notice.content import adopted_scheme

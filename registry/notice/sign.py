@@ -19,7 +19,7 @@ import segno
 from fpdf import FPDF
 from fpdf.enums import WrapMode, XPos, YPos
 
-from registry.errors import RegistryError
+from kernel.errors import RegistryError
 from registry.notice.content import ACCREDITED_BODY_CONTACT, ACCREDITED_BODY_JA, NoticeContent
 
 FONT_ENV: Final = "MAMORU_CJK_FONT"  # a .ttc/.otf/.ttf with Japanese glyphs, if not Debian's

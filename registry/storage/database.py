@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlcipher3
 
-from registry import damage
-from registry.errors import NotInitialisedError, RegistryError, StoreDamagedError, WrongKeyError
-from registry.keys import MasterKey, Purpose, sqlcipher_pragma_value
+from kernel.errors import NotInitialisedError, RegistryError, StoreDamagedError, WrongKeyError
+from registry.keys.master import MasterKey, Purpose, sqlcipher_pragma_value
+from registry.storage import damage
 from registry.storage.migrations import migrate
 
 if TYPE_CHECKING:

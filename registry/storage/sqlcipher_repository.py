@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kernel.errors import ConflictError, NotFoundError
 from registry.clock import from_text, to_text
 from registry.domain import (
     Alert,
@@ -34,7 +35,6 @@ from registry.domain import (
     User,
     WebSession,
 )
-from registry.errors import ConflictError, NotFoundError
 from registry.repository import AuditRow
 from registry.storage.database import Connection, transaction
 

@@ -26,8 +26,8 @@ from edge.config import CameraConfig, EdgeSettings
 from edge.loop import EdgeLoop
 from edge.matcher import WatchlistMatcher
 from edge.outbox import Delivery, Outbox
+from kernel.evidence import EvidenceStore
 from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
-from registry.evidence import EvidenceStore
 from tests.conftest import REPO
 from tests.registry.conftest import Registry
 

@@ -19,9 +19,9 @@ from edge.capture import CameraState
 from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer, free_port
 from models.engine import FaceEngine
-from registry import watchlist
-from registry.alerts import list_alerts
-from registry.devices import add_device
+from registry.accounts.devices import add_device
+from registry.alerts.queue import list_alerts
+from registry.watchlist import entries as watchlist
 from tests.edge.harness import RunningEdge, decode, serve, strangers_clip, walk_clip
 from tests.registry.conftest import OBAMA, T0, Registry
 

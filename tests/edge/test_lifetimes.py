@@ -34,15 +34,15 @@ from edge.config import OutboxLifetimes
 from edge.matcher import IndexState
 from edge.outbox import Delivery, Outbox
 from edge.status import StatusReporter
+from kernel.evidence import EvidenceIntegrityError, EvidenceStore
 from mamoru.demo.cameras import RtspServer, free_port
 from mamoru.wiring import rekey_edge_copies
-from registry import watchlist
-from registry.alerts import dismiss_alert, list_alerts
+from registry.accounts.devices import add_device
+from registry.alerts.queue import dismiss_alert, list_alerts
 from registry.api.app import create_app
-from registry.devices import add_device
-from registry.evidence import EvidenceIntegrityError, EvidenceStore
-from registry.expiry import run_expiry
-from registry.key_rotation import rotate_key
+from registry.keys.rotation import rotate_key
+from registry.retention.expiry import run_expiry
+from registry.watchlist import entries as watchlist
 from tests.edge.harness import RunningEdge, build_edge, decode, serve, walk_clip
 from tests.forensics import faces_of, images_equal_to
 from tests.registry.conftest import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry

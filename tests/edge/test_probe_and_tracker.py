@@ -15,8 +15,8 @@ from edge.capture import Frame
 from edge.logs import JsonFormatter
 from edge.probe import FaceProbe, ProbeLeakError
 from edge.tracker import IouTracker, Track, wants_embedding
+from kernel.watchlist_index import Hit
 from models.face import DetectedFace
-from registry.watchlist_index import Hit
 
 
 def _face(x: float, y: float, size: float = 80.0, score: float = 0.9) -> DetectedFace:

@@ -23,13 +23,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from kernel.watchlist_index import Hit, WatchlistIndex
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import approval, users
+from registry.accounts import users
 from registry.context import RegistryContext, init_registry, open_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role, User
-from registry.watchlist_index import Hit, WatchlistIndex
+from registry.watchlist import approval
 from tests.conftest import image, main_face_embedding
 
 Image = npt.NDArray[np.uint8]

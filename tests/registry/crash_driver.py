@@ -38,11 +38,11 @@ def main() -> None:
     data_dir, op, kill_at, now_text = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     from mamoru.settings import get_settings
     from mamoru.wiring import index_spec, registry_paths
-    from registry import approval
     from registry.clock import parse_timestamp
     from registry.context import open_registry
     from registry.domain import EntryState
-    from registry.expiry import run_expiry
+    from registry.retention.expiry import run_expiry
+    from registry.watchlist import approval
 
     settings = get_settings(data_dir=Path(data_dir))
     now = parse_timestamp(now_text)

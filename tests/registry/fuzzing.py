@@ -40,8 +40,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from mamoru.demo.cameras import free_port
-from registry import devices
-from registry.alerts import AlertIn, receive_alert
+from registry.accounts import devices
+from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.domain import User

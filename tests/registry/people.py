@@ -19,8 +19,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from mamoru.settings import MamoruSettings
-from registry import devices
-from registry.alerts import AlertIn, receive_alert
+from registry.accounts import devices
+from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.config import WebSettings

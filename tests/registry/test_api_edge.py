@@ -32,15 +32,17 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from registry import backup, devices, watchlist
-from registry.alerts import MAX_SNAPSHOT_B64_CHARS, list_alerts
+from kernel.errors import AuthenticationError
+from kernel.evidence import MAGIC as EVIDENCE_MAGIC
+from kernel.watchlist_index import WatchlistIndex, read_index_version
+from registry.accounts import devices
+from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS, list_alerts
 from registry.api.app import MAX_REQUEST_BYTES, create_app
 from registry.api.deps import enforce_guards, unguarded_routes
-from registry.audit import Action
+from registry.audit.trail import Action
+from registry.backup import archive as backup
 from registry.domain import AlertStatus
-from registry.errors import AuthenticationError
-from registry.evidence import MAGIC as EVIDENCE_MAGIC
-from registry.watchlist_index import WatchlistIndex, read_index_version
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 
 ALERTS = "/api/v1/edge/alerts"

@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import pytest
 
-from registry import watchlist
+from kernel.errors import RuleViolationError
+from registry.accounts.users import disable_user
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
 from registry.api.html import LOGIN_CSRF_COOKIE
 from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.api.uploads import MAX_PHOTO_BYTES
-from registry.audit import Action
+from registry.audit.trail import Action
 from registry.domain import AlertStatus, EntryState
-from registry.errors import RuleViolationError
-from registry.users import disable_user
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.people import (
     BASE_URL,

@@ -17,10 +17,11 @@ import pytest
 import sqlcipher3
 
 from mamoru.wiring import open_registry_from
-from registry import approval, watchlist
-from registry.audit import Action, text_sha256
+from registry.audit.trail import Action, text_sha256
 from registry.context import RegistryContext
-from registry.keys import sqlcipher_pragma_value
+from registry.keys.master import sqlcipher_pragma_value
+from registry.watchlist import approval
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, GROUP, OBAMA, T0, Registry, incident
 
 NAME = "山田太郎 Yamada"

@@ -14,14 +14,16 @@ from datetime import timedelta
 import pytest
 import sqlcipher3
 
-from registry import backup, key_rotation, watchlist
-from registry.backup import BackupError
+from kernel.errors import PermissionDeniedError
+from kernel.evidence import EvidenceIntegrityError, EvidenceStore
+from kernel.watchlist_index import IndexIntegrityError, WatchlistIndex
+from registry.backup import archive as backup
+from registry.backup.archive import BackupError
 from registry.clock import utc_now
 from registry.domain import EntryState
-from registry.errors import PermissionDeniedError
-from registry.evidence import EvidenceIntegrityError, EvidenceStore
-from registry.keys import sqlcipher_pragma_value
-from registry.watchlist_index import IndexIntegrityError, WatchlistIndex
+from registry.keys import rotation as key_rotation
+from registry.keys.master import sqlcipher_pragma_value
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
 
 

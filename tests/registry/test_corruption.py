@@ -40,7 +40,7 @@ import pytest
 from edge.alerts import Alert
 from edge.outbox import Outbox
 from mamoru import cli
-from registry.backup import create_backup
+from registry.backup.archive import create_backup
 from registry.clock import utc_now
 from registry.joint_use import sync
 from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry
@@ -256,7 +256,7 @@ def test_restore_puts_back_a_registry_db_whose_first_page_is_damaged(
     and an erasure recorded after the snapshot stays applied (G-REG-4)."""
     from mamoru.settings import get_settings
     from mamoru.wiring import open_registry_from
-    from registry import watchlist
+    from registry.watchlist import entries as watchlist
 
     case = cli_env
     shutil.copytree(world, case)

@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kernel.watchlist_index import WatchlistIndex
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, open_registry_from, registry_paths
 from models.engine import FaceEngine
-from registry import approval, users
+from registry.accounts import users
 from registry.clock import to_text, utc_now
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory, Role
-from registry.watchlist_index import WatchlistIndex
+from registry.watchlist import approval
 from tests.conftest import REPO, image
 
 NOW = utc_now()

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kernel.errors import KeyFileError, NotInitialisedError, WrongKeyError
 from mamoru.wiring import index_spec, registry_paths
-from registry import backup
+from registry.backup import archive as backup
 from registry.context import open_registry
-from registry.errors import KeyFileError, NotInitialisedError, WrongKeyError
-from registry.keys import load_key_file, new_master_key, write_key_file
+from registry.keys.master import load_key_file, new_master_key, write_key_file
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
 
 NAME = "山田太郎 Yamada"

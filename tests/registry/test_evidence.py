@@ -16,15 +16,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.engine import FaceEngine
-from registry.evidence import (
+from kernel.evidence import (
     EvidenceError,
     EvidenceIntegrityError,
     EvidenceNotFoundError,
     EvidenceStore,
     StoredImage,
 )
-from registry.masking import mask_faces
+from kernel.masking import mask_faces
+from models.engine import FaceEngine
 from tests.conftest import image
 
 Image = npt.NDArray[np.uint8]

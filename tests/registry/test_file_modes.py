@@ -20,9 +20,10 @@ from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import approval, users
+from registry.accounts import users
 from registry.context import init_registry
 from registry.domain import Role
+from registry.watchlist import approval
 from tests.conftest import REPO
 from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry, incident
 

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from registry import breach, devices
-from registry.audit import Action
-from registry.breach_report import FORM_ITEMS
+from registry.accounts import devices
+from registry.audit.trail import Action
+from registry.breach import incident as breach
+from registry.breach.report import FORM_ITEMS
 from tests.registry.conftest import BIDEN, OBAMA, T0, Registry
 from tests.registry.people import Api, Clock, Person, start_app
 

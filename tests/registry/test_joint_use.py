@@ -33,16 +33,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kernel.errors import ConflictError, RuleViolationError
+from kernel.watchlist_index import WatchlistIndex, _decrypt_file
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import approval, key_rotation, users, watchlist
-from registry.audit import Action
+from registry.accounts import users
+from registry.audit.trail import Action
 from registry.clock import to_text
 from registry.config import RegistrySettings
 from registry.context import RegistryContext, init_registry, open_registry
 from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory, Role
-from registry.errors import ConflictError, RuleViolationError
 from registry.joint_use import bundle as wire
 from registry.joint_use.emergency import provide_share, record_check, request_share
 from registry.joint_use.errors import (
@@ -71,8 +72,10 @@ from registry.joint_use.sync import (
     receiver,
     status,
 )
+from registry.keys import rotation as key_rotation
 from registry.notice.publication import publish_notice
-from registry.watchlist_index import WatchlistIndex, _decrypt_file
+from registry.watchlist import approval
+from registry.watchlist import entries as watchlist
 from tests.conftest import REPO, main_face_embedding
 from tests.registry.conftest import OBAMA, OBAMA2, T0
 

@@ -43,7 +43,7 @@ from fastapi.testclient import TestClient
 from mamoru.settings import MamoruSettings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import approval, devices
+from registry.accounts import devices
 from registry.api.app import create_app
 from registry.clock import utc_now
 from registry.context import open_registry
@@ -52,6 +52,7 @@ from registry.joint_use import bundle as wire
 from registry.joint_use.errors import NotAMemberError, ReplayError, SignatureError
 from registry.joint_use.sync import apply_receipt, export_parts, import_bundle, status
 from registry.joint_use.transport import push_bundle
+from registry.watchlist import approval
 from tests.conftest import REPO
 from tests.registry import test_joint_use as stores
 from tests.registry.conftest import BIDEN, GROUP, T0

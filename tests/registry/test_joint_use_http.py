@@ -27,12 +27,12 @@ import httpx
 import pytest
 
 from mamoru.demo.scene import cast, compose_walk_past
-from registry import watchlist
 from registry.clock import utc_now
 from registry.domain import EntryState
 from registry.joint_use.errors import PushRefusedError, RegionRuleError, TransportError
 from registry.joint_use.sync import erasure_confirmations, export_bundle, status
 from registry.joint_use.transport import BUNDLES_PATH, push_bundle, send_bundle
+from registry.watchlist import entries as watchlist
 from tests.conftest import REPO
 from tests.registry import test_joint_use as stores
 from tests.registry.test_joint_use import World, _digests, _forge, _imported_local_id

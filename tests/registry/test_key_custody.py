@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from kernel.errors import KeyFileError, NotInitialisedError
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths, seal_plain_key
-from registry import backup
+from registry.backup import archive as backup
 from registry.context import init_registry, open_registry
-from registry.errors import KeyFileError, NotInitialisedError
-from registry.key_custody import (
+from registry.keys.custody import (
     KeyCustodySettings,
     LoadedCredential,
     PlainKeyFile,
@@ -30,8 +30,8 @@ from registry.key_custody import (
     WrappedKeyFile,
     on_same_filesystem,
 )
-from registry.key_rotation import rotate_key
-from registry.keys import new_master_key
+from registry.keys.master import new_master_key
+from registry.keys.rotation import rotate_key
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_encryption_at_rest import _all_files, _contains_any_window, _windows
 

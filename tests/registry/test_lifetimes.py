@@ -25,18 +25,22 @@ import sqlcipher3
 from pydantic import ValidationError
 
 from edge.logs import DailyLogFile, configure_json_logging
-from registry import alerts, approval, backup, devices, watchlist
-from registry.alerts import AlertIn
-from registry.audit import Action, text_sha256
-from registry.backup import BackupError
+from kernel.errors import ConflictError
+from kernel.evidence import EvidenceNotFoundError
+from registry.accounts import devices
+from registry.alerts import queue as alerts
+from registry.alerts.queue import AlertIn
+from registry.audit.trail import Action, text_sha256
+from registry.backup import archive as backup
+from registry.backup.archive import BackupError
 from registry.clock import add_years, utc_now
 from registry.config import LogSettings, RegistrySettings
 from registry.context import RegistryContext
 from registry.domain import AlertStatus, EntryState
-from registry.errors import ConflictError
-from registry.evidence import EvidenceNotFoundError
-from registry.expiry import prune_audit_trail, run_expiry
-from registry.keys import sqlcipher_pragma_value
+from registry.keys.master import sqlcipher_pragma_value
+from registry.retention.expiry import prune_audit_trail, run_expiry
+from registry.watchlist import approval
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry, incident
 
 DAY = timedelta(days=1)

@@ -12,9 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.engine import FaceEngine
-from models.face import DetectedFace
-from registry.masking import (
+from kernel.masking import (
     MATCH_COLOUR,
     MaskingError,
     draw_match_box,
@@ -22,6 +20,8 @@ from registry.masking import (
     mask_all_faces,
     mask_faces,
 )
+from models.engine import FaceEngine
+from models.face import DetectedFace
 from tests.conftest import image
 
 T1 = "insightface/t1.jpg"

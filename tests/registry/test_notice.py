@@ -22,11 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mamoru.wiring import index_spec, registry_paths
-from registry.approval import Photo, propose
-from registry.audit import Action
+from registry.audit.trail import Action
 from registry.config import RegistrationCriteria, RegistrySettings
 from registry.context import open_registry
-from registry.criteria import criteria_version
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory
 from registry.joint_use.errors import NoticeOutdatedError
 from registry.joint_use.keys import public_b64
@@ -35,6 +33,8 @@ from registry.joint_use.sync import export_bundle
 from registry.notice.page import current_page
 from registry.notice.publication import ensure_notice_current, last_published_sha256
 from registry.notice.sign import SignError, find_cjk_font
+from registry.watchlist.approval import Photo, propose
+from registry.watchlist.criteria import criteria_version
 from tests.conftest import REPO
 from tests.registry import test_joint_use as stores
 from tests.registry.conftest import OBAMA, T0, Registry

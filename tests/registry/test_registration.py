@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import sqlcipher3
 
-from registry import approval, users, watchlist
+from kernel.errors import PermissionDeniedError, QualityRejectedError, RuleViolationError
+from kernel.masking import iou
+from registry.accounts import users
 from registry.domain import EntryState, OffenceCategory, Role
-from registry.errors import PermissionDeniedError, QualityRejectedError, RuleViolationError
-from registry.masking import iou
+from registry.watchlist import approval
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import (
     BIDEN,
     GROUP,

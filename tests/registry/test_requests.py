@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kernel.errors import ConflictError, RuleViolationError
 from models.engine import FaceEngine
-from registry import requests, reviews, users
-from registry.audit import Action
+from registry.accounts import users
+from registry.audit.oversight import audit_report
+from registry.audit.trail import Action
 from registry.config import RegistrySettings
 from registry.domain import (
     EntryState,
@@ -33,10 +35,10 @@ from registry.domain import (
     ReviewDecision,
     Role,
 )
-from registry.errors import ConflictError, RuleViolationError
-from registry.expiry import run_expiry
-from registry.oversight import audit_report
-from registry.reviews import SelfReviewError
+from registry.requests import desk as requests
+from registry.retention.expiry import run_expiry
+from registry.watchlist import reviews
+from registry.watchlist.reviews import SelfReviewError
 from tests.conftest import REPO
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_joint_use import (  # noqa: F401  (fixtures)
@@ -239,10 +241,10 @@ def test_refusal_needs_a_ground_of_the_law_for_that_kind(registry: Registry) -> 
 def test_nuisance_only_entry_needs_a_case_specific_harm_justification_to_refuse(
         registry: Registry) -> None:
     """G-DSR-1: "Nuisance-act entries do not automatically qualify for the exception"."""
-    from registry import approval
     from registry.domain import OffenceCategory
-    from registry.requests import NuisanceExceptionError
-    from registry.watchlist import add_reoffence
+    from registry.requests.desk import NuisanceExceptionError
+    from registry.watchlist import approval
+    from registry.watchlist.entries import add_reoffence
     from tests.registry.conftest import incident
     ctx, mgr = registry.ctx, registry.user("mgr2")
     proposal = approval.propose(

@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 
 from mamoru.settings import ConfigError, get_settings
-from registry import watchlist
 from registry.clock import add_years
 from registry.config import RegistrySettings
 from registry.domain import EntryState
-from registry.expiry import run_expiry
+from registry.retention.expiry import run_expiry
+from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry, incident
 
 DAY = timedelta(days=1)

@@ -28,8 +28,8 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
-from registry import devices
-from registry.alerts import AlertIn, list_alerts, receive_alert
+from registry.accounts import devices
+from registry.alerts.queue import AlertIn, list_alerts, receive_alert
 from registry.api import schemas
 from registry.clock import (
     CLOCK_SKEW,

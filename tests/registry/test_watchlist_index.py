@@ -18,11 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mamoru.settings import MamoruSettings
-from mamoru.wiring import open_engine
-from models.engine import FaceEngine
-from registry import watchlist_index as wli
-from registry.watchlist_index import (
+from kernel import watchlist_index as wli
+from kernel.watchlist_index import (
     Hit,
     IndexedTemplate,
     IndexIntegrityError,
@@ -32,6 +29,9 @@ from registry.watchlist_index import (
     read_index_header,
     read_index_version,
 )
+from mamoru.settings import MamoruSettings
+from mamoru.wiring import open_engine
+from models.engine import FaceEngine
 from tests.conftest import image, main_face_embedding
 
 Vector = npt.NDArray[np.float32]
@@ -328,7 +328,7 @@ def test_a_failed_write_keeps_the_previous_version_and_no_temp_file(
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("registry.watchlist_index.os.replace", crash)
+    monkeypatch.setattr("kernel.watchlist_index.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         publish_index(published, key=key, version=8, pack=PACK, dim=DIM, templates=templates[1:])
     assert published.read_bytes() == before

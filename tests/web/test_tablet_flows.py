@@ -34,14 +34,14 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from kernel.durable import write_private_file
 from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry import devices
+from registry.accounts import devices
 from registry.clock import to_text, utc_now
 from registry.context import open_registry
-from registry.durable import write_private_file
 from tests.conftest import REPO
 from tests.registry.conftest import OBAMA, OBAMA2, PASSWORD, Registry
 from tests.web.browser import new_tablet_context, save_screenshot
@@ -333,8 +333,8 @@ def test_logging_out_ends_the_session_on_the_server(
 def desk(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
          face_data: Path) -> Iterator[tuple[RegistryServer, str, str]]:
     """A store where Obama is listed and his disclosure request, opened 20 days ago, is overdue."""
-    from registry import requests
     from registry.domain import IdentityMethod, RequestKind
+    from registry.requests import desk as requests
     data_dir = tmp_path / "data"
     reg = _registry_copy(registry_template, data_dir, engine_default, face_data)
     ctx = reg.ctx

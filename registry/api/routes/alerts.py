@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from registry.alerts import (
+from registry.alerts.queue import (
     alert_snapshot_png,
     alert_view,
     alert_views,

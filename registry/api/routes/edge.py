@@ -15,11 +15,11 @@ from typing import BinaryIO
 from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import StreamingResponse
 
-from registry.alerts import receive_alert
+from kernel.watchlist_index import read_index_header, read_index_header_from
+from registry.accounts.devices import BoxStatus
+from registry.alerts.queue import receive_alert
 from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
-from registry.devices import BoxStatus
-from registry.watchlist_index import read_index_header, read_index_header_from
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
 

@@ -38,11 +38,10 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from kernel.errors import AuthenticationError, RegistryError, RuleViolationError
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
-from registry import breach
-from registry import requests as desk
-from registry.alerts import (
+from registry.alerts.queue import (
     AlertView,
     alert_snapshot_png,
     alert_view,
@@ -97,15 +96,9 @@ from registry.api.sessions import (
     set_session_cookie,
 )
 from registry.api.uploads import decode_photo, photo_from_upload, photos_from_uploads
-from registry.approval import (
-    Photo,
-    approve,
-    assess_photo,
-    propose,
-    propose_from_alert,
-    reject,
-)
-from registry.breach_report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
+from registry.audit.oversight import OVERSIGHT_ROLES
+from registry.breach import incident as breach
+from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp
 from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
@@ -119,16 +112,23 @@ from registry.domain import (
     Role,
     User,
 )
-from registry.errors import AuthenticationError, RegistryError, RuleViolationError
-from registry.oversight import OVERSIGHT_ROLES
-from registry.reviews import review
+from registry.requests import desk
 from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES, REASON
-from registry.watchlist import (
+from registry.watchlist.approval import (
+    Photo,
+    approve,
+    assess_photo,
+    propose,
+    propose_from_alert,
+    reject,
+)
+from registry.watchlist.entries import (
     add_reoffence,
     correct,
     view,
     withdraw,
 )
+from registry.watchlist.reviews import review
 
 Anyone = Annotated[User, Depends(require_roles(*Role))]
 StaffOrManager = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER))]

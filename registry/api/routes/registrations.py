@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from pydantic import ValidationError
 
+from kernel.errors import RuleViolationError
 from registry.api.deps import ContextDep, EngineDep, NowDep, require_roles
 from registry.api.schemas import (
     EntryOut,
@@ -23,7 +24,9 @@ from registry.api.schemas import (
     ReasonIn,
 )
 from registry.api.uploads import MAX_PHOTOS, photo_from_upload, photos_from_uploads
-from registry.approval import (
+from registry.domain import ConfirmationKind, OffenceCategory, Role, User
+from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES
+from registry.watchlist.approval import (
     ProposalResult,
     approve,
     assess_photo,
@@ -32,10 +35,7 @@ from registry.approval import (
     propose_from_alert,
     reject,
 )
-from registry.domain import ConfirmationKind, OffenceCategory, Role, User
-from registry.errors import RuleViolationError
-from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES
-from registry.watchlist import view
+from registry.watchlist.entries import view
 
 router = APIRouter(prefix="/api/v1", tags=["registrations"])
 

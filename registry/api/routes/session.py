@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
+from kernel.errors import PermissionDeniedError, RuleViolationError
 from registry.api.deps import (
     ContextDep,
     CurrentSession,
@@ -34,7 +35,6 @@ from registry.api.sessions import (
     set_session_cookie,
 )
 from registry.domain import Role
-from registry.errors import PermissionDeniedError, RuleViolationError
 
 router = APIRouter(prefix="/api/v1/session", tags=["session"])
 

@@ -15,7 +15,7 @@ from registry.api.deps import ContextDep, NowDep, require_roles
 from registry.api.schemas import CorrectIn, EntryOut, IncidentIn, ReasonIn
 from registry.context import RegistryContext
 from registry.domain import EntryState, Role, User
-from registry.watchlist import (
+from registry.watchlist.entries import (
     add_reoffence,
     correct,
     erase,

@@ -26,13 +26,13 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from registry.audit import Action
+from kernel.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.clock import Timestamp, not_in_future, to_text
 from registry.context import RegistryContext
 from registry.domain import Alert, AlertStatus, Device, EntryState, Role, User
-from registry.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
 from registry.text import REASON
-from registry.users import require_role
 
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # decoded PNG
 MAX_SNAPSHOT_B64_CHARS = 4 * ((MAX_SNAPSHOT_BYTES + 2) // 3)

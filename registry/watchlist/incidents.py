@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from kernel.errors import RuleViolationError
 from registry.clock import checked, not_in_future
 from registry.domain import IncidentInput
-from registry.errors import RuleViolationError
 from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION
 
 

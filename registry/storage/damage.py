@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.errors import StoreDamagedError
+from kernel.errors import StoreDamagedError
 
 NOTHING_CHANGED = "nothing was changed"
 

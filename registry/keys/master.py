@@ -16,9 +16,9 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from registry.damage import key_file_damaged
-from registry.durable import make_private_dir, write_private_file
-from registry.errors import KeyFileError, NotInitialisedError
+from kernel.durable import make_private_dir, write_private_file
+from kernel.errors import KeyFileError, NotInitialisedError
+from registry.storage.damage import key_file_damaged
 
 KEY_BYTES = 32
 Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge", "joint-use"]

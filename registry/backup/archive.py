@@ -29,17 +29,17 @@ import sqlcipher3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.audit import ERASING_ACTIONS, Action
+from kernel.durable import make_private_dir, wipe_file, write_private_file
+from kernel.errors import RegistryError
+from kernel.watchlist_index import read_index_version
+from registry.accounts.devices import reapply_device_disables
+from registry.accounts.users import require_role
+from registry.audit.trail import ERASING_ACTIONS, Action
 from registry.clock import from_text, to_text
 from registry.context import RegistryContext, RegistryPaths
-from registry.devices import reapply_device_disables
 from registry.domain import EntryState, Role, User
-from registry.durable import make_private_dir, wipe_file, write_private_file
-from registry.errors import RegistryError
-from registry.keys import MasterKey, sqlcipher_pragma_value
-from registry.users import require_role
-from registry.watchlist import close_entry
-from registry.watchlist_index import read_index_version
+from registry.keys.master import MasterKey, sqlcipher_pragma_value
+from registry.watchlist.entries import close_entry
 
 MAGIC = b"MAMORU-BACKUP-1\n"
 SUFFIX = ".backup"

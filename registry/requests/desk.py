@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kernel.errors import ConflictError, NotFoundError, RuleViolationError
 from models.engine import FaceEngine
-from registry.audit import Action
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import (
@@ -55,14 +57,12 @@ from registry.domain import (
     Role,
     User,
 )
-from registry.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.joint_use.bundle import ForwardedRequest, RequestAnswer
 from registry.joint_use.objections import record_objection
-from registry.reasons import required_reason
 from registry.repository import AuditRow
 from registry.storage.requests_repository import RequestRepository
-from registry.users import require_role
-from registry.watchlist import correct, erase
+from registry.watchlist.entries import correct, erase
+from registry.watchlist.reasons import required_reason
 
 Image = npt.NDArray[np.uint8]
 MAX_CONTACT = 500

@@ -38,10 +38,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.damage import key_file_damaged
-from registry.durable import write_private_file
-from registry.errors import KeyFileError, NotInitialisedError
-from registry.keys import KEY_BYTES, MasterKey
+from kernel.durable import write_private_file
+from kernel.errors import KeyFileError, NotInitialisedError
+from registry.keys.master import KEY_BYTES, MasterKey
+from registry.storage.damage import key_file_damaged
 
 CREDENTIAL_NAME = "mamoru-master-key"
 WRAPPED_FORMAT = "mamoru-wrapped-key/1"

@@ -19,27 +19,27 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from models.engine import FaceEngine
-from models.face import DetectedFace
-from models.quality import QualityPolicy, QualityVerdict
-from registry.audit import Action
-from registry.context import RegistryContext
-from registry.criteria import criteria_version
-from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
-from registry.errors import (
+from kernel.errors import (
     ConflictError,
     NotFoundError,
     QualityRejectedError,
     RuleViolationError,
     SelfApprovalError,
 )
-from registry.incidents import validate_incident
-from registry.masking import mask_faces
-from registry.reasons import required_reason
-from registry.retention import expiry_for
+from kernel.masking import mask_faces
+from models.engine import FaceEngine
+from models.face import DetectedFace
+from models.quality import QualityPolicy, QualityVerdict
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
+from registry.context import RegistryContext
+from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
+from registry.retention.period import expiry_for
 from registry.text import DISPLAY_NAME, FEATURES
-from registry.users import require_role
-from registry.watchlist import EntryView, close_entry, list_entries
+from registry.watchlist.criteria import criteria_version
+from registry.watchlist.entries import EntryView, close_entry, list_entries
+from registry.watchlist.incidents import validate_incident
+from registry.watchlist.reasons import required_reason
 
 Image = npt.NDArray[np.uint8]
 

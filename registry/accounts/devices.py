@@ -19,11 +19,11 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from registry.audit import Action
+from kernel.errors import AuthenticationError, NotFoundError, RuleViolationError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import Device, Role, User
-from registry.errors import AuthenticationError, NotFoundError, RuleViolationError
-from registry.users import require_role
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 TOKEN_BYTES = 32  # 256 bits

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from registry.audit import Action
-from registry.breach import stop_use_right_list
+from kernel.errors import ConflictError, NotFoundError, RuleViolationError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
+from registry.breach.incident import stop_use_right_list
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, IncidentInput, Role, User
-from registry.errors import ConflictError, NotFoundError, RuleViolationError
-from registry.incidents import validate_incident
 from registry.joint_use.errors import ImportedEntryError
-from registry.reasons import required_reason
-from registry.retention import expiry_for
+from registry.retention.period import expiry_for
 from registry.text import DISPLAY_NAME, FEATURES
-from registry.users import require_role
+from registry.watchlist.incidents import validate_incident
+from registry.watchlist.reasons import required_reason
 
 
 def _entry(ctx: RegistryContext, entry_id: str) -> Entry:

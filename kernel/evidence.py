@@ -29,8 +29,8 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.durable import make_private_dir, wipe_file, write_private_file
-from registry.errors import RegistryError
+from kernel.durable import make_private_dir, wipe_file, write_private_file
+from kernel.errors import RegistryError
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per file

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from registry.audit import Action
+from kernel.errors import NotFoundError, RuleViolationError
+from registry.accounts.devices import disable_device
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.clock import from_text, to_text
 from registry.context import RegistryContext
-from registry.devices import disable_device
 from registry.domain import EntryState, Role, User
-from registry.errors import NotFoundError, RuleViolationError
-from registry.users import require_role
 
 JST = ZoneInfo("Asia/Tokyo")
 PRELIMINARY_TARGET_DAY, PRELIMINARY_DAY, FINAL_DAY, FINAL_DAY_MALICIOUS = 3, 5, 30, 60
@@ -293,7 +293,7 @@ def contain_disable_devices(ctx: RegistryContext, *, actor: User, incident_id: s
 def contain_rotate_key(ctx: RegistryContext, *, actor: User, incident_id: str,
                        now: datetime) -> Path:
     """A new master key for every file (admin); old backups wiped. The fresh backup's path."""
-    from registry.key_rotation import rotate_key  # rotation imports the backup machinery
+    from registry.keys.rotation import rotate_key  # rotation imports the backup machinery
 
     get_incident(ctx, incident_id)
     backup = rotate_key(ctx, actor=actor, now=now)

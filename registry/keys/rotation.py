@@ -15,12 +15,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from registry.backup import SUFFIX, create_backup
+from kernel.durable import wipe_file
+from registry.accounts.users import require_role
+from registry.backup.archive import SUFFIX, create_backup
 from registry.context import RegistryContext, finish_rotation, pending_custody
 from registry.domain import Role, User
-from registry.durable import wipe_file
-from registry.keys import new_master_key
-from registry.users import require_role
+from registry.keys.master import new_master_key
 
 
 def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.errors import RuleViolationError
+from kernel.errors import RuleViolationError
 from registry.text import REASON
 
 

@@ -24,15 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from registry import requests
-from registry.alerts import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
-from registry.audit import Action
-from registry.backup import backup_needs_from, prune_backups
+from registry.alerts.queue import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
+from registry.audit.trail import Action
+from registry.backup.archive import backup_needs_from, prune_backups
 from registry.clock import add_years, to_text
 from registry.context import RegistryContext
 from registry.domain import EntryState
 from registry.repository import AuditRow
-from registry.watchlist import close_entry
+from registry.requests import desk as requests
+from registry.watchlist.entries import close_entry
 
 EXPIRY_ACTOR = "expiry-job"
 

@@ -82,8 +82,8 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.durable import make_private_dir, temp_prefix, write_private_file
-from registry.errors import RegistryError
+from kernel.durable import make_private_dir, temp_prefix, write_private_file
+from kernel.errors import RegistryError
 
 MAGIC = b"MAMORUIX"
 FORMAT_VERSION = 1

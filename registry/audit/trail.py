@@ -28,8 +28,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kernel.durable import write_private_file
 from registry.clock import from_text, to_text
-from registry.durable import write_private_file
 from registry.repository import AuditRow, RegistryRepository
 
 GENESIS = "0" * 64

@@ -13,8 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from registry import breach
-from registry.breach import BreachIncident, Containment, Ground
+from registry.breach import incident as breach
+from registry.breach.incident import BreachIncident, Containment, Ground
 from registry.context import RegistryContext
 from registry.domain import User
 

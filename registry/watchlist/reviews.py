@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from registry.audit import Action
+from kernel.errors import ConflictError, NotFoundError, SelfApprovalError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryReview, EntryState, ReviewDecision, Role, User
-from registry.errors import ConflictError, NotFoundError, SelfApprovalError
-from registry.reasons import required_reason
 from registry.storage.requests_repository import RequestRepository
-from registry.users import require_role
-from registry.watchlist import withdraw
+from registry.watchlist.entries import withdraw
+from registry.watchlist.reasons import required_reason
 
 
 class SelfReviewError(SelfApprovalError):

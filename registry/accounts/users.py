@@ -8,9 +8,9 @@ from datetime import datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from registry.audit import Action, AuditTrail
+from kernel.errors import AuthenticationError, PermissionDeniedError, RuleViolationError
+from registry.audit.trail import Action, AuditTrail
 from registry.domain import Role, User
-from registry.errors import AuthenticationError, PermissionDeniedError, RuleViolationError
 from registry.repository import RegistryRepository
 
 _HASHER = PasswordHasher()

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from registry import damage
-from registry.backup import SUFFIX as BACKUP_SUFFIX
-from registry.backup import BackupError, read_backup
+from kernel.errors import StoreDamagedError
+from kernel.evidence import EvidenceError, EvidenceNotFoundError
+from kernel.watchlist_index import WatchlistIndex, WatchlistIndexError
+from registry.backup.archive import SUFFIX as BACKUP_SUFFIX
+from registry.backup.archive import BackupError, read_backup
 from registry.context import RegistryContext
-from registry.errors import StoreDamagedError
-from registry.evidence import EvidenceError, EvidenceNotFoundError
 from registry.joint_use.errors import StoreKeysError
 from registry.joint_use.keys import load_store_keys
+from registry.storage import damage
 from registry.storage.database import schema_problems
-from registry.watchlist_index import WatchlistIndex, WatchlistIndexError
 
 
 @dataclass

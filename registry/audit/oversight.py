@@ -12,13 +12,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from registry import requests, reviews
-from registry.audit import Action, ChainReport
+from kernel.errors import RuleViolationError
+from registry.accounts.users import require_role
+from registry.audit.trail import Action, ChainReport
 from registry.clock import utc_now
 from registry.context import RegistryContext
 from registry.domain import Role, User
-from registry.errors import RuleViolationError
-from registry.users import require_role
+from registry.requests import desk as requests
+from registry.watchlist import reviews
 
 OVERSIGHT_ROLES = (Role.AUDITOR, Role.ADMIN, Role.MANAGER)
 MAX_RECORDS = 1000

@@ -1,0 +1,1 @@
+"""Staff accounts, their sessions and the edge boxes (devices) the registry trusts."""

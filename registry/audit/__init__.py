@@ -1,0 +1,1 @@
+"""The append-only audit trail and what auditors read from it."""

@@ -1,0 +1,1 @@
+"""Encrypted backups that cannot bring an erased person back."""

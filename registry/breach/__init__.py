@@ -1,0 +1,3 @@
+"""Personal-data breach response: the incident record, its deadlines and the report drafts
+(G-BRE).
+"""

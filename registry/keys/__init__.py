@@ -1,0 +1,1 @@
+"""The registry's master key: the key file, its custody, and its rotation."""
