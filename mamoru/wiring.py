@@ -6,7 +6,9 @@ import getpass
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from edge.archive import SnapshotArchive
@@ -16,9 +18,12 @@ from edge.outbox import Delivery, Outbox
 from kernel.durable import wipe_file
 from kernel.errors import KeyFileError
 from kernel.evidence import EvidenceStore
+from mamoru import __version__
 from mamoru.settings import ConfigError, MamoruSettings
 from models.engine import FaceEngine
 from models.packs import PackCatalogue
+from registry.api.host import ApiHost
+from registry.clock import utc_now
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
 from registry.keys.custody import (
     CredentialKey,
@@ -42,6 +47,23 @@ def open_engine(
         accept_licence=accept_licence or settings.engine.accept_noncommercial_licence,
         threshold=settings.engine.match_threshold,
     )
+
+
+def api_host(settings: MamoruSettings, *, engine: FaceEngine | None = None,
+             clock: Callable[[], datetime] = utc_now) -> ApiHost:
+    """What `create_app` needs from this installation: its settings and how to open things.
+
+    `engine`: an already opened face engine (the caller owns it); by default the
+    configured one is opened when the app starts. `clock`: tests pass one they can move.
+    """
+
+    def engine_factory() -> FaceEngine:
+        return engine if engine is not None else open_engine(settings)
+
+    return ApiHost(registry=settings.registry, web=settings.web,
+                   registration_quality=settings.quality.registration,
+                   open_registry=lambda: open_registry_from(settings),
+                   open_engine=engine_factory, version=__version__, clock=clock)
 
 
 def key_passphrase() -> str:

@@ -19,7 +19,7 @@ import typer
 
 from mamoru.settings import ConfigError, get_settings
 from mamoru.tls import TlsFiles, ensure_certificate, load_certificate, server_context
-from mamoru.wiring import open_engine, open_registry_from
+from mamoru.wiring import api_host, open_engine, open_registry_from
 
 
 def is_loopback(host: str) -> bool:
@@ -90,8 +90,8 @@ def serve(
             typer.echo(f"warning: the certificate is not valid for {host}", err=True)
         ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key),
                "ssl_context_factory": _context_factory(tls)}
-    uvicorn.run(create_app(settings, engine=engine), host=host, port=port, server_header=False,
-                proxy_headers=False, log_level="info", **ssl)  # type: ignore[arg-type]
+    uvicorn.run(create_app(api_host(settings, engine=engine)), host=host, port=port,
+                server_header=False, proxy_headers=False, log_level="info", **ssl)  # type: ignore[arg-type]
 
 
 def _context_factory(files: TlsFiles) -> Callable[[Any, Callable[[], SSLContext]], SSLContext]:

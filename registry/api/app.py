@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the registry's FastAPI application.
+"""`create_app(host)`: the registry's FastAPI application.
 
 Nothing happens at import. The registry and the face engine are opened once
 per app, when the app starts (its lifespan), and closed when it stops; every
@@ -6,8 +6,11 @@ request shares them under one lock (`gate.RegistryGate`). The interactive
 docs and the OpenAPI schema are not served (the API has exactly the callers
 it was built for); `app.openapi()` still describes it, for tests and tools.
 
-    app = create_app(get_settings())
+    app = create_app(mamoru.wiring.api_host(get_settings()))
     uvicorn.run(app, host="127.0.0.1", port=8443)   # or `mamoru serve`
+
+Everything it needs from the installation comes in the `ApiHost` (`host.py`):
+this package never imports `mamoru`.
 
 Who may call what: edge boxes their bearer token (`routes/edge.py`); people
 their session cookie, with roles per route (`routes/session.py`, `alerts.py`,
@@ -19,21 +22,17 @@ rate limit, then the body limit; every HTTPS answer carries HSTS (`hsts.py`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 
 from fastapi import FastAPI
 
-from mamoru import __version__
-from mamoru.settings import MamoruSettings
-from mamoru.wiring import open_engine, open_registry_from
-from models.engine import FaceEngine
 from registry.accounts.devices import BoxStatusBoard
 from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS
 from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
 from registry.api.gate import RegistryGate
+from registry.api.host import ApiHost
 from registry.api.hsts import StrictTransportSecurity
 from registry.api.limits import RateLimits, RequestLimits
 from registry.api.routes import (
@@ -48,7 +47,6 @@ from registry.api.routes import (
     watchlist,
 )
 from registry.api.uploads import MAX_PHOTO_BYTES, MAX_PHOTOS
-from registry.clock import utc_now
 from registry.notice.publication import publish_notice
 
 # The largest alert (an 8 MB PNG as base64) plus room for its other fields.
@@ -61,21 +59,15 @@ UPLOAD_PATH_PREFIXES = ("/api/v1/proposals", "/api/v1/quality-check", "/propose"
 LOGIN_PATHS = frozenset({"/api/v1/session", "/login"})
 
 
-def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
-               clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The API for the registry `settings` point to; opened when the app starts.
-
-    `engine`: an already opened face engine to use (the app does not own it);
-    by default the configured one is opened at start-up. `clock`: the time the
-    app runs on (sessions, decisions); tests pass one they can move.
-    """
+def create_app(host: ApiHost) -> FastAPI:
+    """The API for the registry `host` opens; opened when the app starts."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        face_engine = engine if engine is not None else open_engine(settings)
-        registry = open_registry_from(settings)
+        face_engine = host.open_engine()
+        registry = host.open_registry()
         try:
-            publish_notice(registry, now=clock(), actor="system")  # recorded if it changed
+            publish_notice(registry, now=host.clock(), actor="system")  # recorded if it changed
         except BaseException:
             registry.close()
             raise
@@ -87,20 +79,18 @@ def create_app(settings: MamoruSettings, *, engine: FaceEngine | None = None,
             app.state.registry = None
             gate.close()
 
-    app = FastAPI(title="mamoru registry", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="mamoru registry", version=host.version, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings = settings
-    app.state.web = settings.web
-    app.state.clock = clock
+    app.state.host = host
     app.state.box_status = BoxStatusBoard()
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
                        path_limits={
                            **dict.fromkeys(UPLOAD_PATH_PREFIXES, MAX_UPLOAD_REQUEST_BYTES),
-                           joint_use.BUNDLES_PATH: joint_use.max_bundle_body(settings.registry)})
+                           joint_use.BUNDLES_PATH: joint_use.max_bundle_body(host.registry)})
     # Added last, so it runs first: a refused request costs no body read.
-    app.add_middleware(RateLimits, per_minute=settings.web.rate_limit_per_minute,
-                       login_per_minute=settings.web.login_rate_limit_per_minute,
+    app.add_middleware(RateLimits, per_minute=host.web.rate_limit_per_minute,
+                       login_per_minute=host.web.login_rate_limit_per_minute,
                        login_paths=LOGIN_PATHS)
     app.add_middleware(StrictTransportSecurity)  # outermost: refusals carry it too
     for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, notice,

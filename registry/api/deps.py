@@ -34,17 +34,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kernel.errors import AuthenticationError
 from models.engine import FaceEngine
 from registry.accounts.devices import BoxStatusBoard, authenticate_device
+from registry.accounts.sessions import SessionUser, resolve_session
 from registry.accounts.users import require_role
 from registry.api.gate import RegistryGate
-from registry.api.sessions import (
-    COOKIE_NAME,
-    CSRF_FIELD,
-    CSRF_HEADER,
-    SAFE_METHODS,
-    SessionUser,
-    require_csrf,
-    resolve_session,
-)
+from registry.api.host import ApiHost
+from registry.api.sessions import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, SAFE_METHODS, require_csrf
 from registry.config import WebSettings
 from registry.context import RegistryContext
 from registry.domain import Device, Role, User
@@ -53,7 +47,7 @@ from registry.requests import desk as requests
 __all__ = [
     "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",
     "GUARDS",
-    "GateDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
+    "GateDep", "HostDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
     "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
     "require_roles", "route_roles", "unguarded_routes",
 ]
@@ -85,10 +79,19 @@ def get_engine(request: Request, ctx: ContextDep) -> FaceEngine:
 EngineDep = Annotated[FaceEngine, Depends(get_engine)]
 
 
-def get_now(request: Request) -> datetime:
+def get_host(request: Request) -> ApiHost:
+    """What the installation gave the app (`create_app(host)`): settings, factories, clock."""
+    host = request.app.state.host
+    assert isinstance(host, ApiHost)
+    return host
+
+
+HostDep = Annotated[ApiHost, Depends(get_host)]
+
+
+def get_now(host: HostDep) -> datetime:
     """The app's clock (UTC); tests give the app a clock they can move."""
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock()
+    return host.clock()
 
 
 NowDep = Annotated[datetime, Depends(get_now)]
@@ -102,10 +105,8 @@ def get_box_board(request: Request) -> BoxStatusBoard:
 BoxBoardDep = Annotated[BoxStatusBoard, Depends(get_box_board)]
 
 
-def get_web_settings(request: Request) -> WebSettings:
-    web = request.app.state.web
-    assert isinstance(web, WebSettings)
-    return web
+def get_web_settings(host: HostDep) -> WebSettings:
+    return host.web
 
 
 WebDep = Annotated[WebSettings, Depends(get_web_settings)]

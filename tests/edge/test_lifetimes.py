@@ -36,7 +36,7 @@ from edge.outbox import Delivery, Outbox
 from edge.status import StatusReporter
 from kernel.evidence import EvidenceIntegrityError, EvidenceStore
 from mamoru.demo.cameras import RtspServer, free_port
-from mamoru.wiring import rekey_edge_copies
+from mamoru.wiring import api_host, rekey_edge_copies
 from registry.accounts.devices import add_device
 from registry.alerts.queue import dismiss_alert, list_alerts
 from registry.api.app import create_app
@@ -306,7 +306,7 @@ def test_each_ending_of_an_alert_copy_wipes_it_and_its_snapshot(registry: Regist
     watchlist.erase(registry.ctx, actor=registry.user("mgr1"), entry_id=erased,
                     reason="erasure request", now=T0)
     token = add_device(registry.ctx, admin=registry.user("admin"), name="box-1", now=T0)
-    with TestClient(create_app(registry.settings, engine=registry.engine)) as client:
+    with TestClient(create_app(api_host(registry.settings, engine=registry.engine))) as client:
         outbox, archive = _outbox(registry, Delivery(str(client.base_url), token))
         alerts = [_alert(registry, listed), _alert(registry, erased),
                   _alert(registry, listed, score=0.1)]  # below threshold: refused (422)

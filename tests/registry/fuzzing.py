@@ -40,6 +40,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from mamoru.demo.cameras import free_port
+from mamoru.wiring import api_host
 from registry.accounts import devices
 from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
@@ -228,4 +229,4 @@ def device(token: str) -> Identity:
 
 def app_for_schema(reg: Registry) -> FastAPI:
     """The app as `mamoru serve` builds it (not started: only its routes are read)."""
-    return create_app(reg.settings, engine=reg.engine)
+    return create_app(api_host(reg.settings, engine=reg.engine))

@@ -19,6 +19,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from mamoru.settings import MamoruSettings
+from mamoru.wiring import api_host
 from registry.accounts import devices
 from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
@@ -140,5 +141,5 @@ class Api:
 
 
 def start_app(reg: Registry, clock: Clock, **web: Any) -> TestClient:
-    app = create_app(web_settings(reg.settings, **web), engine=reg.engine, clock=clock)
+    app = create_app(api_host(web_settings(reg.settings, **web), engine=reg.engine, clock=clock))
     return TestClient(app, base_url=BASE_URL)

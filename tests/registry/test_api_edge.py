@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 from kernel.errors import AuthenticationError
 from kernel.evidence import MAGIC as EVIDENCE_MAGIC
 from kernel.watchlist_index import WatchlistIndex, read_index_version
+from mamoru.wiring import api_host
 from registry.accounts import devices
 from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS, list_alerts
 from registry.api.app import MAX_REQUEST_BYTES, create_app
@@ -97,7 +98,7 @@ def edge(registry: Registry) -> Iterator[Edge]:
     token = devices.add_device(registry.ctx, admin=registry.user("admin"), name="box-1", now=T0)
     # The snapshot an edge box would send: a frame of the matched person (another photo).
     snapshot = registry.image(OBAMA2)
-    with TestClient(create_app(registry.settings, engine=registry.engine)) as client:
+    with TestClient(create_app(api_host(registry.settings, engine=registry.engine))) as client:
         yield Edge(registry, client, token, entry_id, snapshot)
 
 

@@ -44,6 +44,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
+from mamoru.wiring import api_host
 from registry.api.app import create_app
 from registry.api.deps import api_routes
 from tests.conftest import REPO
@@ -309,7 +310,8 @@ def test_an_unexpected_failure_reaches_the_log_with_its_traceback(
     damaged database (a table gone), which no input check can turn into a 4xx.
     """
     registry.register(OBAMA)
-    app = create_app(web_settings(registry.settings), engine=registry.engine, clock=Clock())
+    app = create_app(api_host(web_settings(registry.settings), engine=registry.engine,
+                              clock=Clock()))
     # As a server answers it: the 500, not the exception re-raised into the test.
     with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:
         manager = log_in(client, "mgr1")

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from kernel.errors import RuleViolationError
+from registry.accounts.sessions import LOGIN_REFUSED, TOUCH_INTERVAL
 from registry.accounts.users import disable_user
 from registry.api.app import MAX_UPLOAD_REQUEST_BYTES
 from registry.api.html import LOGIN_CSRF_COOKIE
-from registry.api.sessions import COOKIE_NAME, LOGIN_REFUSED, TOUCH_INTERVAL
+from registry.api.sessions import COOKIE_NAME
 from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit.trail import Action
 from registry.domain import AlertStatus, EntryState

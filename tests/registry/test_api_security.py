@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
+from registry.accounts.sessions import conclude_login
 from registry.api.app import MAX_REQUEST_BYTES
 from registry.api.deps import RouteInfo, api_routes, route_roles
-from registry.api.sessions import COOKIE_NAME, CSRF_HEADER, conclude_login
+from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.context import open_registry
 from registry.domain import Role
 from tests.registry.conftest import OBAMA, Registry
@@ -170,7 +171,7 @@ def _refused_anonymous(route: RouteInfo, answer: httpx.Response) -> bool:
 
 def _throwaway_session(api: Api, name: str) -> Person:
     """A second session for `name`, started without the (slow) password check."""
-    web = api.client.app.state.web  # type: ignore[attr-defined]
+    web = api.client.app.state.host.web  # type: ignore[attr-defined]
     issued = conclude_login(api.reg.ctx, web, username=name, password_ok=True,
                             now=api.clock.now)
     return Person(api.client, name, issued.token, issued.session.csrf_token)

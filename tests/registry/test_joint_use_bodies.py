@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from mamoru.settings import MamoruSettings
-from mamoru.wiring import index_spec, registry_paths
+from mamoru.wiring import api_host, index_spec, registry_paths
 from models.engine import FaceEngine
 from registry.accounts import devices
 from registry.api.app import create_app
@@ -125,7 +125,7 @@ async def _call(app: Any, path: str, headers: dict[str, str], body: Pulled) -> t
 
 @contextmanager
 def _app(settings: MamoruSettings, engine: FaceEngine) -> Iterator[tuple[Any, TestClient]]:
-    app = create_app(settings, engine=engine)
+    app = create_app(api_host(settings, engine=engine))
     with TestClient(app) as client:  # runs the lifespan: the registry is opened
         yield app, client
 
@@ -347,8 +347,9 @@ def _serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[
     """The real app under a real uvicorn server on loopback, in this process (so a test can
     slow down one of our functions); its base URL."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    app = create_app(api_host(settings, engine=engine))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -30,7 +30,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from registry.api.deps import GateDep, NowDep, allow_public
+from registry.api.deps import GateDep, HostDep, NowDep, allow_public
 from registry.api.gate import RegistryGate
 from registry.api.limits import BodyStream
 from registry.config import RegistrySettings
@@ -125,9 +125,9 @@ async def _authenticated_body(request: Request, rx: Receiver, gate: RegistryGate
     **_ERRORS}, openapi_extra={"requestBody": {"required": True, "content": {
         BUNDLE_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 @allow_public  # authenticated by the bundle's signed header, then its signed content
-async def push_bundle(request: Request, gate: GateDep, now: NowDep) -> Response:
+async def push_bundle(request: Request, gate: GateDep, now: NowDep, host: HostDep) -> Response:
     """Authenticate, verify and apply one bundle whole (or refuse it whole); the receipt."""
-    settings: RegistrySettings = request.app.state.settings.registry
+    settings = host.registry
     if settings.joint_use_scheme is None:
         raise HTTPException(404, "joint use is not configured at this store")
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

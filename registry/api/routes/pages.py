@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from kernel.errors import AuthenticationError, RegistryError, RuleViolationError
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
+from registry.accounts.sessions import SessionUser, log_out, resolve_session
 from registry.alerts.queue import (
     AlertView,
     alert_snapshot_png,
@@ -58,6 +59,7 @@ from registry.api.deps import (
     WebDep,
     allow_public,
     get_gate,
+    get_host,
     require_roles,
 )
 from registry.api.errors import status_of
@@ -86,15 +88,7 @@ from registry.api.page_data import (
 )
 from registry.api.routes.session import check_same_origin
 from registry.api.schemas import IncidentIn
-from registry.api.sessions import (
-    COOKIE_NAME,
-    SessionUser,
-    clear_session_cookie,
-    log_in,
-    log_out,
-    resolve_session,
-    set_session_cookie,
-)
+from registry.api.sessions import COOKIE_NAME, clear_session_cookie, log_in, set_session_cookie
 from registry.api.uploads import decode_photo, photo_from_upload, photos_from_uploads
 from registry.audit.oversight import OVERSIGHT_ROLES
 from registry.breach import incident as breach
@@ -154,10 +148,11 @@ DisplayName = Annotated[str, Form(), DISPLAY_NAME]
 def rerender(request: Request, page: str, message: str, status: int) -> HTMLResponse | None:
     """A failed request's page again, with the message; None if there is no session."""
     gate = get_gate(request)
-    now = request.app.state.clock()
+    host = get_host(request)
+    now = host.clock()
     with gate.use() as ctx:
         try:
-            current = resolve_session(ctx, request.app.state.web,
+            current = resolve_session(ctx, host.web,
                                       token=request.cookies.get(COOKIE_NAME), now=now)
         except AuthenticationError:
             return None
@@ -192,13 +187,11 @@ def _done(path: str, notice: str, anchor: str = "") -> RedirectResponse:
 
 def _criteria(request: Request) -> RegistrationCriteria:
     """The written registration criteria the registry was opened with (G-REG-2)."""
-    criteria: RegistrationCriteria = request.app.state.settings.registry.criteria
-    return criteria
+    return get_host(request).registry.criteria
 
 
 def _policy(request: Request) -> QualityPolicy:
-    policy: QualityPolicy = request.app.state.settings.quality.registration
-    return policy
+    return get_host(request).registration_quality
 
 
 # --- static files, login, logout ---------------------------------------------------------

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from pydantic import ValidationError
 
 from kernel.errors import RuleViolationError
-from registry.api.deps import ContextDep, EngineDep, NowDep, require_roles
+from registry.api.deps import ContextDep, EngineDep, HostDep, NowDep, require_roles
 from registry.api.schemas import (
     EntryOut,
     IncidentIn,
@@ -61,18 +61,16 @@ def _proposal_out(result: ProposalResult) -> ProposalOut:
 
 @router.post("/quality-check", response_model=QualityOut, responses=_UPLOAD_ERRORS)
 def quality_check(photo: Annotated[UploadFile, File(description="one photo")],
-                  engine: EngineDep, request: Request, user: StaffOrManager) -> QualityOut:
+                  engine: EngineDep, host: HostDep, user: StaffOrManager) -> QualityOut:
     """Would this photo pass the registration gate (G-REG-1)? Nothing is stored."""
-    settings = request.app.state.settings
-    assessment = assess_photo(engine, settings.quality.registration,
-                              photo_from_upload(photo).image)
+    assessment = assess_photo(engine, host.registration_quality, photo_from_upload(photo).image)
     return QualityOut.model_validate(assessment.to_dict())
 
 
 @router.post("/proposals", status_code=201, response_model=ProposalOut,
              responses=_UPLOAD_ERRORS)
 def create_proposal(
-    request: Request,
+    host: HostDep,
     photos: Annotated[list[UploadFile], File(description=f"1 to {MAX_PHOTOS} photos, 8 MB each")],
     category: Annotated[OffenceCategory, Form()],
     occurred_at: Annotated[str, Form(max_length=40,
@@ -97,7 +95,7 @@ def create_proposal(
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise RuleViolationError(f"{where}: {problem['msg']}") from None
-    result = propose(ctx, engine, request.app.state.settings.quality.registration, actor=user,
+    result = propose(ctx, engine, host.registration_quality, actor=user,
                      photos=photos_from_uploads(photos), incident=incident.to_input(),
                      features=features, display_name=name, now=now)
     return _proposal_out(result)
@@ -107,12 +105,12 @@ def create_proposal(
              responses={404: {"description": "no such alert"},
                         409: {"description": "the alert's snapshot was erased"},
                         **_UPLOAD_ERRORS})
-def create_proposal_from_alert(alert_id: AlertId, body: ProposalFromAlertIn, request: Request,
+def create_proposal_from_alert(alert_id: AlertId, body: ProposalFromAlertIn, host: HostDep,
                                engine: EngineDep, ctx: ContextDep, user: StaffOrManager,
                                now: NowDep) -> ProposalOut:
     """Propose the person in an alert's snapshot (the face that matched is the subject)."""
     result = propose_from_alert(
-        ctx, engine, request.app.state.settings.quality.registration, actor=user,
+        ctx, engine, host.registration_quality, actor=user,
         alert_id=alert_id, incident=body.incident.to_input(), features=body.features,
         display_name=body.display_name, now=now)
     return _proposal_out(result)

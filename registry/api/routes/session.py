@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from kernel.errors import PermissionDeniedError, RuleViolationError
+from registry.accounts.sessions import IssuedSession, SessionUser, log_out
 from registry.api.deps import (
     ContextDep,
     CurrentSession,
@@ -26,14 +27,7 @@ from registry.api.deps import (
     require_roles,
 )
 from registry.api.schemas import LoginIn, SessionOut
-from registry.api.sessions import (
-    IssuedSession,
-    SessionUser,
-    clear_session_cookie,
-    log_in,
-    log_out,
-    set_session_cookie,
-)
+from registry.api.sessions import clear_session_cookie, log_in, set_session_cookie
 from registry.domain import Role
 
 router = APIRouter(prefix="/api/v1/session", tags=["session"])
