@@ -297,17 +297,6 @@ def plan(engine: FaceEngine, settings: EdgeSettings, policy: QualityPolicy, sour
     return costs, hardware
 
 
-def compose_source(folder: Path, engine: FaceEngine, face_data: Path, seconds: float) -> Path:
-    """A 1080p walk-past scene from the packaged real photos (five strangers + one walker)."""
-    from mamoru.demo.scene import cast, compose_walk_past
-
-    listed, strangers = cast(face_data, strangers=5)
-    truth = compose_walk_past(folder / "scene-1080p.mp4", listed, strangers, size=(1920, 1080),
-                              fps=25, seconds=seconds, listed_enters_at=seconds * 0.2,
-                              listed_leaves_at=seconds * 0.8, engine=engine, face_data=face_data)
-    return truth.path
-
-
 def plan_table(costs: Sequence[ProfileCost]) -> str:
     """The installer's table, one row per profile."""
     headers = ("profile", "stream", "analysed fps", "decode ms/s", "analysis ms/s",

@@ -19,6 +19,7 @@ from edge.logs import configure_json_logging
 from edge.loop import AlertListener, EdgeLoop
 from mamoru.settings import ConfigError, get_settings
 from mamoru.wiring import open_edge_parts
+from models.engine import FaceEngine
 
 app = typer.Typer(help="The in-store edge loop.")
 
@@ -95,7 +96,6 @@ def plan_command(
         DEFAULT_PROFILES,
         PlanError,
         StreamProfile,
-        compose_source,
         load_hint,
         plan,
         plan_table,
@@ -112,7 +112,7 @@ def plan_command(
         raise ConfigError(f"--clip {clip}: no such file")
     engine = open_engine(settings)
     with tempfile.TemporaryDirectory(prefix="mamoru-plan-") as name:
-        source = clip or compose_source(Path(name), engine, data_root(settings.cache_dir), seconds)
+        source = clip or _compose_source(Path(name), engine, data_root(settings.cache_dir), seconds)
         try:
             costs, hardware = plan(engine, settings.edge, settings.quality.matching, source,
                                    profiles, seconds=seconds, target=target)
@@ -128,3 +128,17 @@ def plan_command(
                f"({best.profile.label}, faces big enough to match); every frame a stream sends "
                f"is decoded, so set each camera's analysis stream to "
                f"{settings.edge.analysis_fps:g} fps")
+
+
+def _compose_source(folder: Path, engine: FaceEngine, face_data: Path, seconds: float) -> Path:
+    """A 1080p walk-past scene from the packaged real photos (five strangers + one walker).
+
+    Made here, not in `edge.plan`: the box's code imports no demo material.
+    """
+    from mamoru.demo.scene import cast, compose_walk_past
+
+    listed, strangers = cast(face_data, strangers=5)
+    truth = compose_walk_past(folder / "scene-1080p.mp4", listed, strangers, size=(1920, 1080),
+                              fps=25, seconds=seconds, listed_enters_at=seconds * 0.2,
+                              listed_leaves_at=seconds * 0.8, engine=engine, face_data=face_data)
+    return truth.path
