@@ -44,16 +44,21 @@ $(INSTALLED): $(LOCK) pyproject.toml
 install: $(INSTALLED)
 
 # Regenerates both locks with uv (pinned; installed into a throw-away venv, removed
-# after). Resolved for CPython 3.11 on manylinux_2_28 x86_64; each pin lists the
-# hashes of all its files, and every pinned version also has a linux aarch64 wheel
-# for CPython 3.11 (the same resolution comes out for aarch64-manylinux_2_28), so
-# one lock serves x86_64 boxes and an aarch64 Jetson alike (on a Jetson, the
-# locked onnxruntime is PyPI's CPU build). The runtime lock is constrained to the
-# test lock's versions: a store box runs the versions the tests ran.
+# after), chosen over pip-tools for --excludes: opencv-python is kept out of the
+# resolution itself, not just dropped from the output after being resolved. uv keeps
+# the versions already in a lock where they still fit; `make lock LOCK_FLAGS=--upgrade`
+# moves everything to the newest. The runtime lock is constrained to the test lock's
+# versions: a store box runs the versions the tests ran.
+# Platforms: resolved for CPython 3.11 on manylinux_2_28 x86_64, and each pin lists
+# the hashes of all its files. For the lock of this commit the aarch64-manylinux_2_28
+# resolution came out identical and every pinned version has a CPython 3.11 linux
+# aarch64 wheel, so an aarch64 Jetson installs from the same file (its onnxruntime
+# then is PyPI's CPU build); recheck that after a `make lock` that changes versions.
 UV_VERSION := 0.13.8
+LOCK_FLAGS ?=
 UV_COMPILE = uv pip compile --quiet --no-config --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --excludes requirements/exclude.txt \
-	--custom-compile-command 'make lock'
+	--custom-compile-command 'make lock' $(LOCK_FLAGS)
 
 lock:
 	tool=$$(mktemp -d) && trap 'rm -rf "$$tool"' EXIT && \
