@@ -219,7 +219,6 @@ class ThrowawayCluster:
         self.root: Path | None = None
         self.port = 0
         self._superuser_password = ""
-        self._databases: list[Database] = []
 
     # -- paths ------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -265,21 +264,17 @@ class ThrowawayCluster:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are cut) and remove the folder."""
-        root, self.root = self.root, None
-        if root is None:
+        if self.root is None:
             return
         try:
-            if (root / "data" / "postmaster.pid").exists():
-                self.root = root
+            if self.postmaster_pid() is not None:
                 try:
                     self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(STOP_TIMEOUT_S))
                 except ClusterError:
                     self._pg_ctl("stop", "-m", "immediate", "-w", "-t", str(STOP_TIMEOUT_S))
-                finally:
-                    self.root = None
         finally:
-            shutil.rmtree(root, ignore_errors=True)
-            self._databases.clear()
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
 
     def __enter__(self) -> ThrowawayCluster:
         return self.start()
@@ -303,9 +298,7 @@ class ThrowawayCluster:
         owner_password, app_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         with self.connect_superuser() as conn:
             provision(conn, roles, owner_password=owner_password, app_password=app_password)
-        database = Database(name, self.port, self.ca_file, roles, owner_password, app_password)
-        self._databases.append(database)
-        return database
+        return Database(name, self.port, self.ca_file, roles, owner_password, app_password)
 
     # -- measuring --------------------------------------------------------------------
     def postmaster_pid(self) -> int | None:
