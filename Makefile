@@ -74,11 +74,13 @@ lock:
 # mamoru/demo/cameras.py for the demo and the edge tests) with the
 # codecs to decode and re-encode test clips, and ffmpeg; Chromium and CJK fonts for
 # the tablet and notice pages; poppler-utils to render the A4 sign in its test;
-# systemd for `systemd-creds` (key custody). A machine that already has them all
-# does no network work.
+# systemd for `systemd-creds` (key custody); postgresql for the chain back-end, whose tests
+# start a throw-away cluster with its initdb/pg_ctl (registry/storage/postgres/cluster.py).
+# A machine that already has them all does no network work.
 SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav gstreamer1.0-tools ffmpeg chromium fonts-noto-cjk poppler-utils systemd
+	gstreamer1.0-libav gstreamer1.0-tools ffmpeg chromium fonts-noto-cjk poppler-utils systemd \
+	postgresql
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system-deps:

@@ -19,6 +19,7 @@ from mamoru.images import read_image
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import open_engine
 from models.engine import FaceEngine
+from registry.storage.postgres.cluster import ThrowawayCluster
 
 REPO = Path(__file__).resolve().parents[1]
 PACKS = ("yunet-sface", "scrfd-mbf")
@@ -64,3 +65,11 @@ def main_face_embedding(engine: FaceEngine, img: npt.NDArray[np.uint8]) -> npt.N
     assert faces, "no face found"
     face = max(faces, key=lambda f: f.size_px)
     return engine.embed_faces(img, [face])[0]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[ThrowawayCluster]:
+    """One throw-away PostgreSQL cluster for the session (issue 15): TLS 1.3, SCRAM, loopback
+    only; each test makes its own database in it with `pg_cluster.create_database(name)`."""
+    with ThrowawayCluster() as cluster:
+        yield cluster
