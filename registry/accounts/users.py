@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from kernel.errors import AuthenticationError, PermissionDeniedError, RuleViolationError
 from registry.audit.trail import Action, AuditTrail
 from registry.domain import Role, User
-from registry.repository import RegistryRepository
+from registry.repository import UserStore
 
 _HASHER = PasswordHasher()
 # Verified against when the user does not exist, so a wrong name and a wrong
@@ -43,7 +43,7 @@ def check_password(stored_hash: str | None, password: str) -> bool:
     return stored_hash is not None
 
 
-def authenticate(repo: RegistryRepository, username: str, password: str) -> User:
+def authenticate(repo: UserStore, username: str, password: str) -> User:
     """The active user with this name and password, or `AuthenticationError`."""
     stored = repo.password_hash_of(username)
     if not check_password(stored, password):
@@ -69,7 +69,7 @@ def require_role(user: User, *roles: Role, trained: bool = False) -> None:
         )
 
 
-def add_user(repo: RegistryRepository, audit: AuditTrail, *, actor: str, username: str,
+def add_user(repo: UserStore, audit: AuditTrail, *, actor: str, username: str,
              role: Role, password: str, now: datetime) -> User:
     """Create a named user; only an admin may do this (or `registry init` for the first one)."""
     if not _USERNAME.match(username):
@@ -86,7 +86,7 @@ def add_user(repo: RegistryRepository, audit: AuditTrail, *, actor: str, usernam
     return user
 
 
-def record_training(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+def record_training(repo: UserStore, audit: AuditTrail, *, admin: User, username: str,
                     now: datetime) -> None:
     require_role(admin, Role.ADMIN)
     user = _existing(repo, username)
@@ -96,7 +96,7 @@ def record_training(repo: RegistryRepository, audit: AuditTrail, *, admin: User,
                      details={"user": username})
 
 
-def change_role(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+def change_role(repo: UserStore, audit: AuditTrail, *, admin: User, username: str,
                 role: Role, now: datetime) -> None:
     require_role(admin, Role.ADMIN)
     user = _existing(repo, username)
@@ -106,7 +106,7 @@ def change_role(repo: RegistryRepository, audit: AuditTrail, *, admin: User, use
                      details={"user": username, "from": user.role.value, "to": role.value})
 
 
-def disable_user(repo: RegistryRepository, audit: AuditTrail, *, admin: User, username: str,
+def disable_user(repo: UserStore, audit: AuditTrail, *, admin: User, username: str,
                  now: datetime) -> None:
     require_role(admin, Role.ADMIN)
     user = _existing(repo, username)
@@ -116,7 +116,7 @@ def disable_user(repo: RegistryRepository, audit: AuditTrail, *, admin: User, us
                      details={"user": username})
 
 
-def _existing(repo: RegistryRepository, username: str) -> User:
+def _existing(repo: UserStore, username: str) -> User:
     user = repo.user_by_name(username)
     if user is None:
         raise RuleViolationError(f"no user named {username}")

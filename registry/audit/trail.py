@@ -30,7 +30,7 @@ from typing import Any
 
 from kernel.durable import write_private_file
 from registry.clock import from_text, to_text
-from registry.repository import AuditRow, RegistryRepository
+from registry.repository import AuditRow, AuditStore
 
 GENESIS = "0" * 64
 
@@ -161,7 +161,7 @@ class ChainReport:
 class AuditTrail:
     """Appends and verifies records through the repository; anchors the head in a file."""
 
-    def __init__(self, repository: RegistryRepository, head_file: Path,
+    def __init__(self, repository: AuditStore, head_file: Path,
                  base_file: Path | None = None) -> None:
         self._repo = repository
         self._head_file = head_file

@@ -59,8 +59,7 @@ from registry.domain import (
 )
 from registry.joint_use.bundle import ForwardedRequest, RequestAnswer
 from registry.joint_use.objections import record_objection
-from registry.repository import AuditRow
-from registry.storage.requests_repository import RequestRepository
+from registry.repository import AuditRow, RequestRepository
 from registry.watchlist.entries import correct, erase
 from registry.watchlist.reasons import required_reason
 
@@ -71,7 +70,7 @@ MAX_SUMMARY = 2000
 
 def store(ctx: RegistryContext) -> RequestRepository:
     """The desk's storage on the registry's current connection (a restore rebinds it)."""
-    return RequestRepository(ctx.repo.connection)
+    return ctx.repo.requests
 
 
 def _manager(actor: User) -> None:

@@ -21,7 +21,7 @@ from registry.audit.trail import Action
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryReview, EntryState, ReviewDecision, Role, User
-from registry.storage.requests_repository import RequestRepository
+from registry.repository import ReviewRepository
 from registry.watchlist.entries import withdraw
 from registry.watchlist.reasons import required_reason
 
@@ -46,8 +46,8 @@ class ReviewDue:
                 "overdue": self.overdue(now)}
 
 
-def _store(ctx: RegistryContext) -> RequestRepository:
-    return RequestRepository(ctx.repo.connection)
+def _store(ctx: RegistryContext) -> ReviewRepository:
+    return ctx.repo
 
 
 def schedule(ctx: RegistryContext) -> list[ReviewDue]:

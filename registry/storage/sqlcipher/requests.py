@@ -1,8 +1,8 @@
-"""Storage of the request desk and of entry reviews, on the registry's SQLCipher connection.
+"""The request desk's data requests and entry reviews, on the registry's SQLCipher connection.
 
-Kept apart from `SqlCipherRepository` so the desk's tables (migration 5) have
-one reader and one writer. It never commits: callers write inside
-`ctx.repo.unit_of_work()`, on the same connection, together with the audit record.
+The desk's tables (migration 5) have one reader and one writer here. Neither
+store commits: callers write inside `ctx.repo.unit_of_work()`, on the same
+connection, together with the audit record.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from registry.domain import (
     ReviewDecision,
     TemplateRecord,
 )
-from registry.storage.database import Connection
+from registry.storage.sqlcipher.base import SqlCipherStore
 
 _COLUMNS = tuple(f.name for f in fields(DataRequest))
 _OPEN = ("open", "forwarded")
@@ -64,13 +64,9 @@ def _params(request: DataRequest) -> tuple[Any, ...]:
     return tuple(values)
 
 
-class RequestRepository:
-    """Every query of the desk's tables; the caller owns the transaction."""
+class SqlCipherRequests(SqlCipherStore):
+    """`RequestRepository`: the `data_requests` table, and the templates the desk searches."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._db = connection
-
-    # requests -------------------------------------------------------------------------
     def add(self, request: DataRequest) -> None:
         self._db.execute(
             f"INSERT INTO data_requests ({', '.join(_COLUMNS)}) "
@@ -148,7 +144,6 @@ class RequestRepository:
             "UPDATE data_requests SET contact = '', summary = '', answer_reason = '' "
             "WHERE request_id = ?", [(r,) for r in request_ids])
 
-    # what the desk searches --------------------------------------------------------------
     def held_templates(self, pack: str) -> list[TemplateRecord]:
         """Templates of every entry that still holds face data (proposed or active, suspended
         or not, own or imported): everything a person may ask about."""
@@ -159,7 +154,10 @@ class RequestRepository:
             (EntryState.PROPOSED.value, EntryState.ACTIVE.value, pack))
         return [TemplateRecord(*r) for r in rows]
 
-    # reviews -------------------------------------------------------------------------------
+
+class SqlCipherReviews(SqlCipherStore):
+    """`ReviewRepository`: the `entry_reviews` table."""
+
     def add_review(self, review: EntryReview) -> None:
         self._db.execute(
             "INSERT INTO entry_reviews (entry_id, decision, reason, reviewed_by, reviewed_at) "

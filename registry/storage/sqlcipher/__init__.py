@@ -1,0 +1,1 @@
+"""The repository protocols (`registry/repository.py`) on SQLCipher, one module per aggregate."""
