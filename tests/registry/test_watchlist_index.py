@@ -46,9 +46,10 @@ PROBES = {
     **{f"orl-{who}": f"orl/{who}/1.pgm" for who in ORL_PEOPLE},
     **{f"orl-{who}-2": f"orl/{who}/2.pgm" for who in ORL_PEOPLE},
 }
-# Byte offsets of the clear header: magic 0-7, format 8-9, version 10-17, pack length 18-19.
-FORMAT_BYTES = range(8, 10)
-VERSION_OFFSET = 10
+# Byte offsets of the sealed file (kernel.sealed): magic 0-7, sealed-file version 8, clear-header
+# length 9-10; the index's clear header: format 11-12, version 13-20, pack from 21.
+FORMAT_BYTES = (8, 11, 12)
+VERSION_OFFSET = 13
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +262,7 @@ def test_every_flipped_byte_is_refused(published: Path, key: bytes) -> None:
 def test_a_truncated_file_is_refused(published: Path, key: bytes, tmp_path: Path) -> None:
     original = published.read_bytes()
     target = tmp_path / "truncated.idx"
-    for length in (0, 7, 19, 20 + len(PACK) + 12, len(original) // 2, len(original) - 1):
+    for length in (0, 7, 19, 21 + len(PACK) + 12, len(original) // 2, len(original) - 1):
         target.write_bytes(original[:length])
         with pytest.raises(IndexIntegrityError):
             WatchlistIndex.load(target, key=key)
@@ -328,7 +329,7 @@ def test_a_failed_write_keeps_the_previous_version_and_no_temp_file(
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("kernel.watchlist_index.os.replace", crash)
+    monkeypatch.setattr("kernel.durable.os.replace", crash)  # the write's rename
     with pytest.raises(OSError, match="disk full"):
         publish_index(published, key=key, version=8, pack=PACK, dim=DIM, templates=templates[1:])
     assert published.read_bytes() == before
