@@ -12,8 +12,11 @@ the old or the new version, never a mix, and never a half-written file.
 File layout: a sealed file (`kernel.sealed`, kind WATCHLIST_INDEX) with
 (all integers big-endian)::
 
-    clear header   format u16 | index version u64 | pack (UTF-8)
+    clear header   index version u64 | pack (UTF-8)
     plaintext      JSON header length u32 | JSON header | faiss.serialize_index
+
+The file's format is the sealed file's version byte; the payload's own format
+is in the JSON header, checked once the file is authenticated.
 
 The sealed format authenticates the clear header without making it secret:
 a file cannot be replayed as another version or pack (changing the clear
@@ -96,8 +99,8 @@ HNSW_EF_SEARCH = 512
 _UNIT_TOLERANCE = 1e-3
 _MAX_FAISS_ID = 2**63 - 1
 
-# format, index version; the pack's bytes are the rest of the clear header.
-_HEADER = struct.Struct(">HQ")
+# The index version; the pack's bytes are the rest of the clear header.
+_HEADER = struct.Struct(">Q")
 _JSON_LENGTH = struct.Struct(">I")
 
 # What parsing an authenticated but wrongly written plaintext can raise.
@@ -140,7 +143,6 @@ class Hit:
 class IndexHeader:
     """The clear (authenticated, not secret) part of an index file."""
 
-    format: int
     version: int
     pack: str
 
@@ -200,8 +202,7 @@ def publish_index(
     plaintext = b"".join(
         (_JSON_LENGTH.pack(len(header_bytes)), header_bytes, faiss.serialize_index(index).tobytes())
     )
-    _write_atomically(path, sealer.seal(plaintext, header=_HEADER.pack(FORMAT_VERSION, version)
-                                        + pack_bytes))
+    _write_atomically(path, sealer.seal(plaintext, header=_HEADER.pack(version) + pack_bytes))
 
 
 def _sealer(key: bytes) -> Sealer:
@@ -347,19 +348,15 @@ def _refusal(exc: SealedFileError) -> WatchlistIndexError:
 
 
 def _parse_header(path: Path, clear: bytes) -> IndexHeader:
-    """Format, version and pack from the clear header."""
+    """Version and pack from the clear header."""
     if len(clear) < _HEADER.size:
         raise IndexIntegrityError(f"{path} is truncated: no complete index header")
-    fmt, version = _HEADER.unpack_from(clear)
-    if fmt != FORMAT_VERSION:
-        raise WatchlistIndexError(
-            f"{path} has index format {fmt}; this reader understands format {FORMAT_VERSION}"
-        )
+    (version,) = _HEADER.unpack_from(clear)
     try:
         pack = clear[_HEADER.size :].decode("utf-8")
     except UnicodeDecodeError:
         raise IndexIntegrityError(f"{path}: the pack name in the header is not UTF-8") from None
-    return IndexHeader(int(fmt), int(version), pack)
+    return IndexHeader(int(version), pack)
 
 
 def _decrypt_file(path: Path, key: bytes) -> tuple[IndexHeader, bytes]:
@@ -468,9 +465,11 @@ class WatchlistIndex:
         if not isinstance(index, faiss.IndexIDMap2):
             raise IndexIntegrityError(f"{path}: holds a {type(index).__name__}, not an id map")
         faiss_ids = faiss.vector_to_array(index.id_map).tolist()
+        if metadata.format != FORMAT_VERSION:
+            raise WatchlistIndexError(f"{path} has index format {metadata.format}; this reader "
+                                      f"understands format {FORMAT_VERSION}")
         inconsistent = (
-            (metadata.format, metadata.version, metadata.pack)
-            != (clear.format, clear.version, clear.pack)
+            (metadata.version, metadata.pack) != (clear.version, clear.pack)
             or index.d != metadata.dim
             or index.ntotal != metadata.count
             or len(entry_ids) != metadata.count
