@@ -24,7 +24,7 @@ class SnapshotArchive:
         self._store = store
 
     def path_of(self, alert: Alert) -> Path:
-        return self._store.folder / f"{alert.alert_id}.bin"
+        return self._store.path(alert.alert_id)
 
     def __call__(self, alert: Alert) -> None:
         self._store.put_png(alert.snapshot_png, image_id=alert.alert_id)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import ssl
 import threading
 import time
@@ -33,18 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.alerts import Alert
 from edge.archive import SnapshotArchive
 from edge.config import OutboxLifetimes
-from kernel.durable import make_private_dir, wipe_file, write_private_file
+from kernel.durable import make_private_dir, wipe_file
+from kernel.errors import SealedFileError
+from kernel.sealed import OUTBOX, Sealer
 
 log = logging.getLogger("mamoru.edge.outbox")
 
-MAGIC = b"MOB1"
-_NONCE = 12
 _SUFFIX = ".alert"
 _GONE = 410  # the registry's answer for an entry that is no longer on the list
 
@@ -92,7 +89,7 @@ class Outbox:
         """`snapshots`: the local snapshot copies, which live as long as the outbox copy."""
         make_private_dir(folder / "rejected")
         self._folder = folder
-        self._aead = AESGCM(key)
+        self._sealer = Sealer(OUTBOX, key)  # sealed to its file name (kernel.sealed)
         self._delivery = delivery
         self._timeout_s = timeout_s
         self._lifetimes = lifetimes or OutboxLifetimes()
@@ -114,7 +111,8 @@ class Outbox:
                 return None
             name = f"{time.time_ns():020d}-{alert.alert_id}{_SUFFIX}"
             path = self._folder / name
-            write_private_file(path, self._seal(name, json.dumps(alert.to_payload()).encode()))
+            self._sealer.write(path, json.dumps(alert.to_payload()).encode(),
+                               context=name.encode())
         self._wake.set()
         return path
 
@@ -128,20 +126,13 @@ class Outbox:
         """Ids of every alert with a copy here (pending or set aside)."""
         return {_alert_id(path) for path in [*self.pending(), *self.rejected()]}
 
-    def _seal(self, name: str, payload: bytes) -> bytes:
-        nonce = secrets.token_bytes(_NONCE)
-        return MAGIC + nonce + self._aead.encrypt(nonce, payload, name.encode())
-
-    def _read(self, path: Path, aead: AESGCM | None = None) -> dict[str, object]:
-        blob = path.read_bytes()
-        if not blob.startswith(MAGIC):
-            raise ValueError(f"{path.name} is not an outbox file")
-        nonce = blob[len(MAGIC) : len(MAGIC) + _NONCE]
+    def _read(self, path: Path, sealer: Sealer | None = None) -> dict[str, object]:
+        """The alert in one file; ValueError if it is foreign, altered or under another key."""
         try:
-            plain = (aead or self._aead).decrypt(nonce, blob[len(MAGIC) + _NONCE :],
-                                                 path.name.encode())
-        except InvalidTag:
-            raise ValueError(f"{path.name} fails authentication") from None
+            plain = (sealer or self._sealer).open(path.read_bytes(), name=path.name,
+                                                   context=path.name.encode())
+        except SealedFileError as exc:
+            raise ValueError(str(exc)) from None
         data: dict[str, object] = json.loads(plain)
         return data
 
@@ -242,11 +233,11 @@ class Outbox:
 
     def rekey(self, new_key: bytes) -> None:
         """Re-encrypt every copy under `new_key` (key rotation); resumable, each file atomic."""
-        new_aead = AESGCM(new_key)
+        new_sealer = Sealer(OUTBOX, new_key)
         with self._files:
             for path in [*self.pending(), *self.rejected()]:
                 try:
-                    self._read(path, new_aead)
+                    self._read(path, new_sealer)
                     continue  # already under the new key
                 except ValueError:
                     pass
@@ -255,10 +246,8 @@ class Outbox:
                 except ValueError:
                     self._wipe(path)  # readable under neither key: nothing to keep
                     continue
-                nonce = secrets.token_bytes(_NONCE)
-                write_private_file(path, MAGIC + nonce + new_aead.encrypt(
-                    nonce, payload, path.name.encode()))
-            self._aead = new_aead
+                new_sealer.write(path, payload, context=path.name.encode())
+            self._sealer = new_sealer
         if self._snapshots is not None:
             self._snapshots.rekey(new_key)
 

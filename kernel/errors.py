@@ -65,3 +65,25 @@ class StoreDamagedError(RegistryError):
         self.path = path
         self.problem = problem
         self.remedy = remedy
+
+
+class SealedFileError(RegistryError):
+    """A sealed file (`kernel.sealed`) cannot be opened: refused, never partly used.
+
+    The family every encrypted file of mamoru fails with. Each store turns it
+    into its own error (evidence, index, backup, ...) at its boundary, so the
+    caller's `except` clauses stay what they were; the message names the file
+    and never holds key bytes.
+    """
+
+
+class ForeignFileError(SealedFileError):
+    """The file is not a sealed file of the expected kind (another kind, or not mamoru's)."""
+
+
+class UnknownVersionError(SealedFileError):
+    """A sealed-file version this release does not read (written by a newer mamoru)."""
+
+
+class SealedIntegrityError(SealedFileError):
+    """Authentication failed: altered, truncated, renamed or moved, or under another key."""

@@ -6,10 +6,10 @@ same way as the database: encrypted at rest (G-SEC-2). A stolen NVR box then
 holds ciphertext, not faces, which is what keeps a theft from becoming a
 reportable leak of every registered face (G-BRE-3).
 
-Format of one file `<image_id>.bin`: MAGIC | 12-byte nonce | AES-256-GCM
-ciphertext and tag of the PNG bytes. The associated data binds the image id,
-so a file renamed to another id (swapping the evidence of two entries) fails
-authentication instead of showing the wrong person.
+One file `<image_id>.bin` is a sealed file (`kernel.sealed`, kind
+EVIDENCE) of the PNG bytes. Its context is the image id, so a file renamed
+to another id (swapping the evidence of two entries) fails authentication
+instead of showing the wrong person.
 
 Images are decrypted in memory only; no plaintext ever touches the disk.
 """
@@ -26,20 +26,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kernel.durable import make_private_dir, wipe_file, write_private_file
-from kernel.errors import RegistryError
+from kernel.durable import make_private_dir, wipe_file
+from kernel.errors import RegistryError, SealedFileError
+from kernel.sealed import EVIDENCE, Sealer
 
 KEY_BYTES = 32  # AES-256
-NONCE_BYTES = 12  # GCM's standard nonce; random per file
-MAGIC = b"MEV1"  # lets a reader refuse a foreign file before trying to decrypt it
-AAD_PREFIX = b"mamoru-evidence-v1:"
 SUFFIX = ".bin"
-_TAG_BYTES = 16
 _ID_PATTERN = re.compile(r"[0-9a-f-]{8,64}")
-_WIPE_CHUNK = 1 << 20
 
 
 class EvidenceError(RegistryError):
@@ -90,7 +84,7 @@ class EvidenceStore:
         self.folder = Path(folder)
         make_private_dir(self.folder)
         os.chmod(self.folder, 0o700)  # it may exist from before, made with a looser mode
-        self._aead = AESGCM(bytes(key))
+        self._sealer = Sealer(EVIDENCE, bytes(key))
 
     def __repr__(self) -> str:
         return f"EvidenceStore(folder={str(self.folder)!r})"  # never the key
@@ -103,10 +97,7 @@ class EvidenceStore:
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
         png = _encode_png(image)
-        if self._path(image_id).exists():
-            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
-        self._write(image_id, self._seal(image_id, png))
-        return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
+        return self._put_new(image_id, png)
 
     def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
         """Encrypt and store PNG bytes as they are (e.g. received from a joint-use member).
@@ -118,10 +109,7 @@ class EvidenceStore:
         if not png.startswith(b"\x89PNG\r\n\x1a\n") or cv2.imdecode(
                 np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
             raise EvidenceError("not a decodable PNG image")
-        if self._path(image_id).exists():
-            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
-        self._write(image_id, self._seal(image_id, png))
-        return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
+        return self._put_new(image_id, png)
 
     def get(self, image_id: str) -> npt.NDArray[np.uint8]:
         """The stored image, decrypted in memory (pixel-exact)."""
@@ -135,7 +123,7 @@ class EvidenceStore:
 
     def get_bytes(self, image_id: str) -> bytes:
         """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""
-        return self._open(image_id, self._read(image_id), self._aead)
+        return self._open(image_id, self._read(image_id), self._sealer)
 
     def delete(self, image_id: str) -> bool:
         """Erase an image for real (G-REG-4): zero its bytes, fsync, unlink. Idempotent.
@@ -145,7 +133,7 @@ class EvidenceStore:
         what makes any remnant unreadable is the encryption, and rotating the
         key (`rekey`) and destroying the old one erases such remnants too.
         """
-        return wipe_file(self._path(validate_image_id(image_id)))
+        return wipe_file(self.path(image_id))
 
     def ids(self) -> set[str]:
         """Ids of the images present, to sweep orphans (stored but never recorded) after a crash."""
@@ -167,49 +155,39 @@ class EvidenceStore:
         for image_id in sorted(self.ids()):
             blob = self._read(image_id)
             try:
-                self._open(image_id, blob, new_store._aead)
+                self._open(image_id, blob, new_store._sealer)
                 continue  # already under the new key
             except EvidenceIntegrityError:
                 pass
-            png = self._open(image_id, blob, self._aead)
-            new_store._write(image_id, new_store._seal(image_id, png))
+            new_store._write(image_id, self._open(image_id, blob, self._sealer))
         return new_store
 
-    def _path(self, image_id: str) -> Path:
-        return self.folder / f"{image_id}{SUFFIX}"
+    def path(self, image_id: str) -> Path:
+        """The file of one image id (which need not exist): the one place that names it."""
+        return self.folder / f"{validate_image_id(image_id)}{SUFFIX}"
 
-    def _seal(self, image_id: str, plaintext: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return MAGIC + nonce + self._aead.encrypt(nonce, plaintext, _aad(image_id))
+    def _put_new(self, image_id: str, png: bytes) -> StoredImage:
+        if self.path(image_id).exists():
+            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
+        self._write(image_id, png)
+        return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())
 
     @staticmethod
-    def _open(image_id: str, blob: bytes, aead: AESGCM) -> bytes:
-        header = len(MAGIC) + NONCE_BYTES
-        if len(blob) < header + _TAG_BYTES or not blob.startswith(MAGIC):
-            raise EvidenceIntegrityError(f"evidence {image_id} is not a mamoru evidence file")
-        nonce = blob[len(MAGIC) : header]
+    def _open(image_id: str, blob: bytes, sealer: Sealer) -> bytes:
         try:
-            return aead.decrypt(nonce, blob[header:], _aad(image_id))
-        except InvalidTag:
-            raise EvidenceIntegrityError(
-                f"evidence {image_id} failed authentication: altered, renamed from another "
-                "id, or encrypted under a different key; refused"
-            ) from None
+            return sealer.open(blob, name=f"evidence {image_id}", context=image_id.encode())
+        except SealedFileError as exc:
+            raise EvidenceIntegrityError(str(exc)) from None
 
     def _read(self, image_id: str) -> bytes:
-        path = self._path(validate_image_id(image_id))
         try:
-            return path.read_bytes()
+            return self.path(image_id).read_bytes()
         except FileNotFoundError:
             raise EvidenceNotFoundError(f"no evidence image {image_id}") from None
 
-    def _write(self, image_id: str, blob: bytes) -> None:
-        """A crash leaves the old file or the new one, never half of one."""
-        write_private_file(self._path(image_id), blob)
-
-
-def _aad(image_id: str) -> bytes:
-    return AAD_PREFIX + image_id.encode("ascii")
+    def _write(self, image_id: str, png: bytes) -> None:
+        """Sealed to its id; a crash leaves the old file or the new one, never half of one."""
+        self._sealer.write(self.path(image_id), png, context=image_id.encode())
 
 
 def _encode_png(image: npt.NDArray[np.uint8]) -> bytes:

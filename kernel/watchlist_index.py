@@ -9,16 +9,18 @@ Erasure is real (G-REG-4): an erased or expired subject is simply left out of
 the next published version, and the atomic replace means a reader sees either
 the old or the new version, never a mix, and never a half-written file.
 
-File layout (all integers big-endian)::
+File layout: a sealed file (`kernel.sealed`, kind WATCHLIST_INDEX) with
+(all integers big-endian)::
 
-    clear header   magic b"MAMORUIX" | format u16 | index version u64 |
-                   pack length u16 | pack (UTF-8) | nonce (12 bytes)
-    ciphertext     AES-256-GCM(plaintext), 16-byte tag at the end
+    clear header   index version u64 | pack (UTF-8)
     plaintext      JSON header length u32 | JSON header | faiss.serialize_index
 
-The whole clear header is the GCM associated data, so it is authenticated
-without being secret: a file cannot be replayed as another version or pack
-(changing the clear version or pack breaks the tag), and `read_index_version`
+The file's format is the sealed file's version byte; the payload's own format
+is in the JSON header, checked once the file is authenticated.
+
+The sealed format authenticates the clear header without making it secret:
+a file cannot be replayed as another version or pack (changing the clear
+version or pack breaks the tag), and `read_index_version`
 can poll for a new version without the key. What the clear header reveals:
 the pack name, the version number and, through the file size, roughly how many
 templates there are; no face data and no entry ids. The JSON header (format,
@@ -68,7 +70,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -79,17 +80,13 @@ from typing import Any, BinaryIO
 import faiss
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kernel.durable import make_private_dir, temp_prefix, write_private_file
-from kernel.errors import RegistryError
+from kernel.errors import RegistryError, SealedFileError, UnknownVersionError
+from kernel.sealed import WATCHLIST_INDEX, Sealer, read_header
 
-MAGIC = b"MAMORUIX"
 FORMAT_VERSION = 1
 KEY_BYTES = 32  # AES-256 (G-SEC-2: data at rest encrypted to a high standard, G-BRE-3)
-NONCE_BYTES = 12
-TAG_BYTES = 16
 MAX_PACK_BYTES = 255
 FILE_MODE = 0o600
 
@@ -102,8 +99,8 @@ HNSW_EF_SEARCH = 512
 _UNIT_TOLERANCE = 1e-3
 _MAX_FAISS_ID = 2**63 - 1
 
-# magic, format, index version, pack length; the pack bytes and the nonce follow.
-_PREFIX = struct.Struct(">8sHQH")
+# The index version; the pack's bytes are the rest of the clear header.
+_HEADER = struct.Struct(">Q")
 _JSON_LENGTH = struct.Struct(">I")
 
 # What parsing an authenticated but wrongly written plaintext can raise.
@@ -146,7 +143,6 @@ class Hit:
 class IndexHeader:
     """The clear (authenticated, not secret) part of an index file."""
 
-    format: int
     version: int
     pack: str
 
@@ -184,7 +180,7 @@ def publish_index(
     version must be higher than the one already at `path`, so a stale
     publisher can never bring back a subject that a newer version erased.
     """
-    cipher = _cipher(key)
+    sealer = _sealer(key)
     pack_bytes = _check_identity(version, pack, dim)
     _refuse_older_version(path, version)
     ids, entries, matrix = _stack_templates(templates, dim)
@@ -206,17 +202,15 @@ def publish_index(
     plaintext = b"".join(
         (_JSON_LENGTH.pack(len(header_bytes)), header_bytes, faiss.serialize_index(index).tobytes())
     )
-    nonce = os.urandom(NONCE_BYTES)  # random per file; 2^-32 collision bound is far away
-    clear = _clear_header(version, pack_bytes) + nonce
-    _write_atomically(path, clear + cipher.encrypt(nonce, plaintext, clear))
+    _write_atomically(path, sealer.seal(plaintext, header=_HEADER.pack(version) + pack_bytes))
 
 
-def _cipher(key: bytes) -> AESGCM:
-    """AES-256-GCM for `key`; the error says only what is wrong with it, not what it is."""
+def _sealer(key: bytes) -> Sealer:
+    """The index's sealer for `key`; the error says only what is wrong with it, not what it is."""
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
         size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
         raise WatchlistIndexError(f"the index key must be {KEY_BYTES} bytes (AES-256), got {size}")
-    return AESGCM(bytes(key))
+    return Sealer(WATCHLIST_INDEX, bytes(key))
 
 
 def _check_identity(version: int, pack: str, dim: int) -> bytes:
@@ -292,10 +286,6 @@ def _build_index(
     return index, kind
 
 
-def _clear_header(version: int, pack_bytes: bytes) -> bytes:
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, version, len(pack_bytes)) + pack_bytes
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     """Old version or new one after a crash; stale temps of crashed publishes go first."""
     make_private_dir(path.parent)
@@ -337,70 +327,54 @@ def read_index_header_from(handle: BinaryIO, path: Path) -> IndexHeader:
     Whoever serves the file reads header and bytes through one handle, so both
     come from the same version even if a new one is published meanwhile.
     """
-    fmt, version, pack_length = _parse_prefix(path, handle.read(_PREFIX.size))
-    pack_bytes = handle.read(pack_length)
-    if len(pack_bytes) != pack_length:
-        raise IndexIntegrityError(f"{path} is truncated: no complete index header")
-    return IndexHeader(fmt, version, _decode_pack(path, pack_bytes))
+    try:
+        clear = read_header(WATCHLIST_INDEX, handle, str(path))
+    except SealedFileError as exc:
+        raise _refusal(exc) from None
+    return _parse_header(path, clear)
 
 
 def read_index_version(path: Path) -> int | None:
     """The published version, read from the clear header only: cheap enough to poll."""
-    try:
-        with path.open("rb") as handle:
-            prefix = handle.read(_PREFIX.size)
-    except FileNotFoundError:
-        return None
-    return _parse_prefix(path, prefix)[1]
+    header = read_index_header(path)
+    return header.version if header is not None else None
 
 
-def _parse_prefix(path: Path, prefix: bytes) -> tuple[int, int, int]:
-    """Format, version and pack length from the fixed-size start of the file."""
-    if len(prefix) < _PREFIX.size:
+def _refusal(exc: SealedFileError) -> WatchlistIndexError:
+    """A newer sealed-file version is not damage; anything else is (wrong key, altered...)."""
+    if isinstance(exc, UnknownVersionError):
+        return WatchlistIndexError(str(exc))
+    return IndexIntegrityError(str(exc))
+
+
+def _parse_header(path: Path, clear: bytes) -> IndexHeader:
+    """Version and pack from the clear header."""
+    if len(clear) < _HEADER.size:
         raise IndexIntegrityError(f"{path} is truncated: no complete index header")
-    magic, fmt, version, pack_length = _PREFIX.unpack_from(prefix)
-    if magic != MAGIC:
-        raise IndexIntegrityError(f"{path} is not a mamoru watchlist index (bad magic)")
-    if fmt != FORMAT_VERSION:
-        raise WatchlistIndexError(
-            f"{path} has index format {fmt}; this reader understands format {FORMAT_VERSION}"
-        )
-    return int(fmt), int(version), int(pack_length)
-
-
-def _decode_pack(path: Path, pack_bytes: bytes) -> str:
+    (version,) = _HEADER.unpack_from(clear)
     try:
-        return pack_bytes.decode("utf-8")
+        pack = clear[_HEADER.size :].decode("utf-8")
     except UnicodeDecodeError:
         raise IndexIntegrityError(f"{path}: the pack name in the header is not UTF-8") from None
+    return IndexHeader(int(version), pack)
 
 
-
-def _decrypt_file(path: Path, cipher: AESGCM) -> tuple[IndexHeader, bytes]:
+def _decrypt_file(path: Path, key: bytes) -> tuple[IndexHeader, bytes]:
     """Authenticate the whole file and return its clear header and plaintext.
 
-    The ciphertext is passed as a memoryview, not a slice, so a large index is
-    not copied once more; the file's bytes are released when this returns.
+    The file's bytes are released when this returns (the sealer decrypts from
+    a memoryview, so a large index is not copied once more).
     """
+    sealer = _sealer(key)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
         raise WatchlistIndexError(f"no watchlist index at {path}") from None
-    fmt, version, pack_length = _parse_prefix(path, blob)
-    clear_length = _PREFIX.size + pack_length + NONCE_BYTES
-    if len(blob) < clear_length + TAG_BYTES:
-        raise IndexIntegrityError(f"{path} is truncated")
-    clear = blob[:clear_length]
     try:
-        plaintext = cipher.decrypt(
-            clear[-NONCE_BYTES:], memoryview(blob)[clear_length:], clear
-        )
-    except InvalidTag:
-        raise IndexIntegrityError(
-            f"{path} failed authentication: wrong key, or the file was altered or truncated"
-        ) from None
-    pack = _decode_pack(path, clear[_PREFIX.size : _PREFIX.size + pack_length])
-    return IndexHeader(fmt, version, pack), plaintext
+        clear, plaintext = sealer.open_with_header(blob, name=str(path))
+    except SealedFileError as exc:
+        raise _refusal(exc) from None
+    return _parse_header(path, clear), plaintext
 
 
 class _ViewReader:
@@ -452,7 +426,7 @@ class WatchlistIndex:
         (an old file put back would resurrect erased subjects, G-REG-4) raise
         `WatchlistIndexError`.
         """
-        clear, plaintext = _decrypt_file(path, _cipher(key))
+        clear, plaintext = _decrypt_file(path, key)
         loaded = cls._from_plaintext(path, plaintext, clear)
         del plaintext  # the FAISS index holds its own copy; nothing else needs this
         if expected_pack is not None and loaded.pack != expected_pack:
@@ -491,9 +465,11 @@ class WatchlistIndex:
         if not isinstance(index, faiss.IndexIDMap2):
             raise IndexIntegrityError(f"{path}: holds a {type(index).__name__}, not an id map")
         faiss_ids = faiss.vector_to_array(index.id_map).tolist()
+        if metadata.format != FORMAT_VERSION:
+            raise WatchlistIndexError(f"{path} has index format {metadata.format}; this reader "
+                                      f"understands format {FORMAT_VERSION}")
         inconsistent = (
-            (metadata.format, metadata.version, metadata.pack)
-            != (clear.format, clear.version, clear.pack)
+            (metadata.version, metadata.pack) != (clear.version, clear.pack)
             or index.d != metadata.dim
             or index.ntotal != metadata.count
             or len(entry_ids) != metadata.count

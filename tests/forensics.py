@@ -1,8 +1,9 @@
 """What an auditor (or an erasure requester's lawyer) does with a box: open every file.
 
-`faces_of` walks folders, decrypts each file every way mamoru could have
-written it (evidence/snapshot files under the evidence and edge keys, outbox
-files under the edge key, plain images), decodes whatever is an image, and
+`faces_of` walks folders, opens each file every way mamoru could have
+written it (any sealed kind, `kernel.sealed`, named by its magic, this format
+or the previous one, under every derived key and every context a file can be
+sealed to: none, its name, its stem; plain images too), decodes whatever is an image, and
 runs the real engine on it: a file "still holds him" when a face in it
 matches his embedding at the engine's threshold. Lifetime tests assert that
 this finds nothing once a copy's lifetime has ended.
@@ -20,17 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kernel.evidence import AAD_PREFIX
-from kernel.evidence import MAGIC as EVIDENCE_MAGIC
+from kernel.errors import SealedFileError
+from kernel.sealed import OUTBOX, Sealer, kind_of
 from models.engine import FaceEngine
 from registry.keys.master import MasterKey
 
 Image = npt.NDArray[np.uint8]
-_NONCE = 12
-_OUTBOX_MAGIC = b"MOB1"
 
 
 @dataclass(frozen=True)
@@ -39,29 +36,22 @@ class Finding:
     score: float
 
 
-def _decrypt(key: bytes, blob: bytes, magic: bytes, aad: bytes) -> bytes | None:
-    if not blob.startswith(magic) or len(blob) < len(magic) + _NONCE + 16:
-        return None
-    nonce = blob[len(magic) : len(magic) + _NONCE]
-    try:
-        return AESGCM(key).decrypt(nonce, blob[len(magic) + _NONCE :], aad)
-    except InvalidTag:
-        return None
-
-
 def plaintexts(path: Path, keys: list[bytes]) -> Iterator[bytes]:
     """Every plaintext this file yields under any key and format mamoru uses, and itself."""
     blob = path.read_bytes()
     yield blob
-    stem = path.name[: -len(".bin")] if path.name.endswith(".bin") else path.stem
+    kind = kind_of(blob)
+    if kind is None:
+        return
+    contexts = {b"", path.name.encode(), path.name.partition(".")[0].encode()}
     for key in keys:
-        for magic, aad in ((EVIDENCE_MAGIC, AAD_PREFIX + stem.encode()),
-                           (_OUTBOX_MAGIC, path.name.encode())):
-            plain = _decrypt(key, blob, magic, aad)
-            if plain is None:
+        for context in contexts:
+            try:
+                plain = Sealer(kind, key).open(blob, name=path.name, context=context)
+            except SealedFileError:
                 continue
             yield plain
-            if magic == _OUTBOX_MAGIC:  # an alert: the snapshot is base64 PNG in JSON
+            if kind == OUTBOX:  # an alert: the snapshot is base64 PNG in JSON
                 try:
                     snapshot = json.loads(plain)["snapshot_png_b64"]
                     yield base64.b64decode(snapshot, validate=True)
@@ -79,7 +69,8 @@ def images_in(path: Path, keys: list[bytes]) -> Iterator[Image]:
 
 
 def all_keys(master: MasterKey) -> list[bytes]:
-    return [master.derive(purpose) for purpose in ("evidence", "edge", "backup", "index")]
+    return [master.derive(purpose)
+            for purpose in ("evidence", "edge", "backup", "index", "joint-use")]
 
 
 def faces_of(embedding: npt.NDArray[np.float32], roots: list[Path], master: MasterKey,

@@ -2,7 +2,8 @@
 
 A backup is one file: a tar of a consistent database snapshot (SQLite online
 backup API, still SQLCipher-encrypted), the encrypted evidence files and the
-published index, sealed again with AES-256-GCM under the backup key. Backups
+published index, sealed again under the backup key (`kernel.sealed`, kind
+BACKUP; no context, so a backup may be renamed or moved to other media). Backups
 have their own, short retention and are deleted (overwritten) when it ends.
 
 The audit trail is not in the backup and is never restored: it lives in its
@@ -17,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlcipher3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kernel.durable import make_private_dir, wipe_file, write_private_file
-from kernel.errors import RegistryError
+from kernel.errors import RegistryError, SealedFileError
+from kernel.evidence import SUFFIX as EVIDENCE_SUFFIX
+from kernel.sealed import BACKUP, Sealer
 from kernel.watchlist_index import read_index_version
 from registry.accounts.devices import reapply_device_disables
 from registry.accounts.users import require_role
@@ -41,9 +41,7 @@ from registry.domain import EntryState, Role, User
 from registry.keys.master import MasterKey, sqlcipher_pragma_value
 from registry.watchlist.entries import close_entry
 
-MAGIC = b"MAMORU-BACKUP-1\n"
 SUFFIX = ".backup"
-_NONCE = 12
 _FINAL_STATE = {
     Action.REJECT.value: EntryState.REJECTED,
     Action.WITHDRAW.value: EntryState.WITHDRAWN,
@@ -95,7 +93,7 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
         snapshot = Path(scratch) / "registry.db"
         _snapshot_database(ctx, snapshot)
         files = {"registry.db": snapshot}
-        files.update({f"evidence/{i}.bin": ctx.paths.evidence / f"{i}.bin"
+        files.update({f"evidence/{ctx.evidence.path(i).name}": ctx.evidence.path(i)
                       for i in sorted(ctx.evidence.ids())})
         if ctx.paths.index.is_file():
             files["index/watchlist.idx"] = ctx.paths.index
@@ -103,7 +101,7 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
         manifest = {"format": 1, "taken_at": to_text(now), "audit_seq": last[0] if last else 0,
                     "watchlist_version": ctx.repo.watchlist_version(),
                     "store_id": ctx.policy.store_id}
-        sealed = _seal(ctx, _tar(files, manifest))
+        sealed = _sealer(ctx.master_key).seal(_tar(files, manifest))
     target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
     write_private_file(target, sealed)
     # Its age is counted on the registry's clock, like every other lifetime (G-RET-1).
@@ -121,22 +119,15 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
     return target
 
 
-def _seal(ctx: RegistryContext, payload: bytes) -> bytes:
-    nonce = secrets.token_bytes(_NONCE)
-    return MAGIC + nonce + AESGCM(ctx.master_key.derive("backup")).encrypt(nonce, payload, MAGIC)
+def _sealer(key: MasterKey) -> Sealer:
+    return Sealer(BACKUP, key.derive("backup"))
 
 
 def _open_sealed(key: MasterKey, path: Path) -> bytes:
-    data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        raise BackupError(f"{path} is not a mamoru backup")
-    nonce = data[len(MAGIC) : len(MAGIC) + _NONCE]
     try:
-        return AESGCM(key.derive("backup")).decrypt(nonce, data[len(MAGIC) + _NONCE :], MAGIC)
-    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
-        raise BackupError(
-            f"{path} does not decrypt with this registry's key: altered, or made with another key"
-        ) from None
+        return _sealer(key).read(path)
+    except SealedFileError as exc:
+        raise BackupError(str(exc)) from None
 
 
 def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[str]:
@@ -198,13 +189,13 @@ def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
     partial = ctx.paths.database.with_name("registry.db.restoring")
     write_private_file(partial, members["registry.db"])
     os.replace(partial, ctx.paths.database)
-    wanted = {name.split("/", 1)[1][: -len(".bin")]: data for name, data in members.items()
-              if name.startswith("evidence/")}
+    wanted = {name.removeprefix("evidence/").removesuffix(EVIDENCE_SUFFIX): data
+              for name, data in members.items() if name.startswith("evidence/")}
     for image_id in ctx.evidence.ids() - set(wanted):
         ctx.evidence.delete(image_id)
     make_private_dir(ctx.paths.evidence)
     for image_id, data in wanted.items():
-        write_private_file(ctx.paths.evidence / f"{image_id}.bin", data)
+        write_private_file(ctx.evidence.path(image_id), data)  # still sealed to its id
 
 
 def refuse_if_erasures_were_pruned(ctx: RegistryContext, manifest: dict[str, Any],

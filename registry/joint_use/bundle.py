@@ -212,6 +212,9 @@ def _raw(key: X25519PublicKey) -> bytes:
 
 
 def _aead_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> AESGCM:
+    """The envelope's one-message key. Not `kernel.sealed`: this is a wire format between
+    stores of different releases, whose nonce and routing live in the signed header that is
+    checked before anything is decrypted, under a key no file at rest shares."""
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_HKDF_INFO)
     return AESGCM(hkdf.derive(shared))
 

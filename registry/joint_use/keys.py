@@ -2,13 +2,12 @@
 
 `mamoru joint-use keys init` generates both once; their public halves go into
 the scheme file, the private halves into one file in the data folder, mode
-0600 and encrypted at rest with AES-256-GCM under a key derived from the
-master key (purpose "joint-use"). A key rotation re-encrypts the file with
-the databases (`rekey_store_keys`), so the store's identity in the scheme
-survives a rotation of its master key.
+0600 and sealed at rest (`kernel.sealed`, kind JOINT_USE_KEYS: AES-256-GCM)
+under a key derived from the master key (purpose "joint-use"). A key
+rotation re-encrypts the file with the databases (`rekey_store_keys`), so
+the store's identity in the scheme survives a rotation of its master key.
 
-File layout: MAGIC | 12-byte nonce | AES-256-GCM(JSON {member_id, signing,
-encryption}) with MAGIC as associated data.
+The sealed plaintext is JSON {member_id, signing, encryption}.
 """
 
 from __future__ import annotations
@@ -19,18 +18,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kernel.durable import make_private_dir, write_private_file
+from kernel.errors import SealedFileError
+from kernel.sealed import JOINT_USE_KEYS, Sealer
 from registry.joint_use.errors import StoreKeysError
 from registry.keys.master import MasterKey
-
-MAGIC = b"MAMORU-JUKEYS-1\n"
-_NONCE = 12
 
 
 def public_b64(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
@@ -59,8 +55,8 @@ class StoreKeys:
         return f"StoreKeys(member_id={self.member_id!r}, <private keys redacted>)"
 
 
-def _aead(master: MasterKey) -> AESGCM:
-    return AESGCM(master.derive("joint-use"))
+def _sealer(master: MasterKey) -> Sealer:
+    return Sealer(JOINT_USE_KEYS, master.derive("joint-use"))
 
 
 def _seal(keys: StoreKeys, master: MasterKey) -> bytes:
@@ -69,20 +65,14 @@ def _seal(keys: StoreKeys, master: MasterKey) -> bytes:
         "signing": base64.b64encode(keys.signing.private_bytes_raw()).decode("ascii"),
         "encryption": base64.b64encode(keys.encryption.private_bytes_raw()).decode("ascii"),
     }).encode("utf-8")
-    nonce = os.urandom(_NONCE)
-    return MAGIC + nonce + _aead(master).encrypt(nonce, body, MAGIC)
+    return _sealer(master).seal(body)
 
 
 def _open(blob: bytes, master: MasterKey, path: Path) -> StoreKeys:
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _NONCE + 16:
-        raise StoreKeysError(f"{path} is not a mamoru joint-use key file")
-    nonce = blob[len(MAGIC): len(MAGIC) + _NONCE]
     try:
-        body = json.loads(_aead(master).decrypt(nonce, blob[len(MAGIC) + _NONCE:], MAGIC))
-    except InvalidTag:
-        raise StoreKeysError(
-            f"{path} does not open with this registry's master key (altered, or another store's)"
-        ) from None
+        body = json.loads(_sealer(master).open(blob, name=str(path)))
+    except SealedFileError as exc:
+        raise StoreKeysError(str(exc)) from None
     return StoreKeys(
         member_id=str(body["member_id"]),
         signing=Ed25519PrivateKey.from_private_bytes(base64.b64decode(body["signing"])),

@@ -248,6 +248,8 @@ class WrappedKeyFile(KeyCustody):
                                hash_len=KEY_BYTES, type=Type.ID)
 
     def _encode(self, key: MasterKey) -> bytes:
+        # Not kernel.sealed: a key file is a documented JSON (argon2 parameters and salt in
+        # clear), kept off the data disk for years; a second layout would need this reader too.
         header: dict[str, object] = {"format": WRAPPED_FORMAT, "kdf": "argon2id",
                                      "time_cost": self.TIME_COST, "memory_kib": self.MEMORY_KIB,
                                      "parallelism": self.PARALLELISM}

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from kernel.errors import AuthenticationError
-from kernel.evidence import MAGIC as EVIDENCE_MAGIC
+from kernel.sealed import EVIDENCE
 from kernel.watchlist_index import WatchlistIndex, read_index_version
 from mamoru.wiring import api_host
 from registry.accounts import devices
@@ -154,7 +154,7 @@ def test_the_snapshot_is_encrypted_on_disk_and_decrypts_to_the_same_pixels(edge:
     assert f"{alert.snapshot_image_id}.bin" in edge.reg.evidence_files() - before
     for path in edge.reg.ctx.paths.evidence.iterdir():
         data = path.read_bytes()
-        assert data.startswith(EVIDENCE_MAGIC)
+        assert data.startswith(EVIDENCE.magic)
         assert PNG_SIGNATURE not in data and b"IHDR" not in data and b"IDAT" not in data
     assert np.array_equal(edge.reg.ctx.evidence.get(alert.snapshot_image_id), edge.snapshot)
     # The next open sweeps orphan evidence: an alert's snapshot is not an orphan.

@@ -31,7 +31,6 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kernel.errors import ConflictError, RuleViolationError
 from kernel.watchlist_index import WatchlistIndex, _decrypt_file
@@ -362,7 +361,7 @@ def test_no_name_staff_identity_or_reference_reaches_b(world: World, tmp_path: P
     assert b'"features"' in plaintext and FEATURES.encode() in plaintext  # scanning real content
 
     index_key = b.ctx.index_key()
-    _, index_plain = _decrypt_file(b.ctx.paths.index, AESGCM(index_key))
+    _, index_plain = _decrypt_file(b.ctx.paths.index, index_key)
     dump = _dump(b.ctx)
     audit = "\n".join(f"{r.actor} {r.details}" for r in b.ctx.repo.audit_rows()).encode("utf-8")
     evidence = b"".join(b.ctx.evidence.get_bytes(i) for i in b.ctx.evidence.ids())

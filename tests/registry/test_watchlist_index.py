@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kernel import watchlist_index as wli
 from kernel.watchlist_index import (
@@ -33,6 +34,7 @@ from mamoru.settings import MamoruSettings
 from mamoru.wiring import open_engine
 from models.engine import FaceEngine
 from tests.conftest import image, main_face_embedding
+from tests.registry.conftest import Registry
 
 Vector = npt.NDArray[np.float32]
 
@@ -46,9 +48,10 @@ PROBES = {
     **{f"orl-{who}": f"orl/{who}/1.pgm" for who in ORL_PEOPLE},
     **{f"orl-{who}-2": f"orl/{who}/2.pgm" for who in ORL_PEOPLE},
 }
-# Byte offsets of the clear header: magic 0-7, format 8-9, version 10-17, pack length 18-19.
-FORMAT_BYTES = range(8, 10)
-VERSION_OFFSET = 10
+# Byte offsets of the sealed file (kernel.sealed): magic 0-7, sealed-file version (the format) 8,
+# clear-header length 9-10; the index's clear header: version 11-18, pack from 19.
+FORMAT_BYTES = (8,)
+VERSION_OFFSET = 11
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +264,7 @@ def test_every_flipped_byte_is_refused(published: Path, key: bytes) -> None:
 def test_a_truncated_file_is_refused(published: Path, key: bytes, tmp_path: Path) -> None:
     original = published.read_bytes()
     target = tmp_path / "truncated.idx"
-    for length in (0, 7, 19, 20 + len(PACK) + 12, len(original) // 2, len(original) - 1):
+    for length in (0, 7, 19, 19 + len(PACK) + 12, len(original) // 2, len(original) - 1):
         target.write_bytes(original[:length])
         with pytest.raises(IndexIntegrityError):
             WatchlistIndex.load(target, key=key)
@@ -328,7 +331,7 @@ def test_a_failed_write_keeps_the_previous_version_and_no_temp_file(
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("kernel.watchlist_index.os.replace", crash)
+    monkeypatch.setattr("kernel.durable.os.replace", crash)  # the write's rename
     with pytest.raises(OSError, match="disk full"):
         publish_index(published, key=key, version=8, pack=PACK, dim=DIM, templates=templates[1:])
     assert published.read_bytes() == before
@@ -398,3 +401,24 @@ def test_single_queries_run_on_one_faiss_thread_and_batches_keep_theirs(
     calls.clear()
     index.search(np.stack([embeddings["obama2"], embeddings["biden"]]))
     assert calls == []
+
+
+def test_an_index_in_the_previous_layout_is_republished_on_upgrade(registry: Registry) -> None:
+    """kernel.sealed does not read the previous index layout: the registry rebuilds it instead.
+
+    The file is built as the previous release wrote it (clear header with its own magic and the
+    nonce, all of it the associated data); the index is derived from the database, so nothing
+    is lost, and the edge box sees a readable index again.
+    """
+    ctx = registry.ctx
+    version = ctx.repo.watchlist_version()
+    nonce = os.urandom(12)
+    clear = (b"MAMORUIX" + (1).to_bytes(2, "big") + version.to_bytes(8, "big")
+             + len(PACK).to_bytes(2, "big") + PACK.encode() + nonce)
+    ctx.paths.index.write_bytes(clear + AESGCM(ctx.index_key()).encrypt(nonce, b"old", clear))
+    with pytest.raises(IndexIntegrityError, match="not a mamoru watchlist index"):
+        read_index_version(ctx.paths.index)
+    with ctx.writing():
+        assert ctx.publish_index_if_stale() == version
+    loaded = WatchlistIndex.load(ctx.paths.index, key=ctx.index_key())
+    assert loaded.version == version
