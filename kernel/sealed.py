@@ -61,7 +61,10 @@ EVIDENCE = SealedKind("evidence image", b"MMRSEVID")
 BACKUP = SealedKind("backup", b"MMRSBKUP")
 WATCHLIST_INDEX = SealedKind("watchlist index", b"MMRSINDX")
 JOINT_USE_KEYS = SealedKind("joint-use key", b"MMRSJUKY")
-KINDS = (OUTBOX, EVIDENCE, BACKUP, WATCHLIST_INDEX, JOINT_USE_KEYS)
+# One personal value in a chain's PostgreSQL database (registry/storage/postgres): the
+# same format as a file, bound by its context to the table, column and row it belongs in.
+DATABASE_FIELD = SealedKind("database field", b"MMRSDBFD")
+KINDS = (OUTBOX, EVIDENCE, BACKUP, WATCHLIST_INDEX, JOINT_USE_KEYS, DATABASE_FIELD)
 
 
 @dataclass(frozen=True)

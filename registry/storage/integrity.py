@@ -72,7 +72,7 @@ def _check_evidence(ctx: RegistryContext, report: CheckReport) -> None:
     except StoreDamagedError:
         referenced = set()  # registry.db is already reported
     for image_id in sorted(present | referenced):
-        path = ctx.paths.evidence / f"{image_id}.bin"
+        path = ctx.evidence.path(image_id)
         try:
             ctx.evidence.get_bytes(image_id)
         except EvidenceNotFoundError:
