@@ -20,6 +20,7 @@ from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import open_engine
 from models.engine import FaceEngine
 from registry.storage.postgres.cluster import ThrowawayCluster
+from tests.registry.backends import BACKEND_NAMES, Backend
 
 REPO = Path(__file__).resolve().parents[1]
 PACKS = ("yunet-sface", "scrfd-mbf")
@@ -73,3 +74,13 @@ def pg_cluster() -> Iterator[ThrowawayCluster]:
     only; each test makes its own database in it with `pg_cluster.create_database(name)`."""
     with ThrowawayCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each repository behaviour test runs on SQLCipher and on PostgreSQL (issue 15, item 5);
+    the PostgreSQL cluster starts only when a test on it opens a repository."""
+    chosen = Backend(request.param, tmp_path,
+                     cluster=lambda: request.getfixturevalue("pg_cluster"))
+    with chosen.stack:
+        yield chosen

@@ -21,7 +21,8 @@ from kernel.errors import KeyFileError, NotInitialisedError
 from registry.storage.damage import key_file_damaged
 
 KEY_BYTES = 32
-Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge", "joint-use"]
+Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge", "joint-use",
+                  "database-fields"]  # the last: sealed personal columns on PostgreSQL
 
 
 class MasterKey:
