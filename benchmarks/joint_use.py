@@ -55,7 +55,6 @@ from registry.domain import (
     OffenceCategory,
     Role,
 )
-from registry.joint_use.export_schema import SHARED_ITEMS
 from registry.joint_use.keys import load_store_keys
 from registry.joint_use.scheme import adopt_scheme, scheme_in_force
 from registry.joint_use.sync import (
@@ -67,6 +66,7 @@ from registry.joint_use.sync import (
 )
 from registry.keys.custody import KeyCustodySettings
 from registry.notice.publication import publish_notice
+from registry.scheme import SHARED_ITEMS
 from registry.watchlist.entries import close_entry
 
 T = TypeVar("T")

@@ -25,6 +25,7 @@ from models.packs import PackCatalogue
 from registry.api.host import ApiHost
 from registry.clock import utc_now
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
+from registry.joint_use.keys import rekey_store_keys
 from registry.keys.custody import (
     CredentialKey,
     KeyCustody,
@@ -105,8 +106,16 @@ def seal_plain_key(settings: MamoruSettings, *, credential: Path | None, with_ke
     return target
 
 
-def registry_paths(settings: MamoruSettings) -> RegistryPaths:
-    return RegistryPaths(settings.data_dir, key_custody(settings))
+def registry_paths(settings: MamoruSettings, data_dir: Path | None = None) -> RegistryPaths:
+    """The configured registry's files (or a copy's, in `data_dir`), with every file a key
+    rotation must re-seal besides the core's own."""
+    return RegistryPaths(data_dir or settings.data_dir, key_custody(settings),
+                         reseal=(reseal_joint_use_keys,))
+
+
+def reseal_joint_use_keys(paths: RegistryPaths, old: MasterKey, new: MasterKey) -> None:
+    """The joint-use key file is sealed under the master key: it follows a rotation."""
+    rekey_store_keys(paths.joint_use_keys, old, new)
 
 
 def index_spec(settings: MamoruSettings) -> IndexSpec:

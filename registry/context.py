@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,11 +31,20 @@ from kernel.watchlist_index import (
 from registry.audit.trail import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
-from registry.joint_use.keys import rekey_store_keys
 from registry.keys.custody import KeyCustody
 from registry.keys.master import MasterKey, new_master_key
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
+
+
+class Reseal(Protocol):
+    """Re-encrypts one file kept under the master key from `old` to `new`.
+
+    Resumable: a file already under `new` is left as it is, so a rotation
+    interrupted at any point is completed by running every step again.
+    """
+
+    def __call__(self, paths: RegistryPaths, old: MasterKey, new: MasterKey) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,10 @@ class RegistryPaths:
 
     data_dir: Path
     custody: KeyCustody  # where the master key is kept (never in the clear on the data disk)
+    # Files sealed under the master key by packages above the core (the joint-use key
+    # file), each with the step that re-seals it on a key rotation. The wiring
+    # (`mamoru.wiring.registry_paths`) lists them, so the core imports none of their owners.
+    reseal: tuple[Reseal, ...]
 
     @property
     def key_file(self) -> Path:
@@ -141,7 +155,8 @@ class RegistryContext:
             rekey(self._opened.connection, "audit", new_key)
         self._opened = OpenedDatabase(self._opened.connection, new_key, new_key)
         self.evidence = self.evidence.rekey(new_key.derive("evidence"))
-        rekey_store_keys(self.paths.joint_use_keys, self._key, new_key)
+        for reseal in self.paths.reseal:
+            reseal(self.paths, self._key, new_key)
         self._key = new_key
 
     def __enter__(self) -> RegistryContext:

@@ -21,11 +21,11 @@ import typer
 from kernel.errors import RuleViolationError
 from mamoru.commands.session import AsOption, login, registry
 from mamoru.settings import get_settings
-from mamoru.wiring import index_spec, key_custody, rekey_edge_copies
+from mamoru.wiring import index_spec, registry_paths, rekey_edge_copies
 from registry.breach import incident as breach
 from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp, utc_now
-from registry.context import RegistryContext, RegistryPaths, open_registry
+from registry.context import RegistryContext, open_registry
 from registry.domain import Role, User
 
 app = typer.Typer(help="Personal-data breach response: record, contain, triage, report (G-BRE).")
@@ -212,7 +212,7 @@ def drill(
     with tempfile.TemporaryDirectory(prefix="mamoru-drill-") as scratch:
         copy = Path(scratch) / "data"
         shutil.copytree(live, copy, ignore=shutil.ignore_patterns("backups", ".write.lock"))
-        paths = RegistryPaths(copy, key_custody(settings))
+        paths = registry_paths(settings, copy)
         with open_registry(paths, settings.registry, index_spec(settings)) as ctx:
             run_drill(ctx, as_user=as_user, now=parse_timestamp(clock, "--clock"),
                       evidence_dir=Path(scratch) / "evidence", out=out, say=typer.echo)

@@ -17,9 +17,11 @@ from kernel.durable import make_private_dir, write_private_file
 from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
 from mamoru.inputs import read_input_file
 from registry.clock import utc_now
-from registry.joint_use import objections, scheme, sync, transport
+from registry.joint_use import scheme, sync, transport
 from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys
+from registry.scheme import Member, SchemeError
+from registry.watchlist.objections import decide_objection, record_objection
 
 app = typer.Typer(help="Joint use (共同利用) with partner stores: signed, encrypted bundles.",
                   no_args_is_help=True)
@@ -111,7 +113,7 @@ def member_add(
     encryption_key: Annotated[str, typer.Option(help="its X25519 public key (base64)")],
 ) -> None:
     """Add a member to the configured JSON scheme file and adopt it (admin, audited)."""
-    member = scheme.Member(member_id=member_id, store_name=store_name, region=region,
+    member = Member(member_id=member_id, store_name=store_name, region=region,
                            signing_key=signing_key, encryption_key=encryption_key)
     with registry() as ctx:
         adoption = scheme.add_member(ctx, actor=login(ctx, as_user),
@@ -253,7 +255,7 @@ def sync_all(
             except RegionRuleError:
                 typer.echo(f"{member.member_id}: skipped (outside the scheme's region rule)")
                 continue
-            except JointUseError as exc:
+            except (JointUseError, SchemeError) as exc:  # this member fails, the others go on
                 typer.echo(f"{member.member_id}: FAILED: {exc}")
                 failed.append(member.member_id)
                 continue
@@ -324,7 +326,7 @@ def objection_record(
     with registry() as ctx:
         actor = login(ctx, as_user)
         entry_id = resolve_entry(ctx, entry)
-        objections.record_objection(ctx, actor=actor, entry_id=entry_id, reason=reason,
+        record_objection(ctx, actor=actor, entry_id=entry_id, reason=reason,
                                     now=utc_now())
     typer.echo(f"entry {entry_id} suspended; members suspend it with their next bundle")
 
@@ -340,6 +342,6 @@ def objection_decide(
     with registry() as ctx:
         actor = login(ctx, as_user)
         entry_id = resolve_entry(ctx, entry)
-        objections.decide_objection(ctx, actor=actor, entry_id=entry_id, upheld=upheld,
+        decide_objection(ctx, actor=actor, entry_id=entry_id, upheld=upheld,
                                     reason=reason, now=utc_now())
     typer.echo(f"objection to {entry_id} {'upheld: entry erased' if upheld else 'dismissed'}")

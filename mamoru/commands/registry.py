@@ -19,12 +19,13 @@ from mamoru.wiring import (
 )
 from registry.accounts.users import add_user, require_role, validate_new_password
 from registry.backup.archive import create_backup, put_back_damaged_database, restore_backup
+from registry.backup.check import check_registry
 from registry.clock import utc_now
 from registry.context import init_registry, open_registry
 from registry.domain import Role
+from registry.joint_use.check import check_store_keys
 from registry.keys.master import load_key_file
 from registry.keys.rotation import rotate_key
-from registry.storage.integrity import check_registry
 
 app = typer.Typer(help="Create and check the encrypted registry.")
 key_app = typer.Typer(help="The master key.")
@@ -61,7 +62,7 @@ def check(as_user: AsOption) -> None:
     settings = get_settings()
     with open_registry(registry_paths(settings), settings.registry, index_spec(settings)) as ctx:
         require_role(login(ctx, as_user), Role.AUDITOR, Role.ADMIN, Role.MANAGER)
-        report = check_registry(ctx)
+        report = check_registry(ctx, also=(check_store_keys,))
     if report.ok:
         typer.echo(f"registry intact: {', '.join(report.checked)}")
         return

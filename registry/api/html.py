@@ -35,8 +35,8 @@ from starlette.types import Receive, Scope, Send
 
 from kernel.errors import AuthenticationError, RegistryError
 from registry.api.errors import status_of
-from registry.api.i18n import LANG_COOKIE, Lang, Translator, pick_lang
 from registry.domain import Role, User
+from registry.i18n import LANG_COOKIE, Lang, Translator, pick_lang
 
 logger = logging.getLogger("mamoru.registry.pages")
 

@@ -3,7 +3,7 @@
 The routes (`routes/pages.py`) call these builders; so does the failure path,
 which shows a refused form's page again with its message. Each builder calls
 the same service the JSON API calls (`registry.alerts.queue`, `registry.watchlist.approval`,
-`registry.watchlist.entries`, `registry.audit.oversight`), so it is refused for the same
+`registry.watchlist.entries`, `registry.oversight.report`), so it is refused for the same
 roles. The cards are what the templates read; image URLs point at the API's
 role-guarded image routes, never at files.
 """
@@ -20,9 +20,7 @@ from fastapi import Request
 from registry.accounts.devices import BoxStatus
 from registry.alerts.queue import AlertView, alert_views, precision
 from registry.api.html import lang_of
-from registry.api.i18n import Translator
 from registry.api.uploads import MAX_PHOTO_BYTES
-from registry.audit.oversight import audit_report, verify_trail
 from registry.breach import incident as breach
 from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft
 from registry.clock import EARLIEST, from_text
@@ -39,11 +37,14 @@ from registry.domain import (
     Role,
     User,
 )
+from registry.i18n import Translator
+from registry.oversight.report import audit_report, verify_trail
 from registry.requests import desk as requests
 from registry.watchlist import reviews
 from registry.watchlist.approval import pending_proposals
 from registry.watchlist.criteria import all_criteria
 from registry.watchlist.entries import EntryView, list_entries
+from registry.watchlist.stop_use import stop_use_right_list
 
 _CURRENT_STATES = [EntryState.PROPOSED, EntryState.ACTIVE]
 CATEGORIES = [c.value for c in OffenceCategory]
@@ -239,7 +240,7 @@ def incidents_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str,
 def stop_use_data(ctx: RegistryContext) -> list[dict[str, Any]]:
     """Stop-use rights from reportable leaks (G-BRE-4) for the desk: entry, incident, since."""
     rows = []
-    for right in reversed(breach.stop_use_right_list(ctx)):
+    for right in reversed(stop_use_right_list(ctx)):
         entry = ctx.repo.entry(right.entry_id)
         rows.append({"entry_id": right.entry_id, "incident_id": right.incident_id,
                      "since": right.since,

@@ -1,1 +1,1 @@
-"""The append-only audit trail and what auditors read from it."""
+"""The append-only audit trail every use case writes (what auditors read: `registry.oversight`)."""

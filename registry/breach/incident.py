@@ -36,6 +36,9 @@ from registry.audit.trail import Action
 from registry.clock import from_text, to_text
 from registry.context import RegistryContext
 from registry.domain import EntryState, Role, User
+from registry.keys.rotation import rotate_key
+from registry.scheme import parse_scheme
+from registry.watchlist.stop_use import stop_use_right_list
 
 JST = ZoneInfo("Asia/Tokyo")
 PRELIMINARY_TARGET_DAY, PRELIMINARY_DAY, FINAL_DAY, FINAL_DAY_MALICIOUS = 3, 5, 30, 60
@@ -225,8 +228,6 @@ def registry_counts(ctx: RegistryContext) -> tuple[RegistryCounts, tuple[str, ..
 
 
 def _partner_count(ctx: RegistryContext) -> int:
-    from registry.joint_use.scheme import parse_scheme  # joint use is optional at run time
-
     adopted = ctx.repo.adopted_schemes()
     if not adopted:
         return 0
@@ -293,8 +294,6 @@ def contain_disable_devices(ctx: RegistryContext, *, actor: User, incident_id: s
 def contain_rotate_key(ctx: RegistryContext, *, actor: User, incident_id: str,
                        now: datetime) -> Path:
     """A new master key for every file (admin); old backups wiped. The fresh backup's path."""
-    from registry.keys.rotation import rotate_key  # rotation imports the backup machinery
-
     get_incident(ctx, incident_id)
     backup = rotate_key(ctx, actor=actor, now=now)
     with ctx.writing():
@@ -403,30 +402,6 @@ def _mark_stop_use(ctx: RegistryContext, incident: BreachIncident, now: datetime
                              entry_id=entry_id, details={"incident": incident.incident_id})
             marked += 1
     return marked
-
-
-@dataclass(frozen=True)
-class StopUseRight:
-    """A person who may ask for use to stop after a reportable leak (G-BRE-4, APPI 35(5))."""
-
-    entry_id: str
-    incident_id: str
-    since: datetime
-
-
-def stop_use_right_list(ctx: RegistryContext, entry_id: str | None = None) -> list[StopUseRight]:
-    """The one reader of `entry_stop_use_rights`, oldest first; with `entry_id`, its rights only.
-
-    The entry's view, the watchlist page and the request desk all show what this
-    returns; nothing here changes an entry (stopping use is the person's choice).
-    """
-    query = "SELECT entry_id, incident_id, since FROM entry_stop_use_rights"
-    params: tuple[str, ...] = ()
-    if entry_id is not None:
-        query, params = query + " WHERE entry_id = ?", (entry_id,)
-    return [StopUseRight(entry, incident_id, from_text(since))
-            for entry, incident_id, since in ctx.repo.connection.execute(
-                query + " ORDER BY since, incident_id, entry_id", params)]
 
 
 def stop_use_rights(ctx: RegistryContext) -> dict[str, list[str]]:

@@ -63,11 +63,11 @@ from registry.clock import Timestamp
 from registry.joint_use.errors import MalformedBundleError, NotForUsError, SignatureError
 from registry.joint_use.export_schema import (
     ENTRY_ID_PATTERN,
-    MEMBER_ID_PATTERN,
     AllowListed,
     SharedEntry,
     to_wire,
 )
+from registry.scheme import MEMBER_ID_PATTERN
 
 MAGIC = b"MAMORUJU"
 FORMAT = 2

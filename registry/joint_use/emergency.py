@@ -31,8 +31,8 @@ from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import EmergencyCheck, EmergencyShare, EntryState, Role, User
-from registry.joint_use.errors import ImportedEntryError
 from registry.text import REASON
+from registry.watchlist.entries import ImportedEntryError
 
 MIN_CHECKERS = 2
 BASIS = "one-off emergency provision (APPI 27(1)(ii)), outside joint use"

@@ -7,17 +7,14 @@ the whole file is refused and nothing in the registry changed.
 from __future__ import annotations
 
 from kernel.errors import RegistryError, RuleViolationError
+from registry.scheme import SchemeError
 
 
 class JointUseError(RegistryError):
     """Base of every joint-use failure."""
 
 
-class SchemeError(JointUseError):
-    """The joint-use scheme file is missing, invalid, or not the one adopted here."""
-
-
-class SchemeNotAdoptedError(SchemeError):
+class SchemeNotAdoptedError(SchemeError, JointUseError):
     """The scheme file differs from the one an admin adopted (an unaudited membership change)."""
 
 
@@ -75,10 +72,6 @@ class PackMismatchError(BundleRefusedError):
 
 class ReceiptError(BundleRefusedError):
     """A receipt that does not match any bundle this store sent, or was already applied."""
-
-
-class ImportedEntryError(JointUseError, RuleViolationError):
-    """An imported entry is edited only at its origin store; forward the request there."""
 
 
 class TransportError(JointUseError):

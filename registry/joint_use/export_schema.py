@@ -33,28 +33,16 @@ from pydantic import (
 from registry.clock import Timestamp
 from registry.domain import Entry, Incident, OffenceCategory, TemplateRecord
 from registry.joint_use.errors import ForbiddenFieldError
+from registry.scheme import MEMBER_ID_PATTERN
 from registry.text import TextRule
 
 ENTRY_ID_PATTERN = r"^[0-9a-f]{32}$"
-MEMBER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 8 << 20
 MAX_TEXT = 2000
 # A member's free text obeys this store's one rule (`registry.text`), at the wire's length.
 SHARED_TEXT = TextRule(MAX_TEXT, multiline=True)
 
-# What the scheme publishes as its "data items" (G-SHR-1): one id per allow-listed
-# item, with the wording of the notice page. The scheme file must list exactly these.
-SHARED_ITEMS: dict[str, tuple[str, str]] = {
-    "offence_datetime": ("犯行日時", "date and time of the offence"),
-    "offence_category": ("犯行の種類", "offence category"),
-    "damage": ("被害の内容", "damage"),
-    "features": ("人物の特徴", "the person's features (clothes, build)"),
-    "camera_images": ("防犯カメラ画像（本人以外の顔はマスク済み）",
-                      "camera images, every other person's face masked"),
-    "face_templates": ("顔識別データ（特徴量）", "face identification data (templates)"),
-    "expiry": ("保存期限", "the date the entry is erased"),
-}
 
 
 def _png(value: bytes) -> bytes:

@@ -70,6 +70,7 @@ from registry.domain import (
     SentItem,
     User,
 )
+from registry.joint_use import forwarding
 from registry.joint_use.bundle import (
     Bundle,
     ForwardedRequest,
@@ -87,8 +88,13 @@ from registry.joint_use.bundle import (
     seal,
     sha256_hex,
 )
-from registry.joint_use.errors import ProvisionRefusedError, ReceiptError, StoreKeysError
-from registry.joint_use.export_schema import SHARED_ITEMS, SharedEntry, shared_entry
+from registry.joint_use.errors import (
+    NoticeOutdatedError,
+    ProvisionRefusedError,
+    ReceiptError,
+    StoreKeysError,
+)
+from registry.joint_use.export_schema import SharedEntry, shared_entry
 from registry.joint_use.keys import StoreKeys, create_store_keys, load_store_keys
 from registry.joint_use.policy import (
     SenderIsCurrentMember,
@@ -99,8 +105,10 @@ from registry.joint_use.policy import (
     signer_policy,
 )
 from registry.joint_use.scheme import LoadedScheme, former_members
-from registry.notice.publication import ensure_notice_current
+from registry.notice.page import current_page
+from registry.notice.publication import last_published_sha256
 from registry.requests import desk as requests
+from registry.scheme import SHARED_ITEMS
 
 SYNC_ACTOR = "joint-use-sync"
 BASIS = "joint use (共同利用, APPI 27(5)(iii)) under the published scheme"
@@ -276,6 +284,22 @@ def _last_sent(ctx: RegistryContext, member: str) -> int:
     return max([ctx.repo.last_acked_sequence(member), *(b.sequence for b in pending)])
 
 
+def ensure_notice_current(ctx: RegistryContext) -> None:
+    """Refuse (NoticeOutdatedError) unless the last recorded notice is the current one."""
+    recorded = last_published_sha256(ctx)
+    current = current_page(ctx).sha256
+    if recorded == current:
+        return
+    if recorded is None:
+        raise NoticeOutdatedError(
+            "no notice was ever published here: run `mamoru notice render --out DIR` and put "
+            "the notice up before sharing (G-NOT-2, G-SHR-1)")
+    raise NoticeOutdatedError(
+        f"the published notice (sha256 {recorded[:12]}) is older than the settings or the "
+        f"joint-use scheme it must describe (now {current[:12]}): run `mamoru notice render "
+        "--out DIR` and put the new notice up before sharing (G-NOT-2, G-SHR-1)")
+
+
 def export_bundle(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now: datetime, *,
                   actor: User | None = None,
                   policy: TransferPolicy | None = None) -> bytes:
@@ -319,8 +343,8 @@ def export_parts(ctx: RegistryContext, scheme: LoadedScheme, to_member: str, now
         first = _last_sent(ctx, to_member) + 1
         parts, left = _parts(ctx, _plan(ctx, to_member, now), max_parts)
         # Forwarded requests and answers to them are few and small: they ride in the first part.
-        forwards = tuple(requests.forwards_for(ctx, to_member))
-        answers = tuple(requests.answers_for(ctx, to_member))
+        forwards = tuple(forwarding.forwards_for(ctx, to_member))
+        answers = tuple(forwarding.answers_for(ctx, to_member))
         exported = []
         for offset, part in enumerate(parts):
             later = sum(p.items() for p in parts[offset + 1:]) + left
@@ -589,8 +613,8 @@ def _apply(ctx: RegistryContext, scheme: LoadedScheme, keys: StoreKeys, bundle: 
         if index_changed:
             ctx.repo.bump_watchlist_version()
         who = actor.username if actor else SYNC_ACTOR
-        requests_applied = requests.receive_forwarded(ctx, sender, bundle.requests, who, now)
-        answers_applied = requests.receive_answers(ctx, sender, bundle.request_answers, who, now)
+        requests_applied = forwarding.receive_forwarded(ctx, sender, bundle.requests, who, now)
+        answers_applied = forwarding.receive_answers(ctx, sender, bundle.request_answers, who, now)
         new_ids = {e.origin_entry_id for e in bundle.entries}
         receipt = Receipt(
             issued_by=ctx.policy.store_id, origin=sender, sequence=bundle.sequence,

@@ -34,9 +34,10 @@ import httpx
 from registry.context import RegistryContext
 from registry.domain import User
 from registry.joint_use.bundle import Receipt, open_envelope, parse_payload
-from registry.joint_use.errors import PushRefusedError, SchemeError, TransportError
+from registry.joint_use.errors import PushRefusedError, TransportError
 from registry.joint_use.scheme import LoadedScheme
 from registry.joint_use.sync import AppliedReceipt, Exported, apply_receipt, export_parts, receiver
+from registry.scheme import SchemeError
 
 BUNDLES_PATH = "/api/v1/joint-use/bundles"
 MEDIA_TYPE = "application/octet-stream"

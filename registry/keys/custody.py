@@ -40,8 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.durable import write_private_file
 from kernel.errors import KeyFileError, NotInitialisedError
-from registry.keys.master import KEY_BYTES, MasterKey
-from registry.storage.damage import key_file_damaged
+from registry.keys.master import KEY_BYTES, MasterKey, key_file_damaged
 
 CREDENTIAL_NAME = "mamoru-master-key"
 WRAPPED_FORMAT = "mamoru-wrapped-key/1"

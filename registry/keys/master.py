@@ -17,12 +17,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kernel.durable import make_private_dir, write_private_file
-from kernel.errors import KeyFileError, NotInitialisedError
-from registry.storage.damage import key_file_damaged
+from kernel.errors import KeyFileError, NotInitialisedError, StoreDamagedError
 
 KEY_BYTES = 32
 Purpose = Literal["database", "audit", "index", "evidence", "backup", "edge", "joint-use",
                   "database-fields"]  # the last: sealed personal columns on PostgreSQL
+
+
+def key_file_damaged(path: Path, problem: str) -> StoreDamagedError:
+    """Without the key nothing can be decrypted, backups included."""
+    return StoreDamagedError(
+        path, problem,
+        "put the key file back from its offline custody copy (it cannot be recovered from "
+        "anything else); nothing was changed",
+    )
 
 
 class MasterKey:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.api.i18n import EN, JA
 from registry.config import NoticeSettings
 from registry.context import RegistryContext
-from registry.joint_use.scheme import Scheme, parse_scheme
+from registry.i18n import EN, JA
+from registry.scheme import Scheme, parse_scheme
 from registry.watchlist.criteria import all_criteria
 
 # The accredited personal-information protection body of the guideline (ch. 1 §4 (8),

@@ -3,7 +3,8 @@
 `publish_notice` renders the notice from the configuration in force and, if its
 hash differs from the last one recorded, appends a NOTICE_PUBLISHED record
 (`mamoru notice render`, and every start of the registry app). Joint-use export
-calls `ensure_notice_current`: while the last recorded notice is not the one the
+(`registry.joint_use.sync.ensure_notice_current`) compares the last recorded hash
+with the current page's: while the last recorded notice is not the one the
 current settings and adopted scheme give (a new member, a new retention period,
 new criteria), nothing is provided, because what visitors were told would not be
 what the store does (G-NOT-2, G-SHR-1).
@@ -17,7 +18,6 @@ from datetime import datetime
 
 from registry.audit.trail import Action
 from registry.context import RegistryContext
-from registry.joint_use.errors import NoticeOutdatedError
 from registry.notice.content import adopted_scheme
 from registry.notice.page import NoticePage, current_page
 
@@ -53,19 +53,3 @@ def publish_notice(ctx: RegistryContext, *, now: datetime, actor: str) -> Public
                 "members": [m.member_id for m in scheme.members] if scheme else [],
             })
     return Publication(page, previous, recorded=True)
-
-
-def ensure_notice_current(ctx: RegistryContext) -> None:
-    """Refuse (NoticeOutdatedError) unless the last recorded notice is the current one."""
-    recorded = last_published_sha256(ctx)
-    current = current_page(ctx).sha256
-    if recorded == current:
-        return
-    if recorded is None:
-        raise NoticeOutdatedError(
-            "no notice was ever published here: run `mamoru notice render --out DIR` and put "
-            "the notice up before sharing (G-NOT-2, G-SHR-1)")
-    raise NoticeOutdatedError(
-        f"the published notice (sha256 {recorded[:12]}) is older than the settings or the "
-        f"joint-use scheme it must describe (now {current[:12]}): run `mamoru notice render "
-        "--out DIR` and put the new notice up before sharing (G-NOT-2, G-SHR-1)")

@@ -23,7 +23,7 @@ imported, proposed or active, suspended or not), then dropped. Only the outcome
 and the entry ids are audited (never a score of a stranger, never the image).
 
 A request about an imported entry is forwarded to its origin store in the next
-bundle (`registry.joint_use.sync`); the origin records and answers it, and its
+bundle (`registry.joint_use.forwarding`); the origin records and answers it, and its
 answer returns in the origin's next bundle. Both desks track it until then.
 """
 
@@ -57,10 +57,9 @@ from registry.domain import (
     Role,
     User,
 )
-from registry.joint_use.bundle import ForwardedRequest, RequestAnswer
-from registry.joint_use.objections import record_objection
 from registry.repository import AuditRow, RequestRepository
 from registry.watchlist.entries import correct, erase
+from registry.watchlist.objections import record_objection
 from registry.watchlist.reasons import required_reason
 
 Image = npt.NDArray[np.uint8]
@@ -434,7 +433,7 @@ def _close(ctx: RegistryContext, actor: User, request: DataRequest, status: Requ
                      answer_reason=reason, answered_by=actor.user_id, answered_at=now)
     action = Action.REQUEST_ANSWERED if status is RequestStatus.ANSWERED else \
         Action.REQUEST_REFUSED
-    details = _closing_details(closed)
+    details = closing_details(closed)
     if nuisance_justified:
         details["nuisance_harm_justified"] = True  # that it was given, never its text
     with ctx.writing(), ctx.repo.unit_of_work():
@@ -444,7 +443,7 @@ def _close(ctx: RegistryContext, actor: User, request: DataRequest, status: Requ
     return closed
 
 
-def _closing_details(request: DataRequest) -> dict[str, Any]:
+def closing_details(request: DataRequest) -> dict[str, Any]:
     assert request.answered_at is not None
     return {"request_id": request.request_id, "kind": request.kind.value,
             "answer": request.answer,
@@ -488,79 +487,7 @@ def summary_row(ctx: RegistryContext, request: DataRequest, now: datetime) -> di
     }
 
 
-# --- joint use: forwarding and answers (called by registry.joint_use.sync) ----------------------
-
-
-def forwards_for(ctx: RegistryContext, member: str) -> list[ForwardedRequest]:
-    """Requests about `member`'s entries it has not acknowledged: they go in its next bundle."""
-    wire = []
-    for request in store(ctx).forwards_to_send(member):
-        imported = ctx.repo.imported_entry(request.entry_id) if request.entry_id else None
-        if imported is None:
-            continue
-        wire.append(ForwardedRequest(
-            request_id=request.request_id, kind=request.kind.value,
-            origin_entry_id=imported.origin_entry_id, received_at=request.received_at,
-            due_at=request.due_at, identity_method=request.identity_method.value))
-    return wire
-
-
-def answers_for(ctx: RegistryContext, member: str) -> list[RequestAnswer]:
-    """Answers to requests `member` forwarded here, not acknowledged yet."""
-    return [RequestAnswer(request_id=r.origin_request_id or "", outcome=r.status.value,
-                          answer=r.answer,
-                          refusal_ground=r.refusal_ground.value if r.refusal_ground else None,
-                          answered_at=r.answered_at or r.received_at)
-            for r in store(ctx).answers_to_send(member)]
-
-
-def receive_forwarded(ctx: RegistryContext, sender: str, items: Sequence[ForwardedRequest],
-                      actor: str, now: datetime) -> list[str]:
-    """Record requests a member forwarded about our entries; inside the import's transaction."""
-    applied = []
-    desk = store(ctx)
-    for item in items:
-        applied.append(item.request_id)
-        if desk.by_origin(sender, item.request_id) is not None:
-            continue  # a re-sent bundle's content
-        entry = ctx.repo.entry(item.origin_entry_id)
-        ours = entry is not None and ctx.repo.imported_entry(entry.entry_id) is None
-        request = DataRequest(
-            request_id=uuid.uuid4().hex, kind=RequestKind(item.kind), status=RequestStatus.OPEN,
-            received_at=item.received_at, due_at=item.due_at,
-            identity_method=IdentityMethod(item.identity_method), identity_checked_by=None,
-            by_agent=False, contact="", summary="", opened_by=None, assigned_to=None,
-            entry_id=item.origin_entry_id if ours else None, forwarded_to=None,
-            origin_member=sender, origin_request_id=item.request_id, answered_by=None,
-            answered_at=None, answer="", refusal_ground=None, answer_reason="")
-        desk.add(request)
-        ctx.audit.record(actor=actor, action=Action.REQUEST_RECEIVED, at=now,
-                         entry_id=request.entry_id,
-                         details={"request_id": request.request_id, "kind": item.kind,
-                                  "from": sender, "origin_request_id": item.request_id,
-                                  "due_at": to_text(item.due_at)})
-    return applied
-
-
-def receive_answers(ctx: RegistryContext, sender: str, items: Sequence[RequestAnswer],
-                    actor: str, now: datetime) -> list[str]:
-    """Close requests we forwarded to `sender` with its answer; inside the import's transaction."""
-    applied = []
-    desk = store(ctx)
-    for item in items:
-        applied.append(item.request_id)
-        request = desk.get(item.request_id)
-        if request is None or request.forwarded_to != sender or request.status.is_closed:
-            continue
-        closed = replace(request, status=RequestStatus(item.outcome), answer=item.answer,
-                         refusal_ground=RefusalGround(item.refusal_ground)
-                         if item.refusal_ground else None,
-                         answer_reason=f"answered by {sender}", answered_at=item.answered_at)
-        desk.update(closed)
-        ctx.audit.record(actor=actor, action=Action.REQUEST_ANSWER_RECEIVED, at=now,
-                         entry_id=request.entry_id,
-                         details={**_closing_details(closed), "by_member": sender})
-    return applied
+# --- joint use: acknowledgements (wire conversion: registry.joint_use.forwarding) -----------
 
 
 def acknowledged(ctx: RegistryContext, member: str, requests: Sequence[str],

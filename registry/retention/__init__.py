@@ -1,3 +1,3 @@
-"""Lifetimes: how long an entry is kept (G-REG-4) and the nightly job that ends every copy on
-time.
+"""Lifetimes: the nightly job that ends every copy on time (how long an entry is kept, G-REG-4,
+is the watchlist's rule: `registry.watchlist.period`).
 """

@@ -49,12 +49,3 @@ def index_damaged(path: Path, problem: str) -> StoreDamagedError:
         "it is rebuilt from the database: delete it and run any mamoru command (e.g. "
         "`mamoru watchlist list`), which publishes it again",
     )
-
-
-def key_file_damaged(path: Path, problem: str) -> StoreDamagedError:
-    """Without the key nothing can be decrypted, backups included."""
-    return StoreDamagedError(
-        path, problem,
-        "put the key file back from its offline custody copy (it cannot be recovered from "
-        f"anything else); {NOTHING_CHANGED}",
-    )

@@ -34,11 +34,11 @@ from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, EvidenceRecord, IncidentInput, Role, User
-from registry.retention.period import expiry_for
 from registry.text import DISPLAY_NAME, FEATURES
 from registry.watchlist.criteria import criteria_version
 from registry.watchlist.entries import EntryView, close_entry, list_entries
 from registry.watchlist.incidents import validate_incident
+from registry.watchlist.period import expiry_for
 from registry.watchlist.reasons import required_reason
 
 Image = npt.NDArray[np.uint8]

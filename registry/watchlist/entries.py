@@ -17,15 +17,21 @@ from typing import Any
 from kernel.errors import ConflictError, NotFoundError, RuleViolationError
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
-from registry.breach.incident import stop_use_right_list
 from registry.clock import to_text
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, IncidentInput, Role, User
-from registry.joint_use.errors import ImportedEntryError
-from registry.retention.period import expiry_for
 from registry.text import DISPLAY_NAME, FEATURES
 from registry.watchlist.incidents import validate_incident
+from registry.watchlist.period import expiry_for
 from registry.watchlist.reasons import required_reason
+from registry.watchlist.stop_use import stop_use_right_list
+
+
+class ImportedEntryError(RuleViolationError):
+    """An entry shared by a joint-use member is changed only at its origin store (G-SHR-4).
+
+    Raised wherever this store would change such an entry: forward the request there.
+    """
 
 
 def _entry(ctx: RegistryContext, entry_id: str) -> Entry:

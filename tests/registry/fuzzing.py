@@ -46,10 +46,10 @@ from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.domain import User
-from registry.joint_use.export_schema import SHARED_ITEMS
 from registry.joint_use.keys import public_b64
 from registry.joint_use.scheme import adopt_scheme
 from registry.joint_use.sync import init_keys
+from registry.scheme import SHARED_ITEMS
 from tests.conftest import REPO
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 

@@ -47,7 +47,6 @@ from registry.joint_use import bundle as wire
 from registry.joint_use.emergency import provide_share, record_check, request_share
 from registry.joint_use.errors import (
     ForbiddenFieldError,
-    ImportedEntryError,
     NotAMemberError,
     NotForUsError,
     ProvisionRefusedError,
@@ -57,9 +56,8 @@ from registry.joint_use.errors import (
     SchemeNotAdoptedError,
     SignatureError,
 )
-from registry.joint_use.export_schema import SHARED_ITEMS, SharedEntry, shared_entry, to_wire
+from registry.joint_use.export_schema import SharedEntry, shared_entry, to_wire
 from registry.joint_use.keys import load_store_keys, public_b64
-from registry.joint_use.objections import decide_objection, record_objection
 from registry.joint_use.scheme import adopt_scheme, scheme_in_force
 from registry.joint_use.sync import (
     apply_receipt,
@@ -73,8 +71,11 @@ from registry.joint_use.sync import (
 )
 from registry.keys import rotation as key_rotation
 from registry.notice.publication import publish_notice
+from registry.scheme import SHARED_ITEMS
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
+from registry.watchlist.entries import ImportedEntryError
+from registry.watchlist.objections import decide_objection, record_objection
 from tests.conftest import REPO, main_face_embedding
 from tests.registry.conftest import OBAMA, OBAMA2, T0
 

@@ -9,6 +9,7 @@ refused unless the loudly named development setting is on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -205,7 +206,7 @@ def test_rotation_keeps_the_key_sealed(registry: Registry, tmp_path: Path) -> No
     registry.ctx.close()
     (registry.data_dir / "master.key").unlink()
     paths = registry_paths(registry.settings)
-    paths = type(paths)(paths.data_dir, custody)
+    paths = dataclasses.replace(paths, custody=custody)
     with open_registry(paths, registry.settings.registry, registry.ctx.index_spec) as ctx:
         rotate_key(ctx, actor=ctx.repo.user_by_name("admin"), now=T0)  # type: ignore[arg-type]
         new_key = ctx.master_key

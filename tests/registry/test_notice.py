@@ -29,9 +29,9 @@ from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory
 from registry.joint_use.errors import NoticeOutdatedError
 from registry.joint_use.keys import public_b64
 from registry.joint_use.scheme import adopt_scheme
-from registry.joint_use.sync import export_bundle
+from registry.joint_use.sync import ensure_notice_current, export_bundle
 from registry.notice.page import current_page
-from registry.notice.publication import ensure_notice_current, last_published_sha256
+from registry.notice.publication import last_published_sha256
 from registry.notice.sign import SignError, find_cjk_font
 from registry.watchlist.approval import Photo, propose
 from registry.watchlist.criteria import criteria_version

@@ -23,7 +23,6 @@ import pytest
 from kernel.errors import ConflictError, RuleViolationError
 from models.engine import FaceEngine
 from registry.accounts import users
-from registry.audit.oversight import audit_report
 from registry.audit.trail import Action
 from registry.config import RegistrySettings
 from registry.domain import (
@@ -35,6 +34,7 @@ from registry.domain import (
     ReviewDecision,
     Role,
 )
+from registry.oversight.report import audit_report
 from registry.requests import desk as requests
 from registry.retention.expiry import run_expiry
 from registry.watchlist import reviews

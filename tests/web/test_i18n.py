@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from registry.api.html import NAV, NOTICES, TEMPLATES
-from registry.api.i18n import EN, JA, Translator, missing_keys
+from registry.i18n import EN, JA, Translator, missing_keys
 
 # t("key"), t.pair("key"), t.pair('key'), t('key') in the templates
 _USED = re.compile(r"""\bt(?:\.pair)?\(\s*["']([a-z_]+)["']\s*\)""")

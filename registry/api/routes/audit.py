@@ -9,15 +9,15 @@ from fastapi import APIRouter, Depends, Query
 
 from registry.api.deps import ContextDep, NowDep, require_roles
 from registry.api.schemas import AuditRecordOut, AuditVerifyOut, ChainProblemOut
-from registry.audit.oversight import (
+from registry.clock import EARLIEST, Timestamp
+from registry.domain import User
+from registry.oversight.report import (
     MAX_RECORDS,
     OVERSIGHT_ROLES,
     audit_records,
     audit_report,
     verify_trail,
 )
-from registry.clock import EARLIEST, Timestamp
-from registry.domain import User
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 

@@ -35,7 +35,7 @@ from registry.api.gate import RegistryGate
 from registry.api.limits import BodyStream
 from registry.config import RegistrySettings
 from registry.joint_use.bundle import MAGIC, MAX_CLEAR_BYTES, clear_length
-from registry.joint_use.errors import MalformedBundleError, SchemeError, StoreKeysError
+from registry.joint_use.errors import MalformedBundleError, StoreKeysError
 from registry.joint_use.policy import NewerSequence, Transfer
 from registry.joint_use.scheme import scheme_in_force
 from registry.joint_use.sync import (
@@ -47,6 +47,7 @@ from registry.joint_use.sync import (
     receiver,
     verify_bundle,
 )
+from registry.scheme import SchemeError
 
 router = APIRouter(prefix="/api/v1/joint-use", tags=["joint-use"])
 

@@ -73,7 +73,6 @@ from registry.api.html import (
     safe_next,
     static_file,
 )
-from registry.api.i18n import STORE_TZ
 from registry.api.page_data import (
     PhotoVerdict,
     alerts_data,
@@ -90,7 +89,6 @@ from registry.api.routes.session import check_same_origin
 from registry.api.schemas import IncidentIn
 from registry.api.sessions import COOKIE_NAME, clear_session_cookie, log_in, set_session_cookie
 from registry.api.uploads import decode_photo, photo_from_upload, photos_from_uploads
-from registry.audit.oversight import OVERSIGHT_ROLES
 from registry.breach import incident as breach
 from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp
@@ -106,6 +104,8 @@ from registry.domain import (
     Role,
     User,
 )
+from registry.i18n import STORE_TZ
+from registry.oversight.report import OVERSIGHT_ROLES
 from registry.requests import desk
 from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES, REASON
 from registry.watchlist.approval import (

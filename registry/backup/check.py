@@ -12,11 +12,16 @@ damaged file with what to do about it:
 - the published index: decrypted, authenticated and parsed;
 - every backup: decrypted and authenticated (a backup that does not open is
   no backup);
-- the joint-use key file, when there is one.
+- whatever the packages above the core keep under the master key (the
+  joint-use key file), through the checks the caller passes in (`also`).
+
+It lives with the backups because every damage it reports ends in the same
+advice: what to put back from which backup, or which backup to take anew.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kernel.errors import StoreDamagedError
@@ -25,8 +30,6 @@ from kernel.watchlist_index import WatchlistIndex, WatchlistIndexError
 from registry.backup.archive import SUFFIX as BACKUP_SUFFIX
 from registry.backup.archive import BackupError, read_backup
 from registry.context import RegistryContext
-from registry.joint_use.errors import StoreKeysError
-from registry.joint_use.keys import load_store_keys
 from registry.storage import damage
 from registry.storage.database import schema_problems
 
@@ -43,14 +46,20 @@ class CheckReport:
         return not self.damaged
 
 
-def check_registry(ctx: RegistryContext) -> CheckReport:
-    """Read every page and every file; never writes."""
+FileCheck = Callable[[RegistryContext, CheckReport], None]
+"""Reads one more kind of file and adds what it read (and any damage) to the report."""
+
+
+def check_registry(ctx: RegistryContext, *, also: Sequence[FileCheck]) -> CheckReport:
+    """Read every page and every file; never writes. `also`: the files of the packages above
+    the core (given by the CLI, so this check imports none of them)."""
     report = CheckReport()
     _check_databases(ctx, report)
     _check_evidence(ctx, report)
     _check_index(ctx, report)
     _check_backups(ctx, report)
-    _check_joint_use_keys(ctx, report)
+    for check in also:
+        check(ctx, report)
     return report
 
 
@@ -105,17 +114,3 @@ def _check_backups(ctx: RegistryContext, report: CheckReport) -> None:
                 path, str(exc), "it cannot be restored: delete it and take a new backup with "
                                 "`mamoru backup --as <admin>`"))
     report.checked.append(f"{len(backups)} backup(s)")
-
-
-def _check_joint_use_keys(ctx: RegistryContext, report: CheckReport) -> None:
-    path = ctx.paths.joint_use_keys
-    if not path.is_file():
-        return
-    try:
-        load_store_keys(path, ctx.master_key)
-    except StoreKeysError as exc:
-        report.damaged.append(StoreDamagedError(
-            path, str(exc), "put it back from the file-system backup of the data folder (a new "
-                            "key pair would have to be published to every member)"))
-    report.checked.append("joint-use keys")
-

@@ -17,8 +17,7 @@ from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.context import RegistryContext
 from registry.domain import Entry, EntryState, Role, User
-from registry.joint_use.errors import ImportedEntryError
-from registry.watchlist.entries import close_entry
+from registry.watchlist.entries import ImportedEntryError, close_entry
 from registry.watchlist.reasons import required_reason
 
 

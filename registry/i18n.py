@@ -1,4 +1,7 @@
-"""Every word the tablet pages show, in Japanese (first) and English.
+"""Every word the tablet pages and the public notice show, in Japanese (first) and English.
+
+In the registry core, not in `registry.api`, because the notice (`registry.notice`)
+names the offence categories in the same words as the pages.
 
 Pages are Japanese by default; `?lang=en` switches a browser to English (the
 choice is kept in a cookie). In Japanese mode, headings, labels and buttons
