@@ -31,16 +31,10 @@ ALLOWED: Mapping[str, frozenset[str]] = {
 JOINT_USE_IMPORTERS = frozenset({"registry.api", "registry.joint_use"})
 
 # Known imports that still tie registry subpackages in a cycle (issue 14, item 3), each with
-# why it is there and the way out. Any other arrow that closes a cycle fails.
-_ROTATION = ("key rotation is a service (admin only, a fresh backup, then `finish_rotation` on "
-             "the opened context) kept next to the master key and custody it replaces, which "
-             "are infrastructure under the context; the way out is a package above "
-             "registry.backup for it (a naming decision left to the lead)")
-KNOWN_TANGLES: Mapping[tuple[str, str], str] = {
-    ("registry.keys.rotation", "registry.accounts"): _ROTATION,
-    ("registry.keys.rotation", "registry.backup"): _ROTATION,
-    ("registry.keys.rotation", "registry.context"): _ROTATION,
-}
+# why it is there and the way out. Any other arrow that closes a cycle fails. None today: key
+# rotation, the last one, is a service on the registry's files as a whole and sits in
+# registry.backup, above the context and the keys it replaces.
+KNOWN_TANGLES: Mapping[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

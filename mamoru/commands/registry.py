@@ -20,12 +20,12 @@ from mamoru.wiring import (
 from registry.accounts.users import add_user, require_role, validate_new_password
 from registry.backup.archive import create_backup, put_back_damaged_database, restore_backup
 from registry.backup.check import check_registry
+from registry.backup.key_rotation import rotate_key
 from registry.clock import utc_now
 from registry.context import init_registry, open_registry
 from registry.domain import Role
 from registry.joint_use.check import check_store_keys
 from registry.keys.master import load_key_file
-from registry.keys.rotation import rotate_key
 
 app = typer.Typer(help="Create and check the encrypted registry.")
 key_app = typer.Typer(help="The master key.")

@@ -33,10 +33,10 @@ from kernel.errors import NotFoundError, RuleViolationError
 from registry.accounts.devices import disable_device
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
+from registry.backup.key_rotation import rotate_key
 from registry.clock import from_text, to_text
 from registry.context import RegistryContext
 from registry.domain import EntryState, Role, User
-from registry.keys.rotation import rotate_key
 from registry.scheme import parse_scheme
 from registry.watchlist.stop_use import stop_use_right_list
 

@@ -40,7 +40,7 @@ from mamoru.wiring import api_host, rekey_edge_copies
 from registry.accounts.devices import add_device
 from registry.alerts.queue import dismiss_alert, list_alerts
 from registry.api.app import create_app
-from registry.keys.rotation import rotate_key
+from registry.backup.key_rotation import rotate_key
 from registry.retention.expiry import run_expiry
 from registry.watchlist import entries as watchlist
 from tests.edge.harness import RunningEdge, build_edge, decode, serve, walk_clip

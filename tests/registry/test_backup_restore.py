@@ -18,10 +18,10 @@ from kernel.errors import PermissionDeniedError
 from kernel.evidence import EvidenceIntegrityError, EvidenceStore
 from kernel.watchlist_index import IndexIntegrityError, WatchlistIndex
 from registry.backup import archive as backup
+from registry.backup import key_rotation
 from registry.backup.archive import BackupError
 from registry.clock import utc_now
 from registry.domain import EntryState
-from registry.keys import rotation as key_rotation
 from registry.keys.master import sqlcipher_pragma_value
 from registry.watchlist import entries as watchlist
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry

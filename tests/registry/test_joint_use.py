@@ -39,6 +39,7 @@ from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
 from registry.accounts import users
 from registry.audit.trail import Action
+from registry.backup import key_rotation
 from registry.clock import to_text
 from registry.config import RegistrySettings
 from registry.context import RegistryContext, init_registry, open_registry
@@ -69,7 +70,6 @@ from registry.joint_use.sync import (
     receiver,
     status,
 )
-from registry.keys import rotation as key_rotation
 from registry.notice.publication import publish_notice
 from registry.scheme import SHARED_ITEMS
 from registry.watchlist import approval

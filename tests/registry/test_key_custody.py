@@ -22,6 +22,7 @@ from kernel.errors import KeyFileError, NotInitialisedError
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths, seal_plain_key
 from registry.backup import archive as backup
+from registry.backup.key_rotation import rotate_key
 from registry.context import init_registry, open_registry
 from registry.keys.custody import (
     KeyCustodySettings,
@@ -32,7 +33,6 @@ from registry.keys.custody import (
     on_same_filesystem,
 )
 from registry.keys.master import new_master_key
-from registry.keys.rotation import rotate_key
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_encryption_at_rest import _all_files, _contains_any_window, _windows
 
