@@ -451,6 +451,17 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # ---- joint use (issue 15, group joint_use: PostgresOutbound) ---------------------------
+    # 2: several API workers export at once. One sent bundle per member and sequence (two
+    #    workers that picked the same next number: the later INSERT fails, not a second #n);
+    #    the items of a bundle keep the order they were written in (SQLCipher's rowid).
+    """
+    ALTER TABLE registry.joint_use_sent_bundles
+        ADD CONSTRAINT joint_use_sent_bundles_sequence_unique UNIQUE (member_id, sequence);
+    ALTER TABLE registry.joint_use_sent_items
+        ADD COLUMN item_seq bigint GENERATED ALWAYS AS IDENTITY;
+    """,
+    # ---- end of joint use -----------------------------------------------------------------
 )
 
 
