@@ -12,7 +12,7 @@ sealed by the application, each bound to its table, column and row key:
 An identity key is known only once the row exists, and the application role
 may not draw from the sequence itself (it holds table privileges only), so a
 row sealed under its generated id is inserted with empty placeholders and
-sealed by an UPDATE in the same transaction (a savepoint inside a unit of
+sealed by an UPDATE in the same transaction (its own, or the caller's unit of
 work): nobody ever sees the placeholder.
 
 No query filters or orders by a sealed column (every ORDER BY is on a time or a
@@ -23,6 +23,7 @@ which PostgreSQL would otherwise leave in any order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ from registry.domain import (
     OffenceCategory,
     TemplateRecord,
 )
-from registry.storage.postgres.base import FieldSealer, PostgresStore, utc
+from registry.storage.postgres.base import FieldSealer, PgConnection, PostgresStore, utc
 
 _ENTRY_COLUMNS = (
     "entry_id, state, store_id, features, display_name, proposed_by, proposed_at, decided_by, "
@@ -63,6 +64,14 @@ def _at(moment: Any) -> datetime:
     opened = utc(moment)
     assert opened is not None, "a NOT NULL time column came back NULL"
     return opened
+
+
+def _atomic(db: PgConnection) -> AbstractContextManager[Any]:
+    """Several statements as one: in a transaction of their own, or in the caller's unit of
+    work as they are (a failure there aborts it whole, so no savepoint round trips)."""
+    if db.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        return nullcontext()
+    return db.transaction()
 
 
 def _seal(fields: FieldSealer, table: str, column: str, row: str | int, value: str) -> bytes:
@@ -183,7 +192,7 @@ class PostgresEntries(PostgresStore):
         # SQLCipher's CHECK (a non-blank reference, G-REG-2) moves here: the column is sealed.
         if not incident.confirmation_ref.strip():
             raise ValueError("an incident needs its confirmation reference (G-REG-2)")
-        with self._db.transaction():
+        with _atomic(self._db):
             row = self._one(
                 "INSERT INTO incidents (entry_id, store_id, category, occurred_at, "
                 "confirmation_kind, confirmation_ref, damage, description, recorded_by, "
@@ -227,7 +236,7 @@ class PostgresFaceData(PostgresStore):
     def add_template(
         self, entry_id: str, pack: str, vector: bytes, dim: int, image_id: str, quality: str
     ) -> int:
-        with self._db.transaction():
+        with _atomic(self._db):
             row = self._one(
                 "INSERT INTO templates (entry_id, pack, dim, vector, image_id, quality) "
                 "VALUES (%s, %s, %s, %s, %s, %s) RETURNING template_id",
@@ -251,15 +260,16 @@ class PostgresFaceData(PostgresStore):
     def active_templates(self, pack: str) -> list[TemplateRecord]:
         # One query for the whole published index (10^5..10^6 rows at a chain), streamed in
         # chunks: each vector is opened as it arrives, and the ciphertext is not held twice.
-        rows = self._db.cursor().stream(
-            f"SELECT {_TEMPLATE_COLUMNS} FROM templates t "
-            "JOIN entries e ON e.entry_id = t.entry_id "
-            "WHERE e.state = 'active' AND t.pack = %s "
-            "AND NOT EXISTS (SELECT 1 FROM entry_suspensions s WHERE s.entry_id = e.entry_id) "
-            "ORDER BY t.template_id",
-            (pack,), size=_STREAM_ROWS,
-        )
-        return [_template(self._fields, r) for r in rows]
+        with self._db.cursor() as cursor:
+            return [_template(self._fields, r) for r in cursor.stream(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates t "
+                "JOIN entries e ON e.entry_id = t.entry_id "
+                "WHERE e.state = 'active' AND t.pack = %s "
+                "AND NOT EXISTS (SELECT 1 FROM entry_suspensions s "
+                "WHERE s.entry_id = e.entry_id) "
+                "ORDER BY t.template_id",
+                (pack,), size=_STREAM_ROWS,
+            )]
 
     def add_evidence(self, record: EvidenceRecord) -> None:
         self._db.execute(
@@ -285,9 +295,9 @@ class PostgresFaceData(PostgresStore):
         return {str(r[0]) for r in rows}
 
     def purge_face_data(self, entry_id: str) -> list[str]:
-        # Three statements in one transaction (a savepoint inside the caller's unit of work):
-        # a failure part-way leaves the person's face data whole, never half erased.
-        with self._db.transaction():
+        # Three statements in one transaction (its own, or the caller's unit of work): a
+        # failure part-way leaves the person's face data whole, never half erased.
+        with _atomic(self._db):
             alerts = self._all(
                 "SELECT alert_id, snapshot_image_id FROM alerts WHERE entry_id = %s "
                 "ORDER BY alert_id FOR UPDATE",
