@@ -37,8 +37,14 @@ from registry.domain import (
     ReviewDecision,
     Role,
 )
-from registry.storage.postgres.requests import PostgresRequestDesk, PostgresReviews
+from registry.repository import RequestRepository, ReviewRepository
+from registry.storage.postgres.requests import (
+    PostgresRequestDesk,
+    PostgresRequests,
+    PostgresReviews,
+)
 from tests.registry.backends import Backend
+from tests.registry.test_repository_contract import _mismatches
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -112,6 +118,19 @@ def _request(received_at: datetime = T0, **changes: Any) -> DataRequest:
 
 def _ids(requests: list[DataRequest]) -> list[str]:
     return [r.request_id for r in requests]
+
+
+def test_postgres_stores_implement_their_protocols() -> None:
+    """Issue 14.3's contract: same members, same signatures (`_desk` is the typed use)."""
+    assert issubclass(PostgresRequests, RequestRepository)
+    assert _mismatches(RequestRepository, PostgresRequests) == []
+    assert issubclass(PostgresReviews, ReviewRepository)
+    assert _mismatches(ReviewRepository, PostgresReviews) == []
+    assert isinstance(PostgresRequestDesk.requests, property)
+
+
+def _desk(store: PostgresRequestDesk) -> RequestRepository:
+    return store.requests
 
 
 # --- RequestRepository (G-DSR-1..4) -----------------------------------------------------------
