@@ -63,5 +63,9 @@ class Backend:
             migrate(owner, app_role=database.app)
         connection = prepare_session(database.connect_app())
         self.stack.callback(connection.close)
-        composed = type("PostgresUnderTest", (PostgresUnitOfWork, *stores), {})
+        if any(issubclass(store, PostgresUnitOfWork) for store in stores):
+            bases = stores  # already composed (PostgresRepository): used as it is
+        else:
+            bases = (PostgresUnitOfWork, *stores)
+        composed = type("PostgresUnderTest", bases, {})
         return composed(connection, FieldSealer(new_master_key().derive("database-fields")))

@@ -1,26 +1,25 @@
 """The repository contract: every storage back-end implements each aggregate's protocol.
 
-Issue 14.3: a second back-end (a chain's server database, PostgreSQL next) is
-added as one more `BACKENDS` entry and must pass this file unchanged. The
+Issue 14.3 / 15.5: every test here runs on each back-end of the `backend`
+fixture (SQLCipher files; PostgreSQL in the session's throw-away cluster). The
 checks are run-time ones (no mypy): `@runtime_checkable` isinstance checks,
 and each protocol method's parameters (names, kinds, defaults, annotations)
 against the implementation's, so a back-end that renames `now` to `at` or
 drops a keyword-only marker fails here, not in a use case months later.
-Real SQLCipher files, no mocks.
+Real SQLCipher files and a real PostgreSQL server, no mocks. Behaviour per
+aggregate: tests/registry/test_repository_*.py, on both back-ends too.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 import pytest
 
 from registry.domain import Role
-from registry.keys.master import new_master_key
 from registry.repository import (
     AlertRepository,
     AuditRepository,
@@ -39,7 +38,24 @@ from registry.repository import (
     UnitOfWork,
     UserRepository,
 )
-from registry.storage.database import open_registry_database
+from registry.storage.postgres.alerts import PostgresAlerts
+from registry.storage.postgres.audit import PostgresAudit
+from registry.storage.postgres.base import PostgresUnitOfWork
+from registry.storage.postgres.devices import PostgresDevices
+from registry.storage.postgres.entries import PostgresEntries, PostgresFaceData, PostgresIndex
+from registry.storage.postgres.joint_use import (
+    PostgresEmergencyShares,
+    PostgresInbound,
+    PostgresOutbound,
+    PostgresSchemes,
+)
+from registry.storage.postgres.requests import (
+    PostgresRequestDesk,
+    PostgresRequests,
+    PostgresReviews,
+)
+from registry.storage.postgres.users import PostgresSessions, PostgresUsers
+from registry.storage.postgres_repository import PostgresRepository
 from registry.storage.sqlcipher.alerts import SqlCipherAlerts
 from registry.storage.sqlcipher.audit import SqlCipherAudit
 from registry.storage.sqlcipher.base import SqlCipherUnitOfWork
@@ -54,6 +70,7 @@ from registry.storage.sqlcipher.joint_use import (
 from registry.storage.sqlcipher.requests import SqlCipherRequests, SqlCipherReviews
 from registry.storage.sqlcipher.users import SqlCipherSessions, SqlCipherUsers
 from registry.storage.sqlcipher_repository import SqlCipherRepository
+from tests.registry.backends import Backend
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 
@@ -68,8 +85,8 @@ EVERY_PROTOCOL = (*PARTS, RequestRepository)
 # implements small interfaces; a protocol outgrowing it is an aggregate to split again.
 SMALL = 15
 
-# SQLCipher-only members of the composed class (a restore swaps the file under it).
-SQLCIPHER_ONLY = {"connection", "rebind"}
+# A back-end's own members of its composed class (a restore swaps the connection under it).
+BACKEND_ONLY = {"connection", "rebind"}
 
 # Each SQLCipher store and the protocol it implements on its own.
 SQLCIPHER_STORES: dict[type, type] = {
@@ -91,21 +108,33 @@ SQLCIPHER_STORES: dict[type, type] = {
 }
 
 
-def _sqlcipher(tmp_path: Path) -> Iterator[RegistryRepository]:
-    opened = open_registry_database(tmp_path / "registry.db", tmp_path / "audit.db",
-                                    [new_master_key()], create=True)
-    try:
-        yield SqlCipherRepository(opened.connection)
-    finally:
-        opened.connection.close()
+# And the PostgreSQL ones (issue 15): the same protocols, a chain's server database.
+POSTGRES_STORES: dict[type, type] = {
+    UnitOfWork: PostgresUnitOfWork,
+    UserRepository: PostgresUsers,
+    SessionRepository: PostgresSessions,
+    DeviceRepository: PostgresDevices,
+    EntryRepository: PostgresEntries,
+    FaceDataRepository: PostgresFaceData,
+    IndexRepository: PostgresIndex,
+    AlertRepository: PostgresAlerts,
+    SchemeRepository: PostgresSchemes,
+    OutboundRepository: PostgresOutbound,
+    InboundRepository: PostgresInbound,
+    EmergencyShareRepository: PostgresEmergencyShares,
+    AuditRepository: PostgresAudit,
+    ReviewRepository: PostgresReviews,
+    RequestRepository: PostgresRequests,
+}
+STORES = {"sqlcipher": SQLCIPHER_STORES, "postgres": POSTGRES_STORES}
+COMPOSITES: dict[str, type] = {"sqlcipher": SqlCipherRepository, "postgres": PostgresRepository}
 
 
-BACKENDS: dict[str, Callable[[Path], Iterator[RegistryRepository]]] = {"sqlcipher": _sqlcipher}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryRepository]:
-    yield from BACKENDS[request.param](tmp_path)
+@pytest.fixture
+def repository(backend: Backend) -> RegistryRepository:
+    """The whole repository of each back-end (SQLCipher files, a PostgreSQL database)."""
+    composite: RegistryRepository = backend.open(PostgresRepository)
+    return composite
 
 
 def members(protocol: type) -> dict[str, object]:
@@ -160,17 +189,32 @@ def test_the_repository_is_the_composite(repository: RegistryRepository) -> None
     assert _mismatches(RegistryRepository, repository) == []
 
 
+@pytest.mark.parametrize("name", sorted(STORES))
 @pytest.mark.parametrize("protocol", EVERY_PROTOCOL, ids=lambda p: p.__name__)
-def test_each_sqlcipher_store_implements_its_protocol_on_its_own(protocol: type) -> None:
+def test_each_store_implements_its_protocol_on_its_own(name: str, protocol: type) -> None:
     """A store is one aggregate's queries: it needs none of the others to satisfy its protocol."""
-    store = SQLCIPHER_STORES[protocol]
+    store = STORES[name][protocol]
     assert issubclass(store, protocol)
     assert _mismatches(protocol, store) == []
 
 
-def test_the_sqlcipher_repository_is_composed_of_exactly_the_stores() -> None:
-    stores = set(SQLCIPHER_STORES.values()) - {SqlCipherRequests}
-    assert set(SqlCipherRepository.__bases__) == stores
+def test_each_repository_is_composed_of_exactly_its_stores() -> None:
+    assert set(SqlCipherRepository.__bases__) == set(SQLCIPHER_STORES.values()) - {
+        SqlCipherRequests}
+    assert set(PostgresRepository.__bases__) == set(POSTGRES_STORES.values()) - {
+        PostgresRequests} | {PostgresRequestDesk}
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_no_two_stores_of_a_composite_define_the_same_name(name: str) -> None:
+    """Composed by inheritance, a helper named alike in two stores would silently resolve to
+    one of them for both (found once: two `_seal_reason`s, alerts' and emergency checks')."""
+    owners: dict[str, list[str]] = {}
+    for store in COMPOSITES[name].__bases__:
+        for member in vars(store):
+            if not member.startswith("__"):
+                owners.setdefault(member, []).append(store.__name__)
+    assert {m: where for m, where in owners.items() if len(where) > 1} == {}
 
 
 def test_the_protocols_are_small_disjoint_and_cover_every_storage_call() -> None:
@@ -187,8 +231,9 @@ def test_the_protocols_are_small_disjoint_and_cover_every_storage_call() -> None
             owners.setdefault(name, []).append(protocol.__name__)
     assert {name: where for name, where in owners.items() if len(where) > 1} == {}
     declared = set(owners) | set(members(RegistryRepository))
-    public = {name for name in dir(SqlCipherRepository) if not name.startswith("_")}
-    assert public - SQLCIPHER_ONLY == declared - set(members(RequestRepository))
+    for composite in COMPOSITES.values():
+        public = {name for name in dir(composite) if not name.startswith("_")}
+        assert public - BACKEND_ONLY == declared - set(members(RequestRepository)), composite
 
 
 # Behaviour every back-end owes the use cases: one transaction boundary for all aggregates.

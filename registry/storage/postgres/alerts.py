@@ -38,7 +38,7 @@ _ORDER = 'ORDER BY received_at, alert_id COLLATE "C"'
 class PostgresAlerts(PostgresStore):
     """`AlertRepository`: the `alerts` table, decision reasons sealed."""
 
-    def _seal_reason(self, alert_id: str, reason: str) -> bytes:
+    def _seal_alert_reason(self, alert_id: str, reason: str) -> bytes:
         return self._fields.seal("alerts", "decision_reason", alert_id, reason.encode("utf-8"))
 
     def _alert(self, row: Any) -> Alert:
@@ -64,7 +64,7 @@ class PostgresAlerts(PostgresStore):
                 checked(alert.received_at), alert.score, alert.threshold, alert.entry_id,
                 alert.index_version, alert.snapshot_image_id, alert.status.value,
                 alert.decided_by, checked(alert.decided_at) if alert.decided_at else None,
-                self._seal_reason(alert.alert_id, alert.decision_reason),
+                self._seal_alert_reason(alert.alert_id, alert.decision_reason),
             ),
         )
 
@@ -87,7 +87,7 @@ class PostgresAlerts(PostgresStore):
             "WHERE alert_id = %s AND status = 'open'",
             (alert.status.value, alert.decided_by,
              checked(alert.decided_at) if alert.decided_at else None,
-             self._seal_reason(alert.alert_id, alert.decision_reason),
+             self._seal_alert_reason(alert.alert_id, alert.decision_reason),
              alert.snapshot_image_id, alert.alert_id),
         )
         if cursor.rowcount != 1:

@@ -349,7 +349,7 @@ class PostgresEmergencyShares(PostgresStore):
         """The row key the reasons are sealed to: the check's primary key."""
         return f"{share_id}/{user_id}"
 
-    def _seal_reason(self, check: EmergencyCheck, column: str, value: str) -> bytes | None:
+    def _seal_check_reason(self, check: EmergencyCheck, column: str, value: str) -> bytes | None:
         return self._fields.seal_text(
             "emergency_share_checks", column, self._check_row(check.share_id, check.user_id),
             _not_blank("emergency_share_checks", column, value))
@@ -359,9 +359,9 @@ class PostgresEmergencyShares(PostgresStore):
             "INSERT INTO emergency_share_checks (share_id, user_id, role, present_danger, "
             "necessity, proportionality, checked_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (check.share_id, check.user_id, check.role.value,
-             self._seal_reason(check, "present_danger", check.present_danger),
-             self._seal_reason(check, "necessity", check.necessity),
-             self._seal_reason(check, "proportionality", check.proportionality),
+             self._seal_check_reason(check, "present_danger", check.present_danger),
+             self._seal_check_reason(check, "necessity", check.necessity),
+             self._seal_check_reason(check, "proportionality", check.proportionality),
              _at(check.checked_at)),
         )
 
