@@ -7,17 +7,38 @@ registered person the model itself would match. Above it, one query of an
 exact scan costs more than the embedding behind it (128-D: 24 ms p50 at 1M,
 shared/PERFORMANCE-NOTES.md), so an approximate index is used instead.
 
-How the approximate kind was chosen: ``python -m benchmarks.chain --only ann
---templates 1000000`` (figures in that module's docstring) builds IVF-Flat,
-HNSW-Flat and IVF-SQ8 over the same synthetic face-like watchlist (identities
-as centres with a few noisy templates each, probes = a new noisy sample of a
-listed identity, plus strangers) and times single queries on one thread
-against exact search in the same run. IVF-Flat (`KIND_IVF_FLAT`) met recall@1
->= 0.99 against exact search with p99 within a few ms at a build time of about
-a minute on two cores, where HNSW took many minutes to build, needs M x 8 bytes
-more per template, is not bit-reproducible under several threads, and cannot
-remove a vector (FAISS's HNSW has no `remove_ids`): an erasure would mean a
-full rebuild on every box, where an IVF list drops the entry in place.
+How the approximate kind was chosen: ``python -m benchmarks.chain --only ann``
+builds IVF-Flat, HNSW-Flat and IVF-SQ8 over one synthetic face-like watchlist
+(identities as centres with 1-3 noisy templates each, shaped like real SFace
+embeddings; probes = a new noisy sample of a listed identity, plus strangers)
+and times single queries on one thread against exact search in the same run.
+Face embeddings are a hard case: a new photo of a person scores ~0.7 with their
+templates while the best of 1M other templates is not far below (above the
+0.446 alert threshold for every stranger probe at 1M), so an approximate index
+must look at a large part of the list to return exact search's top-1 for 99%
+of listed probes. Measured on the shared 2-vCPU box (load 4-9, so read ratios):
+
+* 100k: IVF-Flat (nlist 1265) needs 512 lists (40%) for recall@1 0.989, p50
+  2.0 ms, build 20 s; HNSW (M 32, efConstruction 80) needs efSearch 512 for
+  0.994 at p50 2.4 ms, build 111-135 s; exact p50 7.3 ms. IVF-SQ8 has IVF-Flat's
+  recall at a quarter of the memory, but its scores are quantised.
+* 1M (two runs): IVF-Flat (nlist 4000) build 92-97 s, 522 MB; recall@1 0.905 /
+  0.960 / 0.979 / 0.9875 / 0.990 / 0.995 at 10 / 20 / 30 / 40 / 50 / 60% of the
+  lists, p50 4.7 / 8.9 / 15.3 / 18.5 ms (first run, exact 38 ms) and 27.3 /
+  32.5 ms at 50 / 60% (second run, exact 52 ms p50, 169 ms p99; busier box):
+  hence `IVF_NPROBE_SHARE` 0.5, which meets 0.99 with nothing to spare. The
+  published and loaded `WatchlistIndex` gave the same 0.990. HNSW was not
+  built at 1M: ~10x its 100k build, i.e. 20-25 minutes on two busy cores.
+
+IVF-Flat is the kind used above `EXACT_MAX` although HNSW answers a query faster
+at equal recall, because of what the watchlist must do with it (issue 15
+item 4, G-REG-4): an erasure must reach every box within one poll interval.
+FAISS's HNSW cannot remove a vector, so every erasure would mean rebuilding
+the whole graph (20+ minutes at 1M on a store-class box, with an insertion
+order that several threads do not fix); an IVF index removes or adds an
+entry in place (`remove_ids`, `add_with_ids`) under fixed centroids, which is
+what a delta can carry. The price is speed: at 1M IVF-Flat at 0.99 recall is
+only ~2x faster than exact search.
 
 Every choice is reproducible: the k-means training sample is drawn with a
 fixed seed and bounded in size (`TRAIN_POINTS_PER_LIST` per list), and FAISS's
@@ -49,9 +70,10 @@ KINDS = (KIND_FLAT, KIND_IVF_FLAT, KIND_HNSW, KIND_IVF_SQ8)
 
 # Exact search up to here. 128-D exact scan, one query on one thread on the
 # 2-vCPU store box class: 2.3 / 8.3 ms p50 / p99 at 100k, 6 ms p50 at 200k
-# (benchmarks/index_search.py); IVF-Flat at 200k is well under 1 ms. Below
-# 200k the scan is still small next to the ~17 ms embedding behind every probe
-# and exact costs no recall, so the approximate index only starts above it.
+# (benchmarks/index_search.py). Below 200k the scan is still small next to
+# the ~17 ms embedding behind every probe and exact costs no recall, so the
+# approximate index only starts above it (IVF-Flat at 0.99 recall scans half
+# the list: at 100k it was 2.0 against exact's 7.3 ms p50).
 EXACT_MAX = 200_000
 
 # The approximate kind used above EXACT_MAX (see the module docstring).
@@ -62,22 +84,23 @@ APPROXIMATE_KIND = KIND_IVF_FLAT
 # on 2 cores, and the coarse scan of nlist centroids per query negligible.
 IVF_LISTS_PER_SQRT = 4
 # Lists visited per query, as a share of nlist with a floor: recall of the exact
-# top-1 depends on the share of the lists visited. Measured (benchmarks/chain.py):
-# see IVF_NPROBE_FLOOR / IVF_NPROBE_SHARE in the module docstring of benchmarks.chain.
-IVF_NPROBE_SHARE = 0.016
+# top-1 depends on the share of the lists visited (module docstring: 40% gave
+# 0.989 at 100k and 0.9875 at 1M, 50% gave 0.990 at 1M).
+IVF_NPROBE_SHARE = 0.5
 IVF_NPROBE_FLOOR = 16
 # k-means sample per list: FAISS warns below 39; 64 gives stable centroids while
 # bounding training to 64 x nlist points (256k at 1M) whatever the list size.
 TRAIN_POINTS_PER_LIST = 64
-KMEANS_ITERATIONS = 10  # FAISS's IVF default; more moved recall by < 0.1 point here
+MIN_POINTS_PER_LIST = 39
+KMEANS_ITERATIONS = 10  # FAISS's IVF default; k-means is ~2/3 of the 92 s build at 1M
 SEED = 20_240_615  # fixed: the same templates always give the same index
 
 # HNSW (a measured alternative, not the default): M = 32 links per node, the
 # usual value for 128-512-D; efConstruction 80 is ~2x cheaper to build than 200
-# for 2-3 recall points; efSearch 128 is the default probe breadth.
+# for 2-3 recall points; efSearch 512 gave recall@1 0.994 at 100k (128 gave 0.97).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 512
 
 
 @dataclass(frozen=True)
@@ -98,8 +121,13 @@ def choose_kind(count: int, *, exact_max: int = EXACT_MAX) -> str:
 
 
 def ivf_nlist(count: int) -> int:
-    """Number of IVF lists for `count` vectors: ~4 sqrt(n), at least 1, at most n."""
-    return max(1, min(count, round(IVF_LISTS_PER_SQRT * math.sqrt(count))))
+    """Number of IVF lists for `count` vectors: ~4 sqrt(n), with >= 39 points per list.
+
+    (FAISS's k-means warns below 39 training points per centroid: small lists
+    get fewer, fuller lists rather than centroids fitted to a handful of points.)
+    """
+    by_size = round(IVF_LISTS_PER_SQRT * math.sqrt(count))
+    return max(1, min(by_size, count // MIN_POINTS_PER_LIST))
 
 
 def ivf_nprobe(nlist: int) -> int:
@@ -190,6 +218,7 @@ def _trained_ivf(
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
+    index.cp.spherical = True  # unit centroids: IP assignment = cosine, lists balanced
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST  # FAISS draws no sample of its own
     index.train(training_sample(matrix, nlist, seed=seed))

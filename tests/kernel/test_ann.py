@@ -71,13 +71,22 @@ def test_training_sample_is_bounded_and_fixed(watchlist: Watchlist) -> None:
     sample = ann.training_sample(watchlist.templates, nlist)
     assert len(sample) == ann.TRAIN_POINTS_PER_LIST * nlist
     assert np.array_equal(sample, ann.training_sample(watchlist.templates, nlist))
-    assert ann.training_sample(watchlist.templates[:50], nlist) is not None
+    small = watchlist.templates[:50]
+    assert ann.training_sample(small, nlist) is small  # nothing to bound
 
 
-def test_watchlist_index_above_threshold_is_approximate_and_keeps_breadth(
+def test_search_breadth_survives_serialisation(watchlist: Watchlist) -> None:
+    """A box searches with the publisher's nprobe: it travels inside the index bytes."""
+    index, _ = ann.build_index(watchlist.templates[:5_000], kind=ann.KIND_IVF_FLAT)
+    nlist = ann.ivf_nlist(5_000)
+    loaded = faiss.deserialize_index(faiss.serialize_index(index))
+    assert faiss.extract_index_ivf(loaded).nprobe == ann.ivf_nprobe(nlist) > 1
+
+
+def test_watchlist_index_above_threshold_is_approximate(
     tmp_path: Path, watchlist: Watchlist
 ) -> None:
-    """The published file holds the IVF index with its nprobe; ids map to entries."""
+    """The published file holds the approximate index; its ids still map to entries."""
     rows = watchlist.templates[:3_000]
     templates = [IndexedTemplate(100 + i, f"entry-{i}", rows[i]) for i in range(len(rows))]
     path = tmp_path / "chain.idx"
