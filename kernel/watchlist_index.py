@@ -27,37 +27,9 @@ templates there are; no face data and no entry ids. The JSON header (format,
 version, pack, dim, count, created_at, index kind, template_id -> entry_id) is
 inside the ciphertext.
 
-Which FAISS index, and why. Measured on this 2-vCPU box class with
-``python -m benchmarks.index_search [--hnsw] [--probe-cosine 0.5]``: one query
-at a time on 1 FAISS thread, synthetic random unit vectors, probes planted at
-cosine 0.6 (or 0.5) to one template like a genuine pair; the box is shared, so
-read ratios within a run rather than absolute numbers:
-
-* Up to `HNSW_THRESHOLD` (200k, the `hnsw_threshold` argument) templates:
-  ``IndexIDMap2(IndexFlatIP)``, exact inner product (= cosine of unit
-  vectors). Exact search never misses a registered person the model itself
-  would match. p50 / p99 per query: 128-D 0.09 / 0.4 ms at 10k, 2.3 / 8.3 ms
-  at 100k, 6 ms p50 at 200k; 512-D 0.6 / 1.5 ms at 10k, 8.9 / 15.6 ms at 100k.
-  Linear in the list, and still small next to the ~17 ms embedding behind
-  each probe and the 2-4 probes a second a camera sends. Loading (read,
-  authenticate, decrypt, deserialise) takes 4.5 ms at 10k x 128-D and 0.4 s
-  at 100k x 512-D (208 MB).
-* Above it: ``IndexIDMap2(IndexHNSWFlat(M=32, METRIC_INNER_PRODUCT))``,
-  efConstruction 80, efSearch 512. Exact search reaches ~74 ms per 512-D query
-  at 1M (shared/PERFORMANCE-NOTES.md), which no longer fits the per-camera
-  budget; HNSW grows roughly with log(n). Measured: 100k x 512-D p50 5.7 vs
-  exact 14.3 ms, planted match at rank 1 for 200/200 probes, build 103 s;
-  200k x 128-D p50 3.2 vs exact 6.3 ms, build 100-145 s, cosine-0.6 probes
-  100% the same top-1 as exact search, cosine-0.5 probes 97% (93.0% vs 95.5%
-  of planted matches found). efSearch 128 was only 90% at cosine 0.6 and
-  efConstruction 200 took 2.4x the build time for 2-3 points, hence these
-  settings. HNSW is approximate: it can lose or demote the true match (so a
-  registered person may go unflagged, or a weaker candidate come first), but
-  every score it returns is a true cosine, so it never produces a hit above
-  the threshold that exact search would not also return. Uniform random
-  vectors are its hardest case; check a list this large on its own embeddings.
-  1M was not measured here (the build alone would take about 15 minutes on 2
-  vCPUs); the memory price is M x 8 bytes per template for the graph.
+Which FAISS index: `kernel.ann` chooses by size (exact inner product for a
+store's list, an approximate index above `kernel.ann.EXACT_MAX` templates) and
+says why, with the measurements; the kind is recorded in the JSON header.
 
 The `key` (32 bytes) comes from the caller's key store; this module never
 logs, prints or puts key bytes into an exception message. Python cannot wipe
@@ -81,6 +53,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from kernel import ann
 from kernel.durable import make_private_dir, temp_prefix, write_private_file
 from kernel.errors import RegistryError, SealedFileError, UnknownVersionError
 from kernel.sealed import WATCHLIST_INDEX, Sealer, read_header
@@ -90,10 +63,6 @@ KEY_BYTES = 32  # AES-256 (G-SEC-2: data at rest encrypted to a high standard, G
 MAX_PACK_BYTES = 255
 FILE_MODE = 0o600
 
-HNSW_THRESHOLD = 200_000
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 512
 
 # A template must be unit length so that inner product is the engine's cosine.
 _UNIT_TOLERANCE = 1e-3
@@ -106,8 +75,8 @@ _JSON_LENGTH = struct.Struct(">I")
 # What parsing an authenticated but wrongly written plaintext can raise.
 _MALFORMED = (struct.error, ValueError, KeyError, TypeError, AttributeError, RuntimeError)
 
-KIND_FLAT = "flat-ip"
-KIND_HNSW = "hnsw-flat-ip"
+KIND_FLAT = ann.KIND_FLAT
+KIND_HNSW = ann.KIND_HNSW
 
 
 class WatchlistIndexError(RegistryError):
@@ -171,7 +140,7 @@ def publish_index(
     pack: str,
     dim: int,
     templates: Sequence[IndexedTemplate],
-    hnsw_threshold: int = HNSW_THRESHOLD,
+    ann_threshold: int = ann.EXACT_MAX,
 ) -> None:
     """Build, encrypt and atomically write one version of the watchlist index.
 
@@ -184,7 +153,7 @@ def publish_index(
     pack_bytes = _check_identity(version, pack, dim)
     _refuse_older_version(path, version)
     ids, entries, matrix = _stack_templates(templates, dim)
-    index, kind = _build_index(ids, matrix, dim, hnsw_threshold)
+    index, kind = _build_index(ids, matrix, ann_threshold)
     header = {
         "format": FORMAT_VERSION,
         "version": version,
@@ -269,17 +238,10 @@ def _stack_templates(
 
 
 def _build_index(
-    ids: npt.NDArray[np.int64], matrix: npt.NDArray[np.float32], dim: int, hnsw_threshold: int
+    ids: npt.NDArray[np.int64], matrix: npt.NDArray[np.float32], ann_threshold: int
 ) -> tuple[faiss.Index, str]:
-    """Exact inner product up to `hnsw_threshold` templates, HNSW above (see module doc)."""
-    inner: faiss.Index
-    if len(ids) > hnsw_threshold:
-        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        hnsw.hnsw.efSearch = HNSW_EF_SEARCH  # serialised with the index
-        inner, kind = hnsw, KIND_HNSW
-    else:
-        inner, kind = faiss.IndexFlatIP(dim), KIND_FLAT
+    """Exact up to `ann_threshold` templates, approximate above (`kernel.ann`)."""
+    inner, kind = ann.new_index(matrix, exact_max=ann_threshold)
     index = faiss.IndexIDMap2(inner)
     if len(ids):
         index.add_with_ids(matrix, ids)

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kernel import ann
 from kernel import watchlist_index as wli
 from kernel.watchlist_index import (
     Hit,
@@ -134,15 +135,15 @@ def test_search_is_exact_best_first_and_capped_at_the_index_size(
     assert batch[1] == index.search(embeddings["biden"][None, :], k=3)[0]
 
 
-def test_hnsw_above_the_threshold_still_finds_obama(
+def test_approximate_index_above_the_threshold_still_finds_obama(
     tmp_path: Path, key: bytes, templates: list[IndexedTemplate], embeddings: dict[str, Vector]
 ) -> None:
-    path = tmp_path / "hnsw.idx"
+    path = tmp_path / "ann.idx"
     publish_index(
-        path, key=key, version=1, pack=PACK, dim=DIM, templates=templates, hnsw_threshold=5
+        path, key=key, version=1, pack=PACK, dim=DIM, templates=templates, ann_threshold=5
     )
     index = WatchlistIndex.load(path, key=key)
-    assert index.metadata.kind == wli.KIND_HNSW
+    assert index.metadata.kind == ann.APPROXIMATE_KIND != wli.KIND_FLAT
     assert best(index, embeddings["obama2"]).entry_id == "entry-obama"
 
 
