@@ -18,8 +18,8 @@ datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ import psycopg
 
 from kernel.sealed import DATABASE_FIELD, Sealer
 from registry.storage.postgres.schema import PERSONAL_COLUMNS
+from registry.storage.unit_of_work import NestedUnitOfWork
 
 PgConnection = psycopg.Connection[tuple[Any, ...]]
 
@@ -106,28 +107,8 @@ def utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-class PostgresUnitOfWork(PostgresStore):
+class PostgresUnitOfWork(PostgresStore, NestedUnitOfWork):
     """`UnitOfWork`: the one transaction the stores sharing this connection write in."""
 
-    def __init__(self, connection: PgConnection, fields: FieldSealer) -> None:
-        super().__init__(connection, fields)
-        self._depth = 0
-
-    def unit_of_work(self) -> AbstractContextManager[None]:
-        return self._unit_of_work()
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[None]:
-        if self._depth:  # nested use cases join the outer transaction
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with self._db.transaction():
-            self._depth = 1
-            try:
-                yield
-            finally:
-                self._depth = 0
+    def _begin(self) -> AbstractContextManager[object]:
+        return self._db.transaction()

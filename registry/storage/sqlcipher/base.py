@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from registry.storage.database import Connection, transaction
+from registry.storage.unit_of_work import NestedUnitOfWork
 
 
 class SqlCipherStore:
@@ -27,28 +28,8 @@ class SqlCipherStore:
         return self._db.execute(sql, params).fetchone()
 
 
-class SqlCipherUnitOfWork(SqlCipherStore):
+class SqlCipherUnitOfWork(SqlCipherStore, NestedUnitOfWork):
     """`UnitOfWork`: the transaction the stores sharing this connection write in."""
 
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
-        self._depth = 0
-
-    def unit_of_work(self) -> AbstractContextManager[None]:
-        return self._unit_of_work()
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[None]:
-        if self._depth:  # nested use cases join the outer transaction
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with transaction(self._db):
-            self._depth = 1
-            try:
-                yield
-            finally:
-                self._depth = 0
+    def _begin(self) -> AbstractContextManager[object]:
+        return transaction(self._db)
