@@ -116,9 +116,9 @@ def main() -> None:
         cipher.close()
         if not args.no_postgres:
             rows += _postgres(args.calls)
-    print(f"{'store':<32} {'p50 us':>9} {'p99 us':>9} {'calls':>7}")
+    print(f"{'store':<32} {'p50 us':>9} {'p99 us':>9} {'calls':>7}")  # noqa: T201
     for row in rows:
-        print(row)
+        print(row)  # noqa: T201
 
 
 def _postgres(calls: int) -> list[str]:
