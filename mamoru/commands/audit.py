@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
 from tqdm import tqdm
 
-from mamoru.commands.session import AsOption, JsonOption, login, registry
+from mamoru.commands.session import (
+    AsOption,
+    JsonOption,
+    already_running,
+    login,
+    registry,
+    scheduled_job,
+)
 from registry.accounts.users import require_role
 from registry.clock import parse_timestamp, utc_now
 from registry.domain import Role
+from registry.jobs import JOB_EXPIRY
 from registry.retention.expiry import run_expiry
 
 app = typer.Typer(help="The tamper-evident audit trail.")
@@ -63,8 +71,20 @@ def expire(
 ) -> None:
     """Erase every entry past its retention period, lapse unjudged alerts, delete old backups,
     prune the audit trail past its retention and wipe the desk's closed-request records past
-    theirs (the nightly job, G-REG-4, G-RET-1)."""
+    theirs (the nightly job, G-REG-4, G-RET-1). Once at a time per registry: a second start
+    while one runs (another host's timer) says so and exits 0."""
     moment = parse_timestamp(now, "--now") if now else utc_now()
+    if dry_run:
+        _expire(moment, dry_run=True)
+        return
+    with scheduled_job(JOB_EXPIRY) as held:
+        if not held:
+            already_running("mamoru expire")
+            return
+        _expire(moment, dry_run=False)
+
+
+def _expire(moment: datetime, *, dry_run: bool) -> None:
     with registry() as ctx:
         due = len(ctx.repo.due_for_expiry(moment))
         with tqdm(total=due, desc="expiring", unit="entry", disable=due < 50 or dry_run) as bar:

@@ -14,9 +14,18 @@ from typing import Annotated, Never
 import typer
 
 from kernel.durable import make_private_dir, write_private_file
-from mamoru.commands.session import AsOption, JsonOption, login, registry, resolve_entry
+from mamoru.commands.session import (
+    AsOption,
+    JsonOption,
+    already_running,
+    login,
+    registry,
+    resolve_entry,
+    scheduled_job,
+)
 from mamoru.inputs import read_input_file
 from registry.clock import utc_now
+from registry.jobs import JOB_JOINT_USE_SYNC
 from registry.joint_use import scheme, sync, transport
 from registry.joint_use.errors import JointUseError, RegionRuleError
 from registry.joint_use.keys import load_store_keys
@@ -238,7 +247,17 @@ def sync_all(
 
     Members the region rule excludes are skipped; one member being down does not
     stop the others, and the command exits 1 if any push failed (systemd retries).
+    Once at a time per registry: a second start while one runs (another host's
+    timer) says so and exits 0.
     """
+    with scheduled_job(JOB_JOINT_USE_SYNC) as held:
+        if not held:
+            already_running("mamoru joint-use sync")
+            return
+        _sync_all(as_user, ca_dir, retries)
+
+
+def _sync_all(as_user: str, ca_dir: Path | None, retries: int) -> None:
     failed: list[str] = []
     with registry() as ctx:
         actor = login(ctx, as_user)

@@ -4,22 +4,43 @@ HTTPS by default, with a certificate generated on this machine on first run
 (`<data_dir>/tls/`, see `mamoru.tls`) or the store's own (`--cert/--key`).
 Plain HTTP only when asked for explicitly, and only on a loopback address,
 where no other machine can reach it (a box on the same host, the demo, tests).
+
+`--workers N` runs N processes sharing the port (uvicorn's supervisor, each
+worker started fresh with `spawn` and building its app with `worker_app`
+from the same settings): each opens its own registry connection and loads
+its own face engine (memory: one engine per worker, see the README). What
+must hold across workers lives in the registry database (sessions, login
+lockouts) or in the rate-limit file every worker counts in
+(`<data_dir>/ratelimit.db`, `registry.api.rate_limit_store`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from ssl import SSLContext
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mamoru.settings import ConfigError, get_settings
+from mamoru.settings import ConfigError, MamoruSettings, get_settings
 from mamoru.tls import TlsFiles, ensure_certificate, load_certificate, server_context
-from mamoru.wiring import api_host, open_engine, open_registry_from
+from mamoru.wiring import api_host, key_custody, key_passphrase, open_engine, open_registry_from
+from registry.api.host import ApiHost
+from registry.api.rate_limit_store import SharedRateLimitStore, SqliteFileCounters
+from registry.keys.custody import WrappedKeyFile
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+MAX_WORKERS = 64
+WORKER_APP = "mamoru.commands.serve:worker_app"  # what each worker process imports
+RATE_LIMIT_FILE = "ratelimit.db"  # in the data folder: the workers' shared counts
 
 
 def is_loopback(host: str) -> bool:
@@ -59,6 +80,9 @@ def serve(
     key: Annotated[Path | None, typer.Option(help="its private key (PEM, mode 0600)")] = None,
     insecure_http: Annotated[bool, typer.Option(
         "--insecure-http", help="serve plain HTTP (loopback addresses only)")] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, max=MAX_WORKERS,
+        help="worker processes sharing the port; each loads its own face engine")] = 1,
 ) -> None:
     """Serve the registry API (edge alerts, index download, tablet pages) until stopped."""
     if insecure_http and not is_loopback(host):
@@ -74,9 +98,10 @@ def serve(
 
     settings = get_settings()
     tls = None if insecure_http else _tls_files(settings.data_dir, host, cert, key)
+    if workers > 1:
+        _share_passphrase(settings)
     # Fail here, in one line, rather than inside the server's start-up with a traceback.
     open_registry_from(settings).close()
-    engine = open_engine(settings)
     if tls is None:
         typer.echo(f"serving plain HTTP on loopback only: {_url('http', host, port)}")
         ssl: dict[str, object] = {}
@@ -89,15 +114,71 @@ def serve(
         if not _is_wildcard(host) and not is_loopback(host) and host not in tls.names:
             typer.echo(f"warning: the certificate is not valid for {host}", err=True)
         ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key),
-               "ssl_context_factory": _context_factory(tls)}
-    uvicorn.run(create_app(api_host(settings, engine=engine)), host=host, port=port,
-                server_header=False, proxy_headers=False, log_level="info", **ssl)  # type: ignore[arg-type]
+               "ssl_context_factory": TlsContextFactory(tls)}
+    options: dict[str, Any] = {"host": host, "port": port, "server_header": False,
+                               "proxy_headers": False, "log_level": "info", **ssl}
+    if workers == 1:
+        engine = open_engine(settings)
+        uvicorn.run(create_app(api_host(settings, engine=engine)), **options)
+        return
+    typer.echo(f"{workers} worker processes, each with its own face engine")
+    _run_workers(uvicorn.Config(WORKER_APP, factory=True, workers=workers, **options))
 
 
-def _context_factory(files: TlsFiles) -> Callable[[Any, Callable[[], SSLContext]], SSLContext]:
-    """uvicorn's hook for its TLS context: ours (`mamoru.tls.server_context`), not its default."""
+def _run_workers(config: Any) -> None:  # uvicorn.Config
+    """uvicorn's supervisor over `config.workers` processes; one line if a worker cannot start.
 
-    def factory(config: Any, default: Callable[[], SSLContext]) -> SSLContext:
-        return server_context(files)
+    (uvicorn.run with workers > 1 would exit 0 after a worker's failed start.)
+    """
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
-    return factory
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        raise ConfigError("a worker failed to start (its error is in the log above); stopped")
+
+
+def _share_passphrase(settings: MamoruSettings) -> None:
+    """A passphrase-wrapped master key is asked for once, here, not by each worker.
+
+    The workers read it from MAMORU_KEY_PASSPHRASE, as a unit without a
+    terminal does; it stays in this process tree's environment only.
+    """
+    if "MAMORU_KEY_PASSPHRASE" not in os.environ and isinstance(key_custody(settings),
+                                                                 WrappedKeyFile):
+        os.environ["MAMORU_KEY_PASSPHRASE"] = key_passphrase()
+
+
+def shared_host(settings: MamoruSettings) -> ApiHost:
+    """The API host of one of several workers: rate limits counted in the shared file.
+
+    The face engine is opened by the app when the worker starts (one per
+    worker). On the chain's PostgreSQL database the counters are
+    `PostgresWindowCounters` instead (several hosts share them).
+    """
+    counts = settings.data_dir / RATE_LIMIT_FILE
+    return dataclasses.replace(
+        api_host(settings),
+        rate_limits=lambda: SharedRateLimitStore(lambda: SqliteFileCounters(counts)))
+
+
+def worker_app() -> FastAPI:
+    """uvicorn's factory in each worker process: the app, from the same settings as the parent."""
+    from registry.api.app import create_app
+
+    return create_app(shared_host(get_settings()))
+
+
+@dataclass(frozen=True)
+class TlsContextFactory:
+    """uvicorn's hook for its TLS context: ours (`mamoru.tls.server_context`), not its default.
+
+    A module-level class, not a closure: with several workers uvicorn pickles
+    its configuration into each spawned process, and each builds its context.
+    """
+
+    files: TlsFiles
+
+    def __call__(self, config: Any, default: Callable[[], SSLContext]) -> SSLContext:
+        return server_context(self.files)

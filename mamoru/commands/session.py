@@ -18,10 +18,11 @@ import typer
 
 from kernel.errors import NotFoundError, RuleViolationError
 from mamoru.settings import get_settings
-from mamoru.wiring import open_registry_from
+from mamoru.wiring import open_registry_from, registry_paths
 from registry.accounts.users import authenticate
 from registry.context import RegistryContext
 from registry.domain import User
+from registry.jobs import FileJobLock, exclusive_job, job_lock_file
 
 AsOption = Annotated[
     str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]
@@ -65,6 +66,28 @@ def registry() -> Iterator[RegistryContext]:
     """The configured registry, closed on every path out of the command."""
     with open_registry_from(get_settings()) as context:
         yield context
+
+
+@contextmanager
+def scheduled_job(job: str) -> Iterator[bool]:
+    """True while this run holds `job` (a `registry.jobs` name); False if another run does.
+
+    The job lock of the registry on this host (a file next to its database);
+    on the chain's PostgreSQL database it is `registry.jobs.PostgresJobLock`
+    on a connection of its own. A registry not initialised yet takes no lock:
+    opening it then says what is missing.
+    """
+    database = registry_paths(get_settings()).database
+    if not database.parent.is_dir():
+        yield True
+        return
+    with exclusive_job(FileJobLock(job_lock_file(database, job))) as held:
+        yield held
+
+
+def already_running(command: str) -> None:
+    """What a second start of a scheduled job says before it exits 0 (the job is being done)."""
+    typer.echo(f"{command}: already running (another run holds the job lock); nothing to do")
 
 
 def login(ctx: RegistryContext, username: str) -> User:

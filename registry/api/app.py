@@ -78,6 +78,7 @@ def create_app(host: ApiHost) -> FastAPI:
         finally:
             app.state.registry = None
             gate.close()
+            rate_store.close()
 
     app = FastAPI(title="mamoru registry", version=host.version, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
@@ -89,9 +90,10 @@ def create_app(host: ApiHost) -> FastAPI:
                            **dict.fromkeys(UPLOAD_PATH_PREFIXES, MAX_UPLOAD_REQUEST_BYTES),
                            joint_use.BUNDLES_PATH: joint_use.max_bundle_body(host.registry)})
     # Added last, so it runs first: a refused request costs no body read.
+    rate_store = host.rate_limits()  # shared by every worker when several serve
     app.add_middleware(RateLimits, per_minute=host.web.rate_limit_per_minute,
                        login_per_minute=host.web.login_rate_limit_per_minute,
-                       login_paths=LOGIN_PATHS)
+                       login_paths=LOGIN_PATHS, store=rate_store)
     app.add_middleware(StrictTransportSecurity)  # outermost: refusals carry it too
     for module in (edge, joint_use, session, alerts, registrations, watchlist, audit, notice,
                    pages):

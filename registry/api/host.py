@@ -15,6 +15,7 @@ from datetime import datetime
 
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
+from registry.api.rate_limit_store import MemoryRateLimitStore, RateLimitStore
 from registry.clock import utc_now
 from registry.config import RegistrySettings, WebSettings
 from registry.context import RegistryContext
@@ -26,6 +27,8 @@ class ApiHost:
 
     `open_registry` and `open_engine` are called once, when the app starts
     (its lifespan); the app closes the registry it opened when it stops.
+    `rate_limits` makes the store the rate limits count in, once per app: in
+    this process by default, a shared one when several workers serve.
     """
 
     registry: RegistrySettings
@@ -35,3 +38,4 @@ class ApiHost:
     open_engine: Callable[[], FaceEngine]
     version: str
     clock: Callable[[], datetime] = field(default=utc_now)
+    rate_limits: Callable[[], RateLimitStore] = field(default=MemoryRateLimitStore)

@@ -13,14 +13,14 @@ proxy's or a browser's cache) and `X-Content-Type-Options: nosniff`.
 
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.api.rate_limit_store import MemoryRateLimitStore, RateLimitStore
 
 _HEADERS = (("cache-control", "no-store"), ("x-content-type-options", "nosniff"))
 
@@ -136,21 +136,20 @@ class RateLimits:
 
     Login attempts (POST to one of `login_paths`) have their own, lower limit:
     with the per-name lockout it keeps password guessing slow from any one
-    address. Counts are held in memory per process (a restart forgets them).
+    address. The counts live in `store` (`rate_limit_store`): by default in
+    this process (a restart forgets them), or in a store every API worker
+    shares, so N workers do not let N times the limit through.
     """
-
-    WINDOW_S = 60.0
-    MAX_TRACKED = 10_000  # addresses; beyond this the idle ones are forgotten first
 
     def __init__(self, app: ASGIApp, *, per_minute: int, login_per_minute: int,
                  login_paths: frozenset[str],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 store: RateLimitStore | None = None) -> None:
         self.app = app
         self.per_minute = per_minute
         self.login_per_minute = login_per_minute
         self.login_paths = login_paths
-        self._clock = clock
-        self._seen: dict[tuple[str, str], deque[float]] = {}
+        self.store: RateLimitStore = store if store is not None else MemoryRateLimitStore(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,37 +159,13 @@ class RateLimits:
         address = str(client[0]) if client else "unknown"
         login = scope.get("method") == "POST" and scope.get("path") in self.login_paths
         bucket, limit = ("login", self.login_per_minute) if login else ("all", self.per_minute)
-        retry_after = self._admit((bucket, address), limit)
+        retry_after = await self.store.admit(f"{bucket}|{address}", limit)
         if retry_after is not None:
             body = b'{"detail":"too many requests from this address; try again in %d s"}' % (
                 retry_after)
             await _answer(send, 429, body, extra=((b"retry-after", str(retry_after).encode()),))
             return
         await self.app(scope, receive, send)
-
-    def _admit(self, key: tuple[str, str], limit: int) -> int | None:
-        """None if admitted (and counted), else seconds until the oldest request ages out."""
-        now = self._clock()
-        times = self._seen.get(key)
-        if times is None:
-            if len(self._seen) >= self.MAX_TRACKED:
-                self._forget_idle(now)
-            times = self._seen[key] = deque()
-        while times and now - times[0] >= self.WINDOW_S:
-            times.popleft()
-        if len(times) >= limit:
-            return max(1, math.ceil(self.WINDOW_S - (now - times[0])))
-        times.append(now)
-        return None
-
-    def _forget_idle(self, now: float) -> None:
-        idle = [k for k, v in self._seen.items() if not v or now - v[-1] >= self.WINDOW_S]
-        for key in idle:
-            del self._seen[key]
-        if len(self._seen) >= self.MAX_TRACKED:  # all busy: forget the least recent half
-            by_age = sorted(self._seen, key=lambda k: self._seen[k][-1])
-            for key in by_age[: len(by_age) // 2]:
-                del self._seen[key]
 
 
 def _too_large(limit: int) -> bytes:

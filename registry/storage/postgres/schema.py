@@ -462,6 +462,18 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN item_seq bigint GENERATED ALWAYS AS IDENTITY;
     """,
     # ---- end of joint use -----------------------------------------------------------------
+    # ---- API workers (issue 15, item 3: rate limits that hold across workers and hosts) ----
+    # 3: per client and minute, the requests every API worker counted (`PostgresWindowCounters`).
+    #    UNLOGGED: a counter is worth a minute; a crash that empties the table costs a fresh
+    #    minute, and no WAL is written per request. Client addresses only, no personal data.
+    """
+    CREATE UNLOGGED TABLE registry.rate_limit_hits (
+        bucket text NOT NULL CHECK (length(bucket) BETWEEN 1 AND 200),
+        window_start bigint NOT NULL,
+        count integer NOT NULL CHECK (count > 0),
+        PRIMARY KEY (bucket, window_start)
+    );
+    """,
 )
 
 
