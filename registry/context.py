@@ -31,11 +31,11 @@ from kernel.watchlist_index import (
 from registry.audit.trail import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
+from registry.index_log import log_published
 from registry.keys.custody import KeyCustody
 from registry.keys.master import MasterKey, new_master_key
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
 from registry.storage.sqlcipher_repository import SqlCipherRepository
-from registry.watchlist.index_log import log_published
 
 
 class Reseal(Protocol):

@@ -45,8 +45,8 @@ from kernel.watchlist_index import (
 from mamoru.wiring import api_host
 from registry.accounts import devices
 from registry.api.app import create_app
+from registry.index_log import KEEP_DAYS
 from registry.watchlist import entries as watchlist
-from registry.watchlist.index_log import KEEP_DAYS
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PACK, T0, Registry
 
 DELTA = "/api/v1/edge/index/delta"

@@ -20,7 +20,7 @@ from registry.accounts.devices import BoxStatus
 from registry.alerts.queue import receive_alert
 from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
-from registry.watchlist.index_log import build_delta
+from registry.index_log import build_delta
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
 
