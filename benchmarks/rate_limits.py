@@ -30,13 +30,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from registry.api.rate_limit_store import (
+from registry.keys.master import new_master_key
+from registry.rate_limits import (
     MemoryRateLimitStore,
     SharedRateLimitStore,
     SqliteFileCounters,
     WindowCounters,
 )
-from registry.keys.master import new_master_key
 from registry.storage.database import open_registry_database
 
 LIMIT = 10**9

@@ -121,6 +121,12 @@ class EdgeSettings(BaseModel):
     track_max_age_s: float = Field(default=1.5, gt=0.0, le=30.0)
     mask_style: Literal["solid", "pixelate"] = "solid"
     index_poll_s: float = Field(default=1.0, ge=0.1, le=60.0, description="hot-reload check")
+    index_source: Literal["local", "registry"] = Field(
+        default="local",
+        description="local: read the registry's published index file on this box (single-box "
+                    "install); registry: fetch it from registry_url with the device token, "
+                    "deltas after the first download, cached encrypted (a chain's store box)",
+    )
     registry_url: str | None = Field(
         default=None, description="registry API base URL; alerts wait in the outbox without it"
     )

@@ -1,8 +1,10 @@
 """The watchlist as the edge loop sees it: the published encrypted index, hot-reloaded.
 
 The registry publishes a new index version on every approval, erasure and
-expiry. `WatchlistMatcher.refresh` reads only the file's clear header to
-notice a new version, decrypts the new index in memory and swaps it in
+expiry. `WatchlistMatcher.refresh` asks its source (`edge.index_source`: the
+file's clear header on a single box, the registry's API on a chain's box) whether
+there is a new version, gets the new index in memory (decrypted, or a delta
+applied to a copy) and swaps it in
 between two searches, so cameras keep running and an erased subject stops
 matching within one poll interval. Each swap reports which entries left the
 list, so the box can forget every local file about them (G-REG-4).
@@ -27,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.index_source import IndexSource, IndexSourceUnreachable, LocalIndexSource
 from edge.probe import FaceProbe, Match
 from kernel.errors import RegistryError
-from kernel.watchlist_index import Hit, WatchlistIndex, read_index_version
+from kernel.watchlist_index import Hit, WatchlistIndex
 
 log = logging.getLogger("mamoru.edge.matcher")
 
@@ -52,17 +55,26 @@ class IndexChange:
 
 
 class WatchlistMatcher:
-    """Resolves probes against the current index; reloads it when a newer one is published."""
+    """Resolves probes against the current index; reloads it when a newer one is published.
 
-    def __init__(self, index_path: Path, key: bytes, *, pack: str, poll_s: float) -> None:
-        self._path = index_path
-        self._key = key
+    Where the index comes from is the `source`: the registry's file on this box
+    (`LocalIndexSource`, built from `index_path` and `key` when no source is
+    given) or the registry's API (`RemoteIndexSource`, deltas; issue 15).
+    """
+
+    def __init__(self, index_path: Path | None, key: bytes | None, *, pack: str, poll_s: float,
+                 source: IndexSource | None = None) -> None:
+        if source is None:
+            if index_path is None or key is None:
+                raise ValueError("a local index needs its path and key")
+            source = LocalIndexSource(index_path, key, pack=pack)
+        self._source = source
         self._pack = pack
         self._poll_s = poll_s
         self._index: WatchlistIndex | None = None
         self._state = IndexState.NONE
         self._checked_at = float("-inf")
-        self._failed: tuple[int, int, int] | None = None  # (inode, mtime, size) that failed
+        self._unreachable = False
         self._lock = threading.Lock()
 
     @property
@@ -76,10 +88,10 @@ class WatchlistMatcher:
 
     def load(self) -> None:
         """First load at start-up: a wrong key or a foreign pack stops the box loudly."""
-        if read_index_version(self._path) is None:
-            log.warning("no published watchlist index yet; nothing can match")
+        index = self._source.initial()
+        if index is None:
             return
-        self._index = WatchlistIndex.load(self._path, key=self._key, expected_pack=self._pack)
+        self._index = index
         self._state = IndexState.CURRENT
 
     def refresh(self, now: float | None = None) -> IndexChange | None:
@@ -88,25 +100,26 @@ class WatchlistMatcher:
         if now - self._checked_at < self._poll_s:
             return None
         self._checked_at = now
-        stamp = self._file_stamp()
-        if stamp is not None and stamp == self._failed:
-            return None  # the same broken file: do not decrypt it again on every poll
+        held = self._index
         try:
-            published = read_index_version(self._path)
-            if published is None and self._index is None:
-                return None  # never published: NONE, not stale
-            if published is not None and published == self.version:
-                return self._set_state(IndexState.CURRENT, removed=frozenset())
-            if published is None:
-                raise RegistryError(f"{self._path} disappeared")
-            fresh = WatchlistIndex.load(self._path, key=self._key, expected_pack=self._pack)
+            fresh = self._source.poll(held)
+        except IndexSourceUnreachable:
+            if not self._unreachable:
+                log.warning("the registry cannot be reached; keeping index version %s",
+                            self.version)
+            self._unreachable = True
+            return None
         except (RegistryError, OSError) as exc:
-            self._failed = stamp
+            self._unreachable = False
             if self._state is not IndexState.STALE:
                 log.error("the published watchlist index cannot be loaded; no alerts until it "
                           "can", extra={"error": type(exc).__name__})
             return self._set_state(IndexState.STALE, removed=frozenset())
-        self._failed = None
+        self._unreachable = False
+        if fresh is None:
+            if held is None:
+                return None  # never published: NONE, not stale
+            return self._set_state(IndexState.CURRENT, removed=frozenset())
         with self._lock:
             previous, self._index = self._index, fresh
             self._state = IndexState.CURRENT
@@ -114,13 +127,6 @@ class WatchlistMatcher:
         log.info("watchlist index reloaded",
                  extra={"version": fresh.version, "size": fresh.size, "removed": len(removed)})
         return IndexChange(fresh.version, IndexState.CURRENT, removed)
-
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            info = self._path.stat()
-        except OSError:
-            return None
-        return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     def _set_state(self, state: IndexState, *, removed: frozenset[str]) -> IndexChange | None:
         with self._lock:

@@ -64,7 +64,11 @@ JOINT_USE_KEYS = SealedKind("joint-use key", b"MMRSJUKY")
 # One personal value in a chain's PostgreSQL database (registry/storage/postgres): the
 # same format as a file, bound by its context to the table, column and row it belongs in.
 DATABASE_FIELD = SealedKind("database field", b"MMRSDBFD")
-KINDS = (OUTBOX, EVIDENCE, BACKUP, WATCHLIST_INDEX, JOINT_USE_KEYS, DATABASE_FIELD)
+# What changed between two index versions (issue 15, item 4): what a box fetches instead of
+# the whole index, under the same index key.
+WATCHLIST_DELTA = SealedKind("watchlist index delta", b"MMRSIDLT")
+KINDS = (OUTBOX, EVIDENCE, BACKUP, WATCHLIST_INDEX, JOINT_USE_KEYS, DATABASE_FIELD,
+         WATCHLIST_DELTA)
 
 
 @dataclass(frozen=True)

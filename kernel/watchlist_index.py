@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +56,7 @@ import numpy.typing as npt
 from kernel import ann
 from kernel.durable import make_private_dir, temp_prefix, write_private_file
 from kernel.errors import RegistryError, SealedFileError, UnknownVersionError
-from kernel.sealed import WATCHLIST_INDEX, Sealer, read_header
+from kernel.sealed import WATCHLIST_DELTA, WATCHLIST_INDEX, Sealer, read_header
 
 FORMAT_VERSION = 1
 KEY_BYTES = 32  # AES-256 (G-SEC-2: data at rest encrypted to a high standard, G-BRE-3)
@@ -70,6 +70,8 @@ _MAX_FAISS_ID = 2**63 - 1
 
 # The index version; the pack's bytes are the rest of the clear header.
 _HEADER = struct.Struct(">Q")
+# A delta's clear header: from version, to version; the pack's bytes are the rest.
+_DELTA_HEADER = struct.Struct(">QQ")
 _JSON_LENGTH = struct.Struct(">I")
 
 # What parsing an authenticated but wrongly written plaintext can raise.
@@ -88,6 +90,14 @@ class IndexIntegrityError(WatchlistIndexError):
 
     The message names the file and what failed, never key bytes.
     """
+
+
+class DeltaMismatchError(IndexIntegrityError):
+    """An authentic delta that does not fit the index it is applied to: refused whole."""
+
+
+class DeltaUnsupportedError(WatchlistIndexError):
+    """This kind of index cannot take a delta (HNSW cannot remove): fetch the whole index."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing numpy arrays has no single truth value
@@ -150,28 +160,35 @@ def publish_index(
     publisher can never bring back a subject that a newer version erased.
     """
     sealer = _sealer(key)
-    pack_bytes = _check_identity(version, pack, dim)
+    _check_identity(version, pack, dim)
     _refuse_older_version(path, version)
     ids, entries, matrix = _stack_templates(templates, dim)
     index, kind = _build_index(ids, matrix, ann_threshold)
+    _write_atomically(path, _seal_index(sealer, index, version=version, pack=pack, kind=kind,
+                                        ids=ids.tolist(), entries=entries))
+
+
+def _seal_index(sealer: Sealer, index: faiss.Index, *, version: int, pack: str, kind: str,
+                ids: list[int], entries: list[str]) -> bytes:
+    """The sealed file of a built index; `ids` and `entries` aligned, in FAISS id order."""
     header = {
         "format": FORMAT_VERSION,
         "version": version,
         "pack": pack,
-        "dim": dim,
+        "dim": int(index.d),
         "count": len(ids),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind,
         # template_id -> entry_id, as two aligned lists in FAISS id order: a third
         # of the parse time of a JSON object with 100k string keys.
-        "template_ids": ids.tolist(),
+        "template_ids": ids,
         "entry_ids": entries,
     }
     header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     plaintext = b"".join(
         (_JSON_LENGTH.pack(len(header_bytes)), header_bytes, faiss.serialize_index(index).tobytes())
     )
-    _write_atomically(path, sealer.seal(plaintext, header=_HEADER.pack(version) + pack_bytes))
+    return sealer.seal(plaintext, header=_HEADER.pack(version) + pack.encode("utf-8"))
 
 
 def _sealer(key: bytes) -> Sealer:
@@ -265,6 +282,86 @@ def _remove_stale_temps(path: Path) -> None:
     for stale in path.parent.glob(f"{temp_prefix(path)}*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+
+
+# --- deltas (issue 15, item 4) --------------------------------------------------
+#
+# A sealed file of kind WATCHLIST_DELTA under the index key (all integers big-endian):
+#
+#     clear header   since u64 | version u64 | pack (UTF-8)
+#     plaintext      JSON header length u32 | JSON header | added vectors, float32 LE, row-major
+#
+# The JSON header holds format, since, version, pack, dim, the added template and entry
+# ids (aligned with the vector rows) and the removed template and entry ids. Authenticated
+# like an index: a delta cannot be replayed onto another version or pack.
+
+
+@dataclass(frozen=True, eq=False)
+class IndexDelta:
+    """What changed from index version `since` to `version`, authenticated and parsed."""
+
+    since: int
+    version: int
+    pack: str
+    dim: int
+    added_ids: npt.NDArray[np.int64]
+    added_entries: list[str]
+    vectors: npt.NDArray[np.float32]  # (len(added_ids), dim), unit rows
+    removed: dict[int, str]  # template id -> entry id
+
+    def removed_entries(self) -> frozenset[str]:
+        return frozenset(self.removed.values())
+
+
+def seal_delta(*, key: bytes, since: int, version: int, pack: str, dim: int,
+               added: Sequence[IndexedTemplate], removed: Mapping[int, str]) -> bytes:
+    """The sealed delta a box applies to its `since` index to hold `version`."""
+    _sealer(key)  # the same checks and message as the index's
+    sealer = Sealer(WATCHLIST_DELTA, bytes(key))
+    pack_bytes = _check_identity(version, pack, dim)
+    _check_identity(since, pack, dim)
+    ids, entries, matrix = _stack_templates(added, dim)
+    header = {"format": FORMAT_VERSION, "since": since, "version": version, "pack": pack,
+              "dim": dim, "added_template_ids": ids.tolist(), "added_entry_ids": entries,
+              "removed_template_ids": list(removed), "removed_entry_ids": list(removed.values())}
+    header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    plaintext = b"".join((_JSON_LENGTH.pack(len(header_bytes)), header_bytes,
+                          matrix.astype("<f4", copy=False).tobytes()))
+    return sealer.seal(plaintext, header=_DELTA_HEADER.pack(since, version) + pack_bytes)
+
+
+def open_delta(blob: bytes, *, key: bytes, name: str) -> IndexDelta:
+    """Authenticate and parse a sealed delta; `IndexIntegrityError` if it is not whole and ours."""
+    _sealer(key)
+    try:
+        clear, plaintext = Sealer(WATCHLIST_DELTA, bytes(key)).open_with_header(blob, name=name)
+    except SealedFileError as exc:
+        raise _refusal(exc) from None
+    try:
+        since, version = _DELTA_HEADER.unpack_from(clear)
+        pack = clear[_DELTA_HEADER.size :].decode("utf-8")
+        (json_length,) = _JSON_LENGTH.unpack_from(plaintext, 0)
+        start = _JSON_LENGTH.size
+        header: dict[str, Any] = json.loads(plaintext[start : start + json_length])
+        dim = int(header["dim"])
+        added_ids = np.asarray(header["added_template_ids"], dtype=np.int64)
+        added_entries = [str(e) for e in header["added_entry_ids"]]
+        vectors = np.frombuffer(plaintext, dtype="<f4", offset=start + json_length).astype(
+            np.float32).reshape(len(added_ids), dim)
+        removed = dict(zip((int(t) for t in header["removed_template_ids"]),
+                           (str(e) for e in header["removed_entry_ids"]), strict=True))
+        consistent = (
+            int(header["format"]) == FORMAT_VERSION
+            and (int(header["since"]), int(header["version"]), str(header["pack"]))
+            == (since, version, pack)
+            and len(added_entries) == len(added_ids)
+        )
+    except (*_MALFORMED, UnicodeDecodeError) as exc:
+        raise IndexIntegrityError(f"{name}: authenticated but malformed ({exc})") from None
+    if not consistent:
+        raise IndexIntegrityError(f"{name}: encrypted header disagrees with the delta")
+    return IndexDelta(int(since), int(version), pack, dim, added_ids, added_entries,
+                      vectors, removed)
 
 
 # --- reading ----------------------------------------------------------------
@@ -389,6 +486,25 @@ class WatchlistIndex:
         `WatchlistIndexError`.
         """
         clear, plaintext = _decrypt_file(path, key)
+        return cls._checked(path, plaintext, clear, expected_pack, min_version)
+
+    @classmethod
+    def from_sealed(cls, blob: bytes, *, key: bytes, name: str,
+                    expected_pack: str | None = None) -> WatchlistIndex:
+        """`load` of a sealed index already in memory (downloaded by a box); `name` for messages.
+
+        Nothing in clear touches the disk here either.
+        """
+        try:
+            clear, plaintext = _sealer(key).open_with_header(blob, name=name)
+        except SealedFileError as exc:
+            raise _refusal(exc) from None
+        return cls._checked(Path(name), plaintext, _parse_header(Path(name), clear),
+                            expected_pack, None)
+
+    @classmethod
+    def _checked(cls, path: Path, plaintext: bytes, clear: IndexHeader,
+                 expected_pack: str | None, min_version: int | None) -> WatchlistIndex:
         loaded = cls._from_plaintext(path, plaintext, clear)
         del plaintext  # the FAISS index holds its own copy; nothing else needs this
         if expected_pack is not None and loaded.pack != expected_pack:
@@ -463,6 +579,59 @@ class WatchlistIndex:
     def entry_ids(self) -> frozenset[str]:
         """The entries this version holds: what a box may still keep anything about."""
         return frozenset(self._entries.values())
+
+    def apply(self, delta: IndexDelta) -> WatchlistIndex:
+        """A new index: this one with `delta`'s templates removed and added; this one untouched.
+
+        The copy is what lets the box keep searching the old version until the
+        new one is complete, and a delta that does not fit leave it as it was.
+        Refused (`DeltaMismatchError`) unless the delta starts at this version,
+        for this pack and dimension, removes only templates held here (of the
+        entry held here) and adds only templates not held. An HNSW index cannot
+        remove vectors (`DeltaUnsupportedError`): the box fetches the whole index.
+        Measured with ``python -m benchmarks.index_delta``.
+        """
+        self._check_delta(delta)
+        if self.metadata.kind == KIND_HNSW:  # flat and IVF indexes remove in place
+            raise DeltaUnsupportedError(
+                f"a {self.metadata.kind} index cannot remove templates; fetch the whole index")
+        index = faiss.clone_index(self._index)
+        if delta.removed:
+            # faiss's Python wrapper turns an id array into a selector; its stubs do not know.
+            index.remove_ids(np.fromiter(delta.removed, dtype=np.int64,  # type: ignore[arg-type]
+                                         count=len(delta.removed)))
+        if delta.added_ids.size:
+            index.add_with_ids(delta.vectors, delta.added_ids)
+        entries = {t: e for t, e in self._entries.items() if t not in delta.removed}
+        entries.update(zip(delta.added_ids.tolist(), delta.added_entries, strict=True))
+        if index.ntotal != len(entries):
+            raise DeltaMismatchError("the delta left the index and its entry map disagreeing")
+        metadata = IndexMetadata(format=FORMAT_VERSION, version=delta.version, pack=self.pack,
+                                 dim=self.dim, count=len(entries),
+                                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                                 kind=self.metadata.kind)
+        return WatchlistIndex(index, metadata, entries)
+
+    def _check_delta(self, delta: IndexDelta) -> None:
+        if (delta.since, delta.pack, delta.dim) != (self.version, self.pack, self.dim):
+            raise DeltaMismatchError(
+                f"the delta goes from version {delta.since} (pack {delta.pack!r}, dim "
+                f"{delta.dim}); this index is version {self.version} (pack {self.pack!r}, "
+                f"dim {self.dim})")
+        if any(self._entries.get(t) != e for t, e in delta.removed.items()):
+            raise DeltaMismatchError("the delta removes a template this index does not hold")
+        if any(int(t) in self._entries for t in delta.added_ids):
+            raise DeltaMismatchError("the delta adds a template this index already holds")
+
+    def sealed(self, key: bytes) -> bytes:
+        """This index as a sealed index file (`publish_index`'s format), e.g. for a box's cache
+        after a delta: the cache then holds no template a delta removed (G-REG-4)."""
+        index = self._index
+        assert isinstance(index, faiss.IndexIDMap2), "load and apply only make id maps"
+        ids = faiss.vector_to_array(index.id_map).tolist()
+        return _seal_index(_sealer(key), self._index, version=self.version, pack=self.pack,
+                           kind=self.metadata.kind, ids=ids,
+                           entries=[self._entries[t] for t in ids])
 
     def search(self, queries: npt.ArrayLike, k: int = 1) -> list[list[Hit]]:
         """Top-`k` templates per query by inner product, best first.

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.archive import SnapshotArchive
+from edge.index_source import RemoteIndexSource
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Delivery, Outbox
@@ -167,8 +168,15 @@ def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
         delivery = Delivery(settings.edge.registry_url,
                             read_device_token(settings.edge.device_token_file),
                             settings.edge.registry_ca_file)
+    source = None
+    if settings.edge.index_source == "registry":
+        if delivery is None:
+            raise ConfigError("edge.index_source is 'registry' but edge.registry_url is not set")
+        source = RemoteIndexSource(delivery, key.derive("index"), pack=engine.info.pack,
+                                   cache=edge_dir / "index" / "watchlist.idx")
     matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
-                               pack=engine.info.pack, poll_s=settings.edge.index_poll_s)
+                               pack=engine.info.pack, poll_s=settings.edge.index_poll_s,
+                               source=source)
     edge_key = key.derive("edge")
     archive = SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key))
     return EdgeParts(

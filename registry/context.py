@@ -31,6 +31,7 @@ from kernel.watchlist_index import (
 from registry.audit.trail import Action, AuditTrail
 from registry.clock import utc_now
 from registry.config import RegistrySettings
+from registry.index_log import log_published
 from registry.keys.custody import KeyCustody
 from registry.keys.master import MasterKey, new_master_key
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
@@ -210,6 +211,7 @@ class RegistryContext:
             IndexedTemplate(t.template_id, t.entry_id, np.frombuffer(t.vector, dtype=np.float32))
             for t in self.repo.active_templates(self.index_spec.pack)
         ]
+        log_published(self.repo, version, templates, utc_now())  # the deltas boxes fetch
         make_private_dir(self.paths.index.parent)
         publish_index(self.paths.index, key=self.index_key(), version=version,
                       pack=self.index_spec.pack, dim=self.index_spec.dim, templates=templates)

@@ -128,6 +128,36 @@ class TemplateRecord:
 
 
 @dataclass(frozen=True)
+class IndexChanges:
+    """What the published index changed from version `since` to `version` (issue 15, item 4).
+
+    Netted over every logged version in between: a template added and removed
+    again in between is in neither map, one removed and added back (an entry
+    suspended, then lifted) is in neither either. Template id -> entry id.
+    """
+
+    since: int
+    version: int
+    added: dict[int, str]
+    removed: dict[int, str]
+
+
+def net_index_changes(since: int, version: int,
+                      rows: list[tuple[int, int, str, bool]]) -> IndexChanges:
+    """Fold logged rows (version, template id, entry id, added), in version order, into one
+    change; the one rule both back-ends share."""
+    added: dict[int, str] = {}
+    removed: dict[int, str] = {}
+    for _, template_id, entry_id, was_added in rows:
+        if was_added:
+            if removed.pop(template_id, None) is None:
+                added[template_id] = entry_id
+        elif added.pop(template_id, None) is None:
+            removed[template_id] = entry_id
+    return IndexChanges(since, version, added, removed)
+
+
+@dataclass(frozen=True)
 class EvidenceRecord:
     image_id: str
     entry_id: str

@@ -17,7 +17,7 @@ module that needs one aggregate only types its parameter with the small protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -39,6 +39,7 @@ from registry.domain import (
     InboundState,
     Incident,
     IncidentInput,
+    IndexChanges,
     LoginFailures,
     Role,
     SentBundle,
@@ -184,7 +185,8 @@ class FaceDataRepository(Protocol):
 
 @runtime_checkable
 class IndexRepository(Protocol):
-    """What the published index follows besides entry states: its version and suspensions.
+    """What the published index follows besides entry states: its version, suspensions, and
+    the log of what each published version changed (the deltas boxes fetch, issue 15 item 4).
 
     Every change of what the boxes may match bumps the version, so a box never
     keeps matching an erased or suspended entry (G-REG-4, G-SHR-4 objections).
@@ -198,6 +200,22 @@ class IndexRepository(Protocol):
     def unsuspend_entry(self, entry_id: str) -> None: ...
     def suspended_entries(self) -> dict[str, str]:
         """entry id -> source ("local" or the member whose objection it is)."""
+        ...
+    def index_members(self) -> dict[int, str]:
+        """Template id -> entry id of the newest logged index version (empty before any)."""
+        ...
+    def log_index_version(self, version: int, added: Mapping[int, str],
+                          removed: Mapping[int, str], at: datetime) -> bool:
+        """Record what `version` changed against the newest logged one, and make it the
+        members; False (nothing written) if `version` is not newer than the newest logged."""
+        ...
+    def index_changes(self, since: int) -> IndexChanges | None:
+        """What changed from `since` to the newest logged version; None when `since` was
+        never logged or its log was pruned: the box needs the whole index (issue 15)."""
+        ...
+    def prune_index_log(self, *, keep_versions: int, logged_before: datetime) -> int:
+        """Forget logged versions older than the newest `keep_versions` or logged before
+        `logged_before` (the newest is always kept); the number forgotten."""
         ...
 
 

@@ -11,7 +11,7 @@ from the same settings): each opens its own registry connection and loads
 its own face engine (memory: one engine per worker, see the README). What
 must hold across workers lives in the registry database (sessions, login
 lockouts) or in the rate-limit file every worker counts in
-(`<data_dir>/ratelimit.db`, `registry.api.rate_limit_store`).
+(`<data_dir>/ratelimit.db`, `registry.rate_limits`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from mamoru.settings import ConfigError, MamoruSettings, get_settings
 from mamoru.tls import TlsFiles, ensure_certificate, load_certificate, server_context
 from mamoru.wiring import api_host, key_custody, key_passphrase, open_engine, open_registry_from
 from registry.api.host import ApiHost
-from registry.api.rate_limit_store import SharedRateLimitStore, SqliteFileCounters
 from registry.keys.custody import WrappedKeyFile
+from registry.rate_limits import SharedRateLimitStore, SqliteFileCounters
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

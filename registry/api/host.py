@@ -15,10 +15,10 @@ from datetime import datetime
 
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
-from registry.api.rate_limit_store import MemoryRateLimitStore, RateLimitStore
 from registry.clock import utc_now
 from registry.config import RegistrySettings, WebSettings
 from registry.context import RegistryContext
+from registry.rate_limits import MemoryRateLimitStore, RateLimitStore
 
 
 @dataclass(frozen=True)

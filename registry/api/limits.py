@@ -20,7 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.api.rate_limit_store import MemoryRateLimitStore, RateLimitStore
+from registry.rate_limits import MemoryRateLimitStore, RateLimitStore
 
 _HEADERS = (("cache-control", "no-store"), ("x-content-type-options", "nosniff"))
 

@@ -401,7 +401,31 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
     # 9: times stored before the one timestamp type: four-digit years, clamped to
     #    2000-01-01..2199-12-31 UTC (see `_repair_times`)
     _repair_times(_TIME_COLUMNS),
+    # 10: the index change log (issue 15, item 4): what each published version added and
+    #     removed, by template id, so a box fetches a delta instead of the whole index. Ids
+    #     only, never a vector: erasing a person's templates erases what a delta would carry.
+    #     `index_members` is the newest logged version's template set, the base of the next
+    #     delta. IF NOT EXISTS: tests re-run step 9 on a registry that has this one.
+    """
+    CREATE TABLE IF NOT EXISTS main.index_log_versions (
+        version INTEGER PRIMARY KEY,
+        logged_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS main.index_log_changes (
+        version INTEGER NOT NULL REFERENCES index_log_versions (version),
+        template_id INTEGER NOT NULL,
+        entry_id TEXT NOT NULL,
+        added INTEGER NOT NULL CHECK (added IN (0, 1)),
+        PRIMARY KEY (version, template_id)
+    );
+    CREATE TABLE IF NOT EXISTS main.index_members (
+        template_id INTEGER PRIMARY KEY,
+        entry_id TEXT NOT NULL
+    );
+    """,
 )
+# The step (1-based, = user_version after it) that repairs stored times (`_repair_times`).
+TIME_REPAIR_STEP = 9
 
 AUDIT_MIGRATIONS: tuple[str, ...] = (
     # 1: the hash-chained, append-only audit trail

@@ -42,7 +42,7 @@ from registry.clock import (
     to_text,
 )
 from registry.joint_use import bundle, export_schema
-from registry.storage.migrations import REGISTRY_MIGRATIONS
+from registry.storage.migrations import REGISTRY_MIGRATIONS, TIME_REPAIR_STEP
 from tests.registry.conftest import OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import NOW, Api, Clock, jpeg_bytes, png_bytes, start_app
 from tests.test_cli import assert_clean_user_error, run
@@ -188,8 +188,8 @@ def test_times_stored_in_the_old_form_are_repaired_when_the_registry_opens(
         db.execute("UPDATE alerts SET detected_at = ? WHERE alert_id = ?", (text, alert_id))
     db.execute("UPDATE incidents SET occurred_at = '999-06-01T00:00:00.000000Z'")
     db.execute("UPDATE entries SET expires_at = '1002-06-01T00:00:00.000000Z'")
-    # As the registry was just before the repair step (the last one): it runs on next open.
-    db.execute(f"PRAGMA main.user_version = {len(REGISTRY_MIGRATIONS) - 1}")
+    # As the registry was just before the repair step: it (and every later step) runs on next open.
+    db.execute(f"PRAGMA main.user_version = {TIME_REPAIR_STEP - 1}")
     assert from_text("999-01-01T00:00:00.000000Z") == datetime(999, 1, 1, tzinfo=UTC)
 
     ctx = registry.reopen()

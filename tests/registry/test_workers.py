@@ -4,7 +4,7 @@ A real `mamoru serve --workers 2` on a real socket: requests without
 keep-alive land on either worker, and still the rate limit is the limit
 summed over both (not twice it), a login lockout earned on one worker
 refuses on the other, and HTTPS is spoken with our TLS context by every
-worker. The counters themselves (`registry.api.rate_limit_store`) are
+worker. The counters themselves (`registry.rate_limits`) are
 checked on the SQLite file and on PostgreSQL, two "workers" being two stores.
 """
 
@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from registry.api.rate_limit_store import (
+from registry.rate_limits import (
     WINDOW_S,
     Hit,
     MemoryRateLimitStore,

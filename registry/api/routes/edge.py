@@ -1,4 +1,4 @@
-"""What an in-store edge box calls: send an alert, poll and fetch the watchlist index.
+"""What an in-store edge box calls: send an alert, poll and fetch the watchlist index or a delta.
 
 Every route here needs the box's bearer token (`mamoru device add`). A 4xx
 answer is final for that request (the box drops or fixes it; retrying the
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
 from kernel.watchlist_index import read_index_header, read_index_header_from
@@ -20,6 +20,7 @@ from registry.accounts.devices import BoxStatus
 from registry.alerts.queue import receive_alert
 from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
+from registry.index_log import build_delta
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
 
@@ -85,6 +86,29 @@ def download_index(ctx: ContextDep) -> StreamingResponse:
                  "X-Mamoru-Index-Version": str(header.version),
                  "X-Mamoru-Index-Pack": header.pack},
     )
+
+
+@router.get("/index/delta", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}},
+          "description": "the sealed delta from `since` to the newest version"},
+    410: {"description": "`since` is unknown or too old: fetch the whole index"},
+    **_ERRORS})
+def download_index_delta(
+        ctx: ContextDep,
+        since: Annotated[int, Query(ge=0, le=2**63 - 1, description="the version the box holds")],
+) -> Response:
+    """What changed since the version the box holds, sealed under the index key (issue 15).
+
+    A box polls `index/version` and, when it changed, fetches this instead of
+    the whole index: an erasure moves a few hundred bytes, not the list.
+    """
+    blob = build_delta(ctx.repo, since=since, key=ctx.index_key(), pack=ctx.index_spec.pack,
+                       dim=ctx.index_spec.dim)
+    if blob is None:
+        raise HTTPException(410, f"no delta from index version {since} (unknown or too old): "
+                                 "fetch the whole index from /api/v1/edge/index")
+    return Response(blob, media_type="application/octet-stream",
+                    headers={"X-Mamoru-Index-Since": str(since)})
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

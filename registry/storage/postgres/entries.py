@@ -22,7 +22,7 @@ which PostgreSQL would otherwise leave in any order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -37,8 +37,10 @@ from registry.domain import (
     EvidenceRecord,
     Incident,
     IncidentInput,
+    IndexChanges,
     OffenceCategory,
     TemplateRecord,
+    net_index_changes,
 )
 from registry.storage.postgres.base import FieldSealer, PgConnection, PostgresStore, utc
 
@@ -361,3 +363,58 @@ class PostgresIndex(PostgresStore):
     def suspended_entries(self) -> dict[str, str]:
         return {str(r[0]): str(r[1])
                 for r in self._all("SELECT entry_id, source FROM entry_suspensions")}
+
+    def index_members(self) -> dict[int, str]:
+        return {int(r[0]): str(r[1])
+                for r in self._all("SELECT template_id, entry_id FROM index_members")}
+
+    def log_index_version(self, version: int, added: Mapping[int, str],
+                          removed: Mapping[int, str], at: datetime) -> bool:
+        with _atomic(self._db):
+            # Two API hosts publishing at once: the row lock orders them, the later one finds
+            # its version already logged (or older) and writes nothing.
+            self._db.execute("SELECT 1 FROM meta WHERE key = 'watchlist_version' FOR UPDATE")
+            newest = self._one("SELECT max(version) FROM index_log_versions")[0]
+            if newest is not None and version <= int(newest):
+                return False
+            self._db.execute(
+                "INSERT INTO index_log_versions (version, logged_at) VALUES (%s, %s)",
+                (version, at))
+            if newest is not None:  # the first version is the base: no box holds anything older
+                self._db.execute(
+                    "INSERT INTO index_log_changes (version, template_id, entry_id, added) "
+                    "SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::boolean[])",
+                    (version, [*added, *removed], [*added.values(), *removed.values()],
+                     [True] * len(added) + [False] * len(removed)))
+            self._db.execute("DELETE FROM index_members WHERE template_id = ANY(%s::bigint[])",
+                             (list(removed),))
+            self._db.execute(
+                "INSERT INTO index_members (template_id, entry_id) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[])",
+                (list(added), list(added.values())))
+        return True
+
+    def index_changes(self, since: int) -> IndexChanges | None:
+        with _atomic(self._db):  # one snapshot: the newest version and its rows agree
+            if self._one("SELECT 1 FROM index_log_versions WHERE version = %s",
+                         (since,)) is None:
+                return None
+            newest = int(self._one("SELECT max(version) FROM index_log_versions")[0])
+            rows = self._all(
+                "SELECT version, template_id, entry_id, added FROM index_log_changes "
+                "WHERE version > %s ORDER BY version, template_id", (since,))
+        return net_index_changes(since, newest,
+                                 [(int(r[0]), int(r[1]), str(r[2]), bool(r[3])) for r in rows])
+
+    def prune_index_log(self, *, keep_versions: int, logged_before: datetime) -> int:
+        with _atomic(self._db):
+            rows = self._all(
+                "WITH newest AS (SELECT max(version) AS v FROM index_log_versions), "
+                "doomed AS (SELECT version FROM index_log_versions, newest "
+                "WHERE version < newest.v AND (version <= newest.v - %s OR logged_at < %s)), "
+                "c AS (DELETE FROM index_log_changes "
+                "WHERE version IN (SELECT version FROM doomed)) "
+                "DELETE FROM index_log_versions WHERE version IN (SELECT version FROM doomed) "
+                "RETURNING version",
+                (keep_versions, logged_before))
+        return len(rows)

@@ -1,6 +1,6 @@
 """The API workers' shared rate-limit counters in the chain's database (issue 15, item 3).
 
-`registry.api.rate_limit_store.SharedRateLimitStore` asks these once per
+`registry.rate_limits.SharedRateLimitStore` asks these once per
 request, from its own thread, on a connection of its own (autocommit): the
 count and the limit check are one `INSERT ... ON CONFLICT DO UPDATE ...
 RETURNING` statement, so two workers on two hosts incrementing the same
@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from registry.api.rate_limit_store import WINDOW_S, Hit, RateLimitStoreError
+from registry.rate_limits import WINDOW_S, Hit, RateLimitStoreError
 
 PgConnection = psycopg.Connection[tuple[Any, ...]]
 

@@ -474,6 +474,28 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (bucket, window_start)
     );
     """,
+    # ---- index distribution (issue 15, item 4) ---------------------------------------------
+    # 4: the index change log, SQLCipher step 10: what each published version added and
+    #    removed, by template id and entry id (no vector, nothing personal: nothing sealed);
+    #    `index_members` is the newest logged version's template set.
+    """
+    CREATE TABLE registry.index_log_versions (
+        version bigint PRIMARY KEY,
+        logged_at registry.instant NOT NULL
+    );
+    CREATE TABLE registry.index_log_changes (
+        version bigint NOT NULL REFERENCES registry.index_log_versions (version),
+        template_id bigint NOT NULL,
+        entry_id text NOT NULL,
+        added boolean NOT NULL,
+        PRIMARY KEY (version, template_id)
+    );
+    CREATE TABLE registry.index_members (
+        template_id bigint PRIMARY KEY,
+        entry_id text NOT NULL
+    );
+    """,
+    # ---- end of index distribution ---------------------------------------------------------
 )
 
 

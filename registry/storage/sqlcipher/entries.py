@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +15,10 @@ from registry.domain import (
     EvidenceRecord,
     Incident,
     IncidentInput,
+    IndexChanges,
     OffenceCategory,
     TemplateRecord,
+    net_index_changes,
 )
 from registry.storage.sqlcipher.base import SqlCipherStore
 
@@ -259,3 +261,51 @@ class SqlCipherIndex(SqlCipherStore):
     def suspended_entries(self) -> dict[str, str]:
         return {str(r[0]): str(r[1])
                 for r in self._db.execute("SELECT entry_id, source FROM entry_suspensions")}
+
+    def index_members(self) -> dict[int, str]:
+        return {int(r[0]): str(r[1])
+                for r in self._db.execute("SELECT template_id, entry_id FROM index_members")}
+
+    def log_index_version(self, version: int, added: Mapping[int, str],
+                          removed: Mapping[int, str], at: datetime) -> bool:
+        newest = self._one("SELECT max(version) FROM index_log_versions")[0]
+        if newest is not None and version <= int(newest):
+            return False
+        self._db.execute("INSERT INTO index_log_versions (version, logged_at) VALUES (?, ?)",
+                         (version, to_text(at)))
+        if newest is not None:  # the first version is the base: no box holds anything older
+            self._db.executemany(
+                "INSERT INTO index_log_changes (version, template_id, entry_id, added) "
+                "VALUES (?, ?, ?, ?)",
+                [(version, t, e, 1) for t, e in added.items()]
+                + [(version, t, e, 0) for t, e in removed.items()],
+            )
+        self._db.executemany("DELETE FROM index_members WHERE template_id = ?",
+                             [(t,) for t in removed])
+        self._db.executemany("INSERT INTO index_members (template_id, entry_id) VALUES (?, ?)",
+                             list(added.items()))
+        return True
+
+    def index_changes(self, since: int) -> IndexChanges | None:
+        if self._one("SELECT 1 FROM index_log_versions WHERE version = ?", (since,)) is None:
+            return None
+        newest = int(self._one("SELECT max(version) FROM index_log_versions")[0])
+        rows = self._db.execute(
+            "SELECT version, template_id, entry_id, added FROM index_log_changes "
+            "WHERE version > ? ORDER BY version, template_id", (since,)).fetchall()
+        return net_index_changes(since, newest,
+                                 [(int(r[0]), int(r[1]), str(r[2]), bool(r[3])) for r in rows])
+
+    def prune_index_log(self, *, keep_versions: int, logged_before: datetime) -> int:
+        newest = self._one("SELECT max(version) FROM index_log_versions")[0]
+        if newest is None:
+            return 0
+        doomed = [int(r[0]) for r in self._db.execute(
+            "SELECT version FROM index_log_versions WHERE version < ? "
+            "AND (version <= ? OR logged_at < ?)",
+            (newest, int(newest) - keep_versions, to_text(logged_before)))]
+        self._db.executemany("DELETE FROM index_log_changes WHERE version = ?",
+                             [(v,) for v in doomed])
+        self._db.executemany("DELETE FROM index_log_versions WHERE version = ?",
+                             [(v,) for v in doomed])
+        return len(doomed)
