@@ -14,6 +14,13 @@ run where one exists. Sections:
   rows visit a share of the lists (`IVF_SHARES`); the last row goes through
   the real path (`publish_index`, `WatchlistIndex.load`, `search`) with
   `kernel.ann`'s choice and defaults. Results and the choice: `kernel.ann`.
+* ``load``: 1,000 stores with 2 edge boxes each against one real
+  ``mamoru serve`` on loopback (benchmarks/chain_load.py): index-version polls,
+  status reports and alerts with bursts; p50/p99 per request kind, errors,
+  CPU and memory of the server's processes and of the client, with one API
+  worker (the naive baseline) and with several where ``mamoru serve`` has them.
+  Quick run: ``--only load`` (250 stores, 30 s); full scale:
+  ``nice python -m benchmarks.chain --only load --stores 1000 --seconds 60``.
 
 The synthetic watchlist (`face_like_watchlist`). Uniform random unit vectors
 are the worst case for approximate search and tightly clustered data the best;
@@ -49,6 +56,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks import chain_load
 from kernel import ann
 from kernel.watchlist_index import IndexedTemplate, WatchlistIndex, publish_index
 
@@ -353,6 +361,7 @@ def section_ann(args: argparse.Namespace) -> None:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "ann": section_ann,
+    "load": chain_load.section_load,
 }
 
 
@@ -379,7 +388,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-publish", dest="publish", action="store_false",
         help="skip the row through publish_index / WatchlistIndex.load",
     )
+    chain_load.add_load_arguments(parser)
     args = parser.parse_args(argv)
+    chain_load.check_load_arguments(parser, args)
     if min(args.templates, args.queries, args.rounds, args.dim) < 1:
         parser.error("--templates, --queries, --rounds and --dim must be at least 1")
     if not 0.0 <= args.stranger_share < 1.0:
