@@ -49,7 +49,7 @@ from registry.storage.postgres.evidence import PostgresEvidence
 from registry.storage.postgres.schema import MIGRATIONS, migrate
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
-from tests.registry.chain import chain_registry, chain_settings, owner_login
+from tests.registry.chain import chain_registry, chain_settings, owner_login, password_file
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settings
 
@@ -361,3 +361,40 @@ def test_evidence_in_the_database_against_files(chain: Registry, tmp_path: Path)
     row = storage.connection.execute(  # type: ignore[attr-defined]
         "SELECT png FROM evidence_images LIMIT 1").fetchone()
     assert row is not None and b"\x89PNG" not in bytes(row[0])
+
+
+# --- `mamoru registry init` on PostgreSQL, as an operator runs it -------------------------
+
+
+def test_registry_init_on_postgres_from_the_command_line(
+        pg_cluster: ThrowawayCluster, tmp_path: Path) -> None:
+    from tests.registry.test_cli_registry import assert_one_line_error, mamoru
+
+    database = pg_cluster.create_database(f"cli_{uuid.uuid4().hex[:8]}")
+    secrets_dir = tmp_path / "secrets"
+    settings = chain_settings(database, tmp_path / "data", secrets_dir)
+    pg = settings.registry.postgres
+    assert pg is not None
+    env = {"MAMORU_REGISTRY__STORAGE": "postgres", "MAMORU_REGISTRY__POSTGRES__HOST": pg.host,
+           "MAMORU_REGISTRY__POSTGRES__PORT": str(pg.port),
+           "MAMORU_REGISTRY__POSTGRES__DBNAME": pg.dbname,
+           "MAMORU_REGISTRY__POSTGRES__USER": pg.user,
+           "MAMORU_REGISTRY__POSTGRES__PASSWORD_FILE": str(pg.password_file),
+           "MAMORU_REGISTRY__POSTGRES__CA_FILE": str(pg.ca_file),
+           "MAMORU_NEW_PASSWORD": "a long new password"}
+    owner = owner_login(database, secrets_dir)
+    made = mamoru(settings.data_dir, "registry", "init", "--admin", "boss", "--pg-owner",
+                  owner.user, "--pg-owner-password-file", str(owner.password_file), **env)
+    assert made.returncode == 0, made.stderr
+    assert f"registry created in PostgreSQL 127.0.0.1:{pg.port}/{pg.dbname}" in made.stdout
+    assert not (settings.data_dir / "registry.db").exists()  # nothing of it in local files
+    with open_registry_from(settings) as ctx:
+        assert ctx.backend == "postgres" and ctx.repo.user_by_name("boss") is not None
+    again = mamoru(settings.data_dir, "registry", "init", "--pg-owner", owner.user,
+                   "--pg-owner-password-file", str(owner.password_file), **env)
+    assert_one_line_error(again, "already exists")
+    wrong = password_file(tmp_path / "wrong", "owner.pw", "not-the-owner-password")
+    refused = mamoru(settings.data_dir, "registry", "init", "--pg-owner", owner.user,
+                     "--pg-owner-password-file", str(wrong), **env)
+    assert_one_line_error(refused, "password was refused")
+    assert "not-the-owner-password" not in refused.stderr
