@@ -87,3 +87,7 @@ class UnknownVersionError(SealedFileError):
 
 class SealedIntegrityError(SealedFileError):
     """Authentication failed: altered, truncated, renamed or moved, or under another key."""
+
+
+class StorageUnavailableError(RegistryError):
+    """The registry's database server cannot be reached or refuses us (one line, no secret)."""

@@ -22,6 +22,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -74,6 +75,19 @@ def validate_image_id(image_id: str) -> str:
     return image_id
 
 
+class EvidenceImages(Protocol):
+    """Where the registry keeps its sealed evidence images: this folder store, or a chain's
+    database (`registry.storage.postgres.evidence`). Same sealing, same ids, same errors."""
+
+    def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None
+            ) -> StoredImage: ...
+    def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage: ...
+    def get(self, image_id: str) -> npt.NDArray[np.uint8]: ...
+    def get_bytes(self, image_id: str) -> bytes: ...
+    def delete(self, image_id: str) -> bool: ...
+    def ids(self) -> set[str]: ...
+
+
 class EvidenceStore:
     """A folder of AES-256-GCM encrypted PNG images, one file per image id."""
 
@@ -96,7 +110,7 @@ class EvidenceStore:
         hash the audit trail recorded. Erase and store under a new id instead.
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        png = _encode_png(image)
+        png = encode_png(image)
         return self._put_new(image_id, png)
 
     def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
@@ -106,20 +120,12 @@ class EvidenceStore:
         SHA-256 is the same as at the store that made them.
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        if not png.startswith(b"\x89PNG\r\n\x1a\n") or cv2.imdecode(
-                np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
-            raise EvidenceError("not a decodable PNG image")
+        check_png(png)
         return self._put_new(image_id, png)
 
     def get(self, image_id: str) -> npt.NDArray[np.uint8]:
         """The stored image, decrypted in memory (pixel-exact)."""
-        png = self.get_bytes(image_id)
-        decoded = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise EvidenceIntegrityError(f"evidence {image_id} decrypted but is not a PNG image")
-        if decoded.dtype != np.uint8:
-            raise EvidenceIntegrityError(f"evidence {image_id} is not an 8-bit PNG image")
-        return decoded.astype(np.uint8, copy=False)
+        return decode_png(image_id, self.get_bytes(image_id))
 
     def get_bytes(self, image_id: str) -> bytes:
         """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""
@@ -190,7 +196,24 @@ class EvidenceStore:
         self._sealer.write(self.path(image_id), png, context=image_id.encode())
 
 
-def _encode_png(image: npt.NDArray[np.uint8]) -> bytes:
+def check_png(png: bytes) -> None:
+    """Refuse bytes that are not a decodable PNG (e.g. received from a joint-use member)."""
+    if not png.startswith(b"\x89PNG\r\n\x1a\n") or cv2.imdecode(
+            np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
+        raise EvidenceError("not a decodable PNG image")
+
+
+def decode_png(image_id: str, png: bytes) -> npt.NDArray[np.uint8]:
+    """The pixels of a decrypted evidence image; a non-PNG or non-8-bit one is refused."""
+    decoded = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise EvidenceIntegrityError(f"evidence {image_id} decrypted but is not a PNG image")
+    if decoded.dtype != np.uint8:
+        raise EvidenceIntegrityError(f"evidence {image_id} is not an 8-bit PNG image")
+    return decoded.astype(np.uint8, copy=False)
+
+
+def encode_png(image: npt.NDArray[np.uint8]) -> bytes:
     """Lossless PNG in memory: evidence must round-trip pixel-exactly."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise EvidenceError("an evidence image must be a uint8 numpy array")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -96,6 +97,36 @@ class NoticeSettings(BaseModel):
     )
 
 
+class PostgresSettings(BaseModel):
+    """Where a chain's registry database is and how the API logs in (issue 15).
+
+    Only the *path* of the application role's password file is a setting: the
+    password itself never appears in the configuration, the environment, a
+    URL, a log line or an exception. TLS is not optional: every connection
+    uses `sslmode=verify-full` against `ca_file`, so a server that cannot
+    prove its name with a certificate from that CA is refused (G-SEC-2).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$",
+                      description="the database server's name as its certificate states it")
+    port: int = Field(default=5432, ge=1, le=65535)
+    dbname: str = Field(default="mamoru", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    user: str = Field(default="mamoru_app", pattern=r"^[a-z][a-z0-9_]{0,62}$",
+                      description="the application role every API worker logs in as")
+    password_file: Path = Field(
+        description="a file (0600, owned by the service) holding the application role's "
+                    "password on its first line",
+    )
+    ca_file: Path = Field(
+        description="the CA certificate(s) the server's certificate must chain to "
+                    "(sslmode=verify-full; there is no setting to turn TLS off)",
+    )
+    connect_timeout_s: int = Field(default=10, ge=1, le=120,
+                                   description="give up connecting after this many seconds")
+
+
 class RegistrySettings(BaseModel):
     """Store policy for the watchlist. Safe defaults; unsafe values are refused."""
 
@@ -170,6 +201,21 @@ class RegistrySettings(BaseModel):
                     "needs their address",
     )
 
+    storage: Literal["sqlcipher", "postgres"] = Field(
+        default="sqlcipher",
+        description="sqlcipher: the encrypted files in data_dir (one store, one box); "
+                    "postgres: a chain's central database (issue 15), see `postgres`",
+    )
+    postgres: PostgresSettings | None = Field(
+        default=None, description="the chain database; required when storage is postgres",
+    )
+
+    @model_validator(mode="after")
+    def _postgres_storage_names_its_database(self) -> RegistrySettings:
+        if self.storage == "postgres" and self.postgres is None:
+            raise ValueError("storage is postgres but [registry.postgres] is not set "
+                             "(host, password_file, ca_file)")
+        return self
 
     @model_validator(mode="after")
     def _the_audit_trail_outlives_entries_and_backups(self) -> RegistrySettings:

@@ -8,19 +8,18 @@ complete: orphaned evidence files are swept, a stale index is republished.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from kernel.durable import make_private_dir
 from kernel.errors import NotInitialisedError, RegistryError, WrongKeyError
-from kernel.evidence import EvidenceStore
+from kernel.evidence import EvidenceImages, EvidenceStore
 from kernel.watchlist_index import (
     IndexedTemplate,
     IndexIntegrityError,
@@ -30,12 +29,16 @@ from kernel.watchlist_index import (
 )
 from registry.audit.trail import Action, AuditTrail
 from registry.clock import utc_now
-from registry.config import RegistrySettings
+from registry.config import PostgresSettings, RegistrySettings
 from registry.index_log import log_published
 from registry.keys.custody import KeyCustody
 from registry.keys.master import MasterKey, new_master_key
-from registry.storage.database import OpenedDatabase, open_registry_database, rekey
-from registry.storage.sqlcipher_repository import SqlCipherRepository
+from registry.repository import RegistryRepository
+from registry.storage.database import OpenedDatabase, open_registry_database
+from registry.storage.opened import OpenedStorage, SqlCipherStorage
+
+if TYPE_CHECKING:
+    from sqlite3 import Connection
 
 
 class Reseal(Protocol):
@@ -111,18 +114,56 @@ class IndexSpec:
 
 
 class RegistryContext:
-    """The opened registry; use as a context manager so files are closed on every path."""
+    """The opened registry; use as a context manager so files are closed on every path.
 
-    def __init__(self, paths: RegistryPaths, key: MasterKey, opened: OpenedDatabase,
+    Storage-neutral (issue 15): `storage` is the SQLCipher files of one box or a
+    chain's PostgreSQL database (`registry.storage.opened.OpenedStorage`);
+    `paths` still names this host's own files (the key custody, the published
+    index, backups, the joint-use keys).
+    """
+
+    def __init__(self, paths: RegistryPaths, key: MasterKey, storage: OpenedStorage,
                  policy: RegistrySettings, index_spec: IndexSpec) -> None:
         self.paths = paths
         self.policy = policy
         self.index_spec = index_spec
         self._key = key
-        self._opened = opened
-        self.repo = SqlCipherRepository(opened.connection)
-        self.audit = AuditTrail(self.repo, paths.audit_head, paths.audit_base)
-        self.evidence = EvidenceStore(paths.evidence, key.derive("evidence"))
+        self._storage = storage
+        self.audit = AuditTrail(self.repo, storage.anchors)
+
+    @property
+    def repo(self) -> RegistryRepository:
+        return self._storage.repo
+
+    @property
+    def evidence(self) -> EvidenceImages:
+        return self._storage.evidence
+
+    @property
+    def storage(self) -> OpenedStorage:
+        return self._storage
+
+    @property
+    def backend(self) -> str:
+        """"sqlcipher" or "postgres"."""
+        return self._storage.backend
+
+    def require_files(self, what: str) -> None:
+        """Refuse, in one line, a use case that works on the SQLCipher files only (so far)."""
+        if self._storage.backend != "sqlcipher":
+            raise RegistryError(f"{what} is not supported on the {self._storage.backend} "
+                                "registry yet; nothing was changed")
+
+    def evidence_folder(self) -> EvidenceStore:
+        """The evidence as files, for the use cases that copy them (backups, checks)."""
+        evidence = self._storage.evidence
+        if not isinstance(evidence, EvidenceStore):
+            raise RegistryError(f"the evidence of the {self.backend} registry is not in files")
+        return evidence
+
+    def sqlcipher_connection(self) -> Connection:
+        """The SQLCipher connection, for use cases still written in SQLite's SQL."""
+        return self._storage.sqlcipher_connection()
 
     @property
     def master_key(self) -> MasterKey:
@@ -133,16 +174,11 @@ class RegistryContext:
         return self._key.derive("index")
 
     def close(self) -> None:
-        self._opened.connection.close()
+        self._storage.close()
 
     def reconnect(self, while_closed: Callable[[], None]) -> None:
         """Close the databases, run `while_closed` (a restore swaps files), open them again."""
-        self._opened.connection.close()
-        while_closed()
-        self._opened = open_registry_database(
-            self.paths.database, self.paths.audit_database, [self._key]
-        )
-        self.repo.rebind(self._opened.connection)
+        self._storage.reconnect(while_closed)
 
     def switch_key(self, new_key: MasterKey) -> None:
         """Re-encrypt databases and evidence under `new_key` and use it from now on.
@@ -150,12 +186,7 @@ class RegistryContext:
         Resumable: a database already under the new key is left alone, and the
         evidence store skips files that already open under the new key.
         """
-        if self._opened.main_key is not new_key:
-            rekey(self._opened.connection, "main", new_key)
-        if self._opened.audit_key is not new_key:
-            rekey(self._opened.connection, "audit", new_key)
-        self._opened = OpenedDatabase(self._opened.connection, new_key, new_key)
-        self.evidence = self.evidence.rekey(new_key.derive("evidence"))
+        self._storage.switch_key(new_key)
         for reseal in self.paths.reseal:
             reseal(self.paths, self._key, new_key)
         self._key = new_key
@@ -168,15 +199,13 @@ class RegistryContext:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Serialise writers across processes; the anchor is refreshed after each write."""
-        self.paths.lock.touch(mode=0o600, exist_ok=True)
-        with self.paths.lock.open("r+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Serialise writers across processes (on PostgreSQL across hosts too); the audit
+        trail's head is anchored after each write."""
+        with self._storage.writer_lock():
             try:
                 yield
             finally:
                 self.audit.anchor_head()
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def recover(self) -> None:
         """Finish whatever a crash interrupted: sweep orphan evidence, republish the index."""
@@ -230,6 +259,8 @@ def open_registry(
     paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
 ) -> RegistryContext:
     """Open an existing registry; nothing is created or changed if the key is wrong."""
+    if policy.storage == "postgres":
+        return _open_postgres(paths, policy, index_spec)
     if not paths.database.is_file():
         raise NotInitialisedError(
             f"no registry in {paths.data_dir}: run `mamoru registry init` first"
@@ -241,7 +272,8 @@ def open_registry(
         opened = open_registry_database(paths.database, paths.audit_database, candidates)
     except WrongKeyError as exc:
         raise WrongKeyError(f"{paths.custody}: {exc}") from None  # name the key's custody too
-    context = RegistryContext(paths, key, opened, policy, index_spec)
+    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened), policy,
+                              index_spec)
     if len(candidates) > 1:
         finish_rotation(context, candidates[-1], resumed=True)
     return context
@@ -274,10 +306,91 @@ def finish_rotation(context: RegistryContext, new_key: MasterKey, *, resumed: bo
         context.paths.custody.promote(pending_custody(context.paths))
 
 
+@dataclass(frozen=True)
+class OwnerLogin:
+    """The PostgreSQL role that owns the chain database (it migrates it), and the file that
+    holds its password. Only `registry init` uses it; the API logs in as the app role."""
+
+    user: str
+    password_file: Path
+
+
+def _sqlcipher_storage(paths: RegistryPaths, key: MasterKey,
+                       opened: OpenedDatabase) -> SqlCipherStorage:
+    return SqlCipherStorage(opened, database=paths.database,
+                            audit_database=paths.audit_database, evidence_dir=paths.evidence,
+                            head_file=paths.audit_head, base_file=paths.audit_base,
+                            lock_file=paths.lock, key=key)
+
+
+def _postgres_settings(policy: RegistrySettings) -> PostgresSettings:
+    if policy.postgres is None:  # the settings' validator already refuses this
+        raise RegistryError("storage is postgres but [registry.postgres] is not set")
+    return policy.postgres
+
+
+def _open_postgres(paths: RegistryPaths, policy: RegistrySettings,
+                   index_spec: IndexSpec) -> RegistryContext:
+    """Connect, check schema and key canary; this host keeps only its index (and key custody)."""
+    # Imported here: a single-store box never loads the PostgreSQL driver.
+    from registry.storage.postgres.opened import open_postgres_storage
+
+    key = paths.custody.load()
+    storage = open_postgres_storage(_postgres_settings(policy), key)
+    make_private_dir(paths.data_dir)
+    return RegistryContext(paths, key, storage, policy, index_spec)
+
+
+def _init_postgres(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec,
+                   owner: OwnerLogin | None) -> RegistryContext:
+    """Migrate as the owner, record the key canary and the init; refuse an existing registry."""
+    from registry.storage.postgres.base import prepare_session
+    from registry.storage.postgres.opened import (
+        PostgresStorage,
+        check_schema,
+        connect,
+        migrate_as_owner,
+        write_canary,
+    )
+
+    settings = _postgres_settings(policy)
+    if owner is None:
+        raise RegistryError("a PostgreSQL registry is created by its owner role: give "
+                            "--pg-owner and --pg-owner-password-file")
+    paths.custody.check_allowed()
+    make_private_dir(paths.data_dir)
+    os.chmod(paths.data_dir, 0o700)
+    key = paths.custody.load() if paths.custody.exists() else None
+    migrate_as_owner(settings, owner=owner.user, owner_password_file=owner.password_file)
+    connection = prepare_session(connect(settings))
+    try:
+        check_schema(connection, settings)
+        if connection.execute("SELECT 1 FROM key_canary").fetchone() is not None:
+            raise RegistryError(f"a registry already exists in PostgreSQL {settings.host}/"
+                                f"{settings.dbname} (its schema is up to date now); nothing "
+                                "else was changed")
+        if key is None:
+            key = new_master_key()
+            paths.custody.store(key)
+        write_canary(connection, key)
+    except BaseException:
+        connection.close()
+        raise
+    context = RegistryContext(paths, key, PostgresStorage(settings, connection, key), policy,
+                              index_spec)
+    return _record_init(context)
+
+
 def init_registry(
-    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec
+    paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec,
+    *, owner: OwnerLogin | None = None,
 ) -> RegistryContext:
-    """Create key file, databases and folders for a new registry; refuse to touch an old one."""
+    """Create key file, databases and folders for a new registry; refuse to touch an old one.
+
+    On PostgreSQL (`policy.storage`), `owner` migrates the chain database first.
+    """
+    if policy.storage == "postgres":
+        return _init_postgres(paths, policy, index_spec, owner)
     if paths.database.exists() or paths.audit_database.exists():
         raise RegistryError(f"a registry already exists in {paths.data_dir}")
     paths.custody.check_allowed()  # before anything is created
@@ -292,7 +405,13 @@ def init_registry(
     opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)
     for path in (paths.database, paths.audit_database):
         os.chmod(path, 0o600)
-    context = RegistryContext(paths, key, opened, policy, index_spec)
+    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened), policy,
+                              index_spec)
+    return _record_init(context)
+
+
+def _record_init(context: RegistryContext) -> RegistryContext:
+    policy = context.policy
     with context.writing(), context.repo.unit_of_work():
         context.audit.record(actor="system", action=Action.REGISTRY_INIT, at=utc_now(),
                              details={"store_id": policy.store_id,

@@ -9,7 +9,7 @@ import typer
 
 from kernel.errors import StoreDamagedError
 from mamoru.commands.session import AsOption, login, read_new_password, registry
-from mamoru.settings import get_settings
+from mamoru.settings import ConfigError, get_settings
 from mamoru.wiring import (
     index_spec,
     open_registry_from,
@@ -22,7 +22,7 @@ from registry.backup.archive import create_backup, put_back_damaged_database, re
 from registry.backup.check import check_registry
 from registry.backup.key_rotation import rotate_key
 from registry.clock import utc_now
-from registry.context import init_registry, open_registry
+from registry.context import OwnerLogin, init_registry, open_registry
 from registry.domain import Role
 from registry.joint_use.check import check_store_keys
 from registry.keys.master import load_key_file
@@ -34,19 +34,33 @@ key_app = typer.Typer(help="The master key.")
 @app.command("init")
 def init(
     admin: Annotated[str, typer.Option(help="name of the first admin user")] = "admin",
+    pg_owner: Annotated[str | None, typer.Option(
+        help="PostgreSQL storage: the role that owns the chain database (it migrates it)")] = None,
+    pg_owner_password_file: Annotated[Path | None, typer.Option(
+        help="PostgreSQL storage: a 0600 file holding the owner role's password")] = None,
 ) -> None:
     """Create the key file (0600), the encrypted databases and the first admin user.
 
-    The admin's password: MAMORU_NEW_PASSWORD, or typed twice at the prompt.
+    The admin's password: MAMORU_NEW_PASSWORD, or typed twice at the prompt. With
+    `registry.storage = "postgres"` the chain database is migrated as its owner
+    (`--pg-owner`, `--pg-owner-password-file`) and the key canary recorded.
     """
     settings = get_settings()
     password = read_new_password(admin)
     validate_new_password(password)
     paths = registry_paths(settings)
-    with init_registry(paths, settings.registry, index_spec(settings)) as ctx, ctx.writing():
+    owner = None
+    if (pg_owner is None) != (pg_owner_password_file is None):
+        raise ConfigError("give both --pg-owner and --pg-owner-password-file, or neither")
+    if pg_owner is not None and pg_owner_password_file is not None:
+        owner = OwnerLogin(pg_owner, pg_owner_password_file)
+    with init_registry(paths, settings.registry, index_spec(settings), owner=owner) as ctx, \
+            ctx.writing():
         add_user(ctx.repo, ctx.audit, actor="registry-init", username=admin, role=Role.ADMIN,
                  password=password, now=utc_now())
-    typer.echo(f"registry created in {paths.data_dir}")
+    pg = settings.registry.postgres if settings.registry.storage == "postgres" else None
+    where = f"PostgreSQL {pg.host}:{pg.port}/{pg.dbname}" if pg else str(paths.data_dir)
+    typer.echo(f"registry created in {where}")
     typer.echo(f"master key: {paths.custody} "
                "(keep a sealed copy offline; it cannot be recovered)")
     typer.echo(f"admin user: {admin}")

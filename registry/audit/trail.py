@@ -14,6 +14,11 @@ The trail has its own retention (`audit_retention_years`): `prune` deletes
 the oldest records and anchors the (seq, hash) of the last one it deleted,
 both in the database and in a second side file, so the remaining chain still
 verifies from that base and a deleted anchor or a cut beyond it is caught.
+
+Where the head and base are kept is a `TrailAnchors`: two side files on one
+box (`FileAnchors`), or, for a chain's PostgreSQL registry served by several
+API hosts, append-only tables of the same database
+(`registry.storage.postgres.anchors`). Verification is the same either way.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kernel.durable import write_private_file
 from registry.clock import from_text, to_text
@@ -158,14 +163,67 @@ class ChainReport:
         return self.problem is None
 
 
-class AuditTrail:
-    """Appends and verifies records through the repository; anchors the head in a file."""
+Pair = tuple[int, str]  # (seq, hash) of one record
 
-    def __init__(self, repository: AuditStore, head_file: Path,
+
+class TrailAnchors(Protocol):
+    """Where the trail's head (newest anchored record) and base (last pruned one) are kept,
+    outside the records themselves, so cutting the end or the start off is caught."""
+
+    head_name: str  # named in problems: "audit.head", "audit.head_anchors"
+    base_name: str
+
+    def head_present(self) -> bool: ...
+    def read_head(self) -> Pair | None:
+        """The anchored head; None if absent or unreadable (`head_present` tells which)."""
+        ...
+    def write_head(self, seq: int, digest: str) -> None: ...
+    def clear_head(self) -> None:
+        """Forget the head (after a restore re-bases the chain)."""
+        ...
+    def read_base(self) -> Pair | None: ...
+    def write_base(self, seq: int, digest: str) -> None:
+        """Called before a prune's transaction: a crash leaves the base one prune ahead."""
+        ...
+
+
+class FileAnchors:
+    """Head and base as two side files next to the databases (one box, SQLCipher)."""
+
+    def __init__(self, head_file: Path, base_file: Path | None = None) -> None:
+        self.head_file = head_file
+        self.base_file = base_file or head_file.with_name(head_file.stem + ".base")
+        self.head_name = str(head_file)
+        self.base_name = self.base_file.name
+
+    def head_present(self) -> bool:
+        return self.head_file.is_file()
+
+    def read_head(self) -> Pair | None:
+        return _read_pair(self.head_file)
+
+    def write_head(self, seq: int, digest: str) -> None:
+        _write_pair(self.head_file, seq, digest)
+
+    def clear_head(self) -> None:
+        self.head_file.unlink(missing_ok=True)
+
+    def read_base(self) -> Pair | None:
+        return _read_pair(self.base_file)
+
+    def write_base(self, seq: int, digest: str) -> None:
+        _write_pair(self.base_file, seq, digest)
+
+
+class AuditTrail:
+    """Appends and verifies records through the repository; anchors the head outside them."""
+
+    def __init__(self, repository: AuditStore, anchors: Path | TrailAnchors,
                  base_file: Path | None = None) -> None:
+        """`anchors`: a head file (the base file beside it, or `base_file`), or any store."""
         self._repo = repository
-        self._head_file = head_file
-        self._base_file = base_file or head_file.with_name(head_file.stem + ".base")
+        self._anchors: TrailAnchors = (FileAnchors(anchors, base_file)
+                                       if isinstance(anchors, Path) else anchors)
 
     def record(self, *, actor: str, action: Action, at: datetime, entry_id: str | None = None,
                details: dict[str, Any] | None = None) -> int:
@@ -203,15 +261,17 @@ class AuditTrail:
         last = self._repo.last_audit()
         if last is None:
             return
-        if self._head_file.is_file():
-            head = self._read_head()
+        if self._anchors.head_present():
+            head = self._anchors.read_head()
             if head is None or self._hash_at(head[0]) != head[1]:
                 return  # damaged or left behind: kept for `verify()` to report
-        _write_pair(self._head_file, last[0], last[1])
+            if head == last:
+                return
+        self._anchors.write_head(last[0], last[1])
 
     def reset_anchor(self) -> None:
         """After a restore the chain is re-based; the old head no longer applies."""
-        self._head_file.unlink(missing_ok=True)
+        self._anchors.clear_head()
         self.anchor_head()
 
     def verify(self) -> ChainReport:
@@ -233,16 +293,12 @@ class AuditTrail:
             expected_seq, prev, count = row.seq + 1, row.hash, count + 1
         return ChainReport(count, self._check_head(expected_seq - 1, prev))
 
-    def _read_head(self) -> tuple[int, str] | None:
-        """The anchored (seq, hash); None without a head file or with an unreadable one."""
-        return _read_pair(self._head_file)
-
     def _check_base(self, anchor: tuple[int, str] | None) -> ChainProblem | None:
         """The database's pruning anchor against the side file written before each prune."""
-        base = _read_pair(self._base_file)
+        base = self._anchors.read_base()
         if base is None:
             if anchor is not None:
-                return ChainProblem(anchor[0], f"the pruning anchor file {self._base_file.name} "
+                return ChainProblem(anchor[0], f"the pruning anchor {self._anchors.base_name} "
                                                "is missing or unreadable")
             return None
         if anchor is None or base[0] > anchor[0]:
@@ -252,11 +308,12 @@ class AuditTrail:
             return ChainProblem(base[0], f"records up to {base[0]} were pruned but the pruning "
                                          "anchor is gone (deleted from the trail)")
         if base[0] < anchor[0]:
-            return ChainProblem(base[0] + 1, f"records {base[0] + 1}..{anchor[0]} were deleted "
-                                             f"beyond the anchored base in {self._base_file.name}")
+            return ChainProblem(base[0] + 1,
+                                f"records {base[0] + 1}..{anchor[0]} were deleted beyond the "
+                                f"anchored base in {self._anchors.base_name}")
         if base[1] != anchor[1]:
             return ChainProblem(anchor[0], "the pruning anchor differs from "
-                                           f"{self._base_file.name}")
+                                           f"{self._anchors.base_name}")
         return None
 
     def prune(self, *, before: datetime, now: datetime, actor: str,
@@ -284,7 +341,7 @@ class AuditTrail:
                 close()
         if through is None:
             return 0
-        _write_pair(self._base_file, through.seq, through.hash)
+        self._anchors.write_base(through.seq, through.hash)
         with self._repo.unit_of_work():
             self._repo.prune_audit(through.seq, through.hash, through.at, to_text(now), count)
             self.record(actor=actor, action=Action.AUDIT_PRUNED, at=now,
@@ -304,13 +361,13 @@ class AuditTrail:
         return row.hash if row is not None and row.seq == seq else None
 
     def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
-        if not self._head_file.is_file():
+        if not self._anchors.head_present():
             return None
-        head = _read_pair(self._head_file)
+        head = self._anchors.read_head()
         if head is None:
-            return ChainProblem(last_seq, f"the anchored head {self._head_file} is unreadable "
-                                          "(damaged or edited): the end of the trail cannot be "
-                                          "checked")
+            return ChainProblem(last_seq, f"the anchored head {self._anchors.head_name} is "
+                                          "unreadable (damaged or edited): the end of "
+                                          "the trail cannot be checked")
         head_seq, hash_text = head
         if head_seq > last_seq:
             return ChainProblem(last_seq + 1, f"records {last_seq + 1}..{head_seq} were deleted "

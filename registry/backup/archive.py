@@ -68,7 +68,7 @@ def _snapshot_database(ctx: RegistryContext, target: Path) -> None:
         destination.execute("PRAGMA cipher_log_level = NONE")
         pragma_value = sqlcipher_pragma_value(ctx.master_key.derive("database"))
         destination.execute(f"PRAGMA key = {pragma_value}")
-        ctx.repo.connection.backup(destination, name="main")
+        ctx.sqlcipher_connection().backup(destination, name="main")
     finally:
         destination.close()
 
@@ -88,13 +88,15 @@ def _tar(files: dict[str, Path], manifest: dict[str, Any]) -> bytes:
 def create_backup(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
     """Write an encrypted snapshot, record it in the audit trail, prune expired backups."""
     require_role(actor, Role.ADMIN)
+    ctx.require_files("`mamoru backup` (PostgreSQL: pg_dump of the ciphertext)")
     make_private_dir(ctx.paths.backups)
     with ctx.writing(), tempfile.TemporaryDirectory(dir=ctx.paths.backups) as scratch:
         snapshot = Path(scratch) / "registry.db"
         _snapshot_database(ctx, snapshot)
         files = {"registry.db": snapshot}
-        files.update({f"evidence/{ctx.evidence.path(i).name}": ctx.evidence.path(i)
-                      for i in sorted(ctx.evidence.ids())})
+        folder = ctx.evidence_folder()
+        files.update({f"evidence/{folder.path(i).name}": folder.path(i)
+                      for i in sorted(folder.ids())})
         if ctx.paths.index.is_file():
             files["index/watchlist.idx"] = ctx.paths.index
         last = ctx.repo.last_audit()
@@ -195,7 +197,7 @@ def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
         ctx.evidence.delete(image_id)
     make_private_dir(ctx.paths.evidence)
     for image_id, data in wanted.items():
-        write_private_file(ctx.evidence.path(image_id), data)  # still sealed to its id
+        write_private_file(ctx.evidence_folder().path(image_id), data)  # still sealed to its id
 
 
 def refuse_if_erasures_were_pruned(ctx: RegistryContext, manifest: dict[str, Any],
@@ -255,6 +257,7 @@ def restore_backup(
 ) -> RestoreResult:
     """Bring a backup back, then re-apply every later erasure before anyone can use it."""
     require_role(actor, Role.ADMIN)
+    ctx.require_files("restoring a mamoru backup")
     manifest, members = read_backup(ctx, path)
     refuse_if_erasures_were_pruned(ctx, manifest, path)
     index_version = read_index_version(ctx.paths.index) or 0

@@ -66,7 +66,7 @@ def check_registry(ctx: RegistryContext, *, also: Sequence[FileCheck]) -> CheckR
 def _check_databases(ctx: RegistryContext, report: CheckReport) -> None:
     for schema, path, damaged in (("main", ctx.paths.database, damage.database_damaged),
                                   ("audit", ctx.paths.audit_database, damage.audit_damaged)):
-        problems = schema_problems(ctx.repo.connection, schema)
+        problems = schema_problems(ctx.sqlcipher_connection(), schema)
         report.checked.append(path.name)
         if problems:
             more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
@@ -81,7 +81,7 @@ def _check_evidence(ctx: RegistryContext, report: CheckReport) -> None:
     except StoreDamagedError:
         referenced = set()  # registry.db is already reported
     for image_id in sorted(present | referenced):
-        path = ctx.evidence.path(image_id)
+        path = ctx.evidence_folder().path(image_id)
         try:
             ctx.evidence.get_bytes(image_id)
         except EvidenceNotFoundError:

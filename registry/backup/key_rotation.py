@@ -26,6 +26,7 @@ from registry.keys.master import new_master_key
 def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
     """Re-encrypt everything under a new master key; returns the fresh backup's path."""
     require_role(actor, Role.ADMIN)
+    ctx.require_files("key rotation")  # before a pending key is written anywhere
     new_key = new_master_key()
     pending_custody(ctx.paths).store(new_key, replace=True)
     finish_rotation(ctx, new_key, resumed=False, actor=actor.username)

@@ -247,7 +247,7 @@ def open_incident(ctx: RegistryContext, *, actor: User, discovered_at: datetime,
     with ctx.writing():
         counts, affected = registry_counts(ctx)
         with ctx.repo.unit_of_work():
-            ctx.repo.connection.execute(
+            ctx.sqlcipher_connection().execute(
                 "INSERT INTO breach_incidents (incident_id, store_id, discovered_at, discovered_by,"
                 " how, summary, opened_by, opened_at, counts, affected)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -268,7 +268,7 @@ def _record(ctx: RegistryContext, incident_id: str, kind: Containment, actor: st
             now: datetime, details: dict[str, Any], action: Action) -> None:
     """One step in the incident's record and in the audit trail, in one transaction."""
     with ctx.repo.unit_of_work():
-        ctx.repo.connection.execute(
+        ctx.sqlcipher_connection().execute(
             "INSERT INTO breach_actions (incident_id, kind, actor, at, details)"
             " VALUES (?, ?, ?, ?, ?)",
             (incident_id, kind.value, actor, to_text(now), json.dumps(details, ensure_ascii=False)),
@@ -371,7 +371,7 @@ def triage(ctx: RegistryContext, *, actor: User, incident_id: str, grounds: Sequ
         raise RuleViolationError("say why these grounds apply (or why none does)")
     result = Triage(tuple(dict.fromkeys(grounds)), reason.strip(), actor.username, now)
     with ctx.writing(), ctx.repo.unit_of_work():
-        ctx.repo.connection.execute(
+        ctx.sqlcipher_connection().execute(
             "UPDATE breach_incidents SET triage = ? WHERE incident_id = ?",
             (json.dumps({"grounds": [g.value for g in result.grounds], "reason": result.reason,
                          "by": result.by, "at": to_text(now)}, ensure_ascii=False),
@@ -394,7 +394,7 @@ def _mark_stop_use(ctx: RegistryContext, incident: BreachIncident, now: datetime
     for entry_id in incident.affected:
         if ctx.repo.entry(entry_id) is None:
             continue
-        cursor = ctx.repo.connection.execute(
+        cursor = ctx.sqlcipher_connection().execute(
             "INSERT OR IGNORE INTO entry_stop_use_rights (entry_id, incident_id, since)"
             " VALUES (?, ?, ?)", (entry_id, incident.incident_id, to_text(now)))
         if cursor.rowcount:
@@ -425,7 +425,7 @@ def record_report(ctx: RegistryContext, *, actor: User, incident_id: str, report
 
 def get_incident(ctx: RegistryContext, incident_id: str) -> BreachIncident:
     """The incident with that id, or with that unique prefix."""
-    rows = ctx.repo.connection.execute(
+    rows = ctx.sqlcipher_connection().execute(
         "SELECT incident_id, store_id, discovered_at, discovered_by, how, summary, opened_by,"
         " opened_at, counts, affected, triage FROM breach_incidents").fetchall()
     rows = [r for r in rows if r[0].startswith(incident_id.strip())]
@@ -437,7 +437,7 @@ def get_incident(ctx: RegistryContext, incident_id: str) -> BreachIncident:
 
 
 def list_incidents(ctx: RegistryContext) -> list[BreachIncident]:
-    rows = ctx.repo.connection.execute(
+    rows = ctx.sqlcipher_connection().execute(
         "SELECT incident_id, store_id, discovered_at, discovered_by, how, summary, opened_by,"
         " opened_at, counts, affected, triage FROM breach_incidents ORDER BY discovered_at"
     ).fetchall()
@@ -448,7 +448,7 @@ def _incident(ctx: RegistryContext, row: Any) -> BreachIncident:
     triage_json = json.loads(row[10]) if row[10] else None
     actions = tuple(
         RecordedAction(Containment(kind), actor, from_text(at), json.loads(details))
-        for kind, actor, at, details in ctx.repo.connection.execute(
+        for kind, actor, at, details in ctx.sqlcipher_connection().execute(
             "SELECT kind, actor, at, details FROM breach_actions WHERE incident_id = ?"
             " ORDER BY action_id", (row[0],)))
     return BreachIncident(

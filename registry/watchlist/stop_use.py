@@ -36,5 +36,5 @@ def stop_use_right_list(ctx: RegistryContext, entry_id: str | None = None) -> li
     if entry_id is not None:
         query, params = query + " WHERE entry_id = ?", (entry_id,)
     return [StopUseRight(entry, incident_id, from_text(since))
-            for entry, incident_id, since in ctx.repo.connection.execute(
+            for entry, incident_id, since in ctx.sqlcipher_connection().execute(
                 query + " ORDER BY since, incident_id, entry_id", params)]

@@ -69,12 +69,15 @@ PERSONAL_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "registry.audit_texts": ("text",),
     "registry.breach_incidents": ("discovered_by", "how", "summary"),
     "registry.breach_actions": ("details",),
+    "registry.evidence_images": ("png",),
 }
 # bytea columns that are not personal: signed joint-use documents (scheme, receipts) that
 # carry pseudonymous entry ids only and must stay byte-exact for their signatures.
 NOT_PERSONAL_BYTEA: Mapping[str, tuple[str, ...]] = {
     "registry.joint_use_schemes": ("content",),
     "registry.joint_use_inbound": ("receipt",),
+    # a constant sealed under the master key at `registry init`: opening it proves the key
+    "registry.key_canary": ("sealed",),
 }
 
 
@@ -496,6 +499,32 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # ---- end of index distribution ---------------------------------------------------------
+    # ---- the registry context on PostgreSQL (issue 15, h15-pgctx) --------------------------
+    # 5: evidence images and alert snapshots as sealed bytea (kind EVIDENCE, bound to the
+    #    image id, the same bytes as an evidence file); the key canary that tells a wrong
+    #    master key at open, before anything is written; the audit trail's head anchors
+    #    (what `audit.head` holds on one box), append-only like the records they anchor.
+    """
+    CREATE TABLE registry.evidence_images (
+        image_id text PRIMARY KEY CHECK (image_id ~ '^[0-9a-f-]{8,64}$'),
+        png bytea NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE registry.key_canary (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        sealed bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE audit.head_anchors (
+        seq bigint PRIMARY KEY,
+        hash text NOT NULL CHECK (length(hash) = 64),
+        anchored_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TRIGGER head_anchors_append_only BEFORE UPDATE OR DELETE ON audit.head_anchors
+        FOR EACH ROW EXECUTE FUNCTION audit.refuse_change();
+    CREATE TRIGGER head_anchors_no_truncate BEFORE TRUNCATE ON audit.head_anchors
+        FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
+    """,
 )
 
 
