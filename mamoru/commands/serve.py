@@ -43,6 +43,9 @@ WORKER_APP = "mamoru.commands.serve:worker_app"  # what each worker process impo
 RATE_LIMIT_FILE = "ratelimit.db"  # in the data folder: the workers' shared counts
 
 
+KEEP_ALIVE_S = 75  # longer than any box's poll or report interval
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -115,8 +118,13 @@ def serve(
             typer.echo(f"warning: the certificate is not valid for {host}", err=True)
         ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key),
                "ssl_context_factory": TlsContextFactory(tls)}
+    # Boxes poll every few seconds and report status every half minute: a connection kept
+    # open longer than that is reused instead of paying a TLS handshake per request
+    # (uvicorn's default of 5 s closed it between polls, and a request could meet a
+    # connection being closed under it).
     options: dict[str, Any] = {"host": host, "port": port, "server_header": False,
-                               "proxy_headers": False, "log_level": "info", **ssl}
+                               "proxy_headers": False, "log_level": "info",
+                               "timeout_keep_alive": KEEP_ALIVE_S, **ssl}
     if workers == 1:
         engine = open_engine(settings)
         uvicorn.run(create_app(api_host(settings, engine=engine)), **options)

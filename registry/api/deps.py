@@ -16,7 +16,7 @@ logged in".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -60,9 +60,10 @@ def get_gate(request: Request) -> RegistryGate:
     return gate
 
 
-def get_context(request: Request) -> Iterator[RegistryContext]:
-    """The registry for one request, held under the app's lock until the route returns."""
-    with get_gate(request).use() as ctx:
+async def get_context(request: Request) -> AsyncIterator[RegistryContext]:
+    """The registry for one request, held until the route returns; the wait for it is in
+    the event loop, not in a pooled thread (see `gate.RegistryGate`)."""
+    async with get_gate(request).holding() as ctx:
         yield ctx
 
 

@@ -1,20 +1,33 @@
-"""The app's one opened registry and face engine, and the lock that serialises their use.
+"""The app's one opened registry and face engine, and the turn that serialises their use.
 
-One SQLCipher connection serves the whole app, and a `FaceEngine` (ONNX
+One registry connection serves the whole app, and a `FaceEngine` (ONNX
 sessions plus the detector's scratch state) is not safe to share between
-threads either. Sync routes run in a thread pool, so a request holds the lock
-for as long as it uses either; writers additionally take `ctx.writing()`,
-which serialises them with the CLI and the timers running in other processes.
+threads either, so one request at a time uses them. Requests wait for their
+turn in the event loop (`holding`), never in a worker thread: sync routes
+run in a pool of 40 threads, and when the wait itself took a pooled thread,
+40 waiting requests left the request holding the registry no thread to run
+its route in, and the server stopped answering for good (found by the
+2,000-box load benchmark, `benchmarks/chain.py --only load`; test:
+tests/registry/test_api_concurrency.py). Writers additionally take
+`ctx.writing()`, which serialises them with the CLI and the timers running
+in other processes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 
 from models.engine import FaceEngine
 from registry.context import RegistryContext
+
+T = TypeVar("T")
 
 
 class RegistryGate:
@@ -23,16 +36,43 @@ class RegistryGate:
     def __init__(self, ctx: RegistryContext, engine: FaceEngine | None = None) -> None:
         self._ctx = ctx
         self._engine = engine
-        self._lock = threading.Lock()
+        self._turn = anyio.Lock()  # the queue: waiting here costs no thread
+        self._lock = threading.Lock()  # held while a thread uses the registry
+
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[RegistryContext]:
+        """The registry, exclusively, until the block ends; waits in the event loop.
+
+        The thread lock is free whenever the turn is ours (every user takes
+        the turn first), so taking it never blocks; it is what lets `engine()`
+        and `close()` check that the registry is held.
+        """
+        async with self._turn:
+            if not self._lock.acquire(blocking=False):  # only while closing
+                await anyio.to_thread.run_sync(self._lock.acquire)
+            try:
+                yield self._ctx
+            finally:
+                self._lock.release()
+
+    async def run(self, work: Callable[[RegistryContext], T]) -> T:
+        """`work(ctx)` in a worker thread while holding the registry; its result."""
+        async with self.holding() as ctx:
+            return await anyio.to_thread.run_sync(work, ctx)
 
     @contextmanager
-    def use(self) -> Iterator[RegistryContext]:
-        """The registry, exclusively, until the block ends."""
-        with self._lock:
-            yield self._ctx
+    def use_from_thread(self) -> Iterator[RegistryContext]:
+        """For sync code already in a worker thread (an error page drawn again): takes the
+        turn through the event loop, so it queues with the requests, not ahead of them."""
+        manager = self.holding()
+        ctx = anyio.from_thread.run(manager.__aenter__)
+        try:
+            yield ctx
+        finally:
+            anyio.from_thread.run(manager.__aexit__, None, None, None)
 
     def engine(self) -> FaceEngine:
-        """The face engine; call only while holding `use()` (the same lock guards it)."""
+        """The face engine; call only while holding the registry (the same turn guards it)."""
         if not self._lock.locked():
             raise RuntimeError("the face engine is used without holding the registry gate")
         if self._engine is None:

@@ -7,7 +7,7 @@ request of a session must carry its CSRF token (`X-CSRF-Token` header or
 `csrf_token` form field): the cookie is also SameSite=Strict, the token is the
 second, independent defence.
 
-    issued = log_in(gate, settings.web, username=name, password=pw, now=utc_now())
+    issued = await log_in(gate, settings.web, username=name, password=pw, now=utc_now())
     set_session_cookie(response, issued.token)
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import anyio.to_thread
 from fastapi import Response
 
 from registry.accounts.sessions import (
@@ -32,18 +33,17 @@ COOKIE_NAME = "mamoru_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-def log_in(gate: RegistryGate, web: WebSettings, *, username: str, password: str,
-           now: datetime) -> IssuedSession:
+async def log_in(gate: RegistryGate, web: WebSettings, *, username: str, password: str,
+                 now: datetime) -> IssuedSession:
     """Check the password and start a session; `AuthenticationError` with one generic message.
 
-    The argon2 check runs outside the registry's lock, so a burst of login
-    attempts does not hold up alerts from the edge boxes.
+    The argon2 check runs in a worker thread without holding the registry, so a
+    burst of login attempts does not hold up alerts from the edge boxes.
     """
-    with gate.use() as ctx:
-        stored = ctx.repo.password_hash_of(username)
-    password_ok = check_password(stored, password)
-    with gate.use() as ctx:
-        return conclude_login(ctx, web, username=username, password_ok=password_ok, now=now)
+    stored = await gate.run(lambda ctx: ctx.repo.password_hash_of(username))
+    password_ok = await anyio.to_thread.run_sync(check_password, stored, password)
+    return await gate.run(lambda ctx: conclude_login(ctx, web, username=username,
+                                                     password_ok=password_ok, now=now))
 
 
 def require_csrf(current: SessionUser, method: str, submitted: str | None) -> None:

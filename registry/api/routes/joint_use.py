@@ -34,6 +34,7 @@ from registry.api.deps import GateDep, HostDep, NowDep, allow_public
 from registry.api.gate import RegistryGate
 from registry.api.limits import BodyStream
 from registry.config import RegistrySettings
+from registry.context import RegistryContext
 from registry.joint_use.bundle import MAGIC, MAX_CLEAR_BYTES, clear_length
 from registry.joint_use.errors import MalformedBundleError, StoreKeysError
 from registry.joint_use.policy import NewerSequence, Transfer
@@ -70,32 +71,25 @@ def max_bundle_body(settings: RegistrySettings) -> int:
     return settings.joint_use_bundle_max_bytes + MAX_CLEAR_BYTES
 
 
-def _receiver(gate: RegistryGate) -> Receiver:
+def _receiver(ctx: RegistryContext) -> Receiver:
     """This store's scheme and keys, read under the lock and released at once."""
-    with gate.use() as ctx:
-        try:
-            return receiver(ctx, scheme_in_force(ctx))
-        except (SchemeError, StoreKeysError) as exc:
-            raise HTTPException(503, f"joint use is not available at this store: {exc}") from None
+    try:
+        return receiver(ctx, scheme_in_force(ctx))
+    except (SchemeError, StoreKeysError) as exc:
+        raise HTTPException(503, f"joint use is not available at this store: {exc}") from None
 
 
-def _expected_sequence(gate: RegistryGate, sender: str) -> int:
-    with gate.use() as ctx:
-        return next_sequence(ctx, sender)
-
-
-def _apply(gate: RegistryGate, rx: Receiver, verified: VerifiedBundle,
+def _apply(ctx: RegistryContext, rx: Receiver, verified: VerifiedBundle,
            now: datetime) -> ImportResult:
     """The short step under the lock: apply (or refuse) the verified bundle whole."""
-    with gate.use() as ctx:
-        try:
-            unchanged = scheme_in_force(ctx).sha256 == rx.scheme.sha256
-        except (SchemeError, StoreKeysError):
-            unchanged = False
-        if not unchanged:
-            raise HTTPException(503, "the joint-use scheme changed while the bundle was being "
-                                     "checked; send it again")
-        return apply_bundle(ctx, rx, verified, now)
+    try:
+        unchanged = scheme_in_force(ctx).sha256 == rx.scheme.sha256
+    except (SchemeError, StoreKeysError):
+        unchanged = False
+    if not unchanged:
+        raise HTTPException(503, "the joint-use scheme changed while the bundle was being "
+                                 "checked; send it again")
+    return apply_bundle(ctx, rx, verified, now)
 
 
 async def _authenticated_body(request: Request, rx: Receiver, gate: RegistryGate,
@@ -110,7 +104,7 @@ async def _authenticated_body(request: Request, rx: Receiver, gate: RegistryGate
     header = sealed.header
     NewerSequence().check(Transfer(
         rx.scheme, header.sender, rx.me, header.sequence, rx.former,
-        expected_sequence=await run_in_threadpool(_expected_sequence, gate, header.sender)))
+        expected_sequence=await gate.run(lambda ctx: next_sequence(ctx, header.sender))))
     if sealed.total_bytes > limit:
         raise HTTPException(413, f"the bundle is {sealed.total_bytes} bytes; this store accepts "
                                  f"at most {limit}: send smaller bundles")
@@ -134,9 +128,9 @@ async def push_bundle(request: Request, gate: GateDep, now: NowDep, host: HostDe
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != BUNDLE_MEDIA_TYPE:
         raise HTTPException(415, f"send the bundle as {BUNDLE_MEDIA_TYPE}")
-    rx = await run_in_threadpool(_receiver, gate)
+    rx = await gate.run(_receiver)
     blob = await _authenticated_body(request, rx, gate, max_bundle_body(settings))
     verified = await run_in_threadpool(verify_bundle, rx, blob)  # decrypts: no lock held
-    result = await run_in_threadpool(_apply, gate, rx, verified, now)
+    result = await gate.run(lambda ctx: _apply(ctx, rx, verified, now))
     return Response(result.receipt_blob, media_type=BUNDLE_MEDIA_TYPE, headers={
         "X-Mamoru-Sender": result.sender, "X-Mamoru-Sequence": str(result.sequence)})

@@ -150,7 +150,7 @@ def rerender(request: Request, page: str, message: str, status: int) -> HTMLResp
     gate = get_gate(request)
     host = get_host(request)
     now = host.clock()
-    with gate.use() as ctx:
+    with gate.use_from_thread() as ctx:
         try:
             current = resolve_session(ctx, host.web,
                                       token=request.cookies.get(COOKIE_NAME), now=now)
@@ -215,7 +215,7 @@ def login_form(request: Request) -> HTMLResponse:
 
 @router.post("/login")
 @allow_public
-def login(request: Request, gate: GateDep, web: WebDep, now: NowDep,
+async def login(request: Request, gate: GateDep, web: WebDep, now: NowDep,
           username: Annotated[str, Form(max_length=64)],
           password: Annotated[str, Form(max_length=1024)],
           csrf_token: Annotated[str, Form(max_length=128)] = "",
@@ -228,7 +228,7 @@ def login(request: Request, gate: GateDep, web: WebDep, now: NowDep,
                           next_path=next_path)
     check_same_origin(request)
     try:
-        issued = log_in(gate, web, username=username, password=password, now=now)
+        issued = await log_in(gate, web, username=username, password=password, now=now)
     except AuthenticationError as exc:
         return login_page(request, status_code=401, error=str(exc), username=username,
                           next_path=next_path)

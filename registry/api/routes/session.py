@@ -97,13 +97,13 @@ def session_out(issued: IssuedSession | SessionUser) -> SessionOut:
              responses={401: {"description": "unknown user, wrong password, or locked"},
                         429: {"description": "too many login attempts from this address"}})
 @allow_public
-def create_session(
+async def create_session(
     request: Request, response: Response, gate: GateDep, web: WebDep, now: NowDep,
     credentials: Annotated[LoginIn, Depends(login_credentials)],
 ) -> SessionOut:
     """Log in; the answer sets the session cookie and carries the CSRF token."""
     check_same_origin(request)
-    issued = log_in(gate, web, username=credentials.username, password=credentials.password,
+    issued = await log_in(gate, web, username=credentials.username, password=credentials.password,
                     now=now)
     set_session_cookie(response, issued.token)
     return session_out(issued)

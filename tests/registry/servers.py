@@ -1,0 +1,47 @@
+"""The real app under a real uvicorn server on loopback, in the test's own process.
+
+In-process (not `mamoru serve`) so a test can slow down one of our functions,
+and so the server has uvicorn's real event loop and its real pool of worker
+threads: what a route's wait for the registry is measured against.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from mamoru.settings import MamoruSettings
+from mamoru.wiring import api_host
+from models.engine import FaceEngine
+from registry.api.app import create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[str]:
+    """Serve the app for `settings`; its base URL until the block ends."""
+    port = free_port()
+    app = create_app(api_host(settings, engine=engine))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -1,0 +1,59 @@
+"""Many edge boxes at once never stop the registry's API (issue 15, item 3).
+
+Found by the 2,000-box load benchmark (`benchmarks/chain.py --only load`):
+the registry's lock was taken in a dependency that ran in uvicorn's pool of
+40 worker threads. Once 40 requests waited for the lock, the request holding
+it had no thread left to run its route, and `mamoru serve` stopped answering
+for good, every request timing out. Requests now wait for their turn in the
+event loop (`registry.api.gate.RegistryGate.holding`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from kernel import watchlist_index
+from registry.accounts import devices
+from tests.registry.conftest import OBAMA, T0, Registry
+from tests.registry.servers import serve_in_threads
+
+BOXES = 120  # three times uvicorn's 40 pooled threads
+VERSION = "/api/v1/edge/index/version"
+
+
+async def _poll_all(base: str, tokens: list[str]) -> list[int | str]:
+    """Every box polls once, all at the same moment, each on its own connection."""
+    async def one(token: str) -> int | str:
+        async with httpx.AsyncClient(base_url=base, timeout=20.0) as client:
+            try:
+                response = await client.get(VERSION, headers={"Authorization": f"Bearer {token}"})
+            except httpx.TimeoutException:
+                return "timeout"
+            return response.status_code
+    return list(await asyncio.gather(*(one(t) for t in tokens)))
+
+
+def test_a_crowd_of_boxes_polling_at_once_is_answered_and_the_api_stays_up(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.register(OBAMA)
+    admin = registry.user("admin")
+    tokens = [devices.add_device(registry.ctx, admin=admin, name=f"box-{i}", now=T0)
+              for i in range(BOXES)]
+    # Each poll holds the registry a moment (a busy disk), so the crowd piles up behind it.
+    slow_header = watchlist_index.read_index_header
+
+    def read_slowly(*args: object, **kwargs: object) -> object:
+        time.sleep(0.01)
+        return slow_header(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("registry.api.routes.edge.read_index_header", read_slowly)
+    with serve_in_threads(registry.settings, registry.engine) as base:
+        statuses = asyncio.run(_poll_all(base, tokens))
+        assert statuses.count(200) == BOXES, {s: statuses.count(s) for s in set(statuses)}
+        after = httpx.get(base + VERSION, headers={"Authorization": f"Bearer {tokens[0]}"},
+                          timeout=10.0)
+        assert after.status_code == 200
