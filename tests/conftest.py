@@ -1,26 +1,32 @@
-"""Shared fixtures: the real model packs and the real face data.
+"""Every shared fixture, in one place: the real model packs, the real face data, a real registry.
 
-`make test` fetches both (SHA-256 checked) before pytest starts; a test that
-finds them missing fails with the command to run, it is never skipped.
+`make test` fetches packs and data (SHA-256 checked) before pytest starts; a test
+that finds them missing fails with the command to run, it is never skipped.
+Fixtures used by tests in more than one folder live here (the edge and browser
+tests run against the same real, per-test registry as the registry tests);
+what tests import to drive them lives in plain modules (tests/registries.py,
+tests/faces.py), never in a conftest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from mamoru.face_data import data_root
-from mamoru.images import read_image
 from mamoru.settings import MamoruSettings, get_settings
-from mamoru.wiring import open_engine
+from mamoru.wiring import index_spec, open_engine, registry_paths
 from models.engine import FaceEngine
+from registry.accounts import users
+from registry.context import init_registry, open_registry
+from tests import REPO
+from tests.registries import PACK, PASSWORD, T0, USERS, Registry
 
-REPO = Path(__file__).resolve().parents[1]
 PACKS = ("yunet-sface", "scrfd-mbf")
 
 # Test registries keep a plain key file in their own tmp data folder: the explicit, loudly named
@@ -54,13 +60,43 @@ def engine(request: pytest.FixtureRequest, engines: dict[str, FaceEngine]) -> Fa
     return engines[request.param]
 
 
-def image(face_data: Path, relative: str) -> npt.NDArray[np.uint8]:
-    return read_image(face_data / relative)
+# --- a real registry per test (tests/registries.py) ---------------------------------------
+
+@pytest.fixture(scope="session")
+def engine_default(engines: dict[str, FaceEngine]) -> FaceEngine:
+    return engines[PACK]
 
 
-def main_face_embedding(engine: FaceEngine, img: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """Embedding of the largest face: what a person means by 'the face in this photo'."""
-    faces = engine.detect(img)
-    assert faces, "no face found"
-    face = max(faces, key=lambda f: f.size_px)
-    return engine.embed_faces(img, [face])[0]
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory: pytest.TempPathFactory,
+                      settings: MamoruSettings) -> Path:
+    """A registry initialised once: users, roles and training recorded (G-SEC-1)."""
+    data_dir = tmp_path_factory.mktemp("registry-template") / "data"
+    template_settings = get_settings(data_dir=data_dir)
+    assert index_spec(template_settings).pack == PACK
+    ctx = init_registry(registry_paths(template_settings), template_settings.registry,
+                        index_spec(template_settings))
+    with ctx:
+        for name, role, _ in USERS:
+            users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
+                           password=PASSWORD, now=T0)
+        admin = ctx.repo.user_by_name("admin")
+        assert admin is not None
+        for name, _, trained in USERS:
+            if trained:
+                users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
+    return data_dir
+
+
+@pytest.fixture
+def registry(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
+             face_data: Path) -> Iterator[Registry]:
+    data_dir = tmp_path / "data"
+    shutil.copytree(registry_template, data_dir)  # copy2 keeps the 0600/0700 modes
+    reg_settings = get_settings(data_dir=data_dir)
+    ctx = open_registry(registry_paths(reg_settings), reg_settings.registry,
+                        index_spec(reg_settings))
+    reg = Registry(reg_settings, ctx, engine_default, face_data)
+    yield reg
+    with contextlib.suppress(Exception):
+        reg.ctx.close()

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from mamoru.demo.scene import cast, compose_walk_past
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, Registry
+from tests import REPO
+from tests.registries import OBAMA, Registry
 
 
 def _edge(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:

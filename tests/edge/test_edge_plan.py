@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mamoru.demo.scene import cast, compose_walk_past
-from tests.conftest import REPO
+from tests import REPO
 
 
 def test_plan_times_each_profile_on_this_box_and_says_how_many_cameras(

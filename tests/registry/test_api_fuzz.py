@@ -46,8 +46,8 @@ from schemathesis.schemas import APIOperation
 
 from registry.api.app import create_app
 from registry.api.deps import api_routes
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, Registry
+from tests import REPO
+from tests.registries import OBAMA, Registry
 from tests.registry.fuzzing import (
     Identity,
     Seeded,

@@ -34,7 +34,7 @@ from registry.api.deps import RouteInfo, api_routes, route_roles
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER, conclude_login
 from registry.context import open_registry
 from registry.domain import Role
-from tests.registry.conftest import OBAMA, Registry
+from tests.registries import OBAMA, Registry
 from tests.registry.people import Api, Clock, Person, start_app
 
 # The login (API and page) and the pages' own style sheet and script; nothing else is open.

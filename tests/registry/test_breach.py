@@ -22,7 +22,7 @@ from registry.accounts.devices import add_device
 from registry.audit.trail import Action
 from registry.breach import incident as breach
 from registry.breach.report import FORM_ITEMS, TODO, draft_notice, draft_publication, draft_report
-from tests.registry.conftest import BIDEN, GROUP, OBAMA, PASSWORD, T0, Registry
+from tests.registries import BIDEN, GROUP, OBAMA, PASSWORD, T0, Registry
 
 # 2026-03-10 10:00 in Japan: day 1. Day 5 = 03-14, day 30 = 04-08, day 60 = 05-08.
 DISCOVERED = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)

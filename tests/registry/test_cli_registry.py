@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tests.registry.conftest import OBAMA, PASSWORD, Registry
+from tests.registries import OBAMA, PASSWORD, Registry
 
 
 def mamoru(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

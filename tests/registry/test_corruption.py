@@ -43,7 +43,7 @@ from mamoru import cli
 from registry.backup.archive import create_backup
 from registry.clock import utc_now
 from registry.joint_use import sync
-from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry
+from tests.registries import OBAMA, PASSWORD, T0, Registry
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = ("--as", "admin")

@@ -24,8 +24,8 @@ from registry.accounts import users
 from registry.context import init_registry
 from registry.domain import Role
 from registry.watchlist import approval
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry, incident
+from tests import REPO
+from tests.registries import OBAMA, PASSWORD, T0, Registry, incident
 
 
 @contextlib.contextmanager

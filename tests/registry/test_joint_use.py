@@ -76,8 +76,9 @@ from registry.keys import rotation as key_rotation
 from registry.notice.publication import publish_notice
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
-from tests.conftest import REPO, main_face_embedding
-from tests.registry.conftest import OBAMA, OBAMA2, T0
+from tests import REPO
+from tests.faces import main_face_embedding
+from tests.registries import OBAMA, OBAMA2, T0
 
 PASSWORD = "correct horse battery"
 NAME = "山田太郎"
@@ -205,7 +206,7 @@ def world_template(tmp_path_factory: pytest.TempPathFactory,
 
 
 def _image(face_data: Path, relative: str):  # type: ignore[no-untyped-def]
-    from tests.conftest import image
+    from tests.faces import image
     return image(face_data, relative)
 
 

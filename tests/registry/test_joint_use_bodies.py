@@ -53,10 +53,11 @@ from registry.joint_use.errors import NotAMemberError, ReplayError, SignatureErr
 from registry.joint_use.sync import apply_receipt, export_parts, import_bundle, status
 from registry.joint_use.transport import push_bundle
 from registry.watchlist import approval
-from tests.conftest import REPO
+from tests import REPO
+from tests.registries import BIDEN, GROUP, T0
 from tests.registry import test_joint_use as stores
-from tests.registry.conftest import BIDEN, GROUP, T0
 from tests.registry.test_joint_use import ADMINS, DAY, Store, World, _image, _open
+from tests.waiting import answers, running, wait_until
 
 world_template = stores.world_template
 world = stores.world
@@ -250,16 +251,8 @@ def _serve(store: Store, root: Path, **registry_env: str) -> Iterator[tuple[str,
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(base + "/api/v1/session", timeout=2).status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until(answers(base + "/api/v1/session", 401), 60, "the server to answer",
+                   alive=running(server))
         yield base, server.pid
     finally:
         server.terminate()
@@ -351,10 +344,8 @@ def _serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 30, "uvicorn to start", poll_s=0.05,
+               alive=lambda: None if thread.is_alive() else "its thread ended")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -394,7 +385,7 @@ def test_edge_index_version_answers_while_a_bundle_is_decrypted(
                 started = time.monotonic()
                 assert poller.get(base + INDEX_VERSION, headers=edge).status_code == 200
                 waits.append(time.monotonic() - started)
-                time.sleep(0.05)
+                time.sleep(0.05)  # the pace of a polling box, not a wait for anything
         pusher.join()
     response = pushed["response"]
     print(f"bundle imported in {pushed['seconds']:.1f} s; {len(waits)} index/version "  # noqa: T201

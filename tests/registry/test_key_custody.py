@@ -32,7 +32,7 @@ from registry.keys.custody import (
 )
 from registry.keys.master import new_master_key
 from registry.keys.rotation import rotate_key
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_encryption_at_rest import _all_files, _contains_any_window, _windows
 
 INSECURE = "MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK"

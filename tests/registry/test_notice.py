@@ -35,9 +35,9 @@ from registry.notice.publication import ensure_notice_current, last_published_sh
 from registry.notice.sign import SignError, find_cjk_font
 from registry.watchlist.approval import Photo, propose
 from registry.watchlist.criteria import criteria_version
-from tests.conftest import REPO
+from tests import REPO
+from tests.registries import OBAMA, T0, Registry
 from tests.registry import test_joint_use as stores
-from tests.registry.conftest import OBAMA, T0, Registry
 from tests.registry.people import Clock, log_in, start_app
 from tests.registry.test_joint_use import ADMINS, DAY, PASSWORD, World, _member, _write_scheme
 

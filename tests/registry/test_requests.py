@@ -39,8 +39,8 @@ from registry.requests import desk as requests
 from registry.retention.expiry import run_expiry
 from registry.watchlist import reviews
 from registry.watchlist.reviews import SelfReviewError
-from tests.conftest import REPO
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests import REPO
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_joint_use import (  # noqa: F401  (fixtures)
     NAME,
     World,
@@ -245,7 +245,7 @@ def test_nuisance_only_entry_needs_a_case_specific_harm_justification_to_refuse(
     from registry.requests.desk import NuisanceExceptionError
     from registry.watchlist import approval
     from registry.watchlist.entries import add_reoffence
-    from tests.registry.conftest import incident
+    from tests.registries import incident
     ctx, mgr = registry.ctx, registry.user("mgr2")
     proposal = approval.propose(
         ctx, registry.engine, registry.settings.quality.registration,

@@ -43,7 +43,7 @@ from registry.clock import (
 )
 from registry.joint_use import bundle, export_schema
 from registry.storage.migrations import REGISTRY_MIGRATIONS
-from tests.registry.conftest import OBAMA, OBAMA2, T0, Registry
+from tests.registries import OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import NOW, Api, Clock, jpeg_bytes, png_bytes, start_app
 from tests.test_cli import assert_clean_user_error, run
 

@@ -1,5 +1,8 @@
 """A real registry per test: SQLCipher files, real faces, real ONNX inference, no mocks.
 
+The `registry` fixture (tests/conftest.py) gives each test one; this module holds
+what tests import to drive it: the `Registry` handle, the users, the photos, T0.
+
 Users (G-SEC-1): `admin` (admin), `staff` (staff), `mgr1` and `mgr2` (two
 managers, so the two-person rule of G-REG-2 can be exercised), `auditor`, all
 with recorded training except `untrained` (a staff user without it).
@@ -13,25 +16,21 @@ its own files, and nothing one test does can be seen by another.
 from __future__ import annotations
 
 import contextlib
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 
 from kernel.watchlist_index import Hit, WatchlistIndex
-from mamoru.settings import MamoruSettings, get_settings
+from mamoru.settings import MamoruSettings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry.accounts import users
-from registry.context import RegistryContext, init_registry, open_registry
+from registry.context import RegistryContext, open_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role, User
 from registry.watchlist import approval
-from tests.conftest import image, main_face_embedding
+from tests.faces import image, main_face_embedding
 
 Image = npt.NDArray[np.uint8]
 Vector = npt.NDArray[np.float32]
@@ -150,43 +149,3 @@ def _embedding(engine: FaceEngine, face_data: Path, relative: str) -> Vector:
     if key not in _EMBEDDINGS:
         _EMBEDDINGS[key] = main_face_embedding(engine, image(face_data, relative))
     return _EMBEDDINGS[key]
-
-
-@pytest.fixture(scope="session")
-def engine_default(engines: dict[str, FaceEngine]) -> FaceEngine:
-    return engines[PACK]
-
-
-@pytest.fixture(scope="session")
-def registry_template(tmp_path_factory: pytest.TempPathFactory,
-                      settings: MamoruSettings) -> Path:
-    """A registry initialised once: users, roles and training recorded (G-SEC-1)."""
-    data_dir = tmp_path_factory.mktemp("registry-template") / "data"
-    template_settings = get_settings(data_dir=data_dir)
-    assert index_spec(template_settings).pack == PACK
-    ctx = init_registry(registry_paths(template_settings), template_settings.registry,
-                        index_spec(template_settings))
-    with ctx:
-        for name, role, _ in USERS:
-            users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
-                           password=PASSWORD, now=T0)
-        admin = ctx.repo.user_by_name("admin")
-        assert admin is not None
-        for name, _, trained in USERS:
-            if trained:
-                users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
-    return data_dir
-
-
-@pytest.fixture
-def registry(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
-             face_data: Path) -> Iterator[Registry]:
-    data_dir = tmp_path / "data"
-    shutil.copytree(registry_template, data_dir)  # copy2 keeps the 0600/0700 modes
-    reg_settings = get_settings(data_dir=data_dir)
-    ctx = open_registry(registry_paths(reg_settings), reg_settings.registry,
-                        index_spec(reg_settings))
-    reg = Registry(reg_settings, ctx, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
