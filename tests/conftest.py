@@ -29,10 +29,27 @@ from tests.registries import PACK, PASSWORD, T0, USERS, Registry
 
 PACKS = ("yunet-sface", "scrfd-mbf")
 
+# The tiers (pyproject.toml's markers): a test of one of these kinds is slow, and a test that
+# uses one of these fixtures is of that kind whether or not it says so, so a new RTSP or
+# browser test lands in the slow tier by itself.
+SLOW_KINDS = ("rtsp", "browser", "server", "crash", "fuzz")
+KIND_OF_FIXTURE = {"rtsp_server_factory": "rtsp", "start_edge": "rtsp", "browser": "browser"}
+
 # Test registries keep a plain key file in their own tmp data folder: the explicit, loudly named
 # development setting, set here for every test and every `python -m mamoru` they start. The
 # default refuses it; tests/registry/test_key_custody.py removes this and checks that it does.
 os.environ["MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK"] = "true"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the marks added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, kind in KIND_OF_FIXTURE.items():
+            if fixture in fixtures:
+                item.add_marker(kind)
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,12 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests import REPO
 from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.server, pytest.mark.rtsp]  # the whole demo, for real
 
 
 def _open(port: int) -> bool:

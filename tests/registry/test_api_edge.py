@@ -415,6 +415,7 @@ def test_serve_refuses_plain_http_off_loopback_and_half_a_certificate(registry: 
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.server
 def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
     entry_id = registry.register(OBAMA)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir),

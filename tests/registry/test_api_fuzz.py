@@ -60,6 +60,8 @@ from tests.registry.fuzzing import (
 )
 from tests.registry.people import BASE_URL, Clock, log_in, web_settings
 
+pytestmark = [pytest.mark.fuzz, pytest.mark.server]
+
 AnyCase = Case[Any]
 Operation = APIOperation[Any, Any, Any, Any]
 

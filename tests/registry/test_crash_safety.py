@@ -31,6 +31,8 @@ from registry.watchlist import approval
 from tests import REPO
 from tests.faces import image
 
+pytestmark = pytest.mark.crash
+
 NOW = utc_now()
 LATER = NOW + timedelta(days=3 * 365 - 30)  # past the 3-year retention of incidents 80+ days old
 KILL_POINTS = 9

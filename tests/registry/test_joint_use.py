@@ -685,6 +685,7 @@ def _state_of_b(root: Path, probe: np.ndarray, threshold: float) -> str:
         b.ctx.close()
 
 
+@pytest.mark.crash
 def test_import_killed_at_many_points_leaves_old_or_new_state(
         world: World, tmp_path: Path, probe: np.ndarray, engines: dict[str, FaceEngine]) -> None:
     threshold = engines["yunet-sface"].threshold

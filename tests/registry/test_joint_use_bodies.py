@@ -285,6 +285,7 @@ def _sent_before_answer(port: int, head: bytes, total: int, *, chunked: bool) ->
     return sent, int(answer.split(b" ", 2)[1])
 
 
+@pytest.mark.server
 def test_real_server_without_joint_use_stays_small_under_large_posts(world: World) -> None:
     """Three 200 MB posts in parallel (the issue's 487 -> 1,590 MB): refused unread."""
     b = world["store-b"]

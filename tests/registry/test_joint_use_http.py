@@ -37,6 +37,8 @@ from tests.registry import test_joint_use as stores
 from tests.registry.test_joint_use import World, _digests, _forge, _imported_local_id
 from tests.waiting import answers, running, wait_until
 
+pytestmark = pytest.mark.server
+
 # The three stores of test_joint_use, built once per module, copied fresh for each test.
 world_template = stores.world_template
 world = stores.world

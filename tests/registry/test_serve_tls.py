@@ -37,6 +37,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.server
 def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Registry) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir)}
