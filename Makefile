@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export MAMORU_CACHE_DIR ?= $(CURDIR)/.cache
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test check install models face-data system-deps clean
+.PHONY: demo test test-fast check install models face-data system-deps clean
 
 # insightface is used for its alignment and SCRFD decoder only; its wheel pins
 # opencv-python (GUI build), which clashes with opencv-python-headless, so it is
@@ -25,7 +25,7 @@ $(BIN)/mamoru: pyproject.toml
 install: $(BIN)/mamoru
 
 # Debian packages for the edge loop and its tests: GStreamer's RTSP server (run
-# by the system python3 through gi, see tests/edge/rtsp_server.py) with the
+# by the system python3 through gi, see mamoru/demo/camera_server.py) with the
 # codecs to decode and re-encode test clips, and ffmpeg; Chromium and CJK fonts for
 # the tablet and notice pages; poppler-utils to render the A4 sign in its test;
 # systemd for `systemd-creds` (key custody). A machine that already has them all
@@ -58,6 +58,12 @@ demo: install system-deps
 
 test: system-deps models face-data
 	$(BIN)/python -m pytest
+
+# The inner loop, under 2 minutes on 2 cores: units and the API, without the slow tier (RTSP,
+# browser, real `mamoru serve` processes, crash loops, the fuzz gate; markers in pyproject.toml).
+# It fetches nothing: run `make test` (or `make models face-data`) once first.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 # Both read their settings (line length, strict, files) from pyproject.toml.
 check: install
