@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,11 +31,13 @@ from tests.registries import PACK, PASSWORD, T0, USERS, Registry
 
 PACKS = ("yunet-sface", "scrfd-mbf")
 
-# The tiers (pyproject.toml's markers): a test of one of these kinds is slow, and a test that
-# uses one of these fixtures is of that kind whether or not it says so, so a new RTSP or
-# browser test lands in the slow tier by itself.
-SLOW_KINDS = ("rtsp", "browser", "server", "crash", "fuzz")
+# The tiers (pyproject.toml's markers): a test of one of these kinds is slow; a test that uses
+# one of these fixtures is of that kind whether or not it says so; and a test that starts one
+# of these processes outside the slow tier fails (`_spawned_kind`, `_tier_guard`), so a new slow
+# test cannot land in `make test-fast` unnoticed.
+SLOW_KINDS = ("rtsp", "browser", "server", "cli", "crash", "fuzz")
 KIND_OF_FIXTURE = {"rtsp_server_factory": "rtsp", "start_edge": "rtsp", "browser": "browser"}
+_SPAWNED: list[str] | None = None  # kinds of the processes the running test started
 
 # Test registries keep a plain key file in their own tmp data folder: the explicit, loudly named
 # development setting, set here for every test and every `python -m mamoru` they start. The
@@ -50,6 +54,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(kind)
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker("slow")
+
+
+def _spawned_kind(argv: Sequence[str]) -> str | None:
+    """Which slow kind starting this command makes a test, if any."""
+    words = [os.fsdecode(word) for word in argv]
+    if any(word.endswith("camera_server.py") for word in words):
+        return "rtsp"
+    if any("crash_driver" in word for word in words):
+        return "crash"
+    if any("playwright" in word for word in words):
+        return "browser"
+    for i in range(len(words) - 2):
+        if words[i:i + 2] == ["-m", "mamoru"]:
+            return "server" if words[i + 2] in ("serve", "demo") else "cli"
+    return None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Python's audit hook: note the kind of every process the running test starts."""
+    if event == "subprocess.Popen" and _SPAWNED is not None:
+        argv = args[1]  # (executable, args, cwd, env)
+        words = [argv] if isinstance(argv, (str, bytes, os.PathLike)) else list(argv)
+        if (kind := _spawned_kind(words)) is not None:
+            _SPAWNED.append(kind)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test outside the slow tier that started a slow kind of process (its setup,
+    call and teardown; what a module- or session-wide fixture starts is not seen)."""
+    global _SPAWNED
+    _SPAWNED = spawned = []
+    yield
+    _SPAWNED = None
+    if spawned and request.node.get_closest_marker("slow") is None:
+        kinds = sorted(set(spawned))
+        pytest.fail(f"this test starts {' and '.join(kinds)} processes, so it belongs in the "
+                    f"slow tier: mark it {' '.join(f'@pytest.mark.{k}' for k in kinds)} "
+                    "(pyproject.toml's markers)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -402,6 +402,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.cli
 def test_serve_refuses_plain_http_off_loopback_and_half_a_certificate(registry: Registry) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir)}
     for args, needle in ((("serve", "--insecure-http", "--host", "0.0.0.0"), "loopback"),

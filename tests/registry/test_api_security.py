@@ -319,6 +319,7 @@ def malformed_request(draw: st.DrawFn, routes: list[RouteInfo], ids: list[str]
     return request
 
 
+@pytest.mark.fuzz
 def test_a_thousand_malformed_requests_get_4xx_and_no_stack_trace(api: Api) -> None:
     manager = api.people["mgr1"]
     routes = [r for r in _routes(api)  # all that can be got wrong; stay logged in

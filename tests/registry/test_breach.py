@@ -188,6 +188,7 @@ def _mamoru(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=180, check=False)
 
 
+@pytest.mark.cli
 def test_cli_open_triage_status_report_and_drill(registry: Registry, tmp_path: Path) -> None:
     """The CLI end to end; the drill runs on a copy and leaves the live registry unchanged."""
     _populated(registry)

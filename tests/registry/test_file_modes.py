@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
@@ -26,6 +28,8 @@ from registry.domain import Role
 from registry.watchlist import approval
 from tests import REPO
 from tests.registries import OBAMA, PASSWORD, T0, Registry, incident
+
+pytestmark = pytest.mark.cli
 
 
 @contextlib.contextmanager

@@ -739,6 +739,7 @@ def _mamoru(root: Path, member: str, *args: str) -> subprocess.CompletedProcess[
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.cli
 def test_cli_moves_a_bundle_and_its_receipt_by_file(world: World, tmp_path: Path) -> None:
     for store in world.stores.values():
         store.ctx.close()

@@ -492,6 +492,7 @@ def test_byte_limit_splits_a_sync_too(world: World, face_data: Path,
     a.ctx.close()
 
 
+@pytest.mark.server
 def test_push_sends_a_large_sync_as_several_bundles_over_http(
         world: World, face_data: Path, engines: dict[str, FaceEngine]) -> None:
     """`push_bundle` sends bundle after bundle, each acknowledged before the next is made."""

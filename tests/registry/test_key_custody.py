@@ -88,6 +88,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.cli
 def test_default_refuses_a_plain_key_file_on_the_data_disk(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default: start-up refuses <data_dir>/master.key, in the library and on the CLI."""
@@ -132,6 +133,7 @@ def test_plain_key_on_another_filesystem_is_allowed(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAS_SYSTEMD_CREDS, reason="systemd-creds not installed; see the "
                     "wrapped-file test for boxes without systemd")
+@pytest.mark.cli
 def test_systemd_credential_copy_of_data_dir_decrypts_nothing(
         registry: Registry, tmp_path: Path) -> None:
     """G-BRE-3: sealed with `mamoru key seal --systemd-credential`, the data copy is ciphertext."""
@@ -168,6 +170,7 @@ def test_systemd_credential_copy_of_data_dir_decrypts_nothing(
     assert "no master key" in line
 
 
+@pytest.mark.cli
 def test_wrapped_key_file_copy_of_data_dir_decrypts_nothing(
         registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without systemd: the wrapped key may even sit in the data folder; without the passphrase

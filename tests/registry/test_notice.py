@@ -116,6 +116,7 @@ def test_notice_shows_the_five_joint_use_items_and_follows_the_members(world: Wo
     assert "新加盟X店" not in before.html
 
 
+@pytest.mark.cli
 def test_export_refuses_a_stale_notice_and_works_after_notice_render(
         world: World, tmp_path: Path) -> None:
     """Joint-use export refuses while the published notice predates the scheme; `notice render`
@@ -157,6 +158,7 @@ def test_export_refuses_a_stale_notice_and_works_after_notice_render(
     assert reopened.ctx.audit.verify().ok
 
 
+@pytest.mark.cli
 def test_notice_render_without_url_or_font_fails_with_one_line(world: World, tmp_path: Path
                                                                ) -> None:
     a = world["store-a"]

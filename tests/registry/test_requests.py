@@ -409,6 +409,7 @@ def _mamoru(data_dir: Path, *args: str, stdin: str = "",
                           input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.cli
 def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path) -> None:
     ctx = registry.ctx
     from registry.clock import utc_now
@@ -441,6 +442,7 @@ def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path
     assert "tel 03-1111-2222" in shown.stdout and "answered" in shown.stdout
 
 
+@pytest.mark.cli
 def test_cli_disclosure_for_a_found_person_writes_incidents_masked_images_and_partners(
         world: World, face_data: Path, tmp_path: Path) -> None:  # noqa: F811
     """G-DSR-1 through `mamoru request search` / `answer --out`: what is held, to whom given."""

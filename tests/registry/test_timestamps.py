@@ -301,6 +301,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
                            "MAMORU_PASSWORD": "unused password"})
 
 
+@pytest.mark.cli
 def test_the_command_line_refuses_bad_times_in_one_line(tmp_path: Path, face_data: Path) -> None:
     photo = str(face_data / "face_recognition/obama.jpg")
     propose = ["propose", photo, "--as", "staff", "--category", "theft", "--ref", "R-1"]
