@@ -7,6 +7,7 @@ below the RTSP socket is mocked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,6 +166,7 @@ def test_alerts_raised_while_the_registry_is_down_arrive_when_it_is_back(
     registry: Registry, start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mamoru.edge.outbox")
     entry_id = registry.register(OBAMA)
     token = add_device(registry.ctx, admin=registry.user("admin"), name="door-box", now=T0)
     port = free_port()

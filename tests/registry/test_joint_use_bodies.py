@@ -1,7 +1,7 @@
 """The public joint-use endpoint costs a stranger nothing, and a large sync stalls nobody.
 
 Issue 11, finding 2 (G-SEC-2: authentication and leak prevention for a public
-endpoint). The three stores of `test_joint_use` (shared fixtures).
+endpoint). The three stores of the `world` fixture (tests/registry/world.py).
 
 - A body sent to `POST /api/v1/joint-use/bundles` of a store where joint use
   is not configured is refused before it is read, declared or streamed; an
@@ -55,12 +55,8 @@ from registry.joint_use.transport import push_bundle
 from registry.watchlist import approval
 from tests import REPO
 from tests.registries import BIDEN, GROUP, T0
-from tests.registry import test_joint_use as stores
-from tests.registry.test_joint_use import ADMINS, DAY, Store, World, _image, _open
+from tests.registry.world import ADMINS, DAY, Store, World, image, open_store
 from tests.waiting import answers, running, wait_until
-
-world_template = stores.world_template
-world = stores.world
 
 BUNDLES = "/api/v1/joint-use/bundles"
 INDEX_VERSION = "/api/v1/edge/index/version"
@@ -403,7 +399,7 @@ def test_edge_index_version_answers_while_a_bundle_is_decrypted(
 def _register(store: Store, engine: FaceEngine, face_data: Path, photo: str) -> str:
     proposal = approval.propose(
         store.ctx, engine, store.settings.quality.registration, actor=store.user("tanaka.staff"),
-        photos=[approval.Photo(photo, _image(face_data, photo))],
+        photos=[approval.Photo(photo, image(face_data, photo))],
         incident=IncidentInput(OffenceCategory.THEFT, T0, ConfirmationKind.POLICE_REPORT,
                                "被害届-2026-0099", damage="2 items", description=""),
         features="", now=T0)
@@ -413,7 +409,7 @@ def _register(store: Store, engine: FaceEngine, face_data: Path, photo: str) -> 
 
 
 def _reopen(root: Path, member: str, **limits: int) -> Store:
-    store = _open(root, member)
+    store = open_store(root, member)
     store.ctx.close()
     settings = _with_limits(store.settings, **limits)
     ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
@@ -449,7 +445,7 @@ def test_large_first_sync_is_split_into_bounded_bundles_applied_in_order(
 
     # one item per bundle: three entries make bundles #1, #2, #3
     a = _reopen(world.root, "store-a", max_items=1)
-    b = _open(world.root, "store-b")
+    b = open_store(world.root, "store-b")
     parts = export_parts(a.ctx, a.scheme(), "store-b", now)
     assert [(p.sequence, p.items, p.remaining) for p in parts] == [(1, 1, 2), (2, 1, 1),
                                                                     (3, 1, 0)]
@@ -466,7 +462,7 @@ def test_large_first_sync_is_split_into_bounded_bundles_applied_in_order(
 
     # the same sync as one bundle, from the same starting point
     a1 = _reopen(single, "store-a")
-    b1 = _open(single, "store-b")
+    b1 = open_store(single, "store-b")
     (whole,) = export_parts(a1.ctx, a1.scheme(), "store-b", now)
     assert whole.items == 3
     import_bundle(b1.ctx, b1.scheme(), whole.blob, now)
@@ -511,7 +507,7 @@ def test_push_sends_a_large_sync_as_several_bundles_over_http(
         assert (row.last_sent, row.last_acked) == (2, 2)
     finally:
         a.ctx.close()
-    b = _open(world.root, "store-b")
+    b = open_store(world.root, "store-b")
     try:
         assert len(b.ctx.repo.imported_entry_ids()) == 3 and len(b.index()) == 3
     finally:

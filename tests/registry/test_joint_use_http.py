@@ -7,7 +7,7 @@ reaches B, and B's edge loop (`mamoru edge run`, a subprocess on B's data
 folder) alerts on Obama walking past strangers; an erasure at A reaches B's
 index in one push and A lists B's signed confirmation; the same bytes pushed
 again, and a push to C (another region), are refused with a 4xx and change
-nothing there. The three stores are those of `test_joint_use` (shared fixtures).
+nothing there. The three stores are the `world` fixture (tests/registry/world.py).
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ from registry.joint_use.sync import erasure_confirmations, export_bundle, status
 from registry.joint_use.transport import BUNDLES_PATH, push_bundle, send_bundle
 from registry.watchlist import entries as watchlist
 from tests import REPO
-from tests.registry import test_joint_use as stores
-from tests.registry.test_joint_use import World, _digests, _forge, _imported_local_id
+from tests.registry.test_joint_use import _digests, _forge, _imported_local_id
+from tests.registry.world import World
 from tests.waiting import answers, running, wait_until
 
 pytestmark = pytest.mark.server
 
-# The three stores of test_joint_use, built once per module, copied fresh for each test.
-world_template = stores.world_template
-world = stores.world
 
 
 def _free_port() -> int:
