@@ -350,6 +350,7 @@ def _serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[
         thread.join(30)
 
 
+@pytest.mark.server  # uvicorn on loopback, and a 3 s decryption on purpose
 def test_edge_index_version_answers_while_a_bundle_is_decrypted(
         world: World, engines: dict[str, FaceEngine], monkeypatch: pytest.MonkeyPatch) -> None:
     """Decrypting and verifying take the time a ~100 MB bundle takes (3 s here); an edge box
