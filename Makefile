@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export MAMORU_CACHE_DIR ?= $(CURDIR)/.cache
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test check install lock models face-data system-deps clean
+.PHONY: demo test test-fast check install lock models face-data system-deps clean
 
 # The lock the venv is built from. requirements/test.txt (the default) is the
 # development environment: the runtime packages plus the `test` and `bench` extras
@@ -106,6 +106,12 @@ demo: install system-deps
 
 test: system-deps models face-data
 	$(BIN)/python -m pytest
+
+# The inner loop, under 2 minutes on 2 cores: units and the API, without the slow tier (RTSP,
+# browser, real `mamoru serve` processes, crash loops, the fuzz gate; markers in pyproject.toml).
+# It fetches nothing: run `make test` (or `make models face-data`) once first.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 # Both read their settings (line length, strict, files) from pyproject.toml.
 check: install

@@ -16,6 +16,8 @@ import pytest
 
 from mamoru.settings import MamoruSettings
 
+pytestmark = pytest.mark.cli
+
 MAMORU = [sys.executable, "-m", "mamoru"]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import REPO
+from tests import REPO
 
 _SECTION = "## Retention: every copy of personal data has a lifetime"
 _TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")

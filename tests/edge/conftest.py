@@ -1,4 +1,7 @@
-"""Fixtures for the edge-loop tests: real RTSP cameras serving composed clips."""
+"""Fixtures for the edge-loop tests: real RTSP cameras serving composed clips.
+
+The registry they run against is the shared `registry` fixture (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,8 @@ import pytest
 
 from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer
-from tests.edge.harness import RunningEdge, build_edge
-
-# The edge tests run against the same real, per-test registry as the registry tests.
-from tests.registry.conftest import Registry, engine_default, registry_template  # noqa: F401
-from tests.registry.conftest import registry as registry  # noqa: F401
-
-RtspServerFactory = Callable[..., RtspServer]
+from tests.edge.harness import RtspServerFactory, RunningEdge, build_edge
+from tests.registries import Registry
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,13 @@ from edge.loop import EdgeLoop
 from edge.matcher import WatchlistMatcher
 from edge.outbox import Delivery, Outbox
 from kernel.evidence import EvidenceStore
+from mamoru.demo.cameras import RtspServer
 from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
-from tests.conftest import REPO
-from tests.registry.conftest import Registry
+from tests import REPO
+from tests.registries import Registry
+from tests.waiting import wait_until
+
+RtspServerFactory = Callable[..., RtspServer]  # the `rtsp_server_factory` fixture
 
 FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.3,
         "reconnect_max_s": 1.5, "index_poll_s": 0.3, "outbox_max_backoff_s": 1.0}
@@ -46,13 +49,17 @@ class RunningEdge:
     alerts: list[Alert] = field(default_factory=list)
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.thread.is_alive(), "the edge loop died"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                     f"cameras: {self.loop.states()}")
-            time.sleep(0.1)
+        """`wait_until` while the loop runs; a failure says what each camera was doing."""
+        try:
+            wait_until(condition, timeout, what,
+                       alive=lambda: None if self.thread.is_alive() else "the edge loop died")
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; cameras: {self.loop.states()}") from None
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """A sample of the loop's metrics as a Prometheus scrape reads it (the public API, not
+        a metric's private value); None while the series does not exist."""
+        return self.loop.metrics.registry.get_sample_value(name, labels)
 
     def frames(self, camera: str) -> int:
         return next(lane.reader.stats.frames

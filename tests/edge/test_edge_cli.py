@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mamoru.demo.scene import cast, compose_walk_past
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, Registry
+from tests import REPO
+from tests.registries import OBAMA, Registry
+
+pytestmark = pytest.mark.cli
 
 
 def _edge(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ below the RTSP socket is mocked.
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,12 +18,13 @@ from prometheus_client import generate_latest
 from edge.capture import CameraState
 from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer, free_port
+from mamoru.demo.scene import SceneTruth
 from models.engine import FaceEngine
 from registry.accounts.devices import add_device
 from registry.alerts.queue import list_alerts
 from registry.watchlist import entries as watchlist
 from tests.edge.harness import RunningEdge, decode, serve, strangers_clip, walk_clip
-from tests.registry.conftest import OBAMA, T0, Registry
+from tests.registries import OBAMA, T0, Registry
 
 
 class EmbeddingSpy:
@@ -41,6 +42,16 @@ class EmbeddingSpy:
         monkeypatch.setattr(engine, "embed", spy)
 
 
+def _wait_for_passes(edge: RunningEdge, clips: dict[str, SceneTruth], passes: int) -> None:
+    """Wait until each camera has delivered `passes` more whole plays of its looping clip:
+    a check that nothing (more) happens watches the frames go by, not the clock."""
+    targets = {camera: edge.frames(camera) + passes * clip.frame_count
+               for camera, clip in clips.items()}
+    longest = max(clip.duration_s for clip in clips.values())
+    edge.wait_for(lambda: all(edge.frames(c) >= n for c, n in targets.items()),
+                  passes * longest + 30, f"{passes} more pass(es) of {sorted(clips)}")
+
+
 def _files_under(*roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
 
@@ -56,8 +67,8 @@ def test_listed_person_alerts_once_with_others_masked_and_strangers_never(
     with RtspServer({"door": walk.path, "aisle": crowd.path}) as server:
         edge = start_edge({"door": server.url("door"), "aisle": server.url("aisle")})
         edge.wait_for(lambda: bool(edge.alerts), 40, "the listed person's alert")
-        # Let both clips play through once more: the cool-down (60 s) allows no second alert.
-        time.sleep(walk.duration_s + 1)
+        # Both clips play through once more: the cool-down (60 s) allows no second alert.
+        _wait_for_passes(edge, {"door": walk, "aisle": crowd}, passes=1)
         edge.finish()
 
     assert [(a.entry_id, a.camera) for a in edge.alerts] == [(entry_id, "door")]
@@ -94,8 +105,8 @@ def test_a_dropped_camera_reconnects_while_the_other_keeps_producing(
         edge.wait_for(lambda: edge.loop.states()["one"] is CameraState.RECONNECTING, 15,
                       "camera one to notice it dropped")
         before = edge.frames("two")
-        time.sleep(3)
-        assert edge.frames("two") >= before + 20, "camera two must keep producing (10 fps)"
+        edge.wait_for(lambda: edge.frames("two") >= before + 20, 10,
+                      "camera two to keep producing while camera one is down")
         assert edge.loop.states()["two"] is CameraState.LIVE
         first.start()
         edge.wait_for(lambda: edge.loop.states()["one"] is CameraState.LIVE, 30,
@@ -139,21 +150,23 @@ def test_an_erased_subject_stops_alerting_after_the_index_update(
     with RtspServer({"door": walk.path}) as server:
         edge = start_edge({"door": server.url("door")}, alert_cooldown_s=1.0)
         edge.wait_for(lambda: len(edge.alerts) >= 2, 40, "alerts on two passes of the clip")
-        version = edge.loop.metrics.index_version._value.get()
+        version = edge.metric("mamoru_index_version") or 0.0
         watchlist.erase(registry.ctx, actor=registry.user("mgr1"), entry_id=entry_id,
                         reason="erasure request", now=T0)
-        edge.wait_for(lambda: edge.loop.metrics.index_version._value.get() > version, 10,
+        edge.wait_for(lambda: (edge.metric("mamoru_index_version") or 0.0) > version, 10,
                       "the new index version")
         raised = len(edge.alerts)
-        time.sleep(3 * walk.duration_s)  # three more passes of the person
+        _wait_for_passes(edge, {"door": walk}, passes=3)  # three more passes of the person
         edge.finish()
     assert len(edge.alerts) - raised <= 1, "at most one alert already in flight at the swap"
     assert all(a.entry_id == entry_id for a in edge.alerts)
 
 
 def test_alerts_raised_while_the_registry_is_down_arrive_when_it_is_back(
-    registry: Registry, start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path
+    registry: Registry, start_edge: Callable[..., RunningEdge], tmp_path: Path, face_data: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mamoru.edge.outbox")
     entry_id = registry.register(OBAMA)
     token = add_device(registry.ctx, admin=registry.user("admin"), name="door-box", now=T0)
     port = free_port()
@@ -162,7 +175,8 @@ def test_alerts_raised_while_the_registry_is_down_arrive_when_it_is_back(
         edge = start_edge({"door": server.url("door")},
                           delivery=Delivery(f"http://127.0.0.1:{port}", token))
         edge.wait_for(lambda: bool(edge.alerts), 40, "an alert while the registry is down")
-        time.sleep(2)
+        edge.wait_for(lambda: "registry unreachable" in caplog.text, 10,
+                      "a delivery round that found the registry down")
         assert len(edge.outbox.pending()) == len(edge.alerts), "undelivered alerts wait"
         api = serve(registry, port)
         try:

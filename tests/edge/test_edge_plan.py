@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mamoru.demo.scene import cast, compose_walk_past
-from tests.conftest import REPO
+from tests import REPO
+
+pytestmark = pytest.mark.cli
 
 
 def test_plan_times_each_profile_on_this_box_and_says_how_many_cameras(

@@ -45,8 +45,9 @@ from registry.retention.expiry import run_expiry
 from registry.watchlist import entries as watchlist
 from tests.edge.harness import RunningEdge, build_edge, decode, serve, walk_clip
 from tests.forensics import faces_of, images_equal_to
-from tests.registry.conftest import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry
+from tests.registries import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import Clock, Person, log_in, start_app
+from tests.waiting import answers, running, wait_until
 
 StartEdge = Callable[..., RunningEdge]
 
@@ -55,14 +56,6 @@ def _his_copies(registry: Registry, *roots: Path) -> list[Path]:
     found = faces_of(registry.embedding(OBAMA2), list(roots) or [registry.data_dir],
                      registry.ctx.master_key, registry.engine)
     return [f.path for f in found]
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _holds_an_alert(edge: RunningEdge) -> bool:
@@ -127,7 +120,9 @@ def test_an_alert_waiting_out_a_registry_outage_is_dropped_when_he_is_erased(
                       "the box to forget him after the new index version")
         api = serve(registry, port)
         try:
-            time.sleep(3)  # outbox rounds against the live registry: nothing left to deliver
+            wait_until(answers(f"http://127.0.0.1:{port}/api/v1/session", 401), 60,
+                       "the registry to be back", alive=running(api))
+            edge.outbox.flush_once()  # a delivery round against the live registry: nothing left
         finally:
             api.terminate()
             api.wait(timeout=20)
@@ -166,9 +161,10 @@ def _visit(edge: RunningEdge, registry: Registry, photo: str, at: float) -> list
     """A new visit: a fresh track, so the face is embedded and searched again."""
     lane = edge.loop.lanes[0]
     lane.tracker = type(lane.tracker)(max_age_s=1.0)
-    embedded = edge.loop.metrics.embeds.labels("door")._value.get()
+    embedded = edge.metric("mamoru_faces_embedded_total", camera="door") or 0.0
     alerts = edge.loop.analyse(lane, _frame(registry, photo, at))
-    assert edge.loop.metrics.embeds.labels("door")._value.get() > embedded, "searched"
+    assert (edge.metric("mamoru_faces_embedded_total", camera="door") or 0.0) > embedded, \
+        "searched"
     return alerts
 
 
@@ -216,9 +212,12 @@ def _check_stale_index_cycle(registry: Registry, edge: RunningEdge, report: Call
 
     index.unlink()  # the registry republishes a good copy of the current version
     registry.ctx.publish_index_if_stale()
-    time.sleep(edge.matcher._poll_s)
-    loop.follow_index()
-    assert edge.matcher.state is IndexState.CURRENT
+
+    def current() -> bool:
+        loop.follow_index()  # a no-op until the matcher's poll interval has passed
+        return edge.matcher.state is IndexState.CURRENT
+
+    wait_until(current, 10, "the box to pick up the good copy at its next index poll")
     exposed = generate_latest(loop.metrics.registry).decode()
     assert 'mamoru_index_state{state="current"} 1.0' in exposed
     assert len(_visit(edge, registry, OBAMA2, 30.0)) == 1

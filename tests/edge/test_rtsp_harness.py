@@ -14,7 +14,7 @@ import pytest
 
 from mamoru.demo.cameras import READ_TIMEOUT_MS, open_capture
 from mamoru.demo.scene import SceneTruth, cast, compose_walk_past, default_engine
-from tests.edge.conftest import RtspServerFactory
+from tests.edge.harness import RtspServerFactory
 
 WIDTH, HEIGHT = 1280, 720
 READ_TIMEOUT_S = READ_TIMEOUT_MS / 1000

@@ -18,12 +18,7 @@ from pydantic import ValidationError
 
 from edge.config import CameraConfig, EdgeSettings
 from mamoru.demo.scene import cast, compose_walk_past, default_engine
-from tests.edge.conftest import RtspServerFactory
-from tests.edge.harness import RunningEdge
-
-
-def _gauge(edge: RunningEdge, name: str, **labels: str) -> float | None:
-    return edge.loop.metrics.registry.get_sample_value(name, labels)
+from tests.edge.harness import RtspServerFactory, RunningEdge
 
 
 def test_a_25fps_stream_to_a_5fps_analysis_is_measured_and_warned_once(
@@ -43,14 +38,14 @@ def test_a_25fps_stream_to_a_5fps_analysis_is_measured_and_warned_once(
     edge.wait_for(lambda: all(lane.reader.stream is not None for lane in edge.loop.lanes),
                   timeout=40, what="both streams measured")
 
-    door = _gauge(edge, "mamoru_camera_stream_fps", camera="door")
-    aisle = _gauge(edge, "mamoru_camera_stream_fps", camera="aisle")
+    door = edge.metric("mamoru_camera_stream_fps", camera="door")
+    aisle = edge.metric("mamoru_camera_stream_fps", camera="aisle")
     assert door is not None and 20.0 <= door <= 30.0, door
     assert aisle is not None and 4.0 <= aisle <= 6.0, aisle
-    assert _gauge(edge, "mamoru_camera_stream_pixels", camera="door", dimension="width") == 1280
-    assert _gauge(edge, "mamoru_camera_profile_problem", camera="door", problem="excess_fps") == 1
-    assert _gauge(edge, "mamoru_camera_profile_problem", camera="aisle", problem="excess_fps") == 0
-    edge.wait_for(lambda: (_gauge(edge, "mamoru_camera_decoded_fps", camera="door") or 0) > 15,
+    assert edge.metric("mamoru_camera_stream_pixels", camera="door", dimension="width") == 1280
+    assert edge.metric("mamoru_camera_profile_problem", camera="door", problem="excess_fps") == 1
+    assert edge.metric("mamoru_camera_profile_problem", camera="aisle", problem="excess_fps") == 0
+    edge.wait_for(lambda: (edge.metric("mamoru_camera_decoded_fps", camera="door") or 0) > 15,
                   timeout=10, what="decoded fps exported")
 
     warnings = [r for r in caplog.records if "does not fit its profile" in r.getMessage()]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models.engine import FaceEngine, cosine
-from tests.conftest import image, main_face_embedding
+from tests.faces import image, main_face_embedding
 
 ORL_IDS = [f"s{i}" for i in range(1, 41)]
 

@@ -21,7 +21,7 @@ from models.packs import (
     UnknownPackError,
 )
 from models.runtime import RuntimeSettings
-from tests.conftest import image
+from tests.faces import image
 
 BUILTIN_PACKS = Path(__file__).resolve().parents[2] / "models" / "packs"
 

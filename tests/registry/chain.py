@@ -21,7 +21,7 @@ from registry.accounts import users
 from registry.config import PostgresSettings, RegistrySettings
 from registry.context import OwnerLogin, init_registry
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
-from tests.registry.conftest import PASSWORD, T0, USERS, Registry
+from tests.registries import PASSWORD, T0, USERS, Registry
 
 
 def password_file(folder: Path, name: str, password: str) -> Path:

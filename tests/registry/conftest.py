@@ -1,192 +1,40 @@
-"""A real registry per test: SQLCipher files, real faces, real ONNX inference, no mocks.
+"""Fixtures of the registry tests that use three joint-use stores (tests/registry/world.py).
 
-Users (G-SEC-1): `admin` (admin), `staff` (staff), `mgr1` and `mgr2` (two
-managers, so the two-person rule of G-REG-2 can be exercised), `auditor`, all
-with recorded training except `untrained` (a staff user without it).
-
-Building the users costs one argon2 hash each (~0.3 s), so the registry is
-initialised once per session and each test gets its own byte copy of it in
-its own `tmp_path`: every test still starts from a fresh, unused registry with
-its own files, and nothing one test does can be seen by another.
+The stores are built once per session and copied byte for byte into each
+test's own folder, so every test starts from the same fresh state.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from kernel.watchlist_index import Hit, WatchlistIndex
-from mamoru.settings import MamoruSettings, get_settings
-from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry.accounts import users
-from registry.context import RegistryContext, init_registry, open_registry
-from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role, User
-from registry.watchlist import approval
-from tests.conftest import image, main_face_embedding
-
-Image = npt.NDArray[np.uint8]
-Vector = npt.NDArray[np.float32]
-
-PACK = "yunet-sface"  # the default pack, the one index_spec(settings) indexes
-PASSWORD = "correct horse battery"
-T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)  # "now" of every registration unless a test says
-
-OBAMA = "face_recognition/obama.jpg"
-OBAMA2 = "face_recognition/obama2.jpg"  # a different photo of the same person: the probe
-BIDEN = "face_recognition/biden.jpg"
-GROUP = "insightface/t1.jpg"  # six people; the largest face is taken as the subject
-NO_FACE = "pyfeat/free-mountain-vector-01.jpg"
-
-USERS: tuple[tuple[str, Role, bool], ...] = (
-    ("admin", Role.ADMIN, True),
-    ("staff", Role.STAFF, True),
-    ("mgr1", Role.MANAGER, True),
-    ("mgr2", Role.MANAGER, True),
-    ("auditor", Role.AUDITOR, True),
-    ("untrained", Role.STAFF, False),
-)
-
-
-def incident(occurred_at: datetime = T0, *, ref: str = "被害届-2026-0042",
-             category: OffenceCategory = OffenceCategory.THEFT) -> IncidentInput:
-    """An objectively confirmed offence (G-REG-2) of a registrable category (G-REG-5)."""
-    return IncidentInput(category, occurred_at, ConfirmationKind.POLICE_REPORT, ref,
-                         damage="3 items, 4,200 yen", description="left without paying")
-
-
-@dataclass
-class Registry:
-    """One test's registry, opened, with the shared engine and the real face data."""
-
-    settings: MamoruSettings
-    ctx: RegistryContext
-    engine: FaceEngine
-    face_data: Path
-    _images: dict[str, Image] = field(default_factory=dict, repr=False)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
-
-    def user(self, name: str) -> User:
-        found = self.ctx.repo.user_by_name(name)
-        assert found is not None, name
-        return found
-
-    def image(self, relative: str) -> Image:
-        if relative not in self._images:
-            self._images[relative] = image(self.face_data, relative)
-        return self._images[relative]
-
-    def reopen(self) -> RegistryContext:
-        """Close and open again the way the application does (key file, no shortcuts)."""
-        with contextlib.suppress(Exception):
-            self.ctx.close()
-        self.ctx = open_registry(registry_paths(self.settings), self.settings.registry,
-                                 index_spec(self.settings))
-        return self.ctx
-
-    def index(self) -> WatchlistIndex:
-        return WatchlistIndex.load(self.ctx.paths.index, key=self.ctx.index_key(),
-                                   expected_pack=self.ctx.index_spec.pack)
-
-    def embedding(self, relative: str) -> Vector:
-        return _embedding(self.engine, self.face_data, relative)
-
-    def hits(self, probe: str) -> list[Hit]:
-        """Every template in the published index, best first, for the probe photo's face."""
-        index = self.index()
-        if len(index) == 0:
-            return []
-        return index.search(self.embedding(probe), k=len(index))[0]
-
-    def matches(self, probe: str) -> dict[str, float]:
-        """entry_id -> best score, for hits at or above the engine's threshold."""
-        found: dict[str, float] = {}
-        for hit in self.hits(probe):
-            if hit.score >= self.engine.threshold:
-                found[hit.entry_id] = max(hit.score, found.get(hit.entry_id, -1.0))
-        return found
-
-    def propose(self, *photos: str, proposer: str = "staff", display_name: str = "",
-                features: str = "", occurred_at: datetime = T0,
-                now: datetime = T0) -> approval.ProposalResult:
-        return approval.propose(
-            self.ctx, self.engine, self.settings.quality.registration,
-            actor=self.user(proposer),
-            photos=[approval.Photo(Path(p).stem, self.image(p)) for p in photos],
-            incident=incident(occurred_at), features=features, display_name=display_name,
-            now=now,
-        )
-
-    def register(self, *photos: str, proposer: str = "staff", approver: str = "mgr1",
-                 display_name: str = "", features: str = "", occurred_at: datetime = T0,
-                 now: datetime = T0) -> str:
-        """Propose from real photos and have a second, different manager approve; the entry id."""
-        result = self.propose(*photos, proposer=proposer, display_name=display_name,
-                              features=features, occurred_at=occurred_at, now=now)
-        approval.approve(self.ctx, actor=self.user(approver), entry_id=result.entry_id,
-                         reason="police damage report checked", now=now)
-        return result.entry_id
-
-    def evidence_files(self) -> set[str]:
-        return {p.name for p in self.ctx.paths.evidence.glob("*.bin")}
-
-
-_EMBEDDINGS: dict[tuple[str, str], Vector] = {}
-
-
-def _embedding(engine: FaceEngine, face_data: Path, relative: str) -> Vector:
-    key = (engine.info.pack, relative)
-    if key not in _EMBEDDINGS:
-        _EMBEDDINGS[key] = main_face_embedding(engine, image(face_data, relative))
-    return _EMBEDDINGS[key]
+from tests.faces import image, main_face_embedding
+from tests.registries import OBAMA2
+from tests.registry.world import World, build_world, copy_world
 
 
 @pytest.fixture(scope="session")
-def engine_default(engines: dict[str, FaceEngine]) -> FaceEngine:
-    return engines[PACK]
-
-
-@pytest.fixture(scope="session")
-def registry_template(tmp_path_factory: pytest.TempPathFactory,
-                      settings: MamoruSettings) -> Path:
-    """A registry initialised once: users, roles and training recorded (G-SEC-1)."""
-    data_dir = tmp_path_factory.mktemp("registry-template") / "data"
-    template_settings = get_settings(data_dir=data_dir)
-    assert index_spec(template_settings).pack == PACK
-    ctx = init_registry(registry_paths(template_settings), template_settings.registry,
-                        index_spec(template_settings))
-    with ctx:
-        for name, role, _ in USERS:
-            users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
-                           password=PASSWORD, now=T0)
-        admin = ctx.repo.user_by_name("admin")
-        assert admin is not None
-        for name, _, trained in USERS:
-            if trained:
-                users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
-    return data_dir
+def world_template(tmp_path_factory: pytest.TempPathFactory, engines: dict[str, FaceEngine],
+                   face_data: Path) -> World:
+    return build_world(tmp_path_factory.mktemp("joint-use"), engines["yunet-sface"], face_data)
 
 
 @pytest.fixture
-def registry(tmp_path: Path, registry_template: Path, engine_default: FaceEngine,
-             face_data: Path) -> Iterator[Registry]:
-    data_dir = tmp_path / "data"
-    shutil.copytree(registry_template, data_dir)  # copy2 keeps the 0600/0700 modes
-    reg_settings = get_settings(data_dir=data_dir)
-    ctx = open_registry(registry_paths(reg_settings), reg_settings.registry,
-                        index_spec(reg_settings))
-    reg = Registry(reg_settings, ctx, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
+def world(world_template: World, tmp_path: Path) -> Iterator[World]:
+    copy = copy_world(world_template, tmp_path / "stores")
+    yield copy
+    for store in copy.stores.values():
+        with contextlib.suppress(Exception):
+            store.ctx.close()
+
+
+@pytest.fixture(scope="session")
+def probe(engines: dict[str, FaceEngine], face_data: Path) -> np.ndarray:
+    """The embedding of a different photo of the person registered at store A."""
+    return main_face_embedding(engines["yunet-sface"], image(face_data, OBAMA2))

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +49,9 @@ from registry.joint_use.keys import public_b64
 from registry.joint_use.scheme import adopt_scheme
 from registry.joint_use.sync import init_keys
 from registry.scheme import SHARED_ITEMS
-from tests.conftest import REPO
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests import REPO
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.waiting import answers, wait_until
 
 SCHEME_FILE = "joint-use-scheme.json"
 
@@ -189,17 +189,11 @@ def serve(reg: Registry, log_file: Path) -> Iterator[Server]:
 
 
 def _wait_until_up(server: Server, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"mamoru serve exited: {server.output()}")
-        try:
-            if httpx.get(f"{server.url}/login", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("mamoru serve did not answer within a minute")
+    def exited() -> str | None:
+        return None if server.process.poll() is None else f"it exited: {server.output()}"
+
+    wait_until(answers(f"{server.url}/login", 200), timeout_s, "mamoru serve to answer",
+               alive=exited)
 
 
 # --- who calls ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.app import create_app
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.config import WebSettings
-from tests.registry.conftest import PASSWORD, T0, Registry
+from tests.registries import PASSWORD, T0, Registry
 
 BASE_URL = "https://testserver"
 NOW = T0 + timedelta(days=5)  # the app's clock starts here: after every incident of T0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +18,7 @@ from mamoru.settings import MamoruSettings
 from mamoru.wiring import api_host
 from models.engine import FaceEngine
 from registry.api.app import create_app
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -36,10 +36,8 @@ def serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[s
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 30, "uvicorn to start", poll_s=0.05,
+               alive=lambda: None if thread.is_alive() else "its thread ended")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -18,7 +18,7 @@ import pytest
 
 from kernel import watchlist_index
 from registry.accounts import devices
-from tests.registry.conftest import OBAMA, T0, Registry
+from tests.registries import OBAMA, T0, Registry
 from tests.registry.servers import serve_in_threads
 
 BOXES = 120  # three times uvicorn's 40 pooled threads
@@ -37,6 +37,7 @@ async def _poll_all(base: str, tokens: list[str]) -> list[int | str]:
     return list(await asyncio.gather(*(one(t) for t in tokens)))
 
 
+@pytest.mark.server
 def test_a_crowd_of_boxes_polling_at_once_is_answered_and_the_api_stays_up(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     registry.register(OBAMA)

@@ -16,7 +16,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -44,7 +43,8 @@ from registry.audit.trail import Action
 from registry.backup import archive as backup
 from registry.domain import AlertStatus
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.waiting import answers, running, wait_until
 
 ALERTS = "/api/v1/edge/alerts"
 INDEX = "/api/v1/edge/index"
@@ -403,6 +403,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.cli
 def test_serve_refuses_plain_http_off_loopback_and_half_a_certificate(registry: Registry) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir)}
     for args, needle in ((("serve", "--insecure-http", "--host", "0.0.0.0"), "loopback"),
@@ -416,6 +417,7 @@ def test_serve_refuses_plain_http_off_loopback_and_half_a_certificate(registry: 
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.server
 def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
     entry_id = registry.register(OBAMA)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir),
@@ -437,16 +439,8 @@ def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get(INDEX_VERSION, headers=headers).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.2)
+            wait_until(answers(base + INDEX_VERSION, 200, headers=headers), 60,
+                       "the server to come up", alive=running(server))
 
             def send(_: int) -> int:
                 body = {"alert_id": uuid.uuid4().hex, "camera": "entrance-1",

@@ -47,8 +47,8 @@ from schemathesis.schemas import APIOperation
 from mamoru.wiring import api_host
 from registry.api.app import create_app
 from registry.api.deps import api_routes
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, Registry
+from tests import REPO
+from tests.registries import OBAMA, Registry
 from tests.registry.fuzzing import (
     Identity,
     Seeded,
@@ -60,6 +60,8 @@ from tests.registry.fuzzing import (
     session_of,
 )
 from tests.registry.people import BASE_URL, Clock, log_in, web_settings
+
+pytestmark = [pytest.mark.fuzz, pytest.mark.server]
 
 AnyCase = Case[Any]
 Operation = APIOperation[Any, Any, Any, Any]

@@ -30,7 +30,7 @@ from registry.api.uploads import MAX_PHOTO_BYTES
 from registry.audit.trail import Action
 from registry.domain import AlertStatus, EntryState
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.registries import BIDEN, GROUP, NO_FACE, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.people import (
     BASE_URL,
     NOW,

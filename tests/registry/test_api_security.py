@@ -35,7 +35,7 @@ from registry.api.deps import RouteInfo, api_routes, route_roles
 from registry.api.sessions import COOKIE_NAME, CSRF_HEADER
 from registry.context import open_registry
 from registry.domain import Role
-from tests.registry.conftest import OBAMA, Registry
+from tests.registries import OBAMA, Registry
 from tests.registry.people import Api, Clock, Person, start_app
 
 # The login (API and page) and the pages' own style sheet and script; nothing else is open.
@@ -320,6 +320,7 @@ def malformed_request(draw: st.DrawFn, routes: list[RouteInfo], ids: list[str]
     return request
 
 
+@pytest.mark.fuzz
 def test_a_thousand_malformed_requests_get_4xx_and_no_stack_trace(api: Api) -> None:
     manager = api.people["mgr1"]
     routes = [r for r in _routes(api)  # all that can be got wrong; stay logged in

@@ -22,7 +22,7 @@ from registry.context import RegistryContext
 from registry.keys.master import sqlcipher_pragma_value
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, GROUP, OBAMA, T0, Registry, incident
+from tests.registries import BIDEN, GROUP, OBAMA, T0, Registry, incident
 
 NAME = "山田太郎 Yamada"
 FEATURES = "navy cap, scar above left eyebrow"

@@ -24,7 +24,7 @@ from registry.clock import utc_now
 from registry.domain import EntryState
 from registry.keys.master import sqlcipher_pragma_value
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
 
 
 def _opens(path: str, key: bytes) -> bool:

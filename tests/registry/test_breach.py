@@ -22,7 +22,7 @@ from registry.accounts.devices import add_device
 from registry.audit.trail import Action
 from registry.breach import incident as breach
 from registry.breach.report import FORM_ITEMS, TODO, draft_notice, draft_publication, draft_report
-from tests.registry.conftest import BIDEN, GROUP, OBAMA, PASSWORD, T0, Registry
+from tests.registries import BIDEN, GROUP, OBAMA, PASSWORD, T0, Registry
 
 # 2026-03-10 10:00 in Japan: day 1. Day 5 = 03-14, day 30 = 04-08, day 60 = 05-08.
 DISCOVERED = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
@@ -188,6 +188,7 @@ def _mamoru(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=180, check=False)
 
 
+@pytest.mark.cli
 def test_cli_open_triage_status_report_and_drill(registry: Registry, tmp_path: Path) -> None:
     """The CLI end to end; the drill runs on a copy and leaves the live registry unchanged."""
     _populated(registry)

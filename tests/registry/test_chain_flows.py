@@ -49,8 +49,8 @@ from registry.storage.postgres.evidence import PostgresEvidence
 from registry.storage.postgres.schema import MIGRATIONS, migrate
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
+from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
 from tests.registry.chain import chain_registry, chain_settings, owner_login, password_file
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settings
 
 ALERTS = "/api/v1/edge/alerts"

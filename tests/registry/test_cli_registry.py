@@ -13,7 +13,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tests.registry.conftest import OBAMA, PASSWORD, Registry
+import pytest
+
+from tests.registries import OBAMA, PASSWORD, Registry
+
+pytestmark = pytest.mark.cli
 
 
 def mamoru(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

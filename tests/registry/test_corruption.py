@@ -43,7 +43,7 @@ from mamoru import cli
 from registry.backup.archive import create_backup
 from registry.clock import utc_now
 from registry.joint_use import sync
-from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry
+from tests.registries import OBAMA, PASSWORD, T0, Registry
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = ("--as", "admin")
@@ -157,6 +157,7 @@ def assert_clean(outcome: Outcome, command: str, damaged: Path, key_file: Path) 
     return "exit 2"
 
 
+@pytest.mark.slow  # every file x offsets x five commands (in-process): a long sweep
 def test_flipped_byte_in_any_file_ends_cleanly_and_changes_nothing_else(
         world: Path, cli_env: Path) -> None:
     """Every file x offsets x commands: works or one line + exit 2; nothing else changes."""
@@ -226,6 +227,7 @@ def _mamoru(case: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, env=env, cwd=REPO, timeout=120, check=False)
 
 
+@pytest.mark.cli
 def test_real_processes_report_a_damaged_store_in_one_line(world: Path, tmp_path: Path) -> None:
     """The issue's reproduction in real processes: a byte flipped in audit.db, then registry.db."""
     case = tmp_path / "data"

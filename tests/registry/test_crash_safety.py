@@ -28,7 +28,10 @@ from registry.clock import to_text, utc_now
 from registry.context import init_registry
 from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory, Role
 from registry.watchlist import approval
-from tests.conftest import REPO, image
+from tests import REPO
+from tests.faces import image
+
+pytestmark = pytest.mark.crash
 
 NOW = utc_now()
 LATER = NOW + timedelta(days=3 * 365 - 30)  # past the 3-year retention of incidents 80+ days old

@@ -20,7 +20,7 @@ from mamoru.wiring import index_spec, registry_paths
 from registry.backup import archive as backup
 from registry.context import open_registry
 from registry.keys.master import load_key_file, new_master_key, write_key_file
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
 
 NAME = "山田太郎 Yamada"
 FEATURES = "紺色の帽子 navy cap, scar above left eyebrow"

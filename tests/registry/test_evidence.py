@@ -25,7 +25,7 @@ from kernel.evidence import (
 )
 from kernel.masking import mask_faces
 from models.engine import FaceEngine
-from tests.conftest import image
+from tests.faces import image
 
 Image = npt.NDArray[np.uint8]
 KEY = bytes(range(32))

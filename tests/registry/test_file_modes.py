@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from mamoru.demo.scene import cast, compose_walk_past
 from mamoru.settings import get_settings
 from mamoru.wiring import index_spec, registry_paths
@@ -24,8 +26,10 @@ from registry.accounts import users
 from registry.context import init_registry
 from registry.domain import Role
 from registry.watchlist import approval
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, PASSWORD, T0, Registry, incident
+from tests import REPO
+from tests.registries import OBAMA, PASSWORD, T0, Registry, incident
+
+pytestmark = pytest.mark.cli
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from registry.accounts import devices
 from registry.audit.trail import Action
 from registry.breach import incident as breach
 from registry.breach.report import FORM_ITEMS
-from tests.registry.conftest import BIDEN, OBAMA, T0, Registry
+from tests.registries import BIDEN, OBAMA, T0, Registry
 from tests.registry.people import Api, Clock, Person, start_app
 
 # 10:00 in Japan on 2026-03-10. Discovered 09:30 that day (store time): day 1 = 03-10,

@@ -47,7 +47,7 @@ from registry.accounts import devices
 from registry.api.app import create_app
 from registry.index_log import KEEP_DAYS
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PACK, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, PACK, T0, Registry
 
 DELTA = "/api/v1/edge/index/delta"
 POLL_S = 5.0

@@ -29,7 +29,7 @@ from registry.jobs import (
     job_lock_file,
 )
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
-from tests.registry.conftest import OBAMA, Registry
+from tests.registries import OBAMA, Registry
 
 
 def test_a_second_file_lock_is_refused_until_the_first_is_released(tmp_path: Path) -> None:

@@ -8,22 +8,18 @@ manager); bundles travel as files; B's published index is searched with the
 real engine's embedding of a different photo of him (the edge loop that
 reads that index is tested in tests/edge).
 
-The stores are built once per module and copied byte for byte into each
-test's own folder, so every test starts from the same fresh state.
+The stores (tests/registry/world.py) are built once per session and copied byte
+for byte into each test's own folder, so every test starts from the same fresh state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -33,17 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from kernel.errors import ConflictError, RuleViolationError
-from kernel.watchlist_index import WatchlistIndex, _decrypt_file
-from mamoru.settings import MamoruSettings, get_settings
-from mamoru.wiring import index_spec, registry_paths
+from kernel.watchlist_index import _decrypt_file
 from models.engine import FaceEngine
-from registry.accounts import users
 from registry.audit.trail import Action
 from registry.backup import key_rotation
 from registry.clock import to_text
-from registry.config import RegistrySettings
-from registry.context import RegistryContext, init_registry, open_registry
-from registry.domain import ConfirmationKind, EntryState, IncidentInput, OffenceCategory, Role
+from registry.context import RegistryContext
+from registry.domain import EntryState
 from registry.joint_use import bundle as wire
 from registry.joint_use.emergency import provide_share, record_check, request_share
 from registry.joint_use.errors import (
@@ -65,166 +57,30 @@ from registry.joint_use.sync import (
     erasure_confirmations,
     export_bundle,
     import_bundle,
-    init_keys,
     last_receipt,
     receiver,
     status,
 )
-from registry.notice.publication import publish_notice
-from registry.scheme import SHARED_ITEMS
-from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
 from registry.watchlist.entries import ImportedEntryError
 from registry.watchlist.objections import decide_objection, record_objection
-from tests.conftest import REPO, main_face_embedding
-from tests.registry.conftest import OBAMA, OBAMA2, T0
-
-PASSWORD = "correct horse battery"
-NAME = "山田太郎"
-FEATURES = "紺のジャンパー、身長170cm位"
-REF = "被害届-2026-0042"
-NOTE = "店員メモ: 常習の疑いあり"
-A_USERS = ("tanaka.staff", "suzuki.mgr", "sato.mgr", "kimura.admin")
-REGIONS = {"store-a": "kanto", "store-b": "kanto", "store-c": "kansai"}
-ADMINS = {"store-a": "kimura.admin", "store-b": "ito.admin", "store-c": "kato.admin"}
-DAY = timedelta(days=1)
-
-
-@dataclass
-class Store:
-    member_id: str
-    settings: MamoruSettings
-    ctx: RegistryContext
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
-
-    def user(self, name: str):  # type: ignore[no-untyped-def]
-        found = self.ctx.repo.user_by_name(name)
-        assert found is not None, name
-        return found
-
-    def scheme(self):  # type: ignore[no-untyped-def]
-        return scheme_in_force(self.ctx)
-
-    def index(self) -> WatchlistIndex:
-        return WatchlistIndex.load(self.ctx.paths.index, key=self.ctx.index_key(),
-                                   expected_pack=self.ctx.index_spec.pack)
-
-
-@dataclass
-class World:
-    root: Path
-    stores: dict[str, Store] = field(default_factory=dict)
-    obama_at_a: str = ""
-
-    def __getitem__(self, member: str) -> Store:
-        return self.stores[member]
-
-
-def _settings(root: Path, member: str) -> MamoruSettings:
-    return get_settings(data_dir=root / member, registry=RegistrySettings(
-        store_id=member, joint_use_scheme=root / "scheme.json"))
-
-
-def _open(root: Path, member: str) -> Store:
-    settings = _settings(root, member)
-    ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
-    ctx.recover()
-    return Store(member, settings, ctx)
-
-
-def _scheme_json(members: list[dict[str, str]]) -> dict[str, object]:
-    return {
-        "format": 1,
-        "name": "関東・関西 万引き防止 共同利用（試験）",
-        "joint_use": "加盟店は、確実に犯罪を行った者の情報を以下のとおり共同利用します。",
-        "data_items": list(SHARED_ITEMS),
-        "purpose": "万引き等の再発防止のため、加盟店間で確実な犯罪者の情報を共有する",
-        "managing_party": {"name": "小売防犯協議会事務局", "address": "東京都千代田区1-1",
-                           "representative": "事務局長 防犯太郎", "contact": "03-0000-0000"},
-        "region_rule": "same_region",
-        "members": members,
-    }
-
-
-def _member(store: Store) -> dict[str, str]:
-    keys = load_store_keys(store.ctx.paths.joint_use_keys, store.ctx.master_key)
-    return {"member_id": store.member_id, "store_name": f"{store.member_id} 店",
-            "region": REGIONS[store.member_id], "signing_key": keys.signing_public,
-            "encryption_key": keys.encryption_public}
-
-
-def _write_scheme(path: Path, members: list[dict[str, str]]) -> None:
-    path.write_text(json.dumps(_scheme_json(members), ensure_ascii=False, indent=2),
-                    encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def world_template(tmp_path_factory: pytest.TempPathFactory,
-                   engines: dict[str, FaceEngine], face_data: Path) -> World:
-    root = tmp_path_factory.mktemp("joint-use")
-    world = World(root)
-    for member in REGIONS:
-        settings = _settings(root, member)
-        ctx = init_registry(registry_paths(settings), settings.registry, index_spec(settings))
-        names = A_USERS if member == "store-a" else (ADMINS[member],)
-        for name in names:
-            role = Role.ADMIN if name.endswith("admin") else (
-                Role.MANAGER if name.endswith("mgr") else Role.STAFF)
-            users.add_user(ctx.repo, ctx.audit, actor="test", username=name, role=role,
-                           password=PASSWORD, now=T0)
-        admin = ctx.repo.user_by_name(ADMINS[member])
-        assert admin is not None
-        for name in names:
-            users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
-        init_keys(ctx, actor=ctx.repo.user_by_name(ADMINS[member]), now=T0)  # type: ignore[arg-type]
-        world.stores[member] = Store(member, settings, ctx)
-    _write_scheme(root / "scheme.json", [_member(s) for s in world.stores.values()])
-    for store in world.stores.values():
-        adopt_scheme(store.ctx, actor=store.user(ADMINS[store.member_id]),
-                     path=root / "scheme.json",
-                     now=T0)
-        publish_notice(store.ctx, now=T0, actor="test")  # G-NOT-2: exports need it
-    a = world["store-a"]
-    proposal = approval.propose(
-        a.ctx, engines["yunet-sface"], a.settings.quality.registration,
-        actor=a.user("tanaka.staff"),
-        photos=[approval.Photo("obama", _image(face_data, OBAMA))],
-        incident=IncidentInput(OffenceCategory.THEFT, T0, ConfirmationKind.POLICE_REPORT, REF,
-                               damage="3 items, 4,200 yen", description=NOTE),
-        features=FEATURES, display_name=NAME, now=T0,
-    )
-    approval.approve(a.ctx, actor=a.user("suzuki.mgr"), entry_id=proposal.entry_id,
-                     reason="police damage report checked", now=T0)
-    world.obama_at_a = proposal.entry_id
-    for store in world.stores.values():
-        store.ctx.close()
-    return world
-
-
-def _image(face_data: Path, relative: str):  # type: ignore[no-untyped-def]
-    from tests.conftest import image
-    return image(face_data, relative)
-
-
-@pytest.fixture
-def world(world_template: World, tmp_path: Path) -> Iterator[World]:
-    root = tmp_path / "stores"
-    shutil.copytree(world_template.root, root)
-    copy = World(root, obama_at_a=world_template.obama_at_a)
-    for member in REGIONS:
-        copy.stores[member] = _open(root, member)
-    yield copy
-    for store in copy.stores.values():
-        with contextlib.suppress(Exception):
-            store.ctx.close()
-
-
-@pytest.fixture(scope="module")
-def probe(engines: dict[str, FaceEngine], face_data: Path) -> np.ndarray:
-    return main_face_embedding(engines["yunet-sface"], _image(face_data, OBAMA2))
+from tests import REPO
+from tests.registries import T0
+from tests.registry.world import (
+    A_USERS,
+    ADMINS,
+    DAY,
+    FEATURES,
+    NAME,
+    NOTE,
+    PASSWORD,
+    REF,
+    Store,
+    World,
+    member_of,
+    open_store,
+    write_scheme,
+)
 
 
 def _best(store: Store, probe: np.ndarray) -> float:
@@ -588,9 +444,9 @@ def test_tampered_forged_replayed_and_out_of_order_bundles_change_nothing(world:
 def test_removed_member_receives_nothing_and_its_bundles_are_refused(world: World) -> None:
     a, b = world["store-a"], world["store-b"]
     _sync(world, "store-a", "store-b", T0 + DAY)
-    members = [_member(s) for s in world.stores.values()]
+    members = [member_of(s) for s in world.stores.values()]
     without_a = world.root / "scheme-v2.json"
-    _write_scheme(without_a, [m for m in members if m["member_id"] != "store-a"])
+    write_scheme(without_a, [m for m in members if m["member_id"] != "store-a"])
     adoption = adopt_scheme(b.ctx, actor=b.user(ADMINS["store-b"]), path=without_a,
                             now=T0 + 2 * DAY)
     assert adoption.removed == ("store-a",)
@@ -637,7 +493,7 @@ def test_master_key_rotation_keeps_the_store_in_the_scheme(world: World) -> None
     before = load_store_keys(b.ctx.paths.joint_use_keys, b.ctx.master_key)
     key_rotation.rotate_key(b.ctx, actor=b.user(ADMINS["store-b"]), now=T0 + DAY)
     b.ctx.close()
-    b = world.stores["store-b"] = _open(world.root, "store-b")
+    b = world.stores["store-b"] = open_store(world.root, "store-b")
     after = load_store_keys(b.ctx.paths.joint_use_keys, b.ctx.master_key)
     assert after.signing_public == before.signing_public
     _sync(world, "store-a", "store-b", T0 + 2 * DAY)
@@ -660,7 +516,7 @@ def _driver(root: Path, bundle: Path, kill_at: int) -> subprocess.CompletedProce
 
 def _state_of_b(root: Path, probe: np.ndarray, threshold: float) -> str:
     """Reopen B as the next command would; 'old' or 'new', after checking for half states."""
-    b = _open(root, "store-b")
+    b = open_store(root, "store-b")
     try:
         ctx = b.ctx
         assert ctx.audit.verify().ok
@@ -684,6 +540,7 @@ def _state_of_b(root: Path, probe: np.ndarray, threshold: float) -> str:
         b.ctx.close()
 
 
+@pytest.mark.crash
 def test_import_killed_at_many_points_leaves_old_or_new_state(
         world: World, tmp_path: Path, probe: np.ndarray, engines: dict[str, FaceEngine]) -> None:
     threshold = engines["yunet-sface"].threshold
@@ -710,7 +567,7 @@ def test_import_killed_at_many_points_leaves_old_or_new_state(
         assert result.returncode == -9, f"kill point {point} not reached: {result.stderr[-500:]}"
         state = _state_of_b(crashed, probe, threshold)
         seen.add(state)
-        b = _open(crashed, "store-b")
+        b = open_store(crashed, "store-b")
         try:
             if state == "old":
                 import_bundle(b.ctx, b.scheme(), bundle.read_bytes(), T0 + DAY)
@@ -737,6 +594,7 @@ def _mamoru(root: Path, member: str, *args: str) -> subprocess.CompletedProcess[
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.cli
 def test_cli_moves_a_bundle_and_its_receipt_by_file(world: World, tmp_path: Path) -> None:
     for store in world.stores.values():
         store.ctx.close()

@@ -1,7 +1,7 @@
 """The public joint-use endpoint costs a stranger nothing, and a large sync stalls nobody.
 
 Issue 11, finding 2 (G-SEC-2: authentication and leak prevention for a public
-endpoint). The three stores of `test_joint_use` (shared fixtures).
+endpoint). The three stores of the `world` fixture (tests/registry/world.py).
 
 - A body sent to `POST /api/v1/joint-use/bundles` of a store where joint use
   is not configured is refused before it is read, declared or streamed; an
@@ -36,7 +36,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
@@ -53,13 +52,11 @@ from registry.joint_use.errors import NotAMemberError, ReplayError, SignatureErr
 from registry.joint_use.sync import apply_receipt, export_parts, import_bundle, status
 from registry.joint_use.transport import push_bundle
 from registry.watchlist import approval
-from tests.conftest import REPO
-from tests.registry import test_joint_use as stores
-from tests.registry.conftest import BIDEN, GROUP, T0
-from tests.registry.test_joint_use import ADMINS, DAY, Store, World, _image, _open
-
-world_template = stores.world_template
-world = stores.world
+from tests import REPO
+from tests.registries import BIDEN, GROUP, T0
+from tests.registry.servers import free_port, serve_in_threads
+from tests.registry.world import ADMINS, DAY, Store, World, image, open_store
+from tests.waiting import answers, running, wait_until
 
 BUNDLES = "/api/v1/joint-use/bundles"
 INDEX_VERSION = "/api/v1/edge/index/version"
@@ -222,12 +219,6 @@ def test_unknown_or_unauthenticated_sender_is_refused_before_decryption(
 # --- a real server: memory, and the lock ----------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -238,7 +229,7 @@ def _peak_rss_mb(pid: int) -> float:
 @contextmanager
 def _serve(store: Store, root: Path, **registry_env: str) -> Iterator[tuple[str, int]]:
     """`mamoru serve --insecure-http` on loopback: base URL and the server's pid."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(store.data_dir),
            "MAMORU_REGISTRY__STORE_ID": store.member_id,
            **{f"MAMORU_REGISTRY__{k.upper()}": v for k, v in registry_env.items()}}
@@ -250,16 +241,8 @@ def _serve(store: Store, root: Path, **registry_env: str) -> Iterator[tuple[str,
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(base + "/api/v1/session", timeout=2).status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until(answers(base + "/api/v1/session", 401), 60, "the server to answer",
+                   alive=running(server))
         yield base, server.pid
     finally:
         server.terminate()
@@ -292,6 +275,7 @@ def _sent_before_answer(port: int, head: bytes, total: int, *, chunked: bool) ->
     return sent, int(answer.split(b" ", 2)[1])
 
 
+@pytest.mark.server
 def test_real_server_without_joint_use_stays_small_under_large_posts(world: World) -> None:
     """Three 200 MB posts in parallel (the issue's 487 -> 1,590 MB): refused unread."""
     b = world["store-b"]
@@ -342,27 +326,7 @@ class _SlowDecryption:
         return bytes(self._aead.decrypt(*args))
 
 
-@contextmanager
-def _serve_in_threads(settings: MamoruSettings, engine: FaceEngine) -> Iterator[str]:
-    """The real app under a real uvicorn server on loopback, in this process (so a test can
-    slow down one of our functions); its base URL."""
-    port = _free_port()
-    app = create_app(api_host(settings, engine=engine))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
+@pytest.mark.server  # uvicorn on loopback, and a 3 s decryption on purpose
 def test_edge_index_version_answers_while_a_bundle_is_decrypted(
         world: World, engines: dict[str, FaceEngine], monkeypatch: pytest.MonkeyPatch) -> None:
     """Decrypting and verifying take the time a ~100 MB bundle takes (3 s here); an edge box
@@ -378,7 +342,7 @@ def test_edge_index_version_answers_while_a_bundle_is_decrypted(
                         lambda *args: _SlowDecryption(real_key(*args), seconds=3.0))
     waits: list[float] = []
     pushed: dict[str, Any] = {}
-    with _serve_in_threads(b.settings, engines["yunet-sface"]) as base:
+    with serve_in_threads(b.settings, engines["yunet-sface"]) as base:
         edge = {"authorization": f"Bearer {token}"}
         assert httpx.get(base + INDEX_VERSION, headers=edge).status_code == 200
 
@@ -395,7 +359,7 @@ def test_edge_index_version_answers_while_a_bundle_is_decrypted(
                 started = time.monotonic()
                 assert poller.get(base + INDEX_VERSION, headers=edge).status_code == 200
                 waits.append(time.monotonic() - started)
-                time.sleep(0.05)
+                time.sleep(0.05)  # the pace of a polling box, not a wait for anything
         pusher.join()
     response = pushed["response"]
     print(f"bundle imported in {pushed['seconds']:.1f} s; {len(waits)} index/version "  # noqa: T201
@@ -412,7 +376,7 @@ def test_edge_index_version_answers_while_a_bundle_is_decrypted(
 def _register(store: Store, engine: FaceEngine, face_data: Path, photo: str) -> str:
     proposal = approval.propose(
         store.ctx, engine, store.settings.quality.registration, actor=store.user("tanaka.staff"),
-        photos=[approval.Photo(photo, _image(face_data, photo))],
+        photos=[approval.Photo(photo, image(face_data, photo))],
         incident=IncidentInput(OffenceCategory.THEFT, T0, ConfirmationKind.POLICE_REPORT,
                                "被害届-2026-0099", damage="2 items", description=""),
         features="", now=T0)
@@ -422,7 +386,7 @@ def _register(store: Store, engine: FaceEngine, face_data: Path, photo: str) -> 
 
 
 def _reopen(root: Path, member: str, **limits: int) -> Store:
-    store = _open(root, member)
+    store = open_store(root, member)
     store.ctx.close()
     settings = _with_limits(store.settings, **limits)
     ctx = open_registry(registry_paths(settings), settings.registry, index_spec(settings))
@@ -458,7 +422,7 @@ def test_large_first_sync_is_split_into_bounded_bundles_applied_in_order(
 
     # one item per bundle: three entries make bundles #1, #2, #3
     a = _reopen(world.root, "store-a", max_items=1)
-    b = _open(world.root, "store-b")
+    b = open_store(world.root, "store-b")
     parts = export_parts(a.ctx, a.scheme(), "store-b", now)
     assert [(p.sequence, p.items, p.remaining) for p in parts] == [(1, 1, 2), (2, 1, 1),
                                                                     (3, 1, 0)]
@@ -475,7 +439,7 @@ def test_large_first_sync_is_split_into_bounded_bundles_applied_in_order(
 
     # the same sync as one bundle, from the same starting point
     a1 = _reopen(single, "store-a")
-    b1 = _open(single, "store-b")
+    b1 = open_store(single, "store-b")
     (whole,) = export_parts(a1.ctx, a1.scheme(), "store-b", now)
     assert whole.items == 3
     import_bundle(b1.ctx, b1.scheme(), whole.blob, now)
@@ -501,6 +465,7 @@ def test_byte_limit_splits_a_sync_too(world: World, face_data: Path,
     a.ctx.close()
 
 
+@pytest.mark.server
 def test_push_sends_a_large_sync_as_several_bundles_over_http(
         world: World, face_data: Path, engines: dict[str, FaceEngine]) -> None:
     """`push_bundle` sends bundle after bundle, each acknowledged before the next is made."""
@@ -519,7 +484,7 @@ def test_push_sends_a_large_sync_as_several_bundles_over_http(
         assert (row.last_sent, row.last_acked) == (2, 2)
     finally:
         a.ctx.close()
-    b = _open(world.root, "store-b")
+    b = open_store(world.root, "store-b")
     try:
         assert len(b.ctx.repo.imported_entry_ids()) == 3 and len(b.index()) == 3
     finally:

@@ -7,7 +7,7 @@ reaches B, and B's edge loop (`mamoru edge run`, a subprocess on B's data
 folder) alerts on Obama walking past strangers; an erasure at A reaches B's
 index in one push and A lists B's signed confirmation; the same bytes pushed
 again, and a push to C (another region), are refused with a 4xx and change
-nothing there. The three stores are those of `test_joint_use` (shared fixtures).
+nothing there. The three stores are the `world` fixture (tests/registry/world.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +32,13 @@ from registry.joint_use.errors import PushRefusedError, RegionRuleError, Transpo
 from registry.joint_use.sync import erasure_confirmations, export_bundle, status
 from registry.joint_use.transport import BUNDLES_PATH, push_bundle, send_bundle
 from registry.watchlist import entries as watchlist
-from tests.conftest import REPO
-from tests.registry import test_joint_use as stores
-from tests.registry.test_joint_use import World, _digests, _forge, _imported_local_id
+from tests import REPO
+from tests.registry.test_joint_use import _digests, _forge, _imported_local_id
+from tests.registry.world import World
+from tests.waiting import answers, running, wait_until
 
-# The three stores of test_joint_use, built once per module, copied fresh for each test.
-world_template = stores.world_template
-world = stores.world
+pytestmark = pytest.mark.server
+
 
 
 def _free_port() -> int:
@@ -65,19 +64,10 @@ def _serve(world: World, member: str) -> Iterator[tuple[str, Path]]:
     cert = world[member].data_dir / "tls" / "cert.pem"
     base = f"https://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            if cert.is_file():
-                try:
-                    trust = ssl.create_default_context(cafile=str(cert))
-                    if httpx.get(base + "/api/v1/session", verify=trust,
-                                 timeout=2).status_code == 401:
-                        break
-                except (httpx.TransportError, ssl.SSLError):
-                    pass
-            time.sleep(0.1)
+        wait_until(cert.is_file, 60, "the server's certificate", alive=running(server))
+        wait_until(answers(base + "/api/v1/session", 401,
+                           verify=ssl.create_default_context(cafile=str(cert))),
+                   60, "the server to answer", alive=running(server))
         yield base, cert
     finally:
         server.terminate()

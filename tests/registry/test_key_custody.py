@@ -33,7 +33,7 @@ from registry.keys.custody import (
     on_same_filesystem,
 )
 from registry.keys.master import new_master_key
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
 from tests.registry.test_encryption_at_rest import _all_files, _contains_any_window, _windows
 
 INSECURE = "MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK"
@@ -89,6 +89,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.cli
 def test_default_refuses_a_plain_key_file_on_the_data_disk(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default: start-up refuses <data_dir>/master.key, in the library and on the CLI."""
@@ -133,6 +134,7 @@ def test_plain_key_on_another_filesystem_is_allowed(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAS_SYSTEMD_CREDS, reason="systemd-creds not installed; see the "
                     "wrapped-file test for boxes without systemd")
+@pytest.mark.cli
 def test_systemd_credential_copy_of_data_dir_decrypts_nothing(
         registry: Registry, tmp_path: Path) -> None:
     """G-BRE-3: sealed with `mamoru key seal --systemd-credential`, the data copy is ciphertext."""
@@ -169,6 +171,7 @@ def test_systemd_credential_copy_of_data_dir_decrypts_nothing(
     assert "no master key" in line
 
 
+@pytest.mark.cli
 def test_wrapped_key_file_copy_of_data_dir_decrypts_nothing(
         registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without systemd: the wrapped key may even sit in the data folder; without the passphrase

@@ -41,7 +41,7 @@ from registry.keys.master import sqlcipher_pragma_value
 from registry.retention.expiry import prune_audit_trail, run_expiry
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry, incident
+from tests.registries import BIDEN, GROUP, OBAMA, OBAMA2, T0, Registry, incident
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

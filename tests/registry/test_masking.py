@@ -22,7 +22,7 @@ from kernel.masking import (
 )
 from models.engine import FaceEngine
 from models.face import DetectedFace
-from tests.conftest import image
+from tests.faces import image
 
 T1 = "insightface/t1.jpg"
 Image = npt.NDArray[np.uint8]

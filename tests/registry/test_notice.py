@@ -1,6 +1,6 @@
 """The public notice is generated from the configuration in force (G-NOT-1..4, G-SHR-1, G-SEC-3).
 
-Real registries (SQLCipher files), the real joint-use world of test_joint_use
+Real registries (SQLCipher files), the real joint-use world (tests/registry/world.py)
 (three stores, one adopted scheme), the real `mamoru notice render` command,
 its real PDF rendered by poppler and its QR code decoded by OpenCV. Also the
 written registration criteria (G-REG-2): every proposal records the version
@@ -35,24 +35,30 @@ from registry.notice.publication import last_published_sha256
 from registry.notice.sign import SignError, find_cjk_font
 from registry.watchlist.approval import Photo, propose
 from registry.watchlist.criteria import criteria_version
-from tests.conftest import REPO
-from tests.registry import test_joint_use as stores
-from tests.registry.conftest import OBAMA, T0, Registry
+from tests import REPO
+from tests.registries import OBAMA, T0, Registry
 from tests.registry.people import Clock, log_in, start_app
-from tests.registry.test_joint_use import ADMINS, DAY, PASSWORD, World, _member, _write_scheme
+from tests.registry.world import (
+    ADMINS,
+    DAY,
+    PASSWORD,
+    Store,
+    World,
+    member_of,
+    open_store,
+    write_scheme,
+)
 
-world_template = stores.world_template
-world = stores.world
 URL = "https://store-a.example/notice"
 
 
-def _with_policy(store: stores.Store, **changes: object):  # type: ignore[no-untyped-def]
+def _with_policy(store: Store, **changes: object):  # type: ignore[no-untyped-def]
     """The same registry opened under a changed configuration (as after editing mamoru.toml)."""
     policy = store.settings.registry.model_copy(update=changes)
     return open_registry(registry_paths(store.settings), policy, index_spec(store.settings))
 
 
-def _mamoru(store: stores.Store, root: Path, *args: str,
+def _mamoru(store: Store, root: Path, *args: str,
             **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(store.data_dir),
             "MAMORU_REGISTRY__STORE_ID": store.member_id,
@@ -104,11 +110,11 @@ def test_notice_shows_the_five_joint_use_items_and_follows_the_members(world: Wo
                  "小売防犯協議会事務局", "03-0000-0000"):
         assert text in before.html, text
     # a new member (store-x) adopted by the admin: the page must name it
-    members = [_member(s) for s in world.stores.values()]
+    members = [member_of(s) for s in world.stores.values()]
     members.append({"member_id": "store-x", "store_name": "新加盟X店", "region": "kanto",
                     "signing_key": public_b64(Ed25519PrivateKey.generate()),
                     "encryption_key": public_b64(X25519PrivateKey.generate())})
-    _write_scheme(world.root / "scheme.json", members)
+    write_scheme(world.root / "scheme.json", members)
     adopt_scheme(a.ctx, actor=a.user(ADMINS["store-a"]), path=world.root / "scheme.json",
                  now=T0 + DAY)
     after = current_page(a.ctx)
@@ -116,13 +122,14 @@ def test_notice_shows_the_five_joint_use_items_and_follows_the_members(world: Wo
     assert "新加盟X店" not in before.html
 
 
+@pytest.mark.cli
 def test_export_refuses_a_stale_notice_and_works_after_notice_render(
         world: World, tmp_path: Path) -> None:
     """Joint-use export refuses while the published notice predates the scheme; `notice render`
     publishes the new one (page + A4 sign with a QR code to the notice URL) and export works."""
     a = world["store-a"]
-    members = [_member(s) for s in world.stores.values() if s.member_id != "store-c"]
-    _write_scheme(world.root / "scheme.json", members)  # store-c leaves
+    members = [member_of(s) for s in world.stores.values() if s.member_id != "store-c"]
+    write_scheme(world.root / "scheme.json", members)  # store-c leaves
     adopt_scheme(a.ctx, actor=a.user(ADMINS["store-a"]), path=world.root / "scheme.json",
                  now=T0 + DAY)
     with pytest.raises(NoticeOutdatedError, match="notice render"):
@@ -147,7 +154,7 @@ def test_export_refuses_a_stale_notice_and_works_after_notice_render(
     exported = _mamoru(a, world.root, "joint-use", "export", "--to", "store-b", "--out",
                        str(tmp_path / "b.bundle"), "--as", "suzuki.mgr")
     assert exported.returncode == 0, exported.stderr
-    reopened = stores._open(world.root, "store-a")
+    reopened = open_store(world.root, "store-a")
     world.stores["store-a"] = reopened
     published = [json.loads(r.details) for r in reopened.ctx.repo.audit_rows()
                  if r.action == Action.NOTICE_PUBLISHED.value]
@@ -157,6 +164,7 @@ def test_export_refuses_a_stale_notice_and_works_after_notice_render(
     assert reopened.ctx.audit.verify().ok
 
 
+@pytest.mark.cli
 def test_notice_render_without_url_or_font_fails_with_one_line(world: World, tmp_path: Path
                                                                ) -> None:
     a = world["store-a"]

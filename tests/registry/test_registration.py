@@ -20,7 +20,7 @@ from registry.accounts import users
 from registry.domain import EntryState, OffenceCategory, Role
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import (
+from tests.registries import (
     BIDEN,
     GROUP,
     NO_FACE,

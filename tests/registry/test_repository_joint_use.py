@@ -56,8 +56,8 @@ from registry.storage.postgres.joint_use import (
     PostgresSchemes,
 )
 from registry.storage.postgres.schema import migrate
+from tests.registries import T0
 from tests.registry.backends import Backend
-from tests.registry.conftest import T0
 from tests.registry.test_repository_contract import _mismatches
 
 STORES = (PostgresSchemes, PostgresOutbound, PostgresInbound, PostgresEmergencyShares)

@@ -39,18 +39,10 @@ from registry.requests import desk as requests
 from registry.retention.expiry import run_expiry
 from registry.watchlist import reviews
 from registry.watchlist.reviews import SelfReviewError
-from tests.conftest import REPO
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
-from tests.registry.test_joint_use import (  # noqa: F401  (fixtures)
-    NAME,
-    World,
-    _best,
-    _image,
-    _sync,
-    probe,
-    world,
-    world_template,
-)
+from tests import REPO
+from tests.registries import BIDEN, OBAMA, OBAMA2, PASSWORD, T0, Registry
+from tests.registry.test_joint_use import _best, _sync
+from tests.registry.world import NAME, World, image
 
 DAY = timedelta(days=1)
 CONTACT = "東京都港区1-2-3 090-1234-5678"
@@ -65,7 +57,7 @@ def _all_audit_text(ctx) -> str:  # type: ignore[no-untyped-def]
     return "\n".join(f"{r.actor} {r.entry_id} {r.details}" for r in ctx.repo.audit_rows())
 
 
-def _manager_at(world: World, member: str, name: str) -> None:  # noqa: F811
+def _manager_at(world: World, member: str, name: str) -> None:
     ctx = world[member].ctx
     users.add_user(ctx.repo, ctx.audit, actor="test", username=name, role=Role.MANAGER,
                    password=PASSWORD, now=T0)
@@ -81,7 +73,7 @@ def _files(root: Path) -> set[str]:
 
 
 def test_person_at_origin_is_found_and_the_disclosure_lists_what_is_held(
-        world: World, engines: dict[str, FaceEngine], face_data: Path) -> None:  # noqa: F811
+        world: World, engines: dict[str, FaceEngine], face_data: Path) -> None:
     a = world["store-a"]
     engine = engines["yunet-sface"]
     _sync(world, "store-a", "store-b", T0 + DAY)  # B received his entry: a provision
@@ -93,7 +85,7 @@ def test_person_at_origin_is_found_and_the_disclosure_lists_what_is_held(
     before = _files(a.data_dir / "evidence")
 
     found = requests.search(a.ctx, engine, actor=mgr, request_id=request.request_id,
-                            image=_image(face_data, OBAMA2), now=T0 + 2 * DAY)
+                            image=image(face_data, OBAMA2), now=T0 + 2 * DAY)
 
     assert found.outcome == "found" and found.found == (world.obama_at_a,)
     assert _files(a.data_dir / "evidence") == before  # the photo was not written
@@ -119,7 +111,7 @@ def test_person_at_origin_is_found_and_the_disclosure_lists_what_is_held(
                                   identity_method=IdentityMethod.PASSPORT, contact="x@example.jp",
                                   now=T0 + 3 * DAY)
     nobody = requests.search(a.ctx, engine, actor=mgr, request_id=other.request_id,
-                             image=_image(face_data, BIDEN), now=T0 + 3 * DAY)
+                             image=image(face_data, BIDEN), now=T0 + 3 * DAY)
     assert nobody.outcome == "not_found" and nobody.found == ()
     last = _audit(a.ctx, Action.REQUEST_SEARCHED)[-1]
     assert (last["request_id"], last["outcome"], last["entry_ids"]) == (
@@ -135,8 +127,8 @@ def test_person_at_origin_is_found_and_the_disclosure_lists_what_is_held(
 
 
 def test_request_about_an_imported_copy_is_answered_by_the_origin_everywhere(
-        world: World, engines: dict[str, FaceEngine], face_data: Path,  # noqa: F811
-        probe: np.ndarray) -> None:  # noqa: F811
+        world: World, engines: dict[str, FaceEngine], face_data: Path,
+        probe: np.ndarray) -> None:
     a, b = world["store-a"], world["store-b"]
     engine = engines["yunet-sface"]
     threshold = engine.threshold
@@ -148,7 +140,7 @@ def test_request_about_an_imported_copy_is_answered_by_the_origin_everywhere(
                                  identity_method=IdentityMethod.MY_NUMBER_CARD, contact=CONTACT,
                                  now=T0 + 2 * DAY)
     found = requests.search(b.ctx, engine, actor=b.user("ono.mgr"), request_id=at_b.request_id,
-                            image=_image(face_data, OBAMA2), now=T0 + 2 * DAY)
+                            image=image(face_data, OBAMA2), now=T0 + 2 * DAY)
     assert found.found == (local_id,)
     assert (found.request.status, found.request.forwarded_to) == (RequestStatus.FORWARDED,
                                                                   "store-a")
@@ -245,7 +237,7 @@ def test_nuisance_only_entry_needs_a_case_specific_harm_justification_to_refuse(
     from registry.requests.desk import NuisanceExceptionError
     from registry.watchlist import approval
     from registry.watchlist.entries import add_reoffence
-    from tests.registry.conftest import incident
+    from tests.registries import incident
     ctx, mgr = registry.ctx, registry.user("mgr2")
     proposal = approval.propose(
         ctx, registry.engine, registry.settings.quality.registration,
@@ -409,6 +401,7 @@ def _mamoru(data_dir: Path, *args: str, stdin: str = "",
                           input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.cli
 def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path) -> None:
     ctx = registry.ctx
     from registry.clock import utc_now
@@ -441,8 +434,9 @@ def test_cli_opens_lists_overdue_and_answers(registry: Registry, face_data: Path
     assert "tel 03-1111-2222" in shown.stdout and "answered" in shown.stdout
 
 
+@pytest.mark.cli
 def test_cli_disclosure_for_a_found_person_writes_incidents_masked_images_and_partners(
-        world: World, face_data: Path, tmp_path: Path) -> None:  # noqa: F811
+        world: World, face_data: Path, tmp_path: Path) -> None:
     """G-DSR-1 through `mamoru request search` / `answer --out`: what is held, to whom given."""
     a = world["store-a"]
     _sync(world, "store-a", "store-b", T0 + DAY)  # B received his entry: a provision

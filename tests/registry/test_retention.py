@@ -17,7 +17,7 @@ from registry.config import RegistrySettings
 from registry.domain import EntryState
 from registry.retention.expiry import run_expiry
 from registry.watchlist import entries as watchlist
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry, incident
+from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry, incident
 
 DAY = timedelta(days=1)
 

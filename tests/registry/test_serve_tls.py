@@ -16,7 +16,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mamoru.settings import ConfigError
 from mamoru.tls import VALIDITY, ensure_certificate, load_certificate
 from registry.api.sessions import COOKIE_NAME
-from tests.registry.conftest import PASSWORD, Registry
+from tests.registries import PASSWORD, Registry
+from tests.waiting import answers, running, wait_until
 
 
 def _free_port() -> int:
@@ -37,6 +37,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.server
 def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Registry) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir)}
@@ -45,21 +46,11 @@ def test_serve_generates_a_certificate_and_serves_https_with_it(registry: Regist
     tls_dir = registry.data_dir / "tls"
     base = f"https://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not (tls_dir / "key.pem").is_file():
-            assert server.poll() is None and time.monotonic() < deadline, "no certificate made"
-            time.sleep(0.1)
+        wait_until((tls_dir / "key.pem").is_file, 60, "a certificate", alive=running(server))
         trust = ssl.create_default_context(cafile=str(tls_dir / "cert.pem"))
+        wait_until(answers(base + "/api/v1/session", 401, verify=trust), 60,
+                   "the server to come up", alive=running(server))
         with httpx.Client(base_url=base, verify=trust, timeout=10) as client:
-            while True:
-                try:
-                    if client.get("/api/v1/session").status_code == 401:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.2)
             login = client.post("/api/v1/session",
                                 json={"username": "mgr1", "password": PASSWORD})
             assert login.status_code == 200, login.text

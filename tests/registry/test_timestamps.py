@@ -43,7 +43,7 @@ from registry.clock import (
 )
 from registry.joint_use import bundle, export_schema
 from registry.storage.migrations import REGISTRY_MIGRATIONS, TIME_REPAIR_STEP
-from tests.registry.conftest import OBAMA, OBAMA2, T0, Registry
+from tests.registries import OBAMA, OBAMA2, T0, Registry
 from tests.registry.people import NOW, Api, Clock, jpeg_bytes, png_bytes, start_app
 from tests.test_cli import assert_clean_user_error, run
 
@@ -301,6 +301,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
                            "MAMORU_PASSWORD": "unused password"})
 
 
+@pytest.mark.cli
 def test_the_command_line_refuses_bad_times_in_one_line(tmp_path: Path, face_data: Path) -> None:
     photo = str(face_data / "face_recognition/obama.jpg")
     propose = ["propose", photo, "--as", "staff", "--category", "theft", "--ref", "R-1"]

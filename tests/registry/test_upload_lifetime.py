@@ -16,7 +16,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 import registry.api.uploads as uploads  # noqa: F401  (the app's configuration of the parser)
-from tests.registry.conftest import OBAMA, Registry
+from tests.registries import OBAMA, Registry
 
 
 def _large_png(registry: Registry) -> bytes:

@@ -34,8 +34,8 @@ from kernel.watchlist_index import (
 from mamoru.settings import MamoruSettings
 from mamoru.wiring import open_engine
 from models.engine import FaceEngine
-from tests.conftest import image, main_face_embedding
-from tests.registry.conftest import Registry
+from tests.faces import image, main_face_embedding
+from tests.registries import Registry
 
 Vector = npt.NDArray[np.float32]
 

@@ -39,7 +39,7 @@ from registry.storage.postgres.base import prepare_session
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
 from registry.storage.postgres.rate_limits import PostgresWindowCounters
 from registry.storage.postgres.schema import migrate
-from tests.registry.conftest import PASSWORD, Registry
+from tests.registries import PASSWORD, Registry
 from tests.registry.test_serve_tls import _free_port, _handshake
 
 SESSION = "/api/v1/session"

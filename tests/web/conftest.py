@@ -32,7 +32,3 @@ def tablet(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(tablet: BrowserContext) -> Page:
     return tablet.new_page()
-
-
-# The browser tests run against the same real registry as the registry tests.
-from tests.registry.conftest import engine_default, registry_template  # noqa: E402,F401

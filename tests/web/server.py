@@ -19,12 +19,12 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO
+from tests import REPO
+from tests.waiting import answers, wait_until
 
 START_TIMEOUT_S = 60.0
 
@@ -75,20 +75,18 @@ class RegistryServer:
                                              stderr=subprocess.STDOUT)
         cert = self.data_dir / "tls" / "cert.pem"
         self.url = f"https://127.0.0.1:{self.port}" if https else f"http://localhost:{self.port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ServerFailedError(f"mamoru serve exited: {self.log_tail()}")
+        process = self._process
+
+        def up() -> bool:
             verify = trust(cert) if https and cert.is_file() else False
-            try:
-                if httpx.get(f"{self.url}/login", verify=verify, timeout=2.0).status_code == 200:
-                    self.cert = cert if https else None
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise ServerFailedError(f"mamoru serve did not answer in {START_TIMEOUT_S} s: "
-                                f"{self.log_tail()}")
+            return answers(f"{self.url}/login", 200, verify=verify)()
+
+        try:
+            wait_until(up, START_TIMEOUT_S, "mamoru serve to answer", poll_s=0.2,
+                       alive=lambda: None if process.poll() is None else "it exited")
+        except AssertionError as failed:
+            raise ServerFailedError(f"{failed}: {self.log_tail()}") from None
+        self.cert = cert if https else None
 
     @property
     def verify(self) -> ssl.SSLContext | bool:

@@ -42,8 +42,8 @@ from models.engine import FaceEngine
 from registry.accounts import devices
 from registry.clock import to_text, utc_now
 from registry.context import open_registry
-from tests.conftest import REPO
-from tests.registry.conftest import OBAMA, OBAMA2, PASSWORD, Registry
+from tests import REPO
+from tests.registries import OBAMA, OBAMA2, PASSWORD, Registry
 from tests.web.browser import new_tablet_context, save_screenshot
 from tests.web.server import RegistryServer
 
