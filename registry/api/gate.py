@@ -36,7 +36,9 @@ class RegistryGate:
     def __init__(self, ctx: RegistryContext, engine: FaceEngine | None = None) -> None:
         self._ctx = ctx
         self._engine = engine
-        self._turn = anyio.Lock()  # the queue: waiting here costs no thread
+        # The queue: waiting here costs no thread. A semaphore, not a lock: a turn taken
+        # from a worker thread (`use_from_thread`) is given back by another event-loop task.
+        self._turn = anyio.Semaphore(1)
         self._lock = threading.Lock()  # held while a thread uses the registry
 
     @asynccontextmanager
@@ -64,12 +66,12 @@ class RegistryGate:
     def use_from_thread(self) -> Iterator[RegistryContext]:
         """For sync code already in a worker thread (an error page drawn again): takes the
         turn through the event loop, so it queues with the requests, not ahead of them."""
-        manager = self.holding()
-        ctx = anyio.from_thread.run(manager.__aenter__)
+        anyio.from_thread.run(self._turn.acquire)
         try:
-            yield ctx
+            with self._lock:  # free once the turn is ours (only `close` takes it otherwise)
+                yield self._ctx
         finally:
-            anyio.from_thread.run(manager.__aexit__, None, None, None)
+            anyio.from_thread.run_sync(self._turn.release)
 
     def engine(self) -> FaceEngine:
         """The face engine; call only while holding the registry (the same turn guards it)."""
