@@ -6,7 +6,8 @@ import getpass
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,9 @@ from models.engine import FaceEngine
 from models.packs import PackCatalogue
 from registry.api.host import ApiHost
 from registry.clock import utc_now
+from registry.config import PostgresSettings
 from registry.context import IndexSpec, RegistryContext, RegistryPaths, open_registry
+from registry.jobs import FileJobLock, PostgresJobLock, exclusive_job, job_lock_file
 from registry.joint_use.keys import rekey_store_keys
 from registry.keys.custody import (
     CredentialKey,
@@ -36,6 +39,13 @@ from registry.keys.custody import (
     resolve_custody,
 )
 from registry.keys.master import MasterKey
+from registry.rate_limits import (
+    MemoryRateLimitStore,
+    RateLimitStore,
+    SharedRateLimitStore,
+    SqliteFileCounters,
+    WindowCounters,
+)
 
 
 def open_engine(
@@ -52,11 +62,12 @@ def open_engine(
 
 
 def api_host(settings: MamoruSettings, *, engine: FaceEngine | None = None,
-             clock: Callable[[], datetime] = utc_now) -> ApiHost:
+             clock: Callable[[], datetime] = utc_now, several_workers: bool = False) -> ApiHost:
     """What `create_app` needs from this installation: its settings and how to open things.
 
     `engine`: an already opened face engine (the caller owns it); by default the
     configured one is opened when the app starts. `clock`: tests pass one they can move.
+    `several_workers`: this app is one of `mamoru serve --workers N` (see `rate_limit_store`).
     """
 
     def engine_factory() -> FaceEngine:
@@ -65,7 +76,74 @@ def api_host(settings: MamoruSettings, *, engine: FaceEngine | None = None,
     return ApiHost(registry=settings.registry, web=settings.web,
                    registration_quality=settings.quality.registration,
                    open_registry=lambda: open_registry_from(settings),
-                   open_engine=engine_factory, version=__version__, clock=clock)
+                   open_engine=engine_factory, version=__version__, clock=clock,
+                   rate_limits=rate_limit_store(settings, several_workers=several_workers))
+
+
+# --- what must hold across API workers and hosts: decided here, by `registry.storage` -------
+
+RATE_LIMIT_FILE = "ratelimit.db"  # in the data folder: one host's workers' shared counts
+
+
+def _chain_database(settings: MamoruSettings) -> PostgresSettings | None:
+    """The chain's PostgreSQL database when the registry is on one, else None (SQLCipher)."""
+    policy = settings.registry
+    if policy.storage != "postgres":
+        return None
+    if policy.postgres is None:  # the settings' validator already refuses this
+        raise ConfigError("storage is postgres but [registry.postgres] is not set")
+    return policy.postgres
+
+
+def rate_limit_store(settings: MamoruSettings, *,
+                     several_workers: bool = False) -> Callable[[], RateLimitStore]:
+    """Where the API's rate limits count (issue 15, item 3; G-SEC-2).
+
+    On a chain's PostgreSQL database: in its counters (`PostgresWindowCounters`,
+    one new app-role connection per worker), for one worker as for N, since
+    the chain's other API hosts count there too. On SQLCipher: in the data
+    folder's `ratelimit.db` when several workers of this host serve, else in
+    this process (`MemoryRateLimitStore`).
+    """
+    chain = _chain_database(settings)
+    if chain is not None:
+        from registry.storage.postgres.opened import connect_app
+        from registry.storage.postgres.rate_limits import PostgresWindowCounters
+
+        def counters() -> WindowCounters:
+            return PostgresWindowCounters(lambda: connect_app(chain))
+
+        return lambda: SharedRateLimitStore(counters)
+    if several_workers:
+        counts = settings.data_dir / RATE_LIMIT_FILE
+        return lambda: SharedRateLimitStore(lambda: SqliteFileCounters(counts))
+    return MemoryRateLimitStore
+
+
+@contextmanager
+def job_lock(settings: MamoruSettings, job: str) -> Iterator[bool]:
+    """True while this run holds `job` (a `registry.jobs` name); False if another run does.
+
+    On a chain's PostgreSQL database: `PostgresJobLock`, an advisory lock on a
+    new app-role connection held for the run (every host's timer meets the
+    same lock). On SQLCipher: `FileJobLock`, a file next to the registry
+    database. A SQLCipher registry not initialised yet takes no lock: opening
+    it then says what is missing.
+    """
+    chain = _chain_database(settings)
+    if chain is not None:
+        from registry.storage.postgres.opened import connect_app
+
+        with closing(connect_app(chain)) as connection, \
+                exclusive_job(PostgresJobLock(connection, job)) as held:
+            yield held
+        return
+    database = registry_paths(settings).database
+    if not database.parent.is_dir():
+        yield True
+        return
+    with exclusive_job(FileJobLock(job_lock_file(database, job))) as held:
+        yield held
 
 
 def key_passphrase() -> str:

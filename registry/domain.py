@@ -176,6 +176,31 @@ class Device:
     active: bool
 
 
+INDEX_STATES = ("none", "current", "stale")
+
+
+@dataclass(frozen=True)
+class BoxStatus:
+    """A box's last report: can it still alert? Counts and states only, never a person.
+
+    Kept in the registry database (one row per device, replaced by each
+    report), so every API worker on every host shows the same board.
+    """
+
+    device: str
+    reported_at: datetime
+    index_version: int | None
+    index_state: str  # one of INDEX_STATES
+    outbox_pending: int
+    cameras_live: int
+    cameras_total: int
+
+    @property
+    def blind(self) -> bool:
+        """The box cannot confirm its watchlist is current, so it raises no alert (fail closed)."""
+        return self.index_state == "stale"
+
+
 class AlertStatus(str, Enum):
     """A match is a lead, not a verdict: staff confirm or dismiss every alert."""
 

@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from registry.domain import (
     Alert,
     AlertStatus,
+    BoxStatus,
     DataRequest,
     Device,
     EmergencyCheck,
@@ -129,6 +130,12 @@ class DeviceRepository(Protocol):
     def device_by_token_hash(self, token_sha256: str) -> Device | None: ...
     def devices(self) -> list[Device]: ...
     def set_device_active(self, device_id: int, active: bool) -> None: ...
+    def record_box_status(self, status: BoxStatus) -> None:
+        """Keep `status` as its device's latest report (replacing the one before)."""
+        ...
+    def box_statuses(self) -> list[BoxStatus]:
+        """The latest report of every box that reported, by device name."""
+        ...
 
 
 @runtime_checkable

@@ -10,13 +10,14 @@ worker started fresh with `spawn` and building its app with `worker_app`
 from the same settings): each opens its own registry connection and loads
 its own face engine (memory: one engine per worker, see the README). What
 must hold across workers lives in the registry database (sessions, login
-lockouts) or in the rate-limit file every worker counts in
-(`<data_dir>/ratelimit.db`, `registry.rate_limits`).
+lockouts, the boxes' status reports) and where `mamoru.wiring.rate_limit_store`
+puts the rate limits: the chain's PostgreSQL database, whose counters every
+worker of every host shares, or on SQLCipher the file this host's workers
+count in (`<data_dir>/ratelimit.db`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import socket
@@ -33,15 +34,12 @@ from mamoru.tls import TlsFiles, ensure_certificate, load_certificate, server_co
 from mamoru.wiring import api_host, key_custody, key_passphrase, open_engine, open_registry_from
 from registry.api.host import ApiHost
 from registry.keys.custody import WrappedKeyFile
-from registry.rate_limits import SharedRateLimitStore, SqliteFileCounters
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 MAX_WORKERS = 64
 WORKER_APP = "mamoru.commands.serve:worker_app"  # what each worker process imports
-RATE_LIMIT_FILE = "ratelimit.db"  # in the data folder: the workers' shared counts
-
 
 KEEP_ALIVE_S = 75  # longer than any box's poll or report interval
 
@@ -159,16 +157,13 @@ def _share_passphrase(settings: MamoruSettings) -> None:
 
 
 def shared_host(settings: MamoruSettings) -> ApiHost:
-    """The API host of one of several workers: rate limits counted in the shared file.
+    """The API host of one of several workers: rate limits counted where every worker counts.
 
     The face engine is opened by the app when the worker starts (one per
-    worker). On the chain's PostgreSQL database the counters are
-    `PostgresWindowCounters` instead (several hosts share them).
+    worker). Where the counts live is decided by `registry.storage`
+    (`mamoru.wiring.rate_limit_store`).
     """
-    counts = settings.data_dir / RATE_LIMIT_FILE
-    return dataclasses.replace(
-        api_host(settings),
-        rate_limits=lambda: SharedRateLimitStore(lambda: SqliteFileCounters(counts)))
+    return api_host(settings, several_workers=True)
 
 
 def worker_app() -> FastAPI:

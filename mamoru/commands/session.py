@@ -18,11 +18,10 @@ import typer
 
 from kernel.errors import NotFoundError, RuleViolationError
 from mamoru.settings import get_settings
-from mamoru.wiring import open_registry_from, registry_paths
+from mamoru.wiring import job_lock, open_registry_from
 from registry.accounts.users import authenticate
 from registry.context import RegistryContext
 from registry.domain import User
-from registry.jobs import FileJobLock, exclusive_job, job_lock_file
 
 AsOption = Annotated[
     str, typer.Option("--as", help="your user name (password: MAMORU_PASSWORD or prompt)")]
@@ -72,16 +71,11 @@ def registry() -> Iterator[RegistryContext]:
 def scheduled_job(job: str) -> Iterator[bool]:
     """True while this run holds `job` (a `registry.jobs` name); False if another run does.
 
-    The job lock of the registry on this host (a file next to its database);
-    on the chain's PostgreSQL database it is `registry.jobs.PostgresJobLock`
-    on a connection of its own. A registry not initialised yet takes no lock:
-    opening it then says what is missing.
+    The lock is the configured registry's (`mamoru.wiring.job_lock`): a file
+    next to its SQLCipher database, or an advisory lock in the chain's
+    PostgreSQL database that every host's timer meets.
     """
-    database = registry_paths(get_settings()).database
-    if not database.parent.is_dir():
-        yield True
-        return
-    with exclusive_job(FileJobLock(job_lock_file(database, job))) as held:
+    with job_lock(get_settings(), job) as held:
         yield held
 
 

@@ -15,15 +15,14 @@ import hashlib
 import json
 import re
 import secrets
-import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kernel.errors import AuthenticationError, NotFoundError, RuleViolationError
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.context import RegistryContext
-from registry.domain import Device, Role, User
+from registry.domain import BoxStatus, Device, Role, User
+from registry.repository import DeviceRepository
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 TOKEN_BYTES = 32  # 256 bits
@@ -111,57 +110,36 @@ def _device_name(details: str) -> str | None:
 
 # --- what each box says about itself ------------------------------------------------------
 
-INDEX_STATES = ("none", "current", "stale")
-
-
-@dataclass(frozen=True)
-class BoxStatus:
-    """A box's last report: can it still alert? Counts and states only, never a person."""
-
-    device: str
-    reported_at: datetime
-    index_version: int | None
-    index_state: str  # one of INDEX_STATES
-    outbox_pending: int
-    cameras_live: int
-    cameras_total: int
-
-    @property
-    def blind(self) -> bool:
-        """The box cannot confirm its watchlist is current, so it raises no alert (fail closed)."""
-        return self.index_state == "stale"
-
-
-class BoxStatusBoard:
-    """The latest report of every box, in memory: a report is only worth its freshness.
-
-    A restarted registry knows nothing until each box's next report (every
-    `BOX_REPORT_INTERVAL_S`); the tablet shows the boxes that need a person:
-    a stale watchlist (the box raises no alerts) or a box gone silent.
-    """
-
-    def __init__(self) -> None:
-        self._latest: dict[str, BoxStatus] = {}
-        self._lock = threading.Lock()
-
-    def report(self, status: BoxStatus) -> None:
-        with self._lock:
-            self._latest[status.device] = status
-
-    def statuses(self) -> list[BoxStatus]:
-        with self._lock:
-            return sorted(self._latest.values(), key=lambda s: s.device)
-
-    def needing_attention(self, now: datetime) -> list[tuple[BoxStatus, str]]:
-        """(status, why) for each box a person should look at: 'stale' or 'silent'."""
-        silent_after = timedelta(seconds=3 * BOX_REPORT_INTERVAL_S)
-        found = []
-        for status in self.statuses():
-            if status.blind:
-                found.append((status, "stale"))
-            elif now - status.reported_at > silent_after:
-                found.append((status, "silent"))
-        return found
-
-
 BOX_REPORT_INTERVAL_S = 30.0  # a box reports at least this often, and at once on a change
+SILENT_AFTER = timedelta(seconds=3 * BOX_REPORT_INTERVAL_S)  # three reports missed
+
+
+def report_box_status(ctx: RegistryContext, status: BoxStatus) -> None:
+    """Keep a box's report as its latest, in the registry database.
+
+    Not in the API worker's memory: with several workers (on several hosts)
+    the report lands on one of them and the tablet may be served by another.
+    One row per device, replaced, outside the writers' lock (like a session's
+    last-seen time): a report every half minute from every box must not
+    queue behind an expiry run, and two reports of one box cannot conflict
+    beyond which one is the latest.
+    """
+    with ctx.repo.unit_of_work():
+        ctx.repo.record_box_status(status)
+
+
+def boxes_needing_attention(repo: DeviceRepository,
+                            now: datetime) -> list[tuple[BoxStatus, str]]:
+    """(status, why) for each box a person should look at: 'stale' or 'silent'.
+
+    A stale watchlist: the box raises no alerts. Silent: no report for three
+    intervals. A box that never reported (or whose registry was restored to
+    before its first report) shows after its first report.
+    """
+    found = []
+    for status in repo.box_statuses():
+        if status.blind:
+            found.append((status, "stale"))
+        elif now - status.reported_at > SILENT_AFTER:
+            found.append((status, "silent"))
+    return found

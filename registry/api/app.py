@@ -27,7 +27,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from registry.accounts.devices import BoxStatusBoard
 from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS
 from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
@@ -83,7 +82,6 @@ def create_app(host: ApiHost) -> FastAPI:
     app = FastAPI(title="mamoru registry", version=host.version, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.host = host
-    app.state.box_status = BoxStatusBoard()
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES,
                        path_limits={

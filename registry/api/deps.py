@@ -33,7 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kernel.errors import AuthenticationError
 from models.engine import FaceEngine
-from registry.accounts.devices import BoxStatusBoard, authenticate_device
+from registry.accounts.devices import authenticate_device
 from registry.accounts.sessions import SessionUser, resolve_session
 from registry.accounts.users import require_role
 from registry.api.gate import RegistryGate
@@ -45,7 +45,7 @@ from registry.domain import Device, Role, User
 from registry.requests import desk as requests
 
 __all__ = [
-    "BoxBoardDep", "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",
+    "ContextDep", "CurrentDevice", "CurrentSession", "CurrentUser", "EngineDep",
     "GUARDS",
     "GateDep", "HostDep", "NowDep", "RegistryGate", "WebDep", "allow_public", "current_device",
     "RouteInfo", "api_routes", "current_session", "current_user", "enforce_guards",
@@ -96,14 +96,6 @@ def get_now(host: HostDep) -> datetime:
 
 
 NowDep = Annotated[datetime, Depends(get_now)]
-
-
-def get_box_board(request: Request) -> BoxStatusBoard:
-    board: BoxStatusBoard = request.app.state.box_status
-    return board
-
-
-BoxBoardDep = Annotated[BoxStatusBoard, Depends(get_box_board)]
 
 
 def get_web_settings(host: HostDep) -> WebSettings:

@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import Request
 
-from registry.accounts.devices import BoxStatus
 from registry.alerts.queue import AlertView, alert_views, precision
 from registry.api.html import lang_of
 from registry.api.uploads import MAX_PHOTO_BYTES
@@ -29,6 +28,7 @@ from registry.context import RegistryContext
 from registry.domain import (
     REFUSAL_GROUNDS,
     Alert,
+    BoxStatus,
     ConfirmationKind,
     EntryState,
     IdentityMethod,

@@ -423,6 +423,21 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         entry_id TEXT NOT NULL
     );
     """,
+    # 11: each box's latest status report (issue 15, item 3): in the database, not in one API
+    #     worker's memory, so the tablet served by any worker sees every box's report. Counts
+    #     and states only, nothing about a person; one row per device, replaced by each report.
+    #     Its time is not in `_TIME_COLUMNS`: step 9 ran before this table existed.
+    """
+    CREATE TABLE IF NOT EXISTS main.box_status (
+        device TEXT PRIMARY KEY REFERENCES devices (name),
+        reported_at TEXT NOT NULL,
+        index_version INTEGER CHECK (index_version >= 0),
+        index_state TEXT NOT NULL CHECK (index_state IN ('none', 'current', 'stale')),
+        outbox_pending INTEGER NOT NULL CHECK (outbox_pending >= 0),
+        cameras_live INTEGER NOT NULL CHECK (cameras_live >= 0),
+        cameras_total INTEGER NOT NULL CHECK (cameras_total >= 0)
+    ) WITHOUT ROWID;
+    """,
 )
 # The step (1-based, = user_version after it) that repairs stored times (`_repair_times`).
 TIME_REPAIR_STEP = 9

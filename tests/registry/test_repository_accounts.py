@@ -22,7 +22,7 @@ import sqlcipher3
 
 from kernel.errors import NotFoundError
 from registry.clock import TimestampError
-from registry.domain import Device, LoginFailures, Role, User, WebSession
+from registry.domain import BoxStatus, Device, LoginFailures, Role, User, WebSession
 from registry.repository import DeviceRepository, SessionRepository, UserRepository
 from registry.storage.postgres.devices import DEFAULT_STORE_ID, PostgresDevices
 from registry.storage.postgres.users import PostgresSessions, PostgresUsers
@@ -279,6 +279,43 @@ def test_device_names_and_token_hashes_are_unique(backend: Backend) -> None:
     with pytest.raises(INTEGRITY):
         repo.add_device("exit-box", _hash("token"), T0)
     assert repo.devices() == [box]
+
+
+def _report(device: str, at: datetime, **counts: Any) -> BoxStatus:
+    values: dict[str, Any] = {"index_version": 7, "index_state": "current",
+                              "outbox_pending": 0, "cameras_live": 2, "cameras_total": 2,
+                              **counts}
+    return BoxStatus(device=device, reported_at=at, **values)
+
+
+def test_a_boxs_latest_status_report_replaces_the_one_before(backend: Backend) -> None:
+    """Issue 15, item 3: the board every API worker reads is in the database, one row a box."""
+    repo = _open(backend)
+    assert repo.box_statuses() == []
+    for name in ("box_b", "box-a"):
+        repo.add_device(name, _hash(name), T0)
+    with repo.unit_of_work():
+        repo.record_box_status(_report("box_b", JST, index_version=None, index_state="none"))
+    repo.record_box_status(_report("box-a", T0, outbox_pending=3, cameras_live=1))
+    later = _report("box_b", JST + timedelta(seconds=30), index_version=2**63 - 1,
+                    index_state="stale", outbox_pending=10_000_000, cameras_total=1024)
+    repo.record_box_status(later)
+    statuses = repo.box_statuses()
+    assert statuses == [_report("box-a", T0, outbox_pending=3, cameras_live=1), later]
+    assert statuses[1].reported_at.tzinfo == UTC and statuses[1].blind
+
+
+def test_a_status_report_needs_a_registered_device_and_sane_counts(backend: Backend) -> None:
+    repo = _open(backend)
+    with pytest.raises(INTEGRITY):
+        repo.record_box_status(_report("nobody", T0))
+    repo.add_device("box-1", _hash("1"), T0)
+    for wrong in ({"index_state": "lost"}, {"outbox_pending": -1}, {"cameras_live": -1}):
+        with pytest.raises(INTEGRITY), repo.unit_of_work():
+            repo.record_box_status(_report("box-1", T0, **wrong))
+    with pytest.raises(TimestampError):
+        repo.record_box_status(_report("box-1", T0.replace(tzinfo=None)))
+    assert repo.box_statuses() == []
 
 
 # --- one transaction for all of them -------------------------------------------------

@@ -46,11 +46,13 @@ SESSION = "/api/v1/session"
 
 
 @contextmanager
-def served(registry: Registry, *args: str,
+def served(registry: Registry, *args: str, env: dict[str, str] | None = None,
            **web: int) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`mamoru serve --workers 2 ARGS` on the test's registry, with some `web` settings."""
+    """`mamoru serve --workers 2 ARGS` on the test's registry, with some `web` settings
+    (and `env`: more settings, e.g. the chain database's)."""
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_DATA_DIR": str(registry.data_dir),
+           **(env or {}),
            **{f"MAMORU_WEB__{name.upper()}": str(value) for name, value in web.items()}}
     server = subprocess.Popen(
         [sys.executable, "-m", "mamoru", "serve", "--workers", "2", "--port", str(port), *args],

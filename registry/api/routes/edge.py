@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
 from kernel.watchlist_index import read_index_header, read_index_header_from
-from registry.accounts.devices import BoxStatus
+from registry.accounts.devices import report_box_status
 from registry.alerts.queue import receive_alert
-from registry.api.deps import BoxBoardDep, ContextDep, CurrentDevice, NowDep, current_device
+from registry.api.deps import ContextDep, CurrentDevice, NowDep, current_device
 from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
+from registry.domain import BoxStatus
 from registry.index_log import build_delta
 
 router = APIRouter(prefix="/api/v1/edge", tags=["edge"], dependencies=[Depends(current_device)])
@@ -49,10 +50,12 @@ def post_alert(payload: AlertIn, ctx: ContextDep, device: CurrentDevice, now: No
 
 
 @router.post("/status", status_code=204, responses=_ERRORS)
-def post_status(report: BoxStatusIn, device: CurrentDevice, board: BoxBoardDep,
+def post_status(report: BoxStatusIn, ctx: ContextDep, device: CurrentDevice,
                 now: NowDep) -> Response:
-    """The box's own state; a stale watchlist (no alerts) shows on the tablet at once."""
-    board.report(BoxStatus(device=device.name, reported_at=now, **report.model_dump()))
+    """The box's own state; a stale watchlist (no alerts) shows on the tablet at once,
+    whichever worker serves it (the report is kept in the registry database)."""
+    report_box_status(ctx, BoxStatus(device=device.name, reported_at=now,
+                                     **report.model_dump()))
     return Response(status_code=204)
 
 

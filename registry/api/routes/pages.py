@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from kernel.errors import AuthenticationError, RegistryError, RuleViolationError
 from models.engine import FaceEngine
 from models.quality import QualityPolicy
+from registry.accounts.devices import boxes_needing_attention
 from registry.accounts.sessions import SessionUser, log_out, resolve_session
 from registry.alerts.queue import (
     AlertView,
@@ -50,7 +51,6 @@ from registry.alerts.queue import (
     dismiss_alert,
 )
 from registry.api.deps import (
-    BoxBoardDep,
     ContextDep,
     CurrentSession,
     EngineDep,
@@ -258,10 +258,10 @@ def home(user: Anyone) -> RedirectResponse:
 
 @router.get("/alerts")
 def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                user: StaffOrManager, board: BoxBoardDep, now: NowDep) -> HTMLResponse:
+                user: StaffOrManager, now: NowDep) -> HTMLResponse:
     return _page(request, current, "alerts.html", "/alerts",
                  **alerts_data(ctx, user, translator(request),
-                               boxes=board.needing_attention(now)))
+                               boxes=boxes_needing_attention(ctx.repo, now)))
 
 
 @router.post("/alerts/{alert_id}/confirm")

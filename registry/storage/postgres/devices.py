@@ -12,6 +12,7 @@ Mirrors `registry.storage.sqlcipher.devices`. What does not map 1:1:
   store: device names and token hashes are unique across the chain (as the
   schema's UNIQUE constraints say), so a lookup has one answer either way.
 - Token hashes are SHA-256 of random tokens: not personal, nothing sealed.
+- Status reports (`box_status`) are counts and states: nothing sealed either.
 """
 
 from __future__ import annotations
@@ -20,18 +21,27 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from registry.clock import checked
-from registry.domain import Device
+from registry.domain import BoxStatus, Device
 from registry.storage.postgres.base import PostgresStore
 
 DEFAULT_STORE_ID = "main"
 DEFAULT_STORE_NAME = "main store"  # shown until the chain office names it
 
 _DEVICE_COLUMNS = "device_id, name, created_at, active"
+_STATUS_COLUMNS = ("device, reported_at, index_version, index_state, outbox_pending, "
+                   "cameras_live, cameras_total")
 
 
 def _device(row: Any) -> Device:
     return Device(device_id=int(row[0]), name=row[1], created_at=row[2].astimezone(UTC),
                   active=bool(row[3]))
+
+
+def _status(row: Any) -> BoxStatus:
+    return BoxStatus(device=row[0], reported_at=row[1].astimezone(UTC),
+                     index_version=None if row[2] is None else int(row[2]),
+                     index_state=row[3], outbox_pending=int(row[4]),
+                     cameras_live=int(row[5]), cameras_total=int(row[6]))
 
 
 class PostgresDevices(PostgresStore):
@@ -73,3 +83,18 @@ class PostgresDevices(PostgresStore):
     def set_device_active(self, device_id: int, active: bool) -> None:
         self._db.execute("UPDATE devices SET active = %s WHERE device_id = %s",
                          (active, device_id))
+
+    def record_box_status(self, status: BoxStatus) -> None:
+        self._db.execute(
+            f"INSERT INTO box_status ({_STATUS_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (device) DO UPDATE SET reported_at = excluded.reported_at, "
+            "index_version = excluded.index_version, index_state = excluded.index_state, "
+            "outbox_pending = excluded.outbox_pending, cameras_live = excluded.cameras_live, "
+            "cameras_total = excluded.cameras_total",
+            (status.device, checked(status.reported_at), status.index_version,
+             status.index_state, status.outbox_pending, status.cameras_live,
+             status.cameras_total))
+
+    def box_statuses(self) -> list[BoxStatus]:
+        return [_status(r) for r in self._all(
+            f'SELECT {_STATUS_COLUMNS} FROM box_status ORDER BY device COLLATE "C"')]

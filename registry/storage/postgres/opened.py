@@ -112,6 +112,12 @@ def connect(settings: PostgresSettings, *, user: str | None = None,
         raise StorageUnavailableError(_why(settings, login, exc, password)) from None
 
 
+def connect_app(settings: PostgresSettings) -> PgConnection:
+    """A new session of the application role, prepared as every store expects it
+    (`prepare_session`): the registry's own, or one for a rate-limit store or a job's lock."""
+    return prepare_session(connect(settings))
+
+
 def _canary_sealer(key: MasterKey) -> Sealer:
     return Sealer(DATABASE_FIELD, key.derive("database-fields"))
 
@@ -220,7 +226,7 @@ class PostgresStorage:
     def reconnect(self, while_closed: Callable[[], None]) -> None:
         self._conn.close()
         while_closed()
-        self._conn = prepare_session(connect(self._settings))
+        self._conn = connect_app(self._settings)
         check_schema(self._conn, self._settings)
         self._repo.rebind(self._conn)
         self._evidence.rebind(self._conn)

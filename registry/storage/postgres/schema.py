@@ -525,6 +525,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER head_anchors_no_truncate BEFORE TRUNCATE ON audit.head_anchors
         FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
     """,
+    # ---- API workers, continued (issue 15, item 3) -------------------------------------------
+    # 6: each box's latest status report, SQLCipher step 11: in the database, so the tablet
+    #    served by any worker on any host sees every box. Counts and states only (nothing
+    #    sealed); one row per device, replaced by each report.
+    """
+    CREATE TABLE registry.box_status (
+        device text PRIMARY KEY REFERENCES registry.devices (name),
+        reported_at registry.instant NOT NULL,
+        index_version bigint CHECK (index_version >= 0),
+        index_state text NOT NULL CHECK (index_state IN ('none', 'current', 'stale')),
+        outbox_pending integer NOT NULL CHECK (outbox_pending >= 0),
+        cameras_live integer NOT NULL CHECK (cameras_live >= 0),
+        cameras_total integer NOT NULL CHECK (cameras_total >= 0)
+    );
+    """,
 )
 
 

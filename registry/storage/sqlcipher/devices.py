@@ -1,4 +1,4 @@
-"""Edge boxes and their token hashes, on SQLCipher."""
+"""Edge boxes, their token hashes and their latest status reports, on SQLCipher."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any
 
 from registry.clock import from_text, to_text
-from registry.domain import (
-    Device,
-)
+from registry.domain import BoxStatus, Device
 from registry.storage.sqlcipher.base import SqlCipherStore
 
 _DEVICE_COLUMNS = "device_id, name, created_at, active"
+_STATUS_COLUMNS = ("device, reported_at, index_version, index_state, outbox_pending, "
+                   "cameras_live, cameras_total")
 
 
 def _device(row: Any) -> Device:
@@ -19,8 +19,14 @@ def _device(row: Any) -> Device:
                   active=bool(row[3]))
 
 
+def _status(row: Any) -> BoxStatus:
+    return BoxStatus(device=row[0], reported_at=from_text(row[1]), index_version=row[2],
+                     index_state=row[3], outbox_pending=row[4], cameras_live=row[5],
+                     cameras_total=row[6])
+
+
 class SqlCipherDevices(SqlCipherStore):
-    """`DeviceRepository`: the `devices` table."""
+    """`DeviceRepository`: the `devices` and `box_status` tables."""
 
     def add_device(self, name: str, token_sha256: str, now: datetime) -> Device:
         cursor = self._db.execute(
@@ -47,3 +53,14 @@ class SqlCipherDevices(SqlCipherStore):
         self._db.execute(
             "UPDATE devices SET active = ? WHERE device_id = ?", (int(active), device_id)
         )
+
+    def record_box_status(self, status: BoxStatus) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO box_status ({_STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (status.device, to_text(status.reported_at), status.index_version,
+             status.index_state, status.outbox_pending, status.cameras_live,
+             status.cameras_total))
+
+    def box_statuses(self) -> list[BoxStatus]:
+        return [_status(r) for r in
+                self._db.execute(f"SELECT {_STATUS_COLUMNS} FROM box_status ORDER BY device")]
