@@ -7,8 +7,10 @@ with them, nothing here touches a database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from enum import Enum
+from datetime import date, datetime, timedelta
+from enum import Enum, StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
 
 
 class Role(str, Enum):
@@ -468,3 +470,182 @@ class EntryReview:
     reason: str
     reviewed_by: int
     reviewed_at: datetime
+
+
+# --- personal-data breach incidents (G-BRE-1..4) ------------------------------------------------
+# The incident record and the rule-8 deadlines it carries: here rather than in
+# `registry.breach` so the storage layer fills them without importing a service.
+# Days count from the day the store learned of the leak, that day being day 1
+# (PPC Q&A), on the Japanese calendar.
+
+JST = ZoneInfo("Asia/Tokyo")
+PRELIMINARY_TARGET_DAY, PRELIMINARY_DAY, FINAL_DAY, FINAL_DAY_MALICIOUS = 3, 5, 30, 60
+
+
+class Ground(StrEnum):
+    """The four grounds of APPI rule 7 that make a leak reportable."""
+
+    SENSITIVE = "sensitive"  # 1号: 要配慮個人情報 (records that may show a criminal past)
+    PROPERTY = "property"  # 2号: 財産的被害が生じるおそれ
+    MALICIOUS = "malicious"  # 3号: 不正の目的 (attack, theft, insider)
+    OVER_1000 = "over-1000"  # 4号: 本人の数が1,000人を超える
+
+    @property
+    def label(self) -> str:
+        return {
+            Ground.SENSITIVE: "第1号（要配慮個人情報）",
+            Ground.PROPERTY: "第2号（財産的被害）",
+            Ground.MALICIOUS: "第3号（不正の目的）",
+            Ground.OVER_1000: "第4号（千人超）",
+        }[self]
+
+
+class Containment(StrEnum):
+    """Containment and reporting steps recorded against an incident (G-BRE-3)."""
+
+    DISABLE_DEVICES = "disable-devices"
+    ROTATE_KEY = "rotate-key"
+    STOP_EDGE = "stop-edge"
+    PRESERVE_EVIDENCE = "preserve-evidence"
+    REPORT_DRAFTED = "report-drafted"
+    REPORT_SUBMITTED = "report-submitted"
+
+
+@dataclass(frozen=True)
+class RegistryCounts:
+    """What the registry held when the incident was opened: the persons the leak may touch."""
+
+    entries: int  # one entry is one person
+    images: int
+    templates: int
+    named_entries: int  # entries with a recorded name
+    partners: int  # joint-use member stores other than this one
+    by_state: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Triage:
+    grounds: tuple[Ground, ...]
+    reason: str
+    by: str
+    at: datetime
+
+    @property
+    def reportable(self) -> bool:
+        return bool(self.grounds)
+
+
+@dataclass(frozen=True)
+class RecordedAction:
+    kind: Containment
+    actor: str
+    at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Calendar days in Japan; `final` is 60 days only when ground 3 (malicious) applies."""
+
+    discovered_on: date
+    preliminary_target: date
+    preliminary: date
+    final: date
+
+
+class IncidentState(StrEnum):
+    """Where an incident stands, for lists: what the responders must do next."""
+
+    UNTRIAGED = "untriaged"  # the rule-7 test is not recorded yet
+    NOT_REPORTABLE = "not-reportable"  # no ground applies (the reason is recorded)
+    REPORTING = "reporting"  # reportable; a report to the Commission is still to be sent
+    REPORTED = "reported"  # reportable; both reports recorded as submitted
+
+
+@dataclass(frozen=True)
+class DeadlineState:
+    """One Commission report's deadline as of `now` (G-BRE-1): due, days left, sent or not."""
+
+    report: str  # "preliminary" (速報) or "final" (確報)
+    label: str
+    due: date
+    days_left: int  # negative once past
+    submitted: bool
+
+    @property
+    def overdue(self) -> bool:
+        return not self.submitted and self.days_left < 0
+
+    def near(self, warn_days: int) -> bool:
+        """Due within `warn_days` days (or past), and not sent yet."""
+        return not self.submitted and self.days_left <= warn_days
+
+
+@dataclass(frozen=True)
+class BreachIncident:
+    incident_id: str
+    store_id: str
+    discovered_at: datetime
+    discovered_by: str
+    how: str
+    summary: str
+    opened_by: str
+    opened_at: datetime
+    counts: RegistryCounts
+    affected: tuple[str, ...]
+    triage: Triage | None
+    actions: tuple[RecordedAction, ...]
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return breach_deadlines(self.discovered_at,
+                                malicious=self.triage is not None
+                                and Ground.MALICIOUS in self.triage.grounds)
+
+    def submitted(self, report: str) -> bool:
+        return any(a.kind is Containment.REPORT_SUBMITTED and a.details.get("report") == report
+                   for a in self.actions)
+
+    @property
+    def state(self) -> IncidentState:
+        if self.triage is None:
+            return IncidentState.UNTRIAGED
+        if not self.triage.reportable:
+            return IncidentState.NOT_REPORTABLE
+        if self.submitted("preliminary") and self.submitted("final"):
+            return IncidentState.REPORTED
+        return IncidentState.REPORTING
+
+    def deadline_states(self, now: datetime) -> list[DeadlineState]:
+        """The 速報 and 確報 deadlines as of `now`; none once triaged as not reportable.
+
+        Before triage they are shown as if reportable: the clock runs from discovery.
+        """
+        if self.triage is not None and not self.triage.reportable:
+            return []
+        d, today = self.deadlines, now.astimezone(JST).date()
+        return [DeadlineState(report, label, due, (due - today).days, self.submitted(report))
+                for report, label, due in (("preliminary", "速報 preliminary report",
+                                            d.preliminary),
+                                           ("final", "確報 final report", d.final))]
+
+
+def breach_day(n: int, start: date) -> date:
+    """Day `n` counting `start` as day 1."""
+    return start + timedelta(days=n - 1)
+
+
+def breach_deadlines(discovered_at: datetime, *, malicious: bool) -> Deadlines:
+    start = discovered_at.astimezone(JST).date()
+    return Deadlines(start, breach_day(PRELIMINARY_TARGET_DAY, start),
+                     breach_day(PRELIMINARY_DAY, start),
+                     breach_day(FINAL_DAY_MALICIOUS if malicious else FINAL_DAY, start))
+
+
+@dataclass(frozen=True)
+class StopUseRight:
+    """A person who may ask for use to stop after a reportable leak (G-BRE-4, APPI 35(5))."""
+
+    entry_id: str
+    incident_id: str
+    since: datetime

@@ -26,6 +26,7 @@ from registry.domain import (
     Alert,
     AlertStatus,
     BoxStatus,
+    BreachIncident,
     DataRequest,
     Device,
     EmergencyCheck,
@@ -42,9 +43,12 @@ from registry.domain import (
     IncidentInput,
     IndexChanges,
     LoginFailures,
+    RecordedAction,
     Role,
     SentBundle,
+    StopUseRight,
     TemplateRecord,
+    Triage,
     User,
     WebSession,
 )
@@ -381,10 +385,45 @@ class RequestRepository(Protocol):
 
 
 @runtime_checkable
+class BreachRepository(Protocol):
+    """Personal-data breach incidents and the steps recorded against them (G-BRE-1..4)."""
+
+    def add_breach_incident(self, incident: BreachIncident) -> None:
+        """The incident as opened (its triage too, if given); steps follow by
+        `add_breach_action`, so an incident that already carries some is refused."""
+        ...
+    def breach_incident(self, incident_id: str) -> BreachIncident | None:
+        """The incident with exactly this id, with its steps in the order recorded."""
+        ...
+    def breach_incidents(self) -> list[BreachIncident]:
+        """Every incident, earliest discovery first (ties by id)."""
+        ...
+    def set_breach_triage(self, incident_id: str, triage: Triage) -> None:
+        """Record (or replace) the rule-7 test; NotFoundError for an unknown incident."""
+        ...
+    def add_breach_action(self, incident_id: str, action: RecordedAction) -> None:
+        """One containment or reporting step; NotFoundError for an unknown incident."""
+        ...
+
+
+@runtime_checkable
+class StopUseRepository(Protocol):
+    """`entry_stop_use_rights`: who may ask for use to stop after a reportable leak (G-BRE-4)."""
+
+    def add_stop_use_right(self, right: StopUseRight) -> bool:
+        """Mark the right; False when the entry already has it for that incident (kept as is)."""
+        ...
+    def stop_use_rights(self, entry_id: str | None = None) -> list[StopUseRight]:
+        """Oldest first (then by incident and entry); with `entry_id`, that entry's only."""
+        ...
+
+
+@runtime_checkable
 class RegistryRepository(
     UnitOfWork, UserRepository, SessionRepository, DeviceRepository, EntryRepository,
     FaceDataRepository, IndexRepository, AlertRepository, SchemeRepository, OutboundRepository,
-    InboundRepository, EmergencyShareRepository, AuditRepository, ReviewRepository, Protocol,
+    InboundRepository, EmergencyShareRepository, AuditRepository, ReviewRepository,
+    BreachRepository, StopUseRepository, Protocol,
 ):
     """Every aggregate on one transaction boundary: what `RegistryContext.repo` provides."""
 

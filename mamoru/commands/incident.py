@@ -26,7 +26,7 @@ from registry.breach import incident as breach
 from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp, utc_now
 from registry.context import RegistryContext, open_registry
-from registry.domain import Role, User
+from registry.domain import Ground, Role, User
 
 app = typer.Typer(help="Personal-data breach response: record, contain, triage, report (G-BRE).")
 
@@ -120,7 +120,7 @@ def triage(
     incident_id: Annotated[str, typer.Argument(help="the incident id (or a unique prefix)")],
     as_user: AsOption,
     reason: Annotated[str, typer.Option(help="why these grounds apply, or why none does")],
-    ground: Annotated[list[breach.Ground] | None, typer.Option(
+    ground: Annotated[list[Ground] | None, typer.Option(
         help="a rule-7 ground that applies (repeatable); none = not reportable")] = None,
 ) -> None:
     """Record the rule-7 test; a reportable leak marks the affected persons' stop-use right."""
@@ -243,7 +243,7 @@ def run_drill(ctx: RegistryContext, *, as_user: str, now: datetime, evidence_dir
                                       now=step + timedelta(minutes=10), to_dir=evidence_dir)
     say(f"4. evidence sealed: {sealed.name}")
     breach.triage(ctx, actor=actor, incident_id=incident_id,
-                  grounds=[breach.Ground.SENSITIVE, breach.Ground.MALICIOUS],
+                  grounds=[Ground.SENSITIVE, Ground.MALICIOUS],
                   reason="drill: records that may show a criminal past (1号), theft (3号)",
                   now=now + timedelta(hours=2))
     say("5. triage: 1号 and 3号 assumed; status two days later:")

@@ -29,8 +29,12 @@ from registry.domain import (
     REFUSAL_GROUNDS,
     Alert,
     BoxStatus,
+    BreachIncident,
     ConfirmationKind,
+    Containment,
+    DeadlineState,
     EntryState,
+    Ground,
     IdentityMethod,
     OffenceCategory,
     RequestKind,
@@ -94,8 +98,8 @@ class SealedCopy:
 class IncidentCard:
     """One breach incident as the incidents page shows it (G-BRE-1..4)."""
 
-    incident: breach.BreachIncident
-    deadlines: list[breach.DeadlineState]
+    incident: BreachIncident
+    deadlines: list[DeadlineState]
     warn: list[bool]  # per deadline: due within WARN_DAYS (or past) and not sent
     sealed: list[SealedCopy]
     cli: dict[str, str]  # the steps that stay on the command line, as commands to run
@@ -208,14 +212,14 @@ def propose_data(alert: AlertView | None, user: User, t: Translator, *,
 INCIDENT_WARN_DAYS = 1
 
 
-def sealed_copies(incident: breach.BreachIncident) -> list[SealedCopy]:
+def sealed_copies(incident: BreachIncident) -> list[SealedCopy]:
     """The sealed evidence copies recorded against the incident (file name and SHA-256)."""
     return [SealedCopy(str(a.details["file"]), str(a.details.get("sha256", "")), a.at)
             for a in incident.actions
-            if a.kind is breach.Containment.PRESERVE_EVIDENCE and "file" in a.details]
+            if a.kind is Containment.PRESERVE_EVIDENCE and "file" in a.details]
 
 
-def incident_card(incident: breach.BreachIncident, now: datetime) -> IncidentCard:
+def incident_card(incident: BreachIncident, now: datetime) -> IncidentCard:
     deadlines = incident.deadline_states(now)
     short = incident.incident_id
     return IncidentCard(
@@ -232,7 +236,7 @@ def incidents_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str,
     breach.require_responder(user)
     incidents = sorted(breach.list_incidents(ctx), key=lambda i: i.discovered_at, reverse=True)
     return {"incidents": [incident_card(i, now) for i in incidents], "now": now,
-            "grounds": list(breach.Ground), "drafts": list(Draft),
+            "grounds": list(Ground), "drafts": list(Draft),
             "default_body": DEFAULT_BODY, "default_inquiry_desk": DEFAULT_INQUIRY_DESK,
             "is_admin": user.role is Role.ADMIN}
 

@@ -22,186 +22,36 @@ import json
 import secrets
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from kernel.errors import NotFoundError, RuleViolationError
 from registry.accounts.devices import disable_device
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.backup.key_rotation import rotate_key
-from registry.clock import from_text, to_text
+from registry.clock import to_text
 from registry.context import RegistryContext
-from registry.domain import EntryState, Role, User
+from registry.domain import (
+    JST,
+    BreachIncident,
+    Containment,
+    EntryState,
+    Ground,
+    RecordedAction,
+    RegistryCounts,
+    Role,
+    StopUseRight,
+    Triage,
+    User,
+)
+from registry.domain import Deadlines as Deadlines  # still named here for its callers
+from registry.domain import breach_deadlines as deadlines  # noqa: F401  (likewise)
 from registry.scheme import parse_scheme
 from registry.watchlist.stop_use import stop_use_right_list
 
-JST = ZoneInfo("Asia/Tokyo")
-PRELIMINARY_TARGET_DAY, PRELIMINARY_DAY, FINAL_DAY, FINAL_DAY_MALICIOUS = 3, 5, 30, 60
 HELD_STATES = (EntryState.PROPOSED, EntryState.ACTIVE)  # the states that still hold face data
-
-
-class Ground(StrEnum):
-    """The four grounds of APPI rule 7 that make a leak reportable."""
-
-    SENSITIVE = "sensitive"  # 1号: 要配慮個人情報 (records that may show a criminal past)
-    PROPERTY = "property"  # 2号: 財産的被害が生じるおそれ
-    MALICIOUS = "malicious"  # 3号: 不正の目的 (attack, theft, insider)
-    OVER_1000 = "over-1000"  # 4号: 本人の数が1,000人を超える
-
-    @property
-    def label(self) -> str:
-        return {
-            Ground.SENSITIVE: "第1号（要配慮個人情報）",
-            Ground.PROPERTY: "第2号（財産的被害）",
-            Ground.MALICIOUS: "第3号（不正の目的）",
-            Ground.OVER_1000: "第4号（千人超）",
-        }[self]
-
-
-class Containment(StrEnum):
-    """Containment and reporting steps recorded against an incident (G-BRE-3)."""
-
-    DISABLE_DEVICES = "disable-devices"
-    ROTATE_KEY = "rotate-key"
-    STOP_EDGE = "stop-edge"
-    PRESERVE_EVIDENCE = "preserve-evidence"
-    REPORT_DRAFTED = "report-drafted"
-    REPORT_SUBMITTED = "report-submitted"
-
-
-@dataclass(frozen=True)
-class RegistryCounts:
-    """What the registry held when the incident was opened: the persons the leak may touch."""
-
-    entries: int  # one entry is one person
-    images: int
-    templates: int
-    named_entries: int  # entries with a recorded name
-    partners: int  # joint-use member stores other than this one
-    by_state: dict[str, int]
-
-
-@dataclass(frozen=True)
-class Triage:
-    grounds: tuple[Ground, ...]
-    reason: str
-    by: str
-    at: datetime
-
-    @property
-    def reportable(self) -> bool:
-        return bool(self.grounds)
-
-
-@dataclass(frozen=True)
-class RecordedAction:
-    kind: Containment
-    actor: str
-    at: datetime
-    details: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """Calendar days in Japan; `final` is 60 days only when ground 3 (malicious) applies."""
-
-    discovered_on: date
-    preliminary_target: date
-    preliminary: date
-    final: date
-
-
-class IncidentState(StrEnum):
-    """Where an incident stands, for lists: what the responders must do next."""
-
-    UNTRIAGED = "untriaged"  # the rule-7 test is not recorded yet
-    NOT_REPORTABLE = "not-reportable"  # no ground applies (the reason is recorded)
-    REPORTING = "reporting"  # reportable; a report to the Commission is still to be sent
-    REPORTED = "reported"  # reportable; both reports recorded as submitted
-
-
-@dataclass(frozen=True)
-class DeadlineState:
-    """One Commission report's deadline as of `now` (G-BRE-1): due, days left, sent or not."""
-
-    report: str  # "preliminary" (速報) or "final" (確報)
-    label: str
-    due: date
-    days_left: int  # negative once past
-    submitted: bool
-
-    @property
-    def overdue(self) -> bool:
-        return not self.submitted and self.days_left < 0
-
-    def near(self, warn_days: int) -> bool:
-        """Due within `warn_days` days (or past), and not sent yet."""
-        return not self.submitted and self.days_left <= warn_days
-
-
-@dataclass(frozen=True)
-class BreachIncident:
-    incident_id: str
-    store_id: str
-    discovered_at: datetime
-    discovered_by: str
-    how: str
-    summary: str
-    opened_by: str
-    opened_at: datetime
-    counts: RegistryCounts
-    affected: tuple[str, ...]
-    triage: Triage | None
-    actions: tuple[RecordedAction, ...]
-
-    @property
-    def deadlines(self) -> Deadlines:
-        return deadlines(self.discovered_at,
-                         malicious=self.triage is not None
-                         and Ground.MALICIOUS in self.triage.grounds)
-
-    def submitted(self, report: str) -> bool:
-        return any(a.kind is Containment.REPORT_SUBMITTED and a.details.get("report") == report
-                   for a in self.actions)
-
-    @property
-    def state(self) -> IncidentState:
-        if self.triage is None:
-            return IncidentState.UNTRIAGED
-        if not self.triage.reportable:
-            return IncidentState.NOT_REPORTABLE
-        if self.submitted("preliminary") and self.submitted("final"):
-            return IncidentState.REPORTED
-        return IncidentState.REPORTING
-
-    def deadline_states(self, now: datetime) -> list[DeadlineState]:
-        """The 速報 and 確報 deadlines as of `now`; none once triaged as not reportable.
-
-        Before triage they are shown as if reportable: the clock runs from discovery.
-        """
-        if self.triage is not None and not self.triage.reportable:
-            return []
-        d, today = self.deadlines, now.astimezone(JST).date()
-        return [DeadlineState(report, label, due, (due - today).days, self.submitted(report))
-                for report, label, due in (("preliminary", "速報 preliminary report",
-                                            d.preliminary),
-                                           ("final", "確報 final report", d.final))]
-
-
-def day(n: int, start: date) -> date:
-    """Day `n` counting `start` as day 1."""
-    return start + timedelta(days=n - 1)
-
-
-def deadlines(discovered_at: datetime, *, malicious: bool) -> Deadlines:
-    start = discovered_at.astimezone(JST).date()
-    return Deadlines(start, day(PRELIMINARY_TARGET_DAY, start), day(PRELIMINARY_DAY, start),
-                     day(FINAL_DAY_MALICIOUS if malicious else FINAL_DAY, start))
 
 
 def require_responder(actor: User) -> None:
@@ -247,14 +97,11 @@ def open_incident(ctx: RegistryContext, *, actor: User, discovered_at: datetime,
     with ctx.writing():
         counts, affected = registry_counts(ctx)
         with ctx.repo.unit_of_work():
-            ctx.sqlcipher_connection().execute(
-                "INSERT INTO breach_incidents (incident_id, store_id, discovered_at, discovered_by,"
-                " how, summary, opened_by, opened_at, counts, affected)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (incident_id, ctx.policy.store_id, to_text(discovered_at), discovered_by.strip(),
-                 how.strip(), summary.strip(), actor.username, to_text(now),
-                 json.dumps(counts.__dict__), json.dumps(list(affected))),
-            )
+            ctx.repo.add_breach_incident(BreachIncident(
+                incident_id=incident_id, store_id=ctx.policy.store_id,
+                discovered_at=discovered_at, discovered_by=discovered_by.strip(),
+                how=how.strip(), summary=summary.strip(), opened_by=actor.username,
+                opened_at=now, counts=counts, affected=affected, triage=None, actions=()))
             ctx.audit.record(actor=actor.username, action=Action.BREACH_OPENED, at=now,
                              details={"incident": incident_id,
                                       "discovered_at": to_text(discovered_at),
@@ -268,11 +115,7 @@ def _record(ctx: RegistryContext, incident_id: str, kind: Containment, actor: st
             now: datetime, details: dict[str, Any], action: Action) -> None:
     """One step in the incident's record and in the audit trail, in one transaction."""
     with ctx.repo.unit_of_work():
-        ctx.sqlcipher_connection().execute(
-            "INSERT INTO breach_actions (incident_id, kind, actor, at, details)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (incident_id, kind.value, actor, to_text(now), json.dumps(details, ensure_ascii=False)),
-        )
+        ctx.repo.add_breach_action(incident_id, RecordedAction(kind, actor, now, details))
         ctx.audit.record(actor=actor, action=action, at=now,
                          details={"incident": incident_id, "step": kind.value, **details})
 
@@ -371,11 +214,7 @@ def triage(ctx: RegistryContext, *, actor: User, incident_id: str, grounds: Sequ
         raise RuleViolationError("say why these grounds apply (or why none does)")
     result = Triage(tuple(dict.fromkeys(grounds)), reason.strip(), actor.username, now)
     with ctx.writing(), ctx.repo.unit_of_work():
-        ctx.sqlcipher_connection().execute(
-            "UPDATE breach_incidents SET triage = ? WHERE incident_id = ?",
-            (json.dumps({"grounds": [g.value for g in result.grounds], "reason": result.reason,
-                         "by": result.by, "at": to_text(now)}, ensure_ascii=False),
-             incident_id))
+        ctx.repo.set_breach_triage(incident.incident_id, result)
         marked = _mark_stop_use(ctx, incident, now) if result.reportable else 0
         ctx.audit.record(actor=actor.username, action=Action.BREACH_TRIAGED, at=now,
                          details={"incident": incident_id,
@@ -394,10 +233,7 @@ def _mark_stop_use(ctx: RegistryContext, incident: BreachIncident, now: datetime
     for entry_id in incident.affected:
         if ctx.repo.entry(entry_id) is None:
             continue
-        cursor = ctx.sqlcipher_connection().execute(
-            "INSERT OR IGNORE INTO entry_stop_use_rights (entry_id, incident_id, since)"
-            " VALUES (?, ?, ?)", (entry_id, incident.incident_id, to_text(now)))
-        if cursor.rowcount:
+        if ctx.repo.add_stop_use_right(StopUseRight(entry_id, incident.incident_id, now)):
             ctx.audit.record(actor="system", action=Action.BREACH_STOP_USE_MARKED, at=now,
                              entry_id=entry_id, details={"incident": incident.incident_id})
             marked += 1
@@ -425,42 +261,21 @@ def record_report(ctx: RegistryContext, *, actor: User, incident_id: str, report
 
 def get_incident(ctx: RegistryContext, incident_id: str) -> BreachIncident:
     """The incident with that id, or with that unique prefix."""
-    rows = ctx.sqlcipher_connection().execute(
-        "SELECT incident_id, store_id, discovered_at, discovered_by, how, summary, opened_by,"
-        " opened_at, counts, affected, triage FROM breach_incidents").fetchall()
-    rows = [r for r in rows if r[0].startswith(incident_id.strip())]
-    if not rows:
+    exact = ctx.repo.breach_incident(incident_id.strip())
+    if exact is not None:
+        return exact
+    found = [i for i in ctx.repo.breach_incidents()
+             if i.incident_id.startswith(incident_id.strip())]
+    if not found:
         raise NotFoundError(f"no incident {incident_id}")
-    if len(rows) > 1:
-        raise RuleViolationError(f"{incident_id} matches {len(rows)} incidents; give more")
-    return _incident(ctx, rows[0])
+    if len(found) > 1:
+        raise RuleViolationError(f"{incident_id} matches {len(found)} incidents; give more")
+    return found[0]
 
 
 def list_incidents(ctx: RegistryContext) -> list[BreachIncident]:
-    rows = ctx.sqlcipher_connection().execute(
-        "SELECT incident_id, store_id, discovered_at, discovered_by, how, summary, opened_by,"
-        " opened_at, counts, affected, triage FROM breach_incidents ORDER BY discovered_at"
-    ).fetchall()
-    return [_incident(ctx, row) for row in rows]
-
-
-def _incident(ctx: RegistryContext, row: Any) -> BreachIncident:
-    triage_json = json.loads(row[10]) if row[10] else None
-    actions = tuple(
-        RecordedAction(Containment(kind), actor, from_text(at), json.loads(details))
-        for kind, actor, at, details in ctx.sqlcipher_connection().execute(
-            "SELECT kind, actor, at, details FROM breach_actions WHERE incident_id = ?"
-            " ORDER BY action_id", (row[0],)))
-    return BreachIncident(
-        incident_id=row[0], store_id=row[1], discovered_at=from_text(row[2]),
-        discovered_by=row[3], how=row[4], summary=row[5], opened_by=row[6],
-        opened_at=from_text(row[7]), counts=RegistryCounts(**json.loads(row[8])),
-        affected=tuple(json.loads(row[9])),
-        triage=None if triage_json is None else Triage(
-            tuple(Ground(g) for g in triage_json["grounds"]), triage_json["reason"],
-            triage_json["by"], from_text(triage_json["at"])),
-        actions=actions,
-    )
+    """Every incident, earliest discovery first."""
+    return ctx.repo.breach_incidents()
 
 
 def status_lines(incident: BreachIncident, now: datetime, *, warn_days: int = 2) -> list[str]:

@@ -14,9 +14,8 @@ from enum import StrEnum
 from typing import Literal
 
 from registry.breach import incident as breach
-from registry.breach.incident import BreachIncident, Containment, Ground
 from registry.context import RegistryContext
-from registry.domain import User
+from registry.domain import BreachIncident, Containment, Ground, User
 
 TODO = "【要記入】"
 ReportKind = Literal["preliminary", "final"]

@@ -16,6 +16,7 @@ from registry.repository import RegistryRepository
 from registry.storage.postgres.alerts import PostgresAlerts
 from registry.storage.postgres.audit import PostgresAudit
 from registry.storage.postgres.base import FieldSealer, PgConnection, PostgresUnitOfWork
+from registry.storage.postgres.breach import PostgresBreach, PostgresStopUse
 from registry.storage.postgres.devices import PostgresDevices
 from registry.storage.postgres.entries import PostgresEntries, PostgresFaceData, PostgresIndex
 from registry.storage.postgres.joint_use import (
@@ -32,6 +33,7 @@ class PostgresRepository(
     PostgresUnitOfWork, PostgresUsers, PostgresSessions, PostgresDevices, PostgresEntries,
     PostgresFaceData, PostgresIndex, PostgresAlerts, PostgresSchemes, PostgresOutbound,
     PostgresInbound, PostgresEmergencyShares, PostgresAudit, PostgresReviews, PostgresRequestDesk,
+    PostgresBreach, PostgresStopUse,
 ):
     """Every query of the registry on one PostgreSQL connection; commits only in
     `unit_of_work`; personal values sealed before they leave the process."""

@@ -27,6 +27,7 @@ from registry.repository import RegistryRepository
 from registry.storage.sqlcipher.alerts import SqlCipherAlerts
 from registry.storage.sqlcipher.audit import SqlCipherAudit
 from registry.storage.sqlcipher.base import SqlCipherUnitOfWork
+from registry.storage.sqlcipher.breach import SqlCipherBreach, SqlCipherStopUse
 from registry.storage.sqlcipher.devices import SqlCipherDevices
 from registry.storage.sqlcipher.entries import SqlCipherEntries, SqlCipherFaceData, SqlCipherIndex
 from registry.storage.sqlcipher.joint_use import (
@@ -42,7 +43,8 @@ from registry.storage.sqlcipher.users import SqlCipherSessions, SqlCipherUsers
 class SqlCipherRepository(
     SqlCipherUnitOfWork, SqlCipherUsers, SqlCipherSessions, SqlCipherDevices, SqlCipherEntries,
     SqlCipherFaceData, SqlCipherIndex, SqlCipherAlerts, SqlCipherSchemes, SqlCipherOutbound,
-    SqlCipherInbound, SqlCipherEmergencyShares, SqlCipherAudit, SqlCipherReviews,
+    SqlCipherInbound, SqlCipherEmergencyShares, SqlCipherAudit, SqlCipherReviews, SqlCipherBreach,
+    SqlCipherStopUse,
 ):
     """Every query of the registry, on one connection; commits only in `unit_of_work`."""
 

@@ -9,20 +9,8 @@ Nothing here changes an entry (stopping use is the person's choice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
-from registry.clock import from_text
 from registry.context import RegistryContext
-
-
-@dataclass(frozen=True)
-class StopUseRight:
-    """A person who may ask for use to stop after a reportable leak (G-BRE-4, APPI 35(5))."""
-
-    entry_id: str
-    incident_id: str
-    since: datetime
+from registry.domain import StopUseRight as StopUseRight  # where it was defined before
 
 
 def stop_use_right_list(ctx: RegistryContext, entry_id: str | None = None) -> list[StopUseRight]:
@@ -30,11 +18,6 @@ def stop_use_right_list(ctx: RegistryContext, entry_id: str | None = None) -> li
 
     The entry's view, the watchlist page and the request desk all show what this
     returns; nothing here changes an entry (stopping use is the person's choice).
+    Through the repository, so it reads the same on SQLCipher and PostgreSQL.
     """
-    query = "SELECT entry_id, incident_id, since FROM entry_stop_use_rights"
-    params: tuple[str, ...] = ()
-    if entry_id is not None:
-        query, params = query + " WHERE entry_id = ?", (entry_id,)
-    return [StopUseRight(entry, incident_id, from_text(since))
-            for entry, incident_id, since in ctx.sqlcipher_connection().execute(
-                query + " ORDER BY since, incident_id, entry_id", params)]
+    return ctx.repo.stop_use_rights(entry_id)

@@ -39,9 +39,10 @@ from models.engine import FaceEngine
 from registry.accounts import devices
 from registry.alerts.queue import list_alerts
 from registry.api.app import create_app
+from registry.breach import incident as breach
 from registry.clock import add_years
 from registry.context import OwnerLogin, init_registry, open_registry
-from registry.domain import AlertStatus, EntryState
+from registry.domain import AlertStatus, Containment, EntryState, Ground
 from registry.keys.master import new_master_key
 from registry.retention.expiry import run_expiry
 from registry.storage.postgres.cluster import ThrowawayCluster
@@ -55,6 +56,7 @@ from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settin
 
 ALERTS = "/api/v1/edge/alerts"
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 
 
 def timing(reg: Registry, flow: str, started: float) -> None:
@@ -162,6 +164,51 @@ def test_a_box_alert_reaches_the_tablet_and_is_confirmed(flows: Registry) -> Non
     assert [a.alert_id for a in alerts] == [body["alert_id"]]
     actions = [r.action for r in reg.ctx.repo.audit_rows()]
     assert "alert_received" in actions and "alert_confirmed" in actions
+    assert reg.ctx.audit.verify().ok
+
+
+# --- a breach incident: opened, contained, triaged; the stop-use rights it gives -----------
+
+
+def test_a_breach_incident_gives_stop_use_rights_seen_on_the_entry_and_the_pages(
+        flows: Registry) -> None:
+    """G-BRE-1..4 on both back-ends: the record, a step, the rule-7 triage, and the
+    stop-use right (APPI 35(5)) on the entry's view, the watchlist page and the desk."""
+    reg = flows
+    entry_id = reg.register(OBAMA)
+    manager = reg.user("mgr1")
+    started = time.perf_counter()
+    incident_id = breach.open_incident(
+        reg.ctx, actor=manager, discovered_at=T0, discovered_by="店長 佐藤",
+        how="バックアップ用USBメモリの紛失", summary="顔画像を含む可能性", now=T0 + HOUR)
+    assert breach.contain_stop_edge(reg.ctx, actor=manager, incident_id=incident_id,
+                                    now=T0 + 2 * HOUR, stop=lambda: "stopped") == "stopped"
+    triaged = breach.triage(reg.ctx, actor=manager, incident_id=incident_id[:12],  # a prefix
+                            grounds=[Ground.SENSITIVE], reason="犯罪歴を推知させる記録",
+                            now=T0 + 3 * HOUR)
+    timing(reg, "breach open+triage", started)
+    assert triaged.reportable
+    incident = breach.get_incident(reg.ctx, incident_id)
+    assert [i.incident_id for i in breach.list_incidents(reg.ctx)] == [incident_id]
+    assert (incident.discovered_by, incident.affected, incident.counts.entries) == (
+        "店長 佐藤", (entry_id,), 1)
+    assert [a.kind for a in incident.actions] == [Containment.STOP_EDGE]
+    assert incident.triage == triaged
+    assert breach.stop_use_rights(reg.ctx) == {entry_id: [incident_id]}
+
+    app = api_host(web_settings(reg.settings), engine=reg.engine, clock=Clock())
+    with TestClient(create_app(app), base_url=BASE_URL) as client:
+        responder = log_in(client, "mgr1")
+        view = responder.get(f"/api/v1/watchlist/{entry_id}")
+        assert view.status_code == 200, view.text
+        assert view.json()["stop_use_rights"] == [incident_id]
+        page = log_in(client, "staff").get("/watchlist")
+        assert page.status_code == 200, page.text[:500]
+        assert f'data-incident="{incident_id}"' in page.text
+        incidents = responder.get("/incidents")
+        assert incidents.status_code == 200 and incident_id in incidents.text
+        desk = responder.get("/requests")
+        assert desk.status_code == 200 and f'id="stop-use-{entry_id}-{incident_id}"' in desk.text
     assert reg.ctx.audit.verify().ok
 
 

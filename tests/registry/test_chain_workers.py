@@ -30,8 +30,8 @@ from registry.clock import add_years
 from registry.domain import EntryState
 from registry.jobs import JOB_EXPIRY, job_key
 from registry.storage.postgres.cluster import ThrowawayCluster
-from tests.registry.chain import chain_registry
 from tests.registries import OBAMA, PASSWORD, T0, Registry
+from tests.registry.chain import chain_registry
 from tests.registry.test_workers import SESSION, no_keep_alive, served, wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]

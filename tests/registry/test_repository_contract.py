@@ -23,6 +23,7 @@ from registry.domain import Role
 from registry.repository import (
     AlertRepository,
     AuditRepository,
+    BreachRepository,
     DeviceRepository,
     EmergencyShareRepository,
     EntryRepository,
@@ -35,12 +36,14 @@ from registry.repository import (
     ReviewRepository,
     SchemeRepository,
     SessionRepository,
+    StopUseRepository,
     UnitOfWork,
     UserRepository,
 )
 from registry.storage.postgres.alerts import PostgresAlerts
 from registry.storage.postgres.audit import PostgresAudit
 from registry.storage.postgres.base import PostgresUnitOfWork
+from registry.storage.postgres.breach import PostgresBreach, PostgresStopUse
 from registry.storage.postgres.devices import PostgresDevices
 from registry.storage.postgres.entries import PostgresEntries, PostgresFaceData, PostgresIndex
 from registry.storage.postgres.joint_use import (
@@ -59,6 +62,7 @@ from registry.storage.postgres_repository import PostgresRepository
 from registry.storage.sqlcipher.alerts import SqlCipherAlerts
 from registry.storage.sqlcipher.audit import SqlCipherAudit
 from registry.storage.sqlcipher.base import SqlCipherUnitOfWork
+from registry.storage.sqlcipher.breach import SqlCipherBreach, SqlCipherStopUse
 from registry.storage.sqlcipher.devices import SqlCipherDevices
 from registry.storage.sqlcipher.entries import SqlCipherEntries, SqlCipherFaceData, SqlCipherIndex
 from registry.storage.sqlcipher.joint_use import (
@@ -105,6 +109,8 @@ SQLCIPHER_STORES: dict[type, type] = {
     AuditRepository: SqlCipherAudit,
     ReviewRepository: SqlCipherReviews,
     RequestRepository: SqlCipherRequests,
+    BreachRepository: SqlCipherBreach,
+    StopUseRepository: SqlCipherStopUse,
 }
 
 
@@ -125,6 +131,8 @@ POSTGRES_STORES: dict[type, type] = {
     AuditRepository: PostgresAudit,
     ReviewRepository: PostgresReviews,
     RequestRepository: PostgresRequests,
+    BreachRepository: PostgresBreach,
+    StopUseRepository: PostgresStopUse,
 }
 STORES = {"sqlcipher": SQLCIPHER_STORES, "postgres": POSTGRES_STORES}
 COMPOSITES: dict[str, type] = {"sqlcipher": SqlCipherRepository, "postgres": PostgresRepository}

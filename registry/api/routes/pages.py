@@ -96,6 +96,7 @@ from registry.config import RegistrationCriteria
 from registry.context import RegistryContext
 from registry.domain import (
     ConfirmationKind,
+    Ground,
     IdentityMethod,
     IncidentInput,
     RefusalGround,
@@ -571,7 +572,7 @@ def incident_preserve_evidence(incident_id: BreachId, ctx: ContextDep, user: Res
 @router.post("/incidents/{incident_id}/triage")
 def incident_triage(incident_id: BreachId, ctx: ContextDep, user: Responder, now: NowDep,
                     reason: Reason = "",
-                    ground: Annotated[list[breach.Ground], Form()] = []  # noqa: B006
+                    ground: Annotated[list[Ground], Form()] = []  # noqa: B006
                     ) -> RedirectResponse:
     """The rule-7 test (G-BRE-1): the grounds that apply, none = not reportable, and why."""
     breach.triage(ctx, actor=user, incident_id=incident_id, grounds=ground, reason=reason,
