@@ -95,6 +95,7 @@ TEMPLATES_PER_ENTRY = (1, 3)
 NOISE = 0.6  # a synthetic entry's templates: its centre plus noise, renormalised
 REQUEST_TIMEOUT_S = 60.0
 RETRY_S = 1.0
+LAG_TICK_S = 0.1
 START_TIMEOUT_S = 600.0  # every box's first whole download
 
 
@@ -207,6 +208,7 @@ class Fleet:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     copies: int = 0  # applied indexes that differed from the shared one of their version
+    lag_s: list[float] = field(default_factory=list)  # how late the client's loop wakes up
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -306,6 +308,14 @@ async def run_box(fleet: Fleet, box: int, client: httpx.AsyncClient, rng: random
             at += fleet.poll_s
 
 
+async def lag_monitor(fleet: Fleet) -> None:
+    """The client's own share of every time measured: how late its event loop wakes up."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        fleet.lag_s.append(time.perf_counter() - before - LAG_TICK_S)
+
+
 def erase_at_centre(ctx: RegistryContext, entry_id: str) -> None:
     manager = ctx.repo.user_by_name(MANAGER)
     assert manager is not None
@@ -344,6 +354,7 @@ async def simulate(chain: Chain, server: Server, args: argparse.Namespace) -> tu
                                    f"index after {START_TIMEOUT_S:g} s") from None
             start_wall = max(fleet.initial_s.values())
             fleet.polling.set()
+            tasks.append(asyncio.create_task(lag_monitor(fleet)))
             await asyncio.sleep(args.settle_s)
             for mode, entry_id in zip(("delta", "whole"), chain.victims, strict=True):
                 phase = Phase(mode, entry_id, fleet.now())
@@ -393,6 +404,7 @@ def figures(fleet: Fleet, start_wall: float) -> dict[str, Any]:
                 for kind, v in fleet.latency_s.items()}
     errors = {k: n for k, n in fleet.outcomes.items() if not k.endswith(": ok")}
     return {"rows": rows, "start_wall_s": round(start_wall, 2), "requests": requests,
+            "client_lag_p99_ms": _s([x * 1000 for x in fleet.lag_s], 99),
             "errors": errors, "unshared_copies": fleet.copies}
 
 
@@ -464,7 +476,8 @@ def render(result: dict[str, Any]) -> str:
         f"until a box's applied index lacks the entry; every box applied (delta) or opened "
         f"(whole) what it fetched itself.",
         f"Errors: {result['errors'] or 0}; server CPU {result['server_cpu_pct']} %, client "
-        f"CPU {result['client_cpu_pct']} % of one core over {result['wall_s']} s "
+        f"CPU {result['client_cpu_pct']} % of one core over {result['wall_s']} s, client "
+        f"loop lag p99 {result['client_lag_p99_ms']} ms while polling "
         f"(server includes PostgreSQL's processes on that back-end).",
         "Set-up: " + "; ".join(f"{k} {v:.1f} s" for k, v in result["setup_s"].items()),
         f"Target (within one poll interval plus delta transfer): {verdict}",
