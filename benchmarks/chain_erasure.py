@@ -457,7 +457,8 @@ def render(result: dict[str, Any]) -> str:
     if delta is not None and delta["last_s"] is not None:
         limit = target + (delta["erase_call_s"] or 0.0) + delta_p99 / 1000.0
         met = delta["boxes_done"] == delta["boxes"] and delta["last_s"] <= limit
-        verdict = (f"{'MET' if met else 'NOT MET'}: last box {delta['last_s']} s <= poll "
+        verdict = (f"{'MET' if met else 'NOT MET'}: last box {delta['last_s']} s "
+                   f"{'<=' if met else '>'} poll "
                    f"{result['poll_s']:g} s + jitter {result['jitter_s']:g} s + erase call "
                    f"{delta['erase_call_s']} s + delta p99 {delta_p99 / 1000:.2f} s "
                    f"= {limit:.2f} s")
