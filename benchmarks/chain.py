@@ -20,7 +20,16 @@ run where one exists. Sections:
   CPU and memory of the server's processes and of the client, with one API
   worker (the naive baseline) and with several where ``mamoru serve`` has them.
   Quick run: ``--only load`` (250 stores, 30 s); full scale:
-  ``nice python -m benchmarks.chain --only load --stores 1000 --seconds 60``.
+  ``nice python -m benchmarks.chain --only load --stores 1000 --seconds 60``;
+  ``--backend postgres`` runs it on PostgreSQL in a throw-away cluster.
+* ``erasure``: an erasure at the centre reaching 2 boxes per store
+  (benchmarks/chain_erasure.py): every box downloads the whole index at start,
+  polls the version, and on the erasure fetches and applies the delta; the
+  naive row erases another entry and has every box fetch the whole index.
+  Time from the erase call to the last box whose applied index lacks the
+  entry, p50/p99 over boxes, bytes per box, errors. Quick run:
+  ``--only erasure`` (250 stores); full scale: ``nice python -m benchmarks.chain
+  --only erasure --stores 1000 [--backend postgres]``.
 
 The synthetic watchlist (`face_like_watchlist`). Uniform random unit vectors
 are the worst case for approximate search and tightly clustered data the best;
@@ -56,7 +65,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks import chain_load
+from benchmarks import chain_erasure, chain_load
 from kernel import ann
 from kernel.watchlist_index import IndexedTemplate, WatchlistIndex, publish_index
 
@@ -362,6 +371,7 @@ def section_ann(args: argparse.Namespace) -> None:
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "ann": section_ann,
     "load": chain_load.section_load,
+    "erasure": chain_erasure.section_erasure,
 }
 
 
@@ -389,8 +399,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="skip the row through publish_index / WatchlistIndex.load",
     )
     chain_load.add_load_arguments(parser)
+    chain_erasure.add_erasure_arguments(parser)
     args = parser.parse_args(argv)
     chain_load.check_load_arguments(parser, args)
+    chain_erasure.check_erasure_arguments(parser, args)
     if min(args.templates, args.queries, args.rounds, args.dim) < 1:
         parser.error("--templates, --queries, --rounds and --dim must be at least 1")
     if not 0.0 <= args.stranger_share < 1.0:

@@ -1,7 +1,8 @@
 """The ``load`` section of benchmarks/chain.py: a chain's boxes against one real `mamoru serve`.
 
 Set-up (not timed as load): a throw-away registry on the chosen back-end
-(``--backend``; only ``sqlcipher`` until the PostgreSQL context is wired), the
+(``--backend``: SQLCipher files, or PostgreSQL in a throw-away cluster started
+here, benchmarks/chain_backends.py), the
 listed person proposed from a real photo and approved (the real engine, as
 benchmarks/pipeline.py does), and two devices per store added with
 `registry.accounts.devices.add_device` (what ``mamoru device add`` does), their
@@ -27,7 +28,8 @@ the client's own scheduling delay (the event loop's lag is reported beside it:
 on a small machine client and server share the cores).
 
 Server CPU and RSS are read from /proc for the whole process tree of the
-server (psutil is not a dependency); client CPU is this process's own.
+server, plus the PostgreSQL cluster's processes on that back-end (psutil is
+not a dependency); client CPU is this process's own.
 """
 
 from __future__ import annotations
@@ -53,28 +55,27 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import cv2
 import httpx
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.chain_backends import BACKENDS, Backend, registry_backend
 from benchmarks.pipeline import build_registry, markdown_table, percentile
 from kernel.masking import draw_match_box, iou, mask_faces
 from mamoru.demo.scene import background, cast, crop_face
 from mamoru.face_data import data_root
-from mamoru.settings import MamoruSettings, get_settings
+from mamoru.settings import MamoruSettings
 from mamoru.wiring import open_engine, open_registry_from
 from models.engine import FaceEngine, cosine
 from registry.accounts.devices import add_device
-from registry.keys.custody import KeyCustodySettings
 
 Image = npt.NDArray[np.uint8]
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_FILE = REPO / "benchmarks" / "out" / "chain-load.json"
-BACKENDS = ("sqlcipher",)  # "postgresql" once registry/context.py can open one
 EXPECTED = {"poll": 200, "status": 204, "alert": 201}
 KINDS = ("poll", "status", "alert", "alert in burst")
 TARGET_P99_MS = 200.0
@@ -110,6 +111,16 @@ class Fleet:
     tokens: list[str]
     snapshot: Snapshot
     setup_s: dict[str, float]
+    database_pids: Callable[[], list[int]]  # PostgreSQL's processes: the server's CPU too
+
+
+class Served(Protocol):
+    """What `Server` needs of a registry: where it is, and the environment that opens it."""
+
+    @property
+    def settings(self) -> MamoruSettings: ...
+    @property
+    def env(self) -> dict[str, str]: ...
 
 
 def box_name(store: int, box: int) -> str:
@@ -157,35 +168,36 @@ def make_snapshot(engine: FaceEngine, face_data: Path, template: npt.NDArray[np.
                     round(score, 6), engine.threshold)
 
 
-def sqlcipher_fleet(tmp: Path, stores: int, snapshot_size: tuple[int, int]) -> Fleet:
-    """A SQLCipher registry in `tmp` (key in a plain file: throw-away, development setting)."""
-    setup: dict[str, float] = {}
-    settings = get_settings(data_dir=tmp / "data",
-                            key=KeyCustodySettings(insecure_plain_key_file_on_data_disk=True))
-    start = time.perf_counter()
-    engine = open_engine(settings)
-    face_data = data_root(settings.cache_dir)
-    entry_id = build_registry(settings, engine, face_data)
-    setup["registry + listed person (propose, approve)"] = time.perf_counter() - start
-    start = time.perf_counter()
+def add_devices(settings: MamoruSettings, count: int) -> list[str]:
+    """`count` boxes, two per store, as `mamoru device add` adds them; their tokens."""
     now = datetime.now(UTC)
     with open_registry_from(settings) as ctx:
         admin = ctx.repo.user_by_name("admin")
         assert admin is not None
-        tokens = [add_device(ctx, admin=admin, name=box_name(s, b), now=now)
-                  for s in range(stores) for b in range(BOXES_PER_STORE)]
-        template = np.frombuffer(ctx.repo.templates(entry_id)[0].vector, np.float32)
-        index_version = ctx.repo.watchlist_version()
+        return [add_device(ctx, admin=admin, name=box_name(i // BOXES_PER_STORE,
+                                                           i % BOXES_PER_STORE), now=now)
+                for i in range(count)]
+
+
+def make_fleet(backend: Backend, stores: int, snapshot_size: tuple[int, int]) -> Fleet:
+    """The registry on `backend`, the listed person, the stores' boxes, the snapshot."""
+    setup: dict[str, float] = {}
+    settings = backend.settings
+    start = time.perf_counter()
+    engine = open_engine(settings)
+    face_data = data_root(settings.cache_dir)
+    entry_id = build_registry(settings, engine, face_data, backend.owner)
+    setup["registry + listed person (propose, approve)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tokens = add_devices(settings, stores * BOXES_PER_STORE)
     setup[f"{len(tokens)} devices added (add_device, one transaction each)"] = (
         time.perf_counter() - start)
+    with open_registry_from(settings) as ctx:
+        template = np.frombuffer(ctx.repo.templates(entry_id)[0].vector, np.float32)
+        index_version = ctx.repo.watchlist_version()
     snapshot = make_snapshot(engine, face_data, template, snapshot_size)
-    env = {"MAMORU_DATA_DIR": str(settings.data_dir),
-           "MAMORU_CACHE_DIR": str(settings.cache_dir),
-           "MAMORU_KEY__INSECURE_PLAIN_KEY_FILE_ON_DATA_DISK": "true"}
-    return Fleet(settings, env, entry_id, index_version, tokens, snapshot, setup)
-
-
-FLEETS: dict[str, Callable[[Path, int, tuple[int, int]], Fleet]] = {"sqlcipher": sqlcipher_fleet}
+    return Fleet(settings, backend.env, entry_id, index_version, tokens, snapshot, setup,
+                 backend.database_pids)
 
 
 # --- the server and its process tree ----------------------------------------------------
@@ -255,7 +267,7 @@ def rss_bytes(pids: Sequence[int]) -> int:
 class Server:
     """`mamoru serve` in its own process group, started and stopped by this benchmark."""
 
-    def __init__(self, fleet: Fleet, *, workers: int, https: bool, log: IO[bytes]) -> None:
+    def __init__(self, fleet: Served, *, workers: int, https: bool, log: IO[bytes]) -> None:
         self.port = free_port()
         self.ready_s = 0.0
         self.https = https
@@ -306,12 +318,13 @@ class Server:
 
 
 @contextmanager
-def running_server(fleet: Fleet, *, workers: int, https: bool, log_path: Path) -> Iterator[Server]:
+def running_server(fleet: Served, *, workers: int, https: bool, log_path: Path,
+                   token: str) -> Iterator[Server]:
     with log_path.open("ab") as log:
         started = time.perf_counter()
         server = Server(fleet, workers=workers, https=https, log=log)
         try:
-            server.wait_ready(fleet.tokens[0])
+            server.wait_ready(token)
             server.ready_s = time.perf_counter() - started
             yield server
         finally:
@@ -544,7 +557,8 @@ def run_once(plan: LoadPlan, fleet: Fleet, *, workers: int, https: bool, tmp: Pa
              seed: int) -> dict[str, Any]:
     """One server with `workers`, the whole fleet against it, the figures of the window."""
     with running_server(fleet, workers=workers, https=https,
-                        log_path=tmp / f"serve-{workers}.log") as server:
+                        log_path=tmp / f"serve-{workers}.log",
+                        token=fleet.tokens[0]) as server:
         load_start = os.getloadavg()[0]
 
         async def measured() -> tuple[Simulation, dict[str, float]]:
@@ -552,14 +566,14 @@ def run_once(plan: LoadPlan, fleet: Fleet, *, workers: int, https: bool, tmp: Pa
 
             async def resources() -> None:
                 await asyncio.sleep(plan.warmup_s)
-                pids = process_tree(server.process.pid)
+                pids = process_tree(server.process.pid) + fleet.database_pids()
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 window.update(server_cpu=cpu_seconds(pids), wall=time.perf_counter(),
                               client_cpu=usage.ru_utime + usage.ru_stime, rss_peak=0.0)
                 while time.perf_counter() - window["wall"] < plan.seconds:
                     window["rss_peak"] = max(window["rss_peak"], rss_bytes(pids))
                     await asyncio.sleep(1.0)
-                pids = process_tree(server.process.pid)
+                pids = process_tree(server.process.pid) + fleet.database_pids()
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 wall = time.perf_counter() - window["wall"]
                 window.update(
@@ -645,16 +659,17 @@ def section_load(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         print(f"load: set-up, {plan.stores} stores x {BOXES_PER_STORE} boxes on "  # noqa: T201
               f"{args.backend}", file=sys.stderr)
-        fleet = FLEETS[args.backend](tmp, plan.stores, tuple(args.snapshot_size))
-        runs, skipped = [], []
-        for workers in args.workers:
-            if workers > 1 and not workers_ok:
-                skipped.append(workers)
-                continue
-            print(f"load: {workers} worker(s), {plan.warmup_s:g} s warm-up + "  # noqa: T201
-                  f"{plan.seconds:g} s", file=sys.stderr)
-            runs.append(run_once(plan, fleet, workers=workers, https=not args.insecure_http,
-                                 tmp=tmp, seed=args.seed))
+        with registry_backend(args.backend, tmp) as backend:
+            fleet = make_fleet(backend, plan.stores, tuple(args.snapshot_size))
+            runs, skipped = [], []
+            for workers in args.workers:
+                if workers > 1 and not workers_ok:
+                    skipped.append(workers)
+                    continue
+                print(f"load: {workers} worker(s), {plan.warmup_s:g} s warm-up + "  # noqa: T201
+                      f"{plan.seconds:g} s", file=sys.stderr)
+                runs.append(run_once(plan, fleet, workers=workers,
+                                     https=not args.insecure_http, tmp=tmp, seed=args.seed))
     snap = fleet.snapshot
     lines = [
         f"Load: {plan.stores} stores x {BOXES_PER_STORE} boxes, one asyncio client process, "
@@ -669,7 +684,9 @@ def section_load(args: argparse.Namespace) -> None:
         summary_table(runs) + "\n",
         kinds_table(runs) + "\n",
         "Latency is the client's, send to last byte: it includes the client's own loop lag.",
-        "Server CPU % and client CPU % are of one core; RSS is the peak of the server's tree.",
+        "Server CPU % and client CPU % are of one core; RSS is the peak of the server's tree"
+        + (" and PostgreSQL's processes (their shared buffers counted in each)."
+           if args.backend == "postgres" else "."),
         "Set-up: " + "; ".join(f"{k} {v:.1f} s" for k, v in fleet.setup_s.items()),
     ]
     if skipped:

@@ -122,7 +122,7 @@ from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import EdgeParts, index_spec, open_edge_parts, open_engine, registry_paths
 from models.engine import FaceEngine, calibrated_thresholds
 from registry.accounts import users
-from registry.context import init_registry
+from registry.context import OwnerLogin, init_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role
 from registry.keys.custody import KeyCustodySettings
 from registry.watchlist import approval
@@ -194,10 +194,15 @@ def edge_settings(settings: MamoruSettings, cooldown_s: float | None) -> EdgeSet
     return EdgeSettings.model_validate(data)
 
 
-def build_registry(settings: MamoruSettings, engine: FaceEngine, face_data: Path) -> str:
-    """A new registry with Obama proposed by staff and approved by a manager; his entry id."""
+def build_registry(settings: MamoruSettings, engine: FaceEngine, face_data: Path,
+                   owner: OwnerLogin | None = None) -> str:
+    """A new registry with Obama proposed by staff and approved by a manager; his entry id.
+
+    `owner`: on PostgreSQL, the role that creates the schema (`registry init --pg-owner`).
+    """
     now = datetime.now(UTC)
-    ctx = init_registry(registry_paths(settings), settings.registry, index_spec(settings))
+    ctx = init_registry(registry_paths(settings), settings.registry, index_spec(settings),
+                        owner=owner)
     with ctx:
         for name, role in (("admin", Role.ADMIN), ("staff", Role.STAFF), ("mgr1", Role.MANAGER)):
             users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
