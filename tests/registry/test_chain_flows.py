@@ -413,6 +413,7 @@ def test_evidence_in_the_database_against_files(chain: Registry, tmp_path: Path)
 # --- `mamoru registry init` on PostgreSQL, as an operator runs it -------------------------
 
 
+@pytest.mark.cli
 def test_registry_init_on_postgres_from_the_command_line(
         pg_cluster: ThrowawayCluster, tmp_path: Path) -> None:
     from tests.registry.test_cli_registry import assert_one_line_error, mamoru

@@ -62,6 +62,7 @@ def _box_state(page: str, device: str) -> str | None:
     return found.group(1) if found else None
 
 
+@pytest.mark.server
 def test_two_workers_on_postgres_share_the_rate_limit_and_the_box_board(
         chain: Registry) -> None:
     """G-SEC-2: the limit is per client over both workers; a box's report is on every
@@ -126,6 +127,7 @@ def _holders(chain: Registry) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+@pytest.mark.cli
 def test_expire_started_on_two_hosts_at_once_runs_once(chain: Registry, tmp_path: Path) -> None:
     """G-REG-4: the lock is in the database: host B (no file of host A's) finds it held."""
     entry = chain.register(OBAMA)

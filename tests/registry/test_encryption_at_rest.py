@@ -8,6 +8,7 @@ key changes no byte, a key file others can read is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_missing_key_file_says_how_to_initialise(registry: Registry) -> None:
 def test_missing_registry_says_how_to_initialise(tmp_path: Path, registry: Registry) -> None:
     """No registry where the configuration points: refuse, create nothing."""
     paths = registry_paths(registry.settings)
-    empty = type(paths)(tmp_path / "nowhere", tmp_path / "nowhere" / "master.key")
+    empty = dataclasses.replace(paths, data_dir=tmp_path / "nowhere")
     with pytest.raises(NotInitialisedError, match="`mamoru registry init`"):
         open_registry(empty, registry.settings.registry, index_spec(registry.settings))
     assert not (tmp_path / "nowhere").exists()

@@ -70,6 +70,7 @@ def _mamoru(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, cwd=Path(__file__).parents[2])
 
 
+@pytest.mark.cli
 def test_a_second_expiry_run_says_already_running_and_leaves_the_work_to_the_first(
         registry: Registry) -> None:
     """G-REG-4: the entry past its retention is erased by exactly one run."""

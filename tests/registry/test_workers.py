@@ -89,6 +89,7 @@ def no_keep_alive(base_url: str, **kwargs: object) -> httpx.Client:
                         limits=httpx.Limits(max_keepalive_connections=0), **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.server
 def test_two_workers_share_one_rate_limit_and_one_login_lockout(registry: Registry) -> None:
     """G-SEC-2: the limits hold per client address, not per worker process."""
     with served(registry, "--insecure-http", rate_limit_per_minute=30,
@@ -112,6 +113,7 @@ def test_two_workers_share_one_rate_limit_and_one_login_lockout(registry: Regist
     assert len(locks) == 1, locks  # one lock, recorded once, though two workers counted
 
 
+@pytest.mark.server
 def test_every_worker_speaks_https_with_our_tls_context(registry: Registry) -> None:
     """The TLS context factory reaches spawned workers: pinned certificate, no CBC suites."""
     with served(registry) as (server, port):
@@ -130,6 +132,7 @@ def test_every_worker_speaks_https_with_our_tls_context(registry: Registry) -> N
                     _handshake(port, tls_dir / "cert.pem", ciphers="ECDHE-ECDSA-AES128-SHA")
 
 
+@pytest.mark.cli
 def test_workers_is_validated(registry: Registry) -> None:
     env = {**os.environ, "MAMORU_DATA_DIR": str(registry.data_dir)}
     for bad in ("0", "65"):
