@@ -95,12 +95,17 @@ def check(as_user: AsOption) -> None:
 
 
 @key_app.command("rotate")
-def rotate(as_user: AsOption) -> None:
-    """Re-encrypt databases, evidence and index under a new key; old backups are wiped."""
+def rotate(as_user: AsOption, pg_owner: PgOwnerOption = None,
+           pg_owner_password_file: PgOwnerPasswordOption = None) -> None:
+    """Re-encrypt databases, evidence and index under a new key; old backups are wiped.
+
+    On PostgreSQL storage the fresh backup runs as the database's owner (`--pg-owner`).
+    """
+    owner = owner_login(pg_owner, pg_owner_password_file)
     settings = get_settings()
     with registry() as ctx:
         old_key = ctx.master_key
-        backup = rotate_key(ctx, actor=login(ctx, as_user), now=utc_now())
+        backup = rotate_key(ctx, actor=login(ctx, as_user), now=utc_now(), owner=owner)
         has_edge = rekey_edge_copies(settings, old_key, ctx.master_key)
     typer.echo(f"key rotated; old backups wiped; fresh backup: {backup}")
     if has_edge:

@@ -165,15 +165,20 @@ def _postgres_snapshot(ctx: RegistryContext, access: OwnerAccess, scratch: Path,
     return {PG_DUMP_MEMBER: target}, manifest
 
 
+def require_owner(ctx: RegistryContext, owner: OwnerLogin | None, what: str) -> None:
+    """Refuse, before anything changes, a PostgreSQL backup step without the owner's login."""
+    _owner_access(ctx, owner, what)
+
+
 def _owner_access(ctx: RegistryContext, owner: OwnerLogin | None,
                   what: str) -> OwnerAccess | None:
     """None on SQLCipher; on PostgreSQL the owner role that runs the tools (required)."""
     if ctx.backend == "sqlcipher":
         return None
     if owner is None or ctx.policy.postgres is None:
-        raise RegistryError(f"{what} on the PostgreSQL registry runs as the database's owner "
-                            "role: give --pg-owner and --pg-owner-password-file; nothing was "
-                            "changed")
+        raise RegistryError(f"{what} on the PostgreSQL registry needs the database's owner "
+                            "role (pg_dump/pg_restore): give --pg-owner and "
+                            "--pg-owner-password-file; nothing was changed")
     from registry.storage.postgres.dump import OwnerAccess
 
     return OwnerAccess(ctx.policy.postgres, owner.user, owner.password_file)

@@ -15,23 +15,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from kernel.errors import RegistryError
+from kernel.errors import RegistryError, SealedFileError
 from kernel.evidence import EvidenceNotFoundError
+from kernel.sealed import EVIDENCE, Sealer
+from kernel.watchlist_index import IndexIntegrityError, WatchlistIndex
 from models.engine import FaceEngine
 from registry.accounts import users
 from registry.audit.trail import Action
 from registry.backup import archive as backup
+from registry.backup import key_rotation
 from registry.backup.archive import PG_DUMP_MEMBER, BackupError
 from registry.clock import add_years, utc_now
-from registry.context import OwnerLogin
+from registry.context import OwnerLogin, pending_custody
 from registry.domain import EntryState
+from registry.keys.master import MasterKey, new_master_key
 from registry.retention.expiry import prune_audit_trail
+from registry.storage.postgres.base import FieldSealer, PgConnection
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
 from registry.storage.postgres.dump import client_bindir
+from registry.storage.postgres.opened import PostgresStorage, opens_canary, replace_canary
+from registry.storage.postgres.rekey import EVIDENCE_TABLE, ROW_KEYS, reseal_database
+from registry.storage.postgres.schema import PERSONAL_COLUMNS
 from registry.watchlist import entries as watchlist
 from tests.registry.chain import chain_registry, owner_login
 from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
@@ -187,3 +196,116 @@ def test_a_backup_older_than_the_pruned_trail_is_refused(chain: Chain, tmp_path:
                               owner=chain.owner)
     assert len(list(reg.ctx.repo.audit_rows())) == before
     assert not any(r.action == Action.RESTORE.value for r in reg.ctx.repo.audit_rows())
+
+
+# --- key rotation (G-SEC-2, G-BRE-3) ---------------------------------------------------------
+
+
+def _sealed_values(conn: PgConnection) -> list[tuple[str, str, str, bytes]]:
+    """Every non-NULL personal value with its table, column and row key (as the stores seal)."""
+    found = []
+    for qualified, columns in PERSONAL_COLUMNS.items():
+        table = qualified.removeprefix("registry.")
+        key = "image_id" if table == EVIDENCE_TABLE else ROW_KEYS[table]
+        for column in columns:
+            for row_key, blob in conn.execute(
+                    f"SELECT {key}, {column} FROM {qualified} WHERE {column} IS NOT NULL"):
+                found.append((table, column, str(row_key), bytes(blob)))
+    return found
+
+
+def _opens_under(key: MasterKey, table: str, column: str, row: str, blob: bytes) -> bool:
+    try:
+        if table == EVIDENCE_TABLE:
+            Sealer(EVIDENCE, key.derive("evidence")).open(blob, name="x", context=row.encode())
+        else:
+            FieldSealer(key.derive("database-fields")).open(table, column, row, blob)
+    except SealedFileError:
+        return False
+    return True
+
+
+def test_every_personal_table_has_a_row_key() -> None:
+    """A new personal column's table must say how its rows are keyed, or rotation misses it."""
+    tables = {name.removeprefix("registry.") for name in PERSONAL_COLUMNS}
+    assert tables - {EVIDENCE_TABLE} == set(ROW_KEYS)
+
+
+def test_key_rotation_reseals_every_value_under_the_new_key(chain: Chain) -> None:
+    """G-SEC-2/G-BRE-3: after a rotation the old key opens no personal value, no evidence image
+    and not the key canary; the registry reopens from the key file and works on."""
+    reg = chain.reg
+    admin = reg.user("admin")
+    entry_id = reg.register(OBAMA, display_name=NAME)
+    watchlist.erase(reg.ctx, actor=reg.user("mgr2"), entry_id=reg.register(BIDEN),
+                    reason=REASON, now=LATER)
+    old_key = reg.ctx.master_key
+    old_backup = backup.create_backup(reg.ctx, actor=admin, now=LATER, owner=chain.owner)
+    image_id = reg.ctx.repo.evidence(entry_id)[0].image_id
+    conn = cast(PostgresStorage, reg.ctx.storage).connection
+    before = _sealed_values(conn)
+    tables = {t for t, *_ in before}
+    assert {"entries", "templates", "incidents", "audit_texts", EVIDENCE_TABLE} <= tables
+    assert all(_opens_under(old_key, *value) for value in before)
+
+    fresh = key_rotation.rotate_key(reg.ctx, actor=admin, now=LATER + timedelta(minutes=5),
+                                    owner=chain.owner)
+
+    new_key = reg.ctx.master_key
+    after = _sealed_values(conn)
+    assert len(after) == len(before)
+    assert not any(_opens_under(old_key, *value) for value in after)
+    assert all(_opens_under(new_key, *value) for value in after)
+    assert not opens_canary(conn, old_key) and opens_canary(conn, new_key)
+    assert not old_backup.exists() and sorted(reg.ctx.paths.backups.glob("*.backup")) == [fresh]
+    with pytest.raises(IndexIntegrityError):
+        WatchlistIndex.load(reg.ctx.paths.index, key=old_key.derive("index"))
+
+    ctx = reg.reopen()
+    assert ctx.audit.verify().ok
+    entry = ctx.repo.entry(entry_id)
+    assert entry is not None and entry.display_name == NAME
+    assert entry_id in reg.matches(OBAMA2)
+    assert ctx.evidence.get(image_id).size > 0
+    assert [r.action for r in ctx.repo.audit_rows()][-2:] == ["key_rotate", "backup"]
+    # The fresh backup, under the new key, restores.
+    result = backup.restore_backup(ctx, actor=reg.user("admin"), path=fresh,
+                                   now=LATER + timedelta(minutes=10), owner=chain.owner)
+    assert result.entries == 2 and entry_id in reg.matches(OBAMA2)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["crash-before", "crash-after-commit"])
+def test_an_interrupted_rotation_is_finished_at_the_next_open(chain: Chain,
+                                                              committed: bool) -> None:
+    """G-SEC-2: a rotation killed before or after its transaction committed (the new key still
+    pending, not promoted) is finished by the next open; nothing is left under the old key."""
+    reg = chain.reg
+    entry_id = reg.register(OBAMA, display_name=NAME)
+    paths = reg.ctx.paths
+    old_key = reg.ctx.master_key
+    new_key = new_master_key()
+    pending_custody(paths).store(new_key, replace=True)
+    conn = cast(PostgresStorage, reg.ctx.storage).connection
+    if committed:
+        moved = reseal_database(conn, old_key, new_key, replace_canary)
+        assert moved.moved > 0 and moved.already_new == 0
+
+    ctx = reg.reopen()
+
+    assert ctx.master_key.derive("index") == new_key.derive("index")
+    assert paths.custody.load().derive("index") == new_key.derive("index")
+    conn = cast(PostgresStorage, ctx.storage).connection
+    assert all(_opens_under(new_key, *value) for value in _sealed_values(conn))
+    assert opens_canary(conn, new_key)
+    entry = ctx.repo.entry(entry_id)
+    assert entry is not None and entry.display_name == NAME and entry_id in reg.matches(OBAMA2)
+    last = list(ctx.repo.audit_rows())[-1]
+    assert last.action == "key_rotate" and '"resumed_after_interruption": true' in last.details
+
+
+def test_rotation_without_the_owner_is_refused_before_any_key_is_written(chain: Chain) -> None:
+    reg = chain.reg
+    with pytest.raises(RegistryError, match="--pg-owner"):
+        key_rotation.rotate_key(reg.ctx, actor=reg.user("admin"), now=LATER)
+    pending = reg.ctx.paths.custody.pending()
+    assert pending is None or not pending.exists()
