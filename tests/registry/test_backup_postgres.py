@@ -37,7 +37,12 @@ from registry.keys.master import MasterKey, new_master_key
 from registry.retention.expiry import prune_audit_trail
 from registry.storage.postgres.base import FieldSealer, PgConnection
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
-from registry.storage.postgres.dump import client_bindir
+from registry.storage.postgres.dump import (
+    DumpError,
+    OwnerAccess,
+    client_bindir,
+    restore_registry_rows,
+)
 from registry.storage.postgres.opened import PostgresStorage, opens_canary, replace_canary
 from registry.storage.postgres.rekey import EVIDENCE_TABLE, ROW_KEYS, reseal_database
 from registry.storage.postgres.schema import PERSONAL_COLUMNS
@@ -124,8 +129,8 @@ def _script(dump: bytes, folder: Path) -> bytes:
 
 def test_the_dump_holds_ciphertext_only(chain: Chain, tmp_path: Path) -> None:
     """G-SEC-2: a pg_dump of the chain database holds no personal value in the clear (names,
-    reasons, template bytes, evidence PNGs), neither in its bytes nor in the SQL it restores
-    as; the backup file as a whole is sealed too."""
+    reasons, template bytes, evidence PNGs): checked in the SQL it restores as (decompressed,
+    bytea as hex) and in its bytes; the backup file as a whole is sealed too."""
     reg = chain.reg
     entry_id = reg.register(OBAMA, display_name=NAME, features="tall, red cap")
     watchlist.erase(reg.ctx, actor=reg.user("mgr2"), entry_id=reg.register(BIDEN),
@@ -309,3 +314,27 @@ def test_rotation_without_the_owner_is_refused_before_any_key_is_written(chain: 
         key_rotation.rotate_key(reg.ctx, actor=reg.user("admin"), now=LATER)
     pending = reg.ctx.paths.custody.pending()
     assert pending is None or not pending.exists()
+
+
+def test_a_restore_that_fails_midway_changes_nothing(chain: Chain, tmp_path: Path) -> None:
+    """A dump cut short (a truncated copy): pg_restore fails mid-stream, psql gets no COMMIT,
+    and the registry keeps every row it had; the error names the tool, not the password."""
+    reg = chain.reg
+    entry_id = reg.register(OBAMA)
+    path = backup.create_backup(reg.ctx, actor=reg.user("admin"), now=T0, owner=chain.owner)
+    dump = backup.read_backup(reg.ctx, path)[1][PG_DUMP_MEMBER]
+    cut = tmp_path / "cut.pgdump"
+    cut.write_bytes(dump[: len(dump) * 3 // 4])
+    settings = reg.ctx.policy.postgres
+    assert settings is not None
+    access = OwnerAccess(settings, chain.owner.user, chain.owner.password_file)
+    reg.register(BIDEN)
+    before = sorted(e.entry_id for e in reg.ctx.repo.entries())
+
+    with pytest.raises(DumpError, match="nothing was restored") as failed:
+        restore_registry_rows(access, cut, tmp_path)
+
+    assert chain.database.owner_password not in str(failed.value)
+    assert sorted(e.entry_id for e in reg.ctx.repo.entries()) == before
+    assert entry_id in before and len(before) == 2
+    assert len(reg.ctx.evidence.ids()) == 2

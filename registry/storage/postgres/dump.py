@@ -26,10 +26,12 @@ on a command line (where `ps` shows it), in a log line or an exception.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,9 +154,9 @@ def dump_database(access: OwnerAccess, target: Path) -> Snapshot:
     """`pg_dump -Fc` of the whole chain database into `target`; what its snapshot saw."""
     env, password = access.environment()
     with access.connect() as conn, _exported_snapshot(conn) as (snapshot_id, seen):
-        # Uncompressed: the personal columns are ciphertext, which does not compress, and
-        # the whole file is sealed (and so unreadable) right after.
-        args = ["--format=custom", "--compress=0", "--no-password", f"--snapshot={snapshot_id}",
+        # Fast gzip: the sealed columns are ciphertext, but COPY writes bytea as hex (twice
+        # the bytes), which level 1 brings back near the ciphertext's size.
+        args = ["--format=custom", "--compress=1", "--no-password", f"--snapshot={snapshot_id}",
                 f"--file={target}"]
         args += [f"--exclude-table-data={table}" for table in NOT_DUMPED]
         _run("pg_dump", args, env, password)
@@ -217,10 +219,54 @@ def restore_registry_rows(access: OwnerAccess, dump: Path, scratch: Path) -> Non
     listing = _run("pg_restore", ["--list", str(dump)], env, password).decode()
     list_file = scratch / "restore.list"
     list_file.write_text(_restore_list(listing, order), encoding="utf-8")
-    script = _run("pg_restore", ["--data-only", "--no-owner", "--no-privileges",
-                                 f"--use-list={list_file}", "--file=-", str(dump)],
-                  env, password)
+    restore = ["--data-only", "--no-owner", "--no-privileges", f"--use-list={list_file}",
+               "--file=-", str(dump)]
     truncate = "TRUNCATE " + ", ".join(f"registry.{t}" for t in emptied) + ";\n"
-    _run("psql", ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
-                  "--file=-"], env, password,
-         stdin=b"BEGIN;\n" + truncate.encode() + script + b"\nCOMMIT;\n")
+    _pipe_into_psql(restore, f"BEGIN;\n{truncate}".encode(), env, password)
+
+
+def _pipe_into_psql(restore_args: Sequence[str], before: bytes, env: Mapping[str, str],
+                    password: str) -> None:
+    """`before`, then pg_restore's SQL streamed into psql; COMMIT only if pg_restore finished.
+
+    Streamed, not held: the script of a large registry is gigabytes (bytea as hex). A
+    pg_restore that fails midway gets no COMMIT: psql's end of input rolls everything back.
+    """
+    bindir = client_bindir()
+    psql = subprocess.Popen(
+        [str(bindir / "psql"), "--no-psqlrc", "--quiet", "--no-password",
+         "--set=ON_ERROR_STOP=1", "--file=-"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(env))
+    with tempfile.TemporaryFile() as restore_errors:
+        restore = subprocess.Popen([str(bindir / "pg_restore"), *restore_args],
+                                   stdout=subprocess.PIPE, stderr=restore_errors,
+                                   env=dict(env))
+        assert psql.stdin is not None and restore.stdout is not None
+        try:
+            psql.stdin.write(before)
+            shutil.copyfileobj(restore.stdout, psql.stdin, 1 << 20)
+            restored = restore.wait(TOOL_TIMEOUT_S)
+            if restored == 0:
+                psql.stdin.write(b"\nCOMMIT;\n")
+        except BrokenPipeError:  # psql stopped on an error: its stderr says which
+            restored = restore.wait(TOOL_TIMEOUT_S)
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                psql.stdin.close()
+            restore.stdout.close()
+            if restore.poll() is None:
+                restore.kill()
+        assert psql.stderr is not None
+        psql_errors = psql.stderr.read()  # small: psql stops at the first error
+        psql.wait(TOOL_TIMEOUT_S)
+        psql.stderr.close()
+        restore_errors.seek(0)
+        failures = [("psql", psql.returncode, psql_errors),
+                    ("pg_restore", restored, restore_errors.read())]
+    for tool, code, errors in failures:
+        if code != 0:
+            lines = [line for line in errors.decode(errors="replace").splitlines()
+                     if line.strip()]
+            why = lines[-1].strip() if lines else f"exit status {code}"
+            raise DumpError(f"{tool} failed, nothing was restored: {why}".replace(password,
+                                                                                 "***"))
