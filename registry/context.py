@@ -336,9 +336,14 @@ def _open_postgres(paths: RegistryPaths, policy: RegistrySettings,
     from registry.storage.postgres.opened import open_postgres_storage
 
     key = paths.custody.load()
-    storage = open_postgres_storage(_postgres_settings(policy), key)
+    custody = paths.custody.pending()
+    pending = custody.load() if custody is not None and custody.exists() else None
+    storage = open_postgres_storage(_postgres_settings(policy), key, pending)
     make_private_dir(paths.data_dir)
-    return RegistryContext(paths, key, storage, policy, index_spec)
+    context = RegistryContext(paths, key, storage, policy, index_spec)
+    if pending is not None:  # a rotation was interrupted: finish it, as on SQLCipher
+        finish_rotation(context, pending, resumed=True)
+    return context
 
 
 def _init_postgres(paths: RegistryPaths, policy: RegistrySettings, index_spec: IndexSpec,

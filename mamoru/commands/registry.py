@@ -30,14 +30,26 @@ from registry.keys.master import load_key_file
 app = typer.Typer(help="Create and check the encrypted registry.")
 key_app = typer.Typer(help="The master key.")
 
+PgOwnerOption = Annotated[str | None, typer.Option(
+    help="PostgreSQL storage: the role that owns the chain database")]
+PgOwnerPasswordOption = Annotated[Path | None, typer.Option(
+    help="PostgreSQL storage: a 0600 file holding the owner role's password")]
+
+
+def owner_login(pg_owner: str | None, pg_owner_password_file: Path | None) -> OwnerLogin | None:
+    """The owner role given on the command line: both options, or neither."""
+    if (pg_owner is None) != (pg_owner_password_file is None):
+        raise ConfigError("give both --pg-owner and --pg-owner-password-file, or neither")
+    if pg_owner is not None and pg_owner_password_file is not None:
+        return OwnerLogin(pg_owner, pg_owner_password_file)
+    return None
+
 
 @app.command("init")
 def init(
     admin: Annotated[str, typer.Option(help="name of the first admin user")] = "admin",
-    pg_owner: Annotated[str | None, typer.Option(
-        help="PostgreSQL storage: the role that owns the chain database (it migrates it)")] = None,
-    pg_owner_password_file: Annotated[Path | None, typer.Option(
-        help="PostgreSQL storage: a 0600 file holding the owner role's password")] = None,
+    pg_owner: PgOwnerOption = None,
+    pg_owner_password_file: PgOwnerPasswordOption = None,
 ) -> None:
     """Create the key file (0600), the encrypted databases and the first admin user.
 
@@ -49,11 +61,7 @@ def init(
     password = read_new_password(admin)
     validate_new_password(password)
     paths = registry_paths(settings)
-    owner = None
-    if (pg_owner is None) != (pg_owner_password_file is None):
-        raise ConfigError("give both --pg-owner and --pg-owner-password-file, or neither")
-    if pg_owner is not None and pg_owner_password_file is not None:
-        owner = OwnerLogin(pg_owner, pg_owner_password_file)
+    owner = owner_login(pg_owner, pg_owner_password_file)
     with init_registry(paths, settings.registry, index_spec(settings), owner=owner) as ctx, \
             ctx.writing():
         add_user(ctx.repo, ctx.audit, actor="registry-init", username=admin, role=Role.ADMIN,
@@ -87,12 +95,17 @@ def check(as_user: AsOption) -> None:
 
 
 @key_app.command("rotate")
-def rotate(as_user: AsOption) -> None:
-    """Re-encrypt databases, evidence and index under a new key; old backups are wiped."""
+def rotate(as_user: AsOption, pg_owner: PgOwnerOption = None,
+           pg_owner_password_file: PgOwnerPasswordOption = None) -> None:
+    """Re-encrypt databases, evidence and index under a new key; old backups are wiped.
+
+    On PostgreSQL storage the fresh backup runs as the database's owner (`--pg-owner`).
+    """
+    owner = owner_login(pg_owner, pg_owner_password_file)
     settings = get_settings()
     with registry() as ctx:
         old_key = ctx.master_key
-        backup = rotate_key(ctx, actor=login(ctx, as_user), now=utc_now())
+        backup = rotate_key(ctx, actor=login(ctx, as_user), now=utc_now(), owner=owner)
         has_edge = rekey_edge_copies(settings, old_key, ctx.master_key)
     typer.echo(f"key rotated; old backups wiped; fresh backup: {backup}")
     if has_edge:
@@ -127,18 +140,29 @@ def seal(
     typer.echo(f"now set [key] {setting} = \"{sealed.path}\" in the configuration")
 
 
-def backup(as_user: AsOption) -> None:
-    """Write an encrypted, consistent snapshot; prune backups past their retention."""
+def backup(as_user: AsOption, pg_owner: PgOwnerOption = None,
+           pg_owner_password_file: PgOwnerPasswordOption = None) -> None:
+    """Write an encrypted, consistent snapshot; prune backups past their retention.
+
+    On PostgreSQL storage, `pg_dump` runs as the database's owner (`--pg-owner`).
+    """
+    owner = owner_login(pg_owner, pg_owner_password_file)
     with registry() as ctx:
-        path = create_backup(ctx, actor=login(ctx, as_user), now=utc_now())
+        path = create_backup(ctx, actor=login(ctx, as_user), now=utc_now(), owner=owner)
     typer.echo(f"backup written: {path}")
 
 
 def restore(
     backup_file: Annotated[Path, typer.Argument(help="a file written by `mamoru backup`")],
     as_user: AsOption,
+    pg_owner: PgOwnerOption = None,
+    pg_owner_password_file: PgOwnerPasswordOption = None,
 ) -> None:
-    """Restore a snapshot, then re-apply every erasure recorded since (G-REG-4)."""
+    """Restore a snapshot, then re-apply every erasure recorded since (G-REG-4).
+
+    On PostgreSQL storage, `pg_restore` runs as the database's owner (`--pg-owner`).
+    """
+    owner = owner_login(pg_owner, pg_owner_password_file)
     settings = get_settings()
     paths = registry_paths(settings)
     try:
@@ -155,7 +179,8 @@ def restore(
         # index before republishing it.
         ctx = open_registry(paths, settings.registry, index_spec(settings))
     with ctx:
-        result = restore_backup(ctx, actor=login(ctx, as_user), path=backup_file, now=utc_now())
+        result = restore_backup(ctx, actor=login(ctx, as_user), path=backup_file, now=utc_now(),
+                                owner=owner)
     typer.echo(
         f"restored snapshot of {result.taken_at:%Y-%m-%d %H:%M} UTC: {result.entries} entries, "
         f"{result.erasures_reapplied} erasure(s) re-applied"

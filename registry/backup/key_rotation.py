@@ -17,19 +17,24 @@ from pathlib import Path
 
 from kernel.durable import wipe_file
 from registry.accounts.users import require_role
-from registry.backup.archive import SUFFIX, create_backup
-from registry.context import RegistryContext, finish_rotation, pending_custody
+from registry.backup.archive import SUFFIX, create_backup, require_owner
+from registry.context import OwnerLogin, RegistryContext, finish_rotation, pending_custody
 from registry.domain import Role, User
 from registry.keys.master import new_master_key
 
 
-def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime) -> Path:
-    """Re-encrypt everything under a new master key; returns the fresh backup's path."""
+def rotate_key(ctx: RegistryContext, *, actor: User, now: datetime,
+               owner: OwnerLogin | None = None) -> Path:
+    """Re-encrypt everything under a new master key; returns the fresh backup's path.
+
+    On PostgreSQL every sealed value is re-sealed in one transaction
+    (`registry.storage.postgres.rekey`); `owner` takes the fresh backup.
+    """
     require_role(actor, Role.ADMIN)
-    ctx.require_files("key rotation")  # before a pending key is written anywhere
+    require_owner(ctx, owner, "key rotation")  # before a pending key is written anywhere
     new_key = new_master_key()
     pending_custody(ctx.paths).store(new_key, replace=True)
     finish_rotation(ctx, new_key, resumed=False, actor=actor.username)
     for old in sorted(ctx.paths.backups.glob(f"mamoru-*{SUFFIX}")):
         wipe_file(old)
-    return create_backup(ctx, actor=actor, now=now)
+    return create_backup(ctx, actor=actor, now=now, owner=owner)

@@ -95,6 +95,10 @@ class PostgresStore:
         """Use a new connection (after a reconnect or a restore)."""
         self._db = prepare_session(connection)
 
+    def use_fields(self, fields: FieldSealer) -> None:
+        """Seal and open under another key from now on (after a key rotation)."""
+        self._fields = fields
+
     def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
         return self._db.execute(query, params).fetchone()
 

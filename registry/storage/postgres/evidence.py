@@ -57,6 +57,12 @@ class PostgresEvidence:
     def rebind(self, connection: PgConnection) -> None:
         self._db = connection
 
+    def use_key(self, key: bytes) -> None:
+        """Seal and open under another evidence key from now on (after a key rotation)."""
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+            raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
+        self._sealer = Sealer(EVIDENCE, bytes(key))
+
     def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None) -> StoredImage:
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
         return self._put_new(image_id, encode_png(image))

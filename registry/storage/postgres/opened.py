@@ -164,6 +164,24 @@ def write_canary(connection: PgConnection, key: MasterKey) -> None:
         (_canary_sealer(key).seal(_CANARY, context=_CANARY_CONTEXT),))
 
 
+def replace_canary(connection: PgConnection, key: MasterKey) -> None:
+    """Seal the key canary under `key` (the last step of a key rotation's transaction)."""
+    connection.execute("UPDATE key_canary SET sealed = %s",
+                       (_canary_sealer(key).seal(_CANARY, context=_CANARY_CONTEXT),))
+
+
+def opens_canary(connection: PgConnection, key: MasterKey) -> bool:
+    """Whether the key canary opens under `key` (`check_key`, without the refusal)."""
+    row = connection.execute("SELECT sealed FROM key_canary").fetchone()
+    if row is None:
+        return False
+    try:
+        return _canary_sealer(key).open(bytes(row[0]), name="the key canary",
+                                        context=_CANARY_CONTEXT) == _CANARY
+    except SealedFileError:
+        return False
+
+
 def migrate_as_owner(settings: PostgresSettings, *, owner: str, owner_password_file: Path) -> int:
     """`registry init`: bring the database to this code's schema as its owner; steps applied."""
     with connect(settings, user=owner, password_file=owner_password_file) as conn:
@@ -181,6 +199,7 @@ class PostgresStorage:
     def __init__(self, settings: PostgresSettings, connection: PgConnection,
                  key: MasterKey) -> None:
         self._settings = settings
+        self._key = key
         self._conn = prepare_session(connection)
         self._repo = PostgresRepository(self._conn, FieldSealer(key.derive("database-fields")))
         self._evidence = PostgresEvidence(self._conn, key.derive("evidence"))
@@ -233,19 +252,33 @@ class PostgresStorage:
         self._anchors.rebind(self._conn)
 
     def switch_key(self, new_key: MasterKey) -> None:
-        raise RegistryError(
-            "key rotation is not supported on the PostgreSQL registry yet: every personal "
-            "column and evidence row would have to be re-sealed in one transaction. Nothing "
-            "was changed")
+        """Every personal column and evidence image re-sealed under `new_key`, then the key
+        canary, in one transaction (`rekey.reseal_database`; resumable: a value already under
+        the new key is left)."""
+        from registry.storage.postgres.rekey import reseal_database
+
+        reseal_database(self._conn, self._key, new_key, replace_canary)
+        self._key = new_key
+        self._repo.use_fields(FieldSealer(new_key.derive("database-fields")))
+        self._evidence.use_key(new_key.derive("evidence"))
 
 
-def open_postgres_storage(settings: PostgresSettings, key: MasterKey) -> PostgresStorage:
-    """Connect as the app role, check schema and key; close the connection on any refusal."""
+def open_postgres_storage(settings: PostgresSettings, key: MasterKey,
+                          pending: MasterKey | None = None) -> PostgresStorage:
+    """Connect as the app role, check schema and key; close the connection on any refusal.
+
+    `pending`: the key of a rotation that was interrupted. If its transaction committed, the
+    canary opens under it and the storage works under it; the caller finishes the rotation.
+    """
     connection = connect(settings)
     try:
         prepare_session(connection)
         check_schema(connection, settings)
-        check_key(connection, key, settings)
+        if pending is not None and not opens_canary(connection, key):
+            check_key(connection, pending, settings)
+            key = pending
+        else:
+            check_key(connection, key, settings)
     except BaseException:
         connection.close()
         raise
