@@ -20,9 +20,9 @@ import hashlib
 import os
 import re
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -75,33 +75,10 @@ def validate_image_id(image_id: str) -> str:
     return image_id
 
 
-class EvidenceImages(Protocol):
+class EvidenceImages(ABC):
     """Where the registry keeps its sealed evidence images: this folder store, or a chain's
-    database (`registry.storage.postgres.evidence`). Same sealing, same ids, same errors."""
-
-    def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None
-            ) -> StoredImage: ...
-    def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage: ...
-    def get(self, image_id: str) -> npt.NDArray[np.uint8]: ...
-    def get_bytes(self, image_id: str) -> bytes: ...
-    def delete(self, image_id: str) -> bool: ...
-    def ids(self) -> set[str]: ...
-
-
-class EvidenceStore:
-    """A folder of AES-256-GCM encrypted PNG images, one file per image id."""
-
-    def __init__(self, folder: Path, key: bytes) -> None:
-        """`key` is 32 bytes the caller derived from the master key (HKDF), never the master key."""
-        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
-            raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
-        self.folder = Path(folder)
-        make_private_dir(self.folder)
-        os.chmod(self.folder, 0o700)  # it may exist from before, made with a looser mode
-        self._sealer = Sealer(EVIDENCE, bytes(key))
-
-    def __repr__(self) -> str:
-        return f"EvidenceStore(folder={str(self.folder)!r})"  # never the key
+    database (`registry.storage.postgres.evidence`). Same sealing, same ids, same errors;
+    a back-end says only how sealed bytes are kept (`_put_new`, `get_bytes`, ...)."""
 
     def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None) -> StoredImage:
         """Encrypt and store one image as lossless PNG; refuses to overwrite an existing id.
@@ -110,8 +87,7 @@ class EvidenceStore:
         hash the audit trail recorded. Erase and store under a new id instead.
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        png = encode_png(image)
-        return self._put_new(image_id, png)
+        return self._put_new(image_id, encode_png(image))
 
     def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
         """Encrypt and store PNG bytes as they are (e.g. received from a joint-use member).
@@ -126,6 +102,38 @@ class EvidenceStore:
     def get(self, image_id: str) -> npt.NDArray[np.uint8]:
         """The stored image, decrypted in memory (pixel-exact)."""
         return decode_png(image_id, self.get_bytes(image_id))
+
+    @abstractmethod
+    def get_bytes(self, image_id: str) -> bytes:
+        """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""
+
+    @abstractmethod
+    def delete(self, image_id: str) -> bool:
+        """Erase an image for real (G-REG-4). Idempotent."""
+
+    @abstractmethod
+    def ids(self) -> set[str]:
+        """Every stored image id."""
+
+    @abstractmethod
+    def _put_new(self, image_id: str, png: bytes) -> StoredImage:
+        """Seal and keep new PNG bytes under an id not yet used."""
+
+
+class EvidenceStore(EvidenceImages):
+    """A folder of AES-256-GCM encrypted PNG images, one file per image id."""
+
+    def __init__(self, folder: Path, key: bytes) -> None:
+        """`key` is 32 bytes the caller derived from the master key (HKDF), never the master key."""
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+            raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
+        self.folder = Path(folder)
+        make_private_dir(self.folder)
+        os.chmod(self.folder, 0o700)  # it may exist from before, made with a looser mode
+        self._sealer = Sealer(EVIDENCE, bytes(key))
+
+    def __repr__(self) -> str:
+        return f"EvidenceStore(folder={str(self.folder)!r})"  # never the key
 
     def get_bytes(self, image_id: str) -> bytes:
         """The decrypted PNG bytes, e.g. to serve over HTTPS without re-encoding."""

@@ -28,8 +28,8 @@ from registry.context import OwnerLogin
 from registry.domain import Entry, EntryState, EvidenceRecord
 from registry.storage.postgres.cluster import ThrowawayCluster
 from registry.watchlist import entries as watchlist
+from tests.registries import OBAMA, T0, Registry, incident
 from tests.registry.chain import chain_registry, owner_login
-from tests.registry.conftest import OBAMA, T0, Registry, incident
 
 ENTRIES = int(os.environ.get("MAMORU_BENCH_ENTRIES", "1000"))
 

@@ -47,8 +47,8 @@ from registry.storage.postgres.opened import PostgresStorage, opens_canary, repl
 from registry.storage.postgres.rekey import EVIDENCE_TABLE, ROW_KEYS, reseal_database
 from registry.storage.postgres.schema import PERSONAL_COLUMNS
 from registry.watchlist import entries as watchlist
+from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
 from tests.registry.chain import chain_registry, owner_login
-from tests.registry.conftest import BIDEN, OBAMA, OBAMA2, T0, Registry
 
 LATER = T0 + timedelta(hours=1)
 NAME = "Suzuki Ichiro (backup test)"

@@ -19,29 +19,24 @@ only with the registry's key (as with a file on flash storage, kernel.evidence).
 from __future__ import annotations
 
 import hashlib
-import uuid
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 
 from kernel.errors import SealedFileError
 from kernel.evidence import (
     KEY_BYTES,
     EvidenceError,
+    EvidenceImages,
     EvidenceIntegrityError,
     EvidenceNotFoundError,
     StoredImage,
-    check_png,
-    decode_png,
-    encode_png,
     validate_image_id,
 )
 from kernel.sealed import EVIDENCE, Sealer
 from registry.storage.postgres.base import PgConnection
 
 
-class PostgresEvidence:
+class PostgresEvidence(EvidenceImages):
     """`EvidenceImages` on the `evidence_images` table; writes join the caller's transaction."""
 
     def __init__(self, connection: PgConnection, key: bytes) -> None:
@@ -62,18 +57,6 @@ class PostgresEvidence:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ValueError(f"evidence key must be {KEY_BYTES} bytes")
         self._sealer = Sealer(EVIDENCE, bytes(key))
-
-    def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None) -> StoredImage:
-        image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        return self._put_new(image_id, encode_png(image))
-
-    def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
-        image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        check_png(png)
-        return self._put_new(image_id, png)
-
-    def get(self, image_id: str) -> npt.NDArray[np.uint8]:
-        return decode_png(image_id, self.get_bytes(image_id))
 
     def get_bytes(self, image_id: str) -> bytes:
         row = self._db.execute("SELECT png FROM evidence_images WHERE image_id = %s",
