@@ -253,3 +253,23 @@ def test_the_checks_can_fail() -> None:
         Import("registry.watchlist.entries", "registry.breach.incident", "w:1"),
         Import("registry.breach.incident", "registry.watchlist.stop_use", "b:2"),
     ], known={})
+
+
+def conftest_imports(root: Path = REPO / "tests") -> list[str]:
+    """Test modules that import a conftest: fixtures are shared through tests/conftest.py and
+    helpers through plain modules (tests/registries.py, ...), so a conftest is never a library
+    (two merges this round broke collection by importing names a conftest no longer had)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} imports {name}"
+                      for name in names if name.split(".")[-1] == "conftest"]
+    return found
+
+
+def test_no_test_module_imports_a_conftest(tmp_path: Path) -> None:
+    assert conftest_imports() == []
+    (tmp_path / "test_x.py").write_text("from tests.registry.conftest import T0\n")
+    assert conftest_imports(tmp_path) == ["test_x.py:1 imports tests.registry.conftest"]
