@@ -90,7 +90,7 @@ EVERY_PROTOCOL = (*PARTS, RequestRepository)
 SMALL = 15
 
 # A back-end's own members of its composed class (a restore swaps the connection under it).
-BACKEND_ONLY = {"connection", "rebind"}
+BACKEND_ONLY = {"connection", "rebind", "use_fields"}  # use_fields: PostgreSQL key rotation
 
 # Each SQLCipher store and the protocol it implements on its own.
 SQLCIPHER_STORES: dict[type, type] = {
