@@ -71,27 +71,34 @@ class ClusterError(RuntimeError):
     """The throw-away cluster could not be set up, started or stopped."""
 
 
-def server_bindir() -> Path:
-    """The folder of `initdb`, `pg_ctl` and `postgres`: the newest Debian version, or PATH."""
+def find_bindir(tools: tuple[str, ...]) -> Path | None:
+    """The folder holding all of `tools`: $MAMORU_PG_BINDIR, else Debian's newest
+    `/usr/lib/postgresql/<version>/bin`, else where the first tool is on PATH."""
     override = os.environ.get(BINDIR_ENV)
     if override:
         candidates = [Path(override)]
     else:
-        versions = sorted(DEBIAN_ROOT.glob("*/bin/initdb"),
+        versions = sorted(DEBIAN_ROOT.glob(f"*/bin/{tools[0]}"),
                           key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
                           else -1)
         candidates = [p.parent for p in reversed(versions)]
-        on_path = shutil.which("initdb")
+        on_path = shutil.which(tools[0])
         if on_path:
             candidates.append(Path(on_path).resolve().parent)
-    for folder in candidates:
-        if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return folder
-    raise ClusterError(
-        "PostgreSQL's server binaries (initdb, pg_ctl) were not found in "
-        f"{DEBIAN_ROOT}/<version>/bin or on PATH: run `make system-deps` (Debian package "
-        f"`postgresql`) or set {BINDIR_ENV}"
-    )
+    return next((folder for folder in candidates
+                 if all((folder / tool).is_file() for tool in tools)), None)
+
+
+def server_bindir() -> Path:
+    """The folder of `initdb`, `pg_ctl` and `postgres`: the newest Debian version, or PATH."""
+    found = find_bindir(("initdb", "pg_ctl", "postgres"))
+    if found is None:
+        raise ClusterError(
+            "PostgreSQL's server binaries (initdb, pg_ctl) were not found in "
+            f"{DEBIAN_ROOT}/<version>/bin or on PATH: run `make system-deps` (Debian package "
+            f"`postgresql`) or set {BINDIR_ENV}"
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,9 @@ from pathlib import Path
 from kernel.errors import RegistryError
 from registry.config import PostgresSettings
 from registry.storage.postgres.base import PgConnection
+from registry.storage.postgres.cluster import BINDIR_ENV, DEBIAN_ROOT, find_bindir
 from registry.storage.postgres.opened import connect, read_password_file
 
-BINDIR_ENV = "MAMORU_PG_BINDIR"  # the same override the throw-away cluster reads
-DEBIAN_ROOT = Path("/usr/lib/postgresql")
 TOOL_TIMEOUT_S = 3600
 # Rows that are not restored: the schema's own version and key canary stay the live ones;
 # rate-limit counters are worth a minute and are not dumped at all.
@@ -67,22 +66,12 @@ class Snapshot:
 
 def client_bindir() -> Path:
     """The folder of pg_dump, pg_restore and psql: the override, Debian's newest, or PATH."""
-    override = os.environ.get(BINDIR_ENV)
-    candidates = [Path(override)] if override else []
-    if not override:
-        versions = sorted(DEBIAN_ROOT.glob("*/bin/pg_dump"),
-                          key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                          else -1)
-        candidates = [p.parent for p in reversed(versions)]
-        on_path = shutil.which("pg_dump")
-        if on_path:
-            candidates.append(Path(on_path).resolve().parent)
-    for folder in candidates:
-        if all((folder / tool).is_file() for tool in ("pg_dump", "pg_restore", "psql")):
-            return folder
-    raise DumpError("PostgreSQL's client tools (pg_dump, pg_restore, psql) were not found in "
-                    f"{DEBIAN_ROOT}/<version>/bin or on PATH: install the Debian package "
-                    f"`postgresql-client` or set {BINDIR_ENV}")
+    found = find_bindir(("pg_dump", "pg_restore", "psql"))
+    if found is None:
+        raise DumpError("PostgreSQL's client tools (pg_dump, pg_restore, psql) were not found in "
+                        f"{DEBIAN_ROOT}/<version>/bin or on PATH: install the Debian package "
+                        f"`postgresql-client` or set {BINDIR_ENV}")
+    return found
 
 
 def _environment(settings: PostgresSettings, user: str, password: str) -> dict[str, str]:
