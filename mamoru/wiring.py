@@ -18,7 +18,7 @@ from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Delivery, Outbox
 from kernel.durable import make_private_dir, wipe_file
-from kernel.errors import KeyFileError
+from kernel.errors import KeyFileError, StoreDamagedError
 from kernel.evidence import EvidenceStore
 from mamoru import __version__
 from mamoru.settings import ConfigError, MamoruSettings
@@ -253,7 +253,13 @@ def load_box_key(settings: MamoruSettings) -> MasterKey:
     if not custody.exists():
         make_private_dir(custody.path.parent)
         custody.store(new_master_key())
-    return custody.load()
+    try:
+        return custody.load()
+    except StoreDamagedError as exc:
+        raise KeyFileError(
+            f"the box key {custody.path} is damaged ({exc.problem}); put it back, or remove "
+            f"{custody.path.parent} to start this box afresh (it fetches the index again; "
+            "alerts waiting in its outbox are lost)") from None
 
 
 def open_edge_parts(settings: MamoruSettings) -> EdgeParts:

@@ -18,7 +18,10 @@ a real RTSP camera and the real engine. What a chain relies on:
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,11 +31,14 @@ import pytest
 
 import registry.api.routes.edge as edge_routes
 from edge.matcher import IndexState
+from kernel.sealed import INDEX_KEY, Sealer
 from mamoru.demo.cameras import free_port
+from mamoru.settings import MamoruSettings
 from mamoru.wiring import open_edge_parts
 from registry.accounts.devices import add_device
 from registry.alerts.queue import list_alerts
 from registry.watchlist import entries as watchlist
+from tests import REPO
 from tests.edge.harness import (
     RtspServerFactory,
     RunningEdge,
@@ -46,8 +52,6 @@ from tests.registries import BIDEN, OBAMA, T0, Registry
 from tests.registry.servers import serve_in_threads
 from tests.waiting import answers, running, wait_until
 
-pytestmark = pytest.mark.rtsp
-
 SLOW_DELTA_S = 4.0
 
 
@@ -55,6 +59,7 @@ def _analysed(edge: RunningEdge) -> int:
     return sum(lane.analysed for lane in edge.loop.lanes)
 
 
+@pytest.mark.rtsp
 def test_a_chain_box_without_the_master_key_gets_the_index_and_raises_the_alert(
         registry: Registry, rtsp_server_factory: RtspServerFactory, tmp_path: Path,
         face_data: Path) -> None:
@@ -99,6 +104,7 @@ def test_a_chain_box_without_the_master_key_gets_the_index_and_raises_the_alert(
     assert restarted.matcher.version == registry.ctx.repo.watchlist_version()
 
 
+@pytest.mark.rtsp
 def test_analysis_runs_on_while_an_index_refresh_waits_on_a_slow_registry(
         registry: Registry, rtsp_server_factory: RtspServerFactory, tmp_path: Path,
         face_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,3 +155,40 @@ def test_analysis_runs_on_while_an_index_refresh_waits_on_a_slow_registry(
                 "mamoru_index_refresh_errors_total") == 0
         finally:
             edge.finish()
+
+
+def _box_run(settings: MamoruSettings) -> subprocess.CompletedProcess[str]:
+    """`mamoru edge run` of this box, configured through the environment as a unit would."""
+    assert settings.edge.registry_url and settings.edge.device_token_file
+    env = {**os.environ, "MAMORU_DATA_DIR": str(settings.data_dir),
+           "MAMORU_EDGE__INDEX_SOURCE": "registry",
+           "MAMORU_EDGE__REGISTRY_URL": settings.edge.registry_url,
+           "MAMORU_EDGE__DEVICE_TOKEN_FILE": str(settings.edge.device_token_file),
+           "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "mamoru", "edge", "run", "--source",
+                           "door=/nowhere/door.mp4", "--max-seconds", "20"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.mark.cli
+def test_an_unusable_box_key_stops_the_box_at_start_with_one_line(tmp_path: Path) -> None:
+    settings = box_settings(tmp_path, f"http://127.0.0.1:{free_port()}", "a-device-token")
+    box_key = settings.data_dir / "edge" / "box.key"
+    (box_key.parent / "index").mkdir(parents=True, mode=0o700)
+    problems = {
+        "readable by others": lambda: (box_key.write_text(os.urandom(32).hex()),
+                                       box_key.chmod(0o644)),
+        "is damaged (not a hex-encoded key)": lambda: (box_key.write_text("not a key"),
+                                                        box_key.chmod(0o600)),
+        "box key does not open": lambda: (
+            box_key.write_text(os.urandom(32).hex()), box_key.chmod(0o600),
+            Sealer(INDEX_KEY, os.urandom(32)).write(
+                settings.data_dir / "edge" / "index" / "index-key.sealed", os.urandom(32))),
+    }
+    for message, make in problems.items():
+        make()
+        result = _box_run(settings)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("mamoru: error: ") and message in lines[-1], lines[-3:]
+        assert "Traceback" not in result.stderr
