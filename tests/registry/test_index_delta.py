@@ -330,7 +330,7 @@ def test_the_key_route_answers_active_boxes_only_never_cached_and_audited_withou
     assert gone.status_code == 401 and "key" not in gone.json()
 
 
-def test_a_disabled_box_gets_no_key_and_matches_nobody(chain: Chain) -> None:
+def test_a_disabled_box_cannot_start_matching_and_keeps_no_key(chain: Chain) -> None:
     chain.reg.register(OBAMA)
     devices.disable_device(chain.reg.ctx, admin=chain.reg.user("admin"), name="box-1", now=T0)
     with pytest.raises(RegistryError):  # no cache, no key: a refused box cannot start matching
