@@ -309,8 +309,8 @@ def rekey_edge_copies(settings: MamoruSettings, old_key: MasterKey, new_key: Mas
     """After `mamoru key rotate`: this box's alert copies (outbox, snapshots) follow the key.
 
     False when the data directory holds no edge box, or a chain's box (its
-    copies are sealed under its own box key, which a rotation leaves alone). Copies readable under
-    neither key are wiped: nothing is kept that nobody can read.
+    copies are sealed under its own box key, which a rotation leaves alone).
+    Copies readable under neither key are wiped: nothing is kept that nobody can read.
     """
     edge_dir = settings.data_dir / "edge"
     if not edge_dir.is_dir() or box_key_custody(settings).exists():
