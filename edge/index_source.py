@@ -12,9 +12,19 @@ after a delta that failed: a delta that does not authenticate or does not fit
 turns the box STALE (`edge.matcher`), and only a whole index, authenticated,
 makes it CURRENT again.
 
+A chain's box holds no master key (a stolen box must not give away the
+chain's). The index key comes from the registry itself, over the box's
+authenticated connection (`GET /api/v1/edge/index/key`, device token): the box
+keeps it in memory and, sealed under its own box key, next to its cache, so
+it restarts while the registry is down. After `mamoru key rotate` the
+registry's index and deltas no longer open under the held key: the box asks
+for the key again, once per published version, and stays STALE if they still
+do not open.
+
 The index stays encrypted on the box's disk: the cache is a sealed index file
-under the same index key, rewritten after each delta so it never holds a
-template a delta removed (G-REG-4). Nothing in clear is ever written.
+under the box key (the index key's own copy is sealed there too), rewritten
+after each delta so it never holds a template a delta removed (G-REG-4).
+Nothing in clear is ever written.
 
 Fail closed, but not on a network blip: an unreachable registry leaves the
 box on the version it holds (`IndexSourceUnreachable`); its alerts wait in the
@@ -23,17 +33,23 @@ outbox and the registry refuses any about an entry that left meanwhile (410).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 
 from edge.outbox import Delivery
 from kernel.durable import make_private_dir, write_private_file
-from kernel.errors import RegistryError
+from kernel.errors import KeyFileError, RegistryError, SealedFileError
+from kernel.sealed import INDEX_KEY, KEY_BYTES, Sealer
 from kernel.watchlist_index import (
+    DeltaMismatchError,
     DeltaUnsupportedError,
     IndexIntegrityError,
     WatchlistIndex,
@@ -47,8 +63,11 @@ log = logging.getLogger("mamoru.edge.index")
 VERSION_PATH = "/api/v1/edge/index/version"
 INDEX_PATH = "/api/v1/edge/index"
 DELTA_PATH = "/api/v1/edge/index/delta"
+KEY_PATH = "/api/v1/edge/index/key"
+KEY_FILE = "index-key.sealed"  # next to the cache
 _NOTHING_PUBLISHED = 503
 _NO_DELTA = (409, 410)
+T = TypeVar("T")
 
 
 class IndexSourceUnreachable(RegistryError):
@@ -116,14 +135,19 @@ class LocalIndexSource:
 class RemoteIndexSource:
     """The registry's edge API, as this box (device token): deltas, the whole index when needed.
 
-    `client` is the box's HTTP client (tests pass a `TestClient` of the real
-    app); it is used from the one thread that refreshes the index.
+    `box_key`: this box's own 32-byte key (never the registry's); it seals the
+    cache and the held index key. `client` is the box's HTTP client (tests
+    pass one over the real app); it is used from the one thread that
+    refreshes the index.
     """
 
-    def __init__(self, delivery: Delivery, key: bytes, *, pack: str, cache: Path | None,
+    def __init__(self, delivery: Delivery, box_key: bytes, *, pack: str, cache: Path | None,
                  client: httpx.Client | None = None, timeout_s: float = 10.0) -> None:
         self._delivery = delivery
-        self._key = key
+        self._box_key = box_key
+        self._key_sealer = Sealer(INDEX_KEY, box_key)
+        self._index_key: bytes | None = None
+        self._refetched_for: int | None = None  # the published version a key refetch was for
         self._pack = pack
         self._cache = cache
         self._client = client or httpx.Client(verify=delivery.verify())
@@ -131,8 +155,18 @@ class RemoteIndexSource:
         self._need_whole = False
         self.bytes_fetched = 0  # index and delta bodies, for the benchmark and the metrics
 
+    @property
+    def key_file(self) -> Path | None:
+        """Where the index key is kept sealed under the box key (None: memory only)."""
+        return self._cache.with_name(KEY_FILE) if self._cache is not None else None
+
     def initial(self) -> WatchlistIndex | None:
-        """The cached index (then a delta catches up), else the whole one from the registry."""
+        """The cached index (then a delta catches up), else the whole one from the registry.
+
+        A held index key that does not open under the box key means a wrong
+        box key: `KeyFileError`, so the box stops at start-up, loudly.
+        """
+        self._index_key = self._sealed_key()
         cached = self._cached()
         if cached is not None:
             return cached
@@ -152,10 +186,10 @@ class RemoteIndexSource:
         if held is not None and not self._need_whole:
             if published == held.version:
                 return None
-            fresh = self._delta(held)
+            fresh = self._delta(held, published)
             if fresh is not None:
                 return fresh
-        return self._whole()
+        return self._whole(published)
 
     def _published_version(self) -> int | None:
         response = self._get(VERSION_PATH)
@@ -167,7 +201,7 @@ class RemoteIndexSource:
         except (ValueError, KeyError, TypeError):
             raise RegistryError("the registry's index version answer is malformed") from None
 
-    def _delta(self, held: WatchlistIndex) -> WatchlistIndex | None:
+    def _delta(self, held: WatchlistIndex, published: int) -> WatchlistIndex | None:
         """`held` with the registry's delta applied; None when the whole index is needed."""
         response = self._get(DELTA_PATH, params={"since": held.version})
         if response.status_code in _NO_DELTA:
@@ -176,27 +210,77 @@ class RemoteIndexSource:
             return None
         self._refuse(response)
         self.bytes_fetched += len(response.content)
+        name = f"delta since {held.version}"
         try:
-            fresh = held.apply(open_delta(response.content, key=self._key,
-                                          name=f"delta since {held.version}"))
+            fresh = held.apply(self._opened(
+                published, lambda key: open_delta(response.content, key=key, name=name)))
         except DeltaUnsupportedError:
             return None
         except WatchlistIndexError:
             self._need_whole = True  # until a whole index loads: STALE meanwhile
             raise
-        self._write_cache(fresh.sealed(self._key))
+        self._write_cache(fresh.sealed(self._box_key))
         return fresh
 
-    def _whole(self) -> WatchlistIndex:
+    def _whole(self, published: int) -> WatchlistIndex:
         response = self._get(INDEX_PATH)
         self._refuse(response)
         blob = response.content
         self.bytes_fetched += len(blob)
-        fresh = WatchlistIndex.from_sealed(blob, key=self._key, name="the downloaded index",
-                                           expected_pack=self._pack)
+        fresh = self._opened(published, lambda key: WatchlistIndex.from_sealed(
+            blob, key=key, name="the downloaded index", expected_pack=self._pack))
         self._need_whole = False
-        self._write_cache(blob)
+        self._write_cache(fresh.sealed(self._box_key))
         return fresh
+
+    def _opened(self, published: int, opening: Callable[[bytes], T]) -> T:
+        """`opening(index key)`; when it does not authenticate (the registry rotated its key),
+        the key is asked for again, once per published version, and tried once more."""
+        key = self._index_key if self._index_key is not None else self._fetch_key()
+        try:
+            return opening(key)
+        except DeltaMismatchError:
+            raise  # authentic, so the key is right: the delta does not fit
+        except IndexIntegrityError:
+            if self._refetched_for == published:
+                raise
+            self._refetched_for = published
+            fresh = self._fetch_key()
+            if hmac.compare_digest(fresh, key):
+                raise
+            log.info("the registry's index key changed; using the new one")
+            return opening(fresh)
+
+    def _fetch_key(self) -> bytes:
+        """The registry's current index key, held in memory and sealed under the box key."""
+        response = self._get(KEY_PATH)
+        self._refuse(response)
+        try:
+            key = base64.b64decode(response.json()["key"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise RegistryError("the registry's index key answer is malformed") from None
+        if len(key) != KEY_BYTES:
+            raise RegistryError("the registry's index key answer is malformed")
+        self._index_key = key
+        if self.key_file is not None:
+            make_private_dir(self.key_file.parent)
+            self._key_sealer.write(self.key_file, key)
+        return key
+
+    def _sealed_key(self) -> bytes | None:
+        """The index key kept from a previous run; refused loudly under a wrong box key."""
+        path = self.key_file
+        if path is None or not path.exists():
+            return None
+        try:
+            key = self._key_sealer.read(path)
+        except (SealedFileError, OSError) as exc:
+            raise KeyFileError(f"the box key does not open {path} ({type(exc).__name__}): "
+                               "a wrong or replaced box key; put the right one back, or "
+                               "remove both to start this box afresh") from None
+        if len(key) != KEY_BYTES:
+            raise KeyFileError(f"{path} does not hold an index key")
+        return key
 
     def _get(self, path: str, params: dict[str, int] | None = None) -> httpx.Response:
         try:
@@ -222,7 +306,7 @@ class RemoteIndexSource:
         if self._cache is None or not self._cache.exists():
             return None
         try:
-            return WatchlistIndex.from_sealed(self._cache.read_bytes(), key=self._key,
+            return WatchlistIndex.from_sealed(self._cache.read_bytes(), key=self._box_key,
                                               name=str(self._cache), expected_pack=self._pack)
         except (WatchlistIndexError, OSError) as exc:
             log.warning("the cached index cannot be used; fetching the whole index",

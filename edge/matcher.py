@@ -83,6 +83,11 @@ class WatchlistMatcher:
         return index.version if index is not None else None
 
     @property
+    def poll_s(self) -> float:
+        """How often `refresh` asks the source (the loop's index thread waits this long)."""
+        return self._poll_s
+
+    @property
     def state(self) -> IndexState:
         return self._state
 

@@ -59,6 +59,9 @@ class EdgeMetrics:
             registry=r)
         self.index_version = Gauge(
             "mamoru_index_version", "watchlist index version in use", registry=r)
+        self.index_refresh_errors = Counter(
+            "mamoru_index_refresh_errors", "index refreshes that raised (logged; the loop runs on)",
+            registry=r)
         self.outbox_pending = Gauge(
             "mamoru_outbox_pending", "alerts waiting for the registry", registry=r)
         self.outbox_rejected = Gauge(

@@ -67,8 +67,11 @@ DATABASE_FIELD = SealedKind("database field", b"MMRSDBFD")
 # What changed between two index versions (issue 15, item 4): what a box fetches instead of
 # the whole index, under the same index key.
 WATCHLIST_DELTA = SealedKind("watchlist index delta", b"MMRSIDLT")
+# The registry's index key as a chain's box keeps it (issue 15), sealed under the box's own
+# key, so the box restarts while the registry is down; the box never holds the master key.
+INDEX_KEY = SealedKind("watchlist index key", b"MMRSIKEY")
 KINDS = (OUTBOX, EVIDENCE, BACKUP, WATCHLIST_INDEX, JOINT_USE_KEYS, DATABASE_FIELD,
-         WATCHLIST_DELTA)
+         WATCHLIST_DELTA, INDEX_KEY)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from edge.index_source import RemoteIndexSource
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Delivery, Outbox
-from kernel.durable import wipe_file
-from kernel.errors import KeyFileError
+from kernel.durable import make_private_dir, wipe_file
+from kernel.errors import KeyFileError, StoreDamagedError
 from kernel.evidence import EvidenceStore
 from mamoru import __version__
 from mamoru.settings import ConfigError, MamoruSettings
@@ -38,7 +38,7 @@ from registry.keys.custody import (
     WrappedKeyFile,
     resolve_custody,
 )
-from registry.keys.master import MasterKey
+from registry.keys.master import MasterKey, new_master_key
 from registry.rate_limits import (
     MemoryRateLimitStore,
     RateLimitStore,
@@ -234,10 +234,42 @@ def read_device_token(path: Path) -> str:
     return token
 
 
+BOX_KEY_FILE = "box.key"  # in `<data_dir>/edge`: a chain's box's own key, never the master key
+
+
+def box_key_custody(settings: MamoruSettings) -> KeyCustody:
+    """Where a chain's box keeps its own key: `<data_dir>/edge/box.key`, 0600.
+
+    On the box's own disk by design: it opens only this box's copies (outbox,
+    snapshots, index cache, the index key it was given), nothing of the chain.
+    """
+    edge_dir = settings.data_dir / "edge"
+    return PlainKeyFile(edge_dir / BOX_KEY_FILE, settings.data_dir, allow_on_data_disk=True)
+
+
+def load_box_key(settings: MamoruSettings) -> MasterKey:
+    """The box key, generated on the box's first run; unreadable: one clear error, no start."""
+    custody = box_key_custody(settings)
+    if not custody.exists():
+        make_private_dir(custody.path.parent)
+        custody.store(new_master_key())
+    try:
+        return custody.load()
+    except StoreDamagedError as exc:
+        raise KeyFileError(
+            f"the box key {custody.path} is damaged ({exc.problem}); put it back, or remove "
+            f"{custody.path.parent} to start this box afresh (it fetches the index again; "
+            "alerts waiting in its outbox are lost)") from None
+
+
 def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
-    """Engine, watchlist, outbox and archive for a box next to its registry (same master key)."""
-    engine = open_engine(settings)
-    key = key_custody(settings).load()
+    """Engine, watchlist, outbox and archive for a box.
+
+    A single-box install (`index_source = "local"`, the registry on the same
+    box) uses the registry's master key as it always did. A chain's box
+    (`index_source = "registry"`) never loads a master key (issue 15): its own
+    box key seals its copies, and the index key comes from the registry.
+    """
     edge_dir = settings.data_dir / "edge"
     delivery = None
     if settings.edge.registry_url:
@@ -246,16 +278,22 @@ def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
         delivery = Delivery(settings.edge.registry_url,
                             read_device_token(settings.edge.device_token_file),
                             settings.edge.registry_ca_file)
-    source = None
     if settings.edge.index_source == "registry":
         if delivery is None:
             raise ConfigError("edge.index_source is 'registry' but edge.registry_url is not set")
-        source = RemoteIndexSource(delivery, key.derive("index"), pack=engine.info.pack,
+        box_key = load_box_key(settings)
+        engine = open_engine(settings)
+        source = RemoteIndexSource(delivery, box_key.derive("index"), pack=engine.info.pack,
                                    cache=edge_dir / "index" / "watchlist.idx")
-    matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
-                               pack=engine.info.pack, poll_s=settings.edge.index_poll_s,
-                               source=source)
-    edge_key = key.derive("edge")
+        matcher = WatchlistMatcher(None, None, pack=engine.info.pack,
+                                   poll_s=settings.edge.index_poll_s, source=source)
+        edge_key = box_key.derive("edge")
+    else:
+        key = key_custody(settings).load()
+        engine = open_engine(settings)
+        matcher = WatchlistMatcher(registry_paths(settings).index, key.derive("index"),
+                                   pack=engine.info.pack, poll_s=settings.edge.index_poll_s)
+        edge_key = key.derive("edge")
     archive = SnapshotArchive(EvidenceStore(edge_dir / "snapshots", edge_key))
     return EdgeParts(
         engine=engine,
@@ -270,12 +308,13 @@ def open_edge_parts(settings: MamoruSettings) -> EdgeParts:
 def rekey_edge_copies(settings: MamoruSettings, old_key: MasterKey, new_key: MasterKey) -> bool:
     """After `mamoru key rotate`: this box's alert copies (outbox, snapshots) follow the key.
 
-    False when the data directory holds no edge box. Copies readable under
-    neither key are wiped: nothing is kept that nobody can read.
+    False when the data directory holds no edge box, or a chain's box (its
+    copies are sealed under its own box key, which a rotation leaves alone).
+    Copies readable under neither key are wiped: nothing is kept that nobody can read.
     """
     edge_dir = settings.data_dir / "edge"
-    if not edge_dir.is_dir():
-        return False
+    if not edge_dir.is_dir() or box_key_custody(settings).exists():
+        return False  # no box, or a chain's box: its copies are under its own key
     old = old_key.derive("edge")
     outbox = Outbox(edge_dir / "outbox", old, None, lifetimes=settings.edge.outbox_lifetimes(),
                     snapshots=SnapshotArchive(EvidenceStore(edge_dir / "snapshots", old)))

@@ -143,3 +143,18 @@ def boxes_needing_attention(repo: DeviceRepository,
         elif now - status.reported_at > SILENT_AFTER:
             found.append((status, "silent"))
     return found
+
+
+# --- the index key a chain's box asks for ---------------------------------------------------
+
+
+def deliver_index_key(ctx: RegistryContext, device: Device, now: datetime) -> bytes:
+    """The index key for an active box, its delivery audited (the box's name, never the key).
+
+    A chain's box holds no master key (issue 15): it opens the index and its
+    deltas with this key alone, which opens nothing else of the registry.
+    """
+    with ctx.writing(), ctx.repo.unit_of_work():
+        ctx.audit.record(actor=f"device:{device.name}", action=Action.INDEX_KEY_DELIVERED,
+                         at=now, details={"device": device.name})
+    return ctx.index_key()

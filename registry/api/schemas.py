@@ -49,6 +49,14 @@ class BoxStatusIn(BaseModel):
     cameras_total: int = Field(ge=0, le=1024)
 
 
+class IndexKeyOut(BaseModel):
+    """The registry's current index key for a chain's box (base64 of 32 bytes); never logged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+
+
 class IndexVersionOut(BaseModel):
     """The published index's version and pack, from its clear header (cheap to poll)."""
 

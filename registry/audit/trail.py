@@ -63,6 +63,7 @@ class Action(str, Enum):
     ERASURE_REAPPLIED = "erasure_reapplied"
     DEVICE_ADD = "device_add"
     DEVICE_DISABLED = "device_disabled"
+    INDEX_KEY_DELIVERED = "index_key_delivered"  # to a chain's box (issue 15); no key material
     ALERT_RECEIVED = "alert_received"
     ALERT_CONFIRMED = "alert_confirmed"
     ALERT_DISMISSED = "alert_dismissed"

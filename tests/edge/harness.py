@@ -28,6 +28,8 @@ from edge.outbox import Delivery, Outbox
 from kernel.evidence import EvidenceStore
 from mamoru.demo.cameras import RtspServer
 from mamoru.demo.scene import SceneTruth, cast, compose_walk_past
+from mamoru.settings import MamoruSettings, get_settings
+from mamoru.wiring import open_edge_parts
 from tests import REPO
 from tests.registries import Registry
 from tests.waiting import wait_until
@@ -119,3 +121,33 @@ def serve(registry: Registry, port: int) -> subprocess.Popen[str]:
         [sys.executable, "-m", "mamoru", "serve", "--insecure-http", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def box_settings(tmp_path: Path, registry_url: str, token: str,
+                 **overrides: float) -> MamoruSettings:
+    """A chain's store box (issue 15): its own data folder, the registry's URL and its device
+    token (0600), the index from the registry's API; no master key anywhere in it."""
+    secrets_dir = tmp_path / "box-secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    token_file = secrets_dir / "device-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    edge = EdgeSettings(**{**FAST, **overrides}, index_source="registry",
+                        registry_url=registry_url, device_token_file=token_file)
+    return get_settings(data_dir=tmp_path / "box", edge=edge)
+
+
+def build_box(settings: MamoruSettings, cameras: dict[str, str]) -> RunningEdge:
+    """The loop of a box wired by `open_edge_parts` itself, as `mamoru edge run` wires it."""
+    parts = open_edge_parts(settings)
+    configs = [CameraConfig(name=n, url=SecretStr(u)) for n, u in cameras.items()]
+    edge: RunningEdge
+    loop = EdgeLoop(settings.edge, configs, engine=parts.engine, matcher=parts.matcher,
+                    outbox=parts.outbox, matching_policy=settings.quality.matching,
+                    metrics=parts.metrics,
+                    listeners=[lambda alert: edge.alerts.append(alert), parts.archive])
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    edge = RunningEdge(loop, parts.outbox, stop, thread, settings.data_dir / "edge",
+                       parts.matcher)
+    return edge

@@ -11,11 +11,17 @@ through the real face engine. What a chain relies on:
 - a box offline across several versions catches up with one delta;
 - a box older than the change log is told 410 and fetches the whole index;
 - a delta that does not authenticate turns the box STALE (no alerts) until a
-  whole index loads; the cache on the box's disk is sealed, never in clear.
+  whole index loads; the cache on the box's disk is sealed, never in clear;
+- the box holds no master key: it asks the registry for the index key
+  (`GET /api/v1/edge/index/key`, active devices only, audited), keeps it sealed
+  under its own box key, and asks again once when an index stops opening
+  after `mamoru key rotate`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +38,8 @@ from edge.index_source import RemoteIndexSource
 from edge.matcher import IndexState, WatchlistMatcher
 from edge.outbox import Delivery
 from edge.probe import FaceProbe
-from kernel.sealed import WATCHLIST_DELTA, kind_of
+from kernel.errors import KeyFileError, RegistryError
+from kernel.sealed import INDEX_KEY, WATCHLIST_DELTA, Sealer, kind_of
 from kernel.watchlist_index import (
     DeltaMismatchError,
     IndexedTemplate,
@@ -45,11 +52,13 @@ from kernel.watchlist_index import (
 from mamoru.wiring import api_host
 from registry.accounts import devices
 from registry.api.app import create_app
+from registry.backup.key_rotation import rotate_key
 from registry.index_log import KEEP_DAYS
 from registry.watchlist import entries as watchlist
 from tests.registries import BIDEN, OBAMA, OBAMA2, PACK, T0, Registry
 
 DELTA = "/api/v1/edge/index/delta"
+KEY = "/api/v1/edge/index/key"
 POLL_S = 5.0
 DIM = 128
 
@@ -86,6 +95,7 @@ class Chain:
     token: str
     cache: Path
     transport: Recorder
+    box_key: bytes = field(default_factory=lambda: os.urandom(32))  # the box's own, not ours
     source: RemoteIndexSource = field(init=False)
     matcher: WatchlistMatcher = field(init=False)
     clock: float = 0.0
@@ -96,7 +106,7 @@ class Chain:
     def new_box(self) -> WatchlistMatcher:
         box_client = httpx.Client(transport=self.transport, base_url=self.client.base_url)
         self.source = RemoteIndexSource(Delivery(str(self.client.base_url), self.token),
-                                        self.reg.ctx.index_key(), pack=PACK, cache=self.cache,
+                                        self.box_key, pack=PACK, cache=self.cache,
                                         client=box_client)
         return WatchlistMatcher(None, None, pack=PACK, poll_s=POLL_S, source=self.source)
 
@@ -180,7 +190,8 @@ def test_an_erasure_leaves_the_box_within_one_poll_by_a_small_delta(chain: Chain
     obama = chain.reg.register(OBAMA)
     chain.reg.register(BIDEN)
     chain.matcher.load()  # first start: no cache, the whole index
-    assert chain.transport.take() == ["/api/v1/edge/index/version 200", "/api/v1/edge/index 200"]
+    assert chain.transport.take() == ["/api/v1/edge/index/version 200", "/api/v1/edge/index 200",
+                                      f"{KEY} 200"]
     assert chain.matcher.version == chain.reg.ctx.repo.watchlist_version()
     assert chain.matched(OBAMA2) == obama
     whole = chain.source.bytes_fetched
@@ -195,11 +206,13 @@ def test_an_erasure_leaves_the_box_within_one_poll_by_a_small_delta(chain: Chain
     assert chain.matched(OBAMA2) is None
     delta_bytes = chain.source.bytes_fetched - whole
     assert delta_bytes < 300
-    # The cache on the box's disk: sealed, and without the erased entry.
+    # The cache on the box's disk: sealed under the box's key, and without the erased entry.
     blob = chain.cache.read_bytes()
     assert b"entry" not in blob and obama.encode() not in blob
-    cached = WatchlistIndex.from_sealed(blob, key=chain.reg.ctx.index_key(), name="cache")
+    cached = WatchlistIndex.from_sealed(blob, key=chain.box_key, name="cache")
     assert obama not in cached.entry_ids() and cached.version == chain.matcher.version
+    with pytest.raises(IndexIntegrityError):
+        WatchlistIndex.from_sealed(blob, key=chain.reg.ctx.index_key(), name="cache")
 
 
 def test_a_box_offline_across_several_versions_catches_up_with_one_delta(chain: Chain) -> None:
@@ -263,11 +276,14 @@ def test_a_tampered_delta_turns_the_box_stale_until_a_whole_index_loads(chain: C
     biden = chain.reg.register(BIDEN)
     chain.matcher.load()
     chain.erase(obama)
+    chain.transport.take()
     chain.transport.tamper_next_delta = True
     chain.poll()
     assert state(chain) is IndexState.STALE
     assert chain.matched(BIDEN) is None  # fail closed: nobody matches
-    chain.transport.take()
+    # It asked for the key once (a rotation?), got the same one, and stayed closed.
+    assert chain.transport.take() == ["/api/v1/edge/index/version 200", f"{DELTA} 200",
+                                      f"{KEY} 200"]
     chain.poll()  # the next poll fetches the whole index, not another delta
     assert chain.transport.take() == ["/api/v1/edge/index/version 200", "/api/v1/edge/index 200"]
     assert state(chain) is IndexState.CURRENT
@@ -284,3 +300,74 @@ def test_the_delta_route_needs_a_device_and_a_version(chain: Chain) -> None:
     assert chain.client.get(DELTA, params={"since": 2**63}, headers=auth).status_code == 422
     unknown = chain.client.get(DELTA, params={"since": 10**9}, headers=auth)
     assert unknown.status_code == 410
+
+
+# --- the index key: from the registry, to active boxes only; the box holds no master key ------
+
+
+def test_the_key_route_answers_active_boxes_only_never_cached_and_audited_without_the_key(
+        chain: Chain) -> None:
+    ctx = chain.reg.ctx
+    refused = [chain.client.get(KEY),  # anonymous
+               chain.client.get(KEY, headers={"Authorization": "Bearer " + "x" * 43}),
+               chain.client.get(KEY, headers={"Authorization": f"Bearer {chain.token}x"})]
+    assert [r.status_code for r in refused] == [401, 401, 401]
+    assert all("key" not in r.json() for r in refused)
+
+    answer = chain.client.get(KEY, headers={"Authorization": f"Bearer {chain.token}"})
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "no-store"
+    assert base64.b64decode(answer.json()["key"]) == ctx.index_key()
+    delivered = [r for r in ctx.repo.audit_rows() if r.action == "index_key_delivered"]
+    assert [json.loads(r.details) for r in delivered] == [{"device": "box-1"}]
+    assert delivered[0].actor == "device:box-1"
+    key = ctx.index_key()
+    for text in (key.hex(), base64.b64encode(key).decode(), answer.json()["key"]):
+        assert all(text not in r.details for r in ctx.repo.audit_rows())
+
+    devices.disable_device(ctx, admin=chain.reg.user("admin"), name="box-1", now=T0)
+    gone = chain.client.get(KEY, headers={"Authorization": f"Bearer {chain.token}"})
+    assert gone.status_code == 401 and "key" not in gone.json()
+
+
+def test_a_disabled_box_cannot_start_matching_and_keeps_no_key(chain: Chain) -> None:
+    chain.reg.register(OBAMA)
+    devices.disable_device(chain.reg.ctx, admin=chain.reg.user("admin"), name="box-1", now=T0)
+    with pytest.raises(RegistryError):  # no cache, no key: a refused box cannot start matching
+        chain.matcher.load()
+    assert chain.matched(OBAMA2) is None and not chain.source.key_file.exists()  # type: ignore[union-attr]
+
+
+def test_after_a_key_rotation_the_box_fetches_the_key_again_and_recovers(chain: Chain) -> None:
+    obama = chain.reg.register(OBAMA)
+    biden = chain.reg.register(BIDEN)
+    chain.matcher.load()
+    old_key = chain.reg.ctx.index_key()
+    rotate_key(chain.reg.ctx, actor=chain.reg.user("admin"), now=T0)
+    assert chain.reg.ctx.index_key() != old_key
+    chain.erase(obama)  # a delta now sealed under the new index key
+    # `mamoru serve` restarted on the rotated registry; the box still holds the old key.
+    with TestClient(create_app(api_host(chain.reg.settings, engine=chain.reg.engine))) as client:
+        chain.transport.inner = client._transport  # noqa: SLF001 - the real app's transport
+        chain.transport.take()
+        chain.poll()
+        assert chain.transport.take() == ["/api/v1/edge/index/version 200", f"{DELTA} 200",
+                                          f"{KEY} 200"]
+        assert state(chain) is IndexState.CURRENT
+        assert chain.last_change is not None and chain.last_change.removed == {obama}
+        assert chain.matched(OBAMA2) is None and chain.matched(BIDEN) == biden
+        # The new key is what the box keeps (sealed under its box key) for its next start.
+        restarted = chain.new_box()
+        restarted.load()
+        assert chain.transport.take() == []  # cache and key from the box's disk
+        assert restarted.version == chain.reg.ctx.repo.watchlist_version()
+        sealed = Sealer(INDEX_KEY, chain.box_key).read(chain.cache.with_name("index-key.sealed"))
+        assert sealed == chain.reg.ctx.index_key()
+
+
+def test_a_wrong_box_key_stops_the_box_at_start(chain: Chain) -> None:
+    chain.reg.register(OBAMA)
+    chain.matcher.load()
+    chain.box_key = os.urandom(32)  # another box's key, or a replaced box.key
+    with pytest.raises(KeyFileError, match="box key does not open"):
+        chain.new_box().load()

@@ -8,6 +8,7 @@ retry, and retrying an alert is safe because its `alert_id` makes it idempotent.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from typing import Annotated, BinaryIO
@@ -16,10 +17,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
 from kernel.watchlist_index import read_index_header, read_index_header_from
-from registry.accounts.devices import report_box_status
+from registry.accounts.devices import deliver_index_key, report_box_status
 from registry.alerts.queue import receive_alert
 from registry.api.deps import ContextDep, CurrentDevice, NowDep, current_device
-from registry.api.schemas import AlertIn, AlertReceipt, BoxStatusIn, IndexVersionOut
+from registry.api.schemas import (
+    AlertIn,
+    AlertReceipt,
+    BoxStatusIn,
+    IndexKeyOut,
+    IndexVersionOut,
+)
 from registry.domain import BoxStatus
 from registry.index_log import build_delta
 
@@ -118,3 +125,17 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
     with handle:
         while chunk := handle.read(_CHUNK):
             yield chunk
+
+
+@router.get("/index/key", response_model=IndexKeyOut, responses=_ERRORS)
+def index_key(ctx: ContextDep, device: CurrentDevice, now: NowDep,
+              response: Response) -> IndexKeyOut:
+    """The current index key, for an active box of a chain, which holds no master key.
+
+    The box keeps it in memory and sealed under its own box key, and asks
+    again when an index stops opening (after `mamoru key rotate`). Never
+    cached on the way (`no-store`); each delivery is audited by device name.
+    """
+    key = deliver_index_key(ctx, device, now)
+    response.headers["Cache-Control"] = "no-store"
+    return IndexKeyOut(key=base64.b64encode(key).decode("ascii"))
