@@ -191,6 +191,8 @@ def test_a_backup_written_as_one_message_still_restores(registry: Registry,
     assert entry is not None and entry.state is EntryState.ERASED
     assert kept in registry.matches(OBAMA2) and registry.matches(BIDEN) == {}
     assert registry.ctx.audit.verify().ok
+    # The scratch copy the restore unpacked into lives only as long as the restore.
+    assert [p.name for p in registry.ctx.paths.backups.iterdir()] == [path.name]
 
 
 def test_old_backups_are_wiped_on_their_own_schedule(registry: Registry) -> None:
