@@ -211,7 +211,8 @@ class Sealer:
                          context: bytes = b"") -> tuple[bytes, bytes]:
         """The authenticated clear header and the plaintext.
 
-        Files of the previous release are opened through `_LEGACY` (empty header).
+        Files of the previous release are opened through `_LEGACY` (empty header),
+        a chunked stream (version 2) through `stream_reader`.
         """
         legacy = next((old for old in _LEGACY if old.kind == self.kind
                        and blob.startswith(old.magic)), None)
@@ -273,9 +274,10 @@ class Sealer:
         written whole, under 2 GiB). `name` is for messages only.
         """
         prefix = source.read(_PREFIX.size)
-        legacy = next((old for old in _LEGACY if old.kind == self.kind
-                       and prefix.startswith(old.magic[: _PREFIX.size])), None)
-        if legacy is not None or prefix[_PREFIX.size - 3 : _PREFIX.size - 2] == bytes([VERSION]):
+        legacy = any(old.kind == self.kind and prefix.startswith(old.magic[: _PREFIX.size])
+                     for old in _LEGACY)
+        if legacy or _check_prefix(self.kind, prefix, name)[0] == VERSION:
+            # One message, read whole: this release's version 1 or the previous layout.
             header, plain = self.open_with_header(prefix + source.read(), name=name,
                                                   context=context)
             return OpeningReader(header, iter((plain,)))
