@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 _WIPE_CHUNK = 1 << 20
 
@@ -58,12 +60,25 @@ def make_private_dir(path: Path) -> Path:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably, mode 0600."""
+    with private_file_writer(path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def private_file_writer(path: Path) -> Iterator[BinaryIO]:
+    """A handle whose bytes replace `path` atomically and durably, mode 0600, on a clean exit.
+
+    For files written piece by piece (a backup streamed through `kernel.sealed`,
+    larger than memory): the same temporary name, fsync, rename and folder fsync
+    as `write_private_file`; if the block raises, the temporary file is removed
+    and `path` is left as it was.
+    """
     fd, temp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
             fd = -1  # owned by the handle now
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

@@ -6,6 +6,14 @@ published index, sealed again under the backup key (`kernel.sealed`, kind
 BACKUP; no context, so a backup may be renamed or moved to other media). Backups
 have their own, short retention and are deleted (overwritten) when it ends.
 
+The tar is written and read as a chunked sealed stream (`Sealer.stream_writer`,
+1 MiB chunks, issue 15): the snapshot, the evidence files and the dump pass
+through in pieces, so neither memory nor AES-GCM's 2 GiB limit of one message
+bounds a backup's size. A restore unpacks into a scratch folder next to the
+backups and puts nothing in place before the stream's final chunk has
+authenticated. Backups written as one message by earlier releases still
+restore (`Sealer.stream_reader` reads every layout).
+
 On a chain's PostgreSQL registry (issue 15) the snapshot is `pg_dump -Fc` of
 the database as its owner role instead (`registry.storage.postgres.dump`):
 only ciphertext for every personal column and evidence image, sealed again
@@ -21,20 +29,23 @@ never resurrects anyone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlcipher3
 
-from kernel.durable import make_private_dir, wipe_file, write_private_file
+from kernel.durable import make_private_dir, private_file_writer, wipe_file
 from kernel.errors import RegistryError, SealedFileError
 from kernel.evidence import SUFFIX as EVIDENCE_SUFFIX
 from kernel.sealed import BACKUP, Sealer
@@ -53,6 +64,11 @@ if TYPE_CHECKING:
 
 SUFFIX = ".backup"
 PG_DUMP_MEMBER = "registry.pgdump"
+MANIFEST_MEMBER = "manifest.json"
+_MAX_MANIFEST_BYTES = 1 << 16
+_COPY_BYTES = 1 << 20
+_TOP_MEMBERS = frozenset({MANIFEST_MEMBER, "registry.db", PG_DUMP_MEMBER})
+_FOLDERS = frozenset({"evidence", "index"})
 _FINAL_STATE = {
     Action.REJECT.value: EntryState.REJECTED,
     Action.WITHDRAW.value: EntryState.WITHDRAWN,
@@ -63,6 +79,14 @@ _FINAL_STATE = {
 
 class BackupError(RegistryError):
     """A backup file is unreadable, altered, or made with another key."""
+
+
+@dataclass(frozen=True)
+class UnpackedBackup:
+    """A backup's manifest and its files, unpacked into a scratch folder (`unpacked_backup`)."""
+
+    manifest: dict[str, Any]
+    files: dict[str, Path]  # member name ("registry.db", "evidence/<id>.bin", ...) -> file
 
 
 @dataclass(frozen=True)
@@ -84,16 +108,22 @@ def _snapshot_database(ctx: RegistryContext, target: Path) -> None:
         destination.close()
 
 
-def _tar(files: dict[str, Path], manifest: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
+def _write_archive(key: MasterKey, target: Path, files: dict[str, Path],
+                   manifest: dict[str, Any]) -> None:
+    """The manifest and `files` as a tar, sealed as a stream into `target` (atomic, 0600).
+
+    Streamed end to end: tar's stream mode reads each file in pieces and the
+    sealer holds at most one chunk, so memory stays flat whatever the size.
+    """
+    with private_file_writer(target) as handle, \
+            _sealer(key).stream_writer(handle) as sealed, \
+            tarfile.open(fileobj=sealed, mode="w|") as archive:
         data = json.dumps(manifest, sort_keys=True).encode()
-        info = tarfile.TarInfo("manifest.json")
+        info = tarfile.TarInfo(MANIFEST_MEMBER)
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
         for name, path in sorted(files.items()):
             archive.add(str(path), arcname=name, recursive=False)
-    return buffer.getvalue()
 
 
 def create_backup(ctx: RegistryContext, *, actor: User, now: datetime,
@@ -105,18 +135,19 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime,
     require_role(actor, Role.ADMIN)
     access = _owner_access(ctx, owner, "`mamoru backup`")
     make_private_dir(ctx.paths.backups)
+    target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
     with ctx.writing(), tempfile.TemporaryDirectory(dir=ctx.paths.backups) as scratch:
         if access is None:
             files, manifest = _sqlcipher_snapshot(ctx, Path(scratch), now)
         else:
             files, manifest = _postgres_snapshot(ctx, access, Path(scratch), now)
         try:
-            sealed = _sealer(ctx.master_key).seal(_tar(files, manifest))
+            _write_archive(ctx.master_key, target, files, manifest)
         finally:
             if access is not None:
                 wipe_file(files[PG_DUMP_MEMBER])
-    target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
-    write_private_file(target, sealed)
+    with target.open("rb") as written:
+        sha256 = hashlib.file_digest(written, "sha256").hexdigest()
     # Its age is counted on the registry's clock, like every other lifetime (G-RET-1).
     os.utime(target, (now.timestamp(), now.timestamp()))
     try:
@@ -125,7 +156,7 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime,
                              details={"file": target.name,
                                       "evidence_files": sum(n.startswith("evidence/")
                                                             for n in files),
-                                      "sha256": hashlib.sha256(sealed).hexdigest(),
+                                      "sha256": sha256,
                                       "snapshot_audit_seq": manifest["audit_seq"]})
     except BaseException:
         wipe_file(target)  # a backup the audit trail does not list must not exist (G-REG-4)
@@ -188,13 +219,6 @@ def _sealer(key: MasterKey) -> Sealer:
     return Sealer(BACKUP, key.derive("backup"))
 
 
-def _open_sealed(key: MasterKey, path: Path) -> bytes:
-    try:
-        return _sealer(key).read(path)
-    except SealedFileError as exc:
-        raise BackupError(str(exc)) from None
-
-
 def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[str]:
     """Delete backups older than the backup retention (their own schedule, G-REG-4)."""
     limit = now - timedelta(days=ctx.policy.backup_retention_days)
@@ -211,26 +235,101 @@ def prune_backups(ctx: RegistryContext, *, actor: str, now: datetime) -> list[st
     return removed
 
 
-def read_backup(ctx: RegistryContext, path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Decrypt a backup in memory: its manifest and its files."""
-    return read_backup_with_key(ctx.master_key, path)
+MemberSink = Callable[[str, IO[bytes]], None]
+"""Takes one member of a backup (its name, its content to read) as the stream passes it."""
 
 
-def read_backup_with_key(key: MasterKey, path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """`read_backup` for a registry that cannot be opened (its database is damaged)."""
-    payload = _open_sealed(key, path)
-    with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as archive:
-        members = {}
-        for member in archive.getmembers():
-            if not member.isfile() or member.name.startswith("/") or ".." in member.name:
-                raise BackupError(f"{path} holds an unexpected member {member.name!r}")
-            handle = archive.extractfile(member)
-            assert handle is not None
-            members[member.name] = handle.read()
-    manifest = json.loads(members.pop("manifest.json"))
-    if manifest.get("format") != 1 or _snapshot_member(manifest) not in members:
+def _read_archive(key: MasterKey, path: Path, take: MemberSink) -> dict[str, Any]:
+    """Walk a backup's tar as it is decrypted; its manifest once the whole file authenticated.
+
+    Each member goes to `take` as it passes, before the end of the file is
+    authenticated: `take` keeps it aside (a scratch folder) or drops it,
+    never uses it before this returns.
+    """
+    manifest: dict[str, Any] | None = None
+    names: set[str] = set()
+    try:
+        with path.open("rb") as source, \
+                _sealer(key).stream_reader(source, name=str(path)) as plain, \
+                tarfile.open(fileobj=plain, mode="r|") as archive:
+            for member in archive:
+                content = _member_content(archive, member, path)
+                if member.name == MANIFEST_MEMBER:
+                    manifest = _parse_manifest(content.read(_MAX_MANIFEST_BYTES + 1), path)
+                else:
+                    take(member.name, content)
+                names.add(member.name)
+    except SealedFileError as exc:
+        raise BackupError(str(exc)) from None
+    except tarfile.TarError as exc:
+        raise BackupError(f"{path} is not a readable mamoru backup ({exc})") from None
+    if manifest is None or manifest.get("format") != 1 \
+            or _snapshot_member(manifest) not in names:
         raise BackupError(f"{path} is not a complete mamoru backup")
-    return manifest, members
+    return manifest
+
+
+def _member_content(archive: tarfile.TarFile, member: tarfile.TarInfo,
+                    path: Path) -> IO[bytes]:
+    """A member's content, once its name is one a backup holds (no path leaves the scratch)."""
+    folder, _, rest = member.name.partition("/")
+    expected = (member.name in _TOP_MEMBERS if not rest else
+                folder in _FOLDERS and "/" not in rest and rest not in {"", ".", ".."})
+    content = archive.extractfile(member) if member.isfile() and expected else None
+    if content is None:
+        raise BackupError(f"{path} holds an unexpected member {member.name!r}")
+    return content
+
+
+def _parse_manifest(data: bytes, path: Path) -> dict[str, Any]:
+    try:
+        if len(data) > _MAX_MANIFEST_BYTES:
+            raise ValueError("too large")
+        manifest = json.loads(data)
+        if not isinstance(manifest, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise BackupError(f"{path} holds an unreadable manifest") from None
+    return manifest
+
+
+def check_backup(key: MasterKey, path: Path) -> dict[str, Any]:
+    """Decrypt and authenticate a whole backup, keeping nothing; its manifest."""
+    def drop(_: str, content: IO[bytes]) -> None:
+        while content.read(_COPY_BYTES):
+            pass
+
+    return _read_archive(key, path, drop)
+
+
+@contextlib.contextmanager
+def unpacked_backup(key: MasterKey, path: Path, folder: Path) -> Iterator[UnpackedBackup]:
+    """A backup's files unpacked into a private scratch folder under `folder`, removed after.
+
+    Yields only once the whole backup authenticated. Usable for a registry
+    that cannot be opened (its database is damaged): it needs the key only.
+    """
+    make_private_dir(folder)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".restore-") as scratch:
+        files: dict[str, Path] = {}
+
+        def keep(name: str, content: IO[bytes]) -> None:
+            *folders, file_name = name.split("/")
+            target = make_private_dir(Path(scratch, *folders)) / file_name
+            with _private_new_file(target) as handle:
+                shutil.copyfileobj(content, handle, _COPY_BYTES)
+            files[name] = target
+
+        try:
+            manifest = _read_archive(key, path, keep)
+            yield UnpackedBackup(manifest, files)
+        finally:
+            if PG_DUMP_MEMBER in files:
+                wipe_file(files[PG_DUMP_MEMBER])  # rows in the clear beside the sealed columns
+
+
+def _private_new_file(path: Path) -> IO[bytes]:
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 def backup_backend(manifest: dict[str, Any]) -> str:
@@ -250,26 +349,30 @@ def put_back_damaged_database(paths: RegistryPaths, key: MasterKey, backup: Path
     recorded since the snapshot (G-REG-4). The damaged file is wiped: it
     is ciphertext nobody can open, and nothing may outlive its use.
     """
-    _, members = read_backup_with_key(key, backup)
-    aside = paths.database.with_name("registry.db.damaged")
-    if paths.database.exists():
-        os.replace(paths.database, aside)
-    write_private_file(paths.database, members["registry.db"])
+    with unpacked_backup(key, backup, paths.backups) as unpacked:
+        aside = paths.database.with_name("registry.db.damaged")
+        if paths.database.exists():
+            os.replace(paths.database, aside)
+        _copy_private(unpacked.files["registry.db"], paths.database)
     wipe_file(aside)
 
 
-def restore_files(ctx: RegistryContext, members: dict[str, bytes]) -> None:
+def _copy_private(source: Path, target: Path) -> None:
+    """Replace `target` by a copy of `source`, in pieces, atomically and durably (0600)."""
+    with source.open("rb") as reading, private_file_writer(target) as writing:
+        shutil.copyfileobj(reading, writing, _COPY_BYTES)
+
+
+def restore_files(ctx: RegistryContext, files: dict[str, Path]) -> None:
     """Put the snapshot's database and evidence in place. Caller holds the write lock."""
-    partial = ctx.paths.database.with_name("registry.db.restoring")
-    write_private_file(partial, members["registry.db"])
-    os.replace(partial, ctx.paths.database)
-    wanted = {name.removeprefix("evidence/").removesuffix(EVIDENCE_SUFFIX): data
-              for name, data in members.items() if name.startswith("evidence/")}
+    _copy_private(files["registry.db"], ctx.paths.database)
+    wanted = {name.removeprefix("evidence/").removesuffix(EVIDENCE_SUFFIX): path
+              for name, path in files.items() if name.startswith("evidence/")}
     for image_id in ctx.evidence.ids() - set(wanted):
         ctx.evidence.delete(image_id)
     make_private_dir(ctx.paths.evidence)
-    for image_id, data in wanted.items():
-        write_private_file(ctx.evidence_folder().path(image_id), data)  # still sealed to its id
+    for image_id, path in wanted.items():
+        _copy_private(path, ctx.evidence_folder().path(image_id))  # still sealed to its id
 
 
 def refuse_if_erasures_were_pruned(ctx: RegistryContext, manifest: dict[str, Any],
@@ -361,25 +464,26 @@ def restore_backup(
     """
     require_role(actor, Role.ADMIN)
     access = _owner_access(ctx, owner, "restoring a mamoru backup")
-    manifest, members = read_backup(ctx, path)
-    if backup_backend(manifest) != ctx.backend:
-        raise BackupError(f"{path.name} is a backup of a {backup_backend(manifest)} registry; "
-                          f"this registry is on {ctx.backend}: nothing was restored")
-    refuse_if_erasures_were_pruned(ctx, manifest, path)
-    index_version = read_index_version(ctx.paths.index) or 0
-    with ctx.writing():
-        if access is None:
-            ctx.reconnect(lambda: restore_files(ctx, members))
-        else:
-            _restore_postgres(access, manifest, members[PG_DUMP_MEMBER], ctx.paths.backups,
-                              path)
-        reapplied = replay_since_snapshot(ctx, actor=actor, path=path, manifest=manifest,
-                                          index_version=index_version, now=now)
+    with unpacked_backup(ctx.master_key, path, ctx.paths.backups) as unpacked:
+        manifest = unpacked.manifest
+        if backup_backend(manifest) != ctx.backend:
+            raise BackupError(f"{path.name} is a backup of a {backup_backend(manifest)} "
+                              f"registry; this registry is on {ctx.backend}: nothing was "
+                              "restored")
+        refuse_if_erasures_were_pruned(ctx, manifest, path)
+        index_version = read_index_version(ctx.paths.index) or 0
+        with ctx.writing():
+            if access is None:
+                ctx.reconnect(lambda: restore_files(ctx, unpacked.files))
+            else:
+                _restore_postgres(access, manifest, unpacked.files[PG_DUMP_MEMBER], path)
+            reapplied = replay_since_snapshot(ctx, actor=actor, path=path, manifest=manifest,
+                                              index_version=index_version, now=now)
     return RestoreResult(from_text(manifest["taken_at"]), len(ctx.repo.entries()), reapplied)
 
 
-def _restore_postgres(access: OwnerAccess, manifest: dict[str, Any], dump: bytes,
-                      folder: Path, path: Path) -> None:
+def _restore_postgres(access: OwnerAccess, manifest: dict[str, Any], dump: Path,
+                      path: Path) -> None:
     """`pg_restore` the dump's registry rows; the audit schema stays the live one."""
     from registry.storage.postgres.dump import restore_registry_rows
     from registry.storage.postgres.schema import MIGRATIONS
@@ -388,11 +492,4 @@ def _restore_postgres(access: OwnerAccess, manifest: dict[str, Any], dump: bytes
         raise BackupError(f"{path.name} was taken at schema version "
                           f"{manifest.get('schema_version')}, this registry is at "
                           f"{len(MIGRATIONS)}: nothing was restored")
-    make_private_dir(folder)
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        target = Path(scratch) / PG_DUMP_MEMBER
-        write_private_file(target, dump)
-        try:
-            restore_registry_rows(access, target, Path(scratch))
-        finally:
-            wipe_file(target)
+    restore_registry_rows(access, dump, dump.parent)

@@ -10,8 +10,8 @@ damaged file with what to do about it:
 - every evidence file: decrypted and authenticated (AES-GCM), and every image
   the database refers to must exist;
 - the published index: decrypted, authenticated and parsed;
-- every backup: decrypted and authenticated (a backup that does not open is
-  no backup);
+- every backup: decrypted and authenticated chunk by chunk to its final
+  chunk, its archive walked (a backup that does not open is no backup);
 - whatever the packages above the core keep under the master key (the
   joint-use key file), through the checks the caller passes in (`also`).
 
@@ -28,7 +28,7 @@ from kernel.errors import StoreDamagedError
 from kernel.evidence import EvidenceError, EvidenceNotFoundError
 from kernel.watchlist_index import WatchlistIndex, WatchlistIndexError
 from registry.backup.archive import SUFFIX as BACKUP_SUFFIX
-from registry.backup.archive import BackupError, read_backup
+from registry.backup.archive import BackupError, check_backup
 from registry.context import RegistryContext
 from registry.storage import damage
 from registry.storage.database import schema_problems
@@ -108,7 +108,7 @@ def _check_backups(ctx: RegistryContext, report: CheckReport) -> None:
         if ctx.paths.backups.is_dir() else []
     for path in backups:
         try:
-            read_backup(ctx, path)
+            check_backup(ctx.master_key, path)
         except BackupError as exc:
             report.damaged.append(StoreDamagedError(
                 path, str(exc), "it cannot be restored: delete it and take a new backup with "

@@ -7,7 +7,9 @@ the process dies in between, the next open finds `.next` and finishes.
 
 Backups made under the old key are wiped and a fresh one is taken: a rotation
 usually follows a suspected key leak, and backups readable with the leaked key
-would keep the leak alive.
+would keep the leak alive. The fresh one is sealed under the new key as a
+chunked stream like every backup (`create_backup`): nothing is re-sealed in
+memory, whatever the registry's size.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from kernel.sealed import (
     kind_of,
     read_header,
 )
-from registry.backup.archive import BackupError, read_backup_with_key
+from registry.backup.archive import BackupError, check_backup, unpacked_backup
 from registry.joint_use.errors import StoreKeysError
 from registry.joint_use.keys import load_store_keys, rekey_store_keys
 from registry.keys.master import MasterKey
@@ -124,7 +124,7 @@ def test_a_file_moved_to_another_kind_is_refused() -> None:
 def test_a_flipped_version_byte_is_an_unknown_version() -> None:
     blob = bytearray(_sealed())
     blob[VERSION_AT] ^= 0x01
-    with pytest.raises(UnknownVersionError, match="version 0; this release reads version 1"):
+    with pytest.raises(UnknownVersionError, match="version 0; this release reads versions 1 and 2"):
         Sealer(EVIDENCE, KEY).open(bytes(blob), name="f", context=CONTEXT)
 
 
@@ -225,10 +225,12 @@ def test_previous_backups_still_open(tmp_path: Path) -> None:
     magic = b"MAMORU-BACKUP-1\n"
     path = tmp_path / "mamoru-20240101T000000000000Z.backup"
     path.write_bytes(_old_file(magic, master.derive("backup"), buffer.getvalue(), magic))
-    manifest, members = read_backup_with_key(master, path)
-    assert manifest == {"format": 1} and members == {"registry.db": b"sqlcipher pages"}
+    with unpacked_backup(master, path, tmp_path / "scratch") as unpacked:
+        assert unpacked.manifest == {"format": 1}
+        assert {name: file.read_bytes() for name, file in unpacked.files.items()} == {
+            "registry.db": b"sqlcipher pages"}
     with pytest.raises(BackupError, match="fails authentication"):
-        read_backup_with_key(MasterKey(OTHER_KEY), path)
+        check_backup(MasterKey(OTHER_KEY), path)
 
 
 def test_previous_joint_use_key_files_still_open_and_a_rotation_upgrades_them(

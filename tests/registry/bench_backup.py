@@ -5,18 +5,24 @@ Not part of the suite (the file name is not test_*): run it explicitly,
 written the way a proposal writes it (entry, criteria, incident, one evidence
 image re-using a real masked photo's PNG, one random 512-d template, the
 PROPOSE audit record), active; then one backup, one erasure, one restore.
+
+Peak memory (issue 15): each step's peak RSS above the RSS it started from, read
+from the kernel (`VmHWM`, reset through `/proc/self/clear_refs` before each step),
+so the models and the registry already in memory do not count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -32,6 +38,24 @@ from tests.registries import OBAMA, T0, Registry, incident
 from tests.registry.chain import chain_registry, owner_login
 
 ENTRIES = int(os.environ.get("MAMORU_BENCH_ENTRIES", "1000"))
+_STATUS = Path("/proc/self/status")
+T = TypeVar("T")
+
+
+def _status_kib(field: str) -> int:
+    found = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    assert found is not None, field
+    return int(found[1])
+
+
+def _timed_peak(step: Callable[[], T]) -> tuple[T, float, float]:
+    """`step`'s result, its seconds, and its peak RSS above the RSS it started from (MB)."""
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    start_kib = _status_kib("VmRSS")
+    started = time.perf_counter()
+    result = step()
+    took = time.perf_counter() - started
+    return result, took, (_status_kib("VmHWM") - start_kib) / 1024
 
 
 @pytest.fixture(params=("sqlcipher", "postgres"))
@@ -85,15 +109,14 @@ def test_backup_and_restore_timing(bench: tuple[Registry, OwnerLogin | None]) ->
     reg, owner = bench
     ids = _fill(reg, ENTRIES)
     admin = reg.user("admin")
-    started = time.perf_counter()
-    path = backup.create_backup(reg.ctx, actor=admin, now=T0, owner=owner)
-    took_backup = time.perf_counter() - started
+    path, took_backup, peak_backup = _timed_peak(
+        lambda: backup.create_backup(reg.ctx, actor=admin, now=T0, owner=owner))
     watchlist.erase(reg.ctx, actor=reg.user("mgr2"), entry_id=ids[1], reason="erased",
                     now=T0 + timedelta(hours=1))
-    started = time.perf_counter()
-    result = backup.restore_backup(reg.ctx, actor=admin, path=path,
-                                   now=T0 + timedelta(hours=1), owner=owner)
-    took_restore = time.perf_counter() - started
+    result, took_restore, peak_restore = _timed_peak(
+        lambda: backup.restore_backup(reg.ctx, actor=admin, path=path,
+                                      now=T0 + timedelta(hours=1), owner=owner))
     assert result.erasures_reapplied == 1 and result.entries == ENTRIES
     print(f"\nBENCH {reg.ctx.backend:9} entries={ENTRIES} backup={took_backup:.2f}s "  # noqa: T201
-          f"restore={took_restore:.2f}s size={path.stat().st_size / 1e6:.1f}MB")
+          f"restore={took_restore:.2f}s size={path.stat().st_size / 1e6:.1f}MB "
+          f"peak_rss_above_start: backup={peak_backup:.0f}MB restore={peak_restore:.0f}MB")

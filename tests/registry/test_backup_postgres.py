@@ -139,8 +139,8 @@ def test_the_dump_holds_ciphertext_only(chain: Chain, tmp_path: Path) -> None:
     assert len(vector) >= 512 and np.frombuffer(vector, dtype=np.float32).any()
 
     path = backup.create_backup(reg.ctx, actor=reg.user("admin"), now=LATER, owner=chain.owner)
-    _, members = backup.read_backup(reg.ctx, path)
-    dump = members[PG_DUMP_MEMBER]
+    with backup.unpacked_backup(reg.ctx.master_key, path, tmp_path / "unpacked") as unpacked:
+        dump = unpacked.files[PG_DUMP_MEMBER].read_bytes()
     script = _script(dump, tmp_path)
 
     # The check reads real content: what is not personal is there in the clear.
@@ -322,7 +322,8 @@ def test_a_restore_that_fails_midway_changes_nothing(chain: Chain, tmp_path: Pat
     reg = chain.reg
     entry_id = reg.register(OBAMA)
     path = backup.create_backup(reg.ctx, actor=reg.user("admin"), now=T0, owner=chain.owner)
-    dump = backup.read_backup(reg.ctx, path)[1][PG_DUMP_MEMBER]
+    with backup.unpacked_backup(reg.ctx.master_key, path, tmp_path / "unpacked") as unpacked:
+        dump = unpacked.files[PG_DUMP_MEMBER].read_bytes()
     cut = tmp_path / "cut.pgdump"
     cut.write_bytes(dump[: len(dump) * 3 // 4])
     settings = reg.ctx.policy.postgres

@@ -8,18 +8,33 @@ useless against every live file.
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import tarfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlcipher3
 
+from kernel.durable import write_private_file
 from kernel.errors import PermissionDeniedError
 from kernel.evidence import EvidenceIntegrityError, EvidenceStore
+from kernel.sealed import (
+    BACKUP,
+    CHUNK_BYTES,
+    NONCE_PREFIX_BYTES,
+    SALT_BYTES,
+    STREAM_VERSION,
+    TAG_BYTES,
+    Sealer,
+)
 from kernel.watchlist_index import IndexIntegrityError, WatchlistIndex
 from registry.backup import archive as backup
 from registry.backup import key_rotation
 from registry.backup.archive import BackupError
+from registry.backup.check import check_registry
 from registry.clock import utc_now
 from registry.domain import EntryState
 from registry.keys.master import sqlcipher_pragma_value
@@ -105,6 +120,81 @@ def test_altered_backup_is_refused(registry: Registry) -> None:
     assert entry_id in registry.matches(OBAMA2)
 
 
+def test_a_backup_cut_between_two_chunks_is_refused(registry: Registry) -> None:
+    """Issue 15: a backup is a chunked sealed stream (no 2 GiB limit, flat memory). A copy
+    that stopped exactly between two chunks still authenticates chunk by chunk, but its
+    last chunk is not sealed as final: restore and `registry check` refuse it, and nothing
+    is put in place (G-SEC-2)."""
+    ctx = registry.ctx
+    entry_id = registry.register(OBAMA)
+    png = ctx.evidence.get_bytes(ctx.repo.evidence(entry_id)[0].image_id)
+    for _ in range(-(-2 * CHUNK_BYTES // len(png))):  # more than two chunks of evidence
+        ctx.evidence.put_png(png)
+    path = backup.create_backup(ctx, actor=registry.user("admin"), now=T0)
+    blob = path.read_bytes()
+    assert blob.startswith(BACKUP.magic) and blob[len(BACKUP.magic)] == STREAM_VERSION
+    first_chunk_at = len(BACKUP.magic) + 1 + 2 + 4 + SALT_BYTES + NONCE_PREFIX_BYTES
+    whole_chunks = (len(blob) - first_chunk_at) // (CHUNK_BYTES + TAG_BYTES)
+    assert whole_chunks >= 2
+    assert check_registry(ctx, also=()).ok
+    path.write_bytes(blob[:first_chunk_at + whole_chunks * (CHUNK_BYTES + TAG_BYTES)])
+    database = ctx.paths.database.read_bytes()
+    audit_count = len(list(ctx.repo.audit_rows()))
+
+    with pytest.raises(BackupError, match=f"truncated: it ends after chunk {whole_chunks - 1}"):
+        backup.restore_backup(ctx, actor=registry.user("admin"), path=path,
+                              now=T0 + timedelta(hours=1))
+
+    assert ctx.paths.database.read_bytes() == database
+    assert len(list(ctx.repo.audit_rows())) == audit_count
+    assert [p.name for p in ctx.paths.backups.iterdir()] == [path.name]  # no scratch left
+    report = check_registry(ctx, also=())
+    assert [d.path for d in report.damaged] == [path]
+    assert "truncated" in report.damaged[0].problem
+
+
+def _as_one_message(registry: Registry, path: Path, scratch: Path) -> None:
+    """Rewrite a backup as releases before issue 15 wrote it: the same tar, built in memory
+    and sealed as one AES-GCM message (sealed-file version 1)."""
+    key = registry.ctx.master_key
+    with backup.unpacked_backup(key, path, scratch) as unpacked:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            data = json.dumps(unpacked.manifest, sort_keys=True).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+            for name, file in sorted(unpacked.files.items()):
+                archive.add(str(file), arcname=name, recursive=False)
+    write_private_file(path, Sealer(BACKUP, key.derive("backup")).seal(buffer.getvalue()))
+
+
+def test_a_backup_written_as_one_message_still_restores(registry: Registry,
+                                                        tmp_path: Path) -> None:
+    """Backups kept from before the chunked format (issue 15) restore as before, and the
+    erasures since are re-applied (G-REG-4)."""
+    kept = registry.register(OBAMA)
+    erased = registry.register(BIDEN)
+    admin = registry.user("admin")
+    path = backup.create_backup(registry.ctx, actor=admin, now=T0)
+    _as_one_message(registry, path, tmp_path / "scratch")
+    assert path.read_bytes()[len(BACKUP.magic)] == 1
+    assert check_registry(registry.ctx, also=()).ok
+    later = T0 + timedelta(hours=1)
+    watchlist.erase(registry.ctx, actor=registry.user("mgr2"), entry_id=erased,
+                    reason="stop-use request upheld", now=later)
+
+    result = backup.restore_backup(registry.ctx, actor=admin, path=path, now=later)
+
+    assert result.erasures_reapplied == 1 and result.entries == 2
+    entry = registry.ctx.repo.entry(erased)
+    assert entry is not None and entry.state is EntryState.ERASED
+    assert kept in registry.matches(OBAMA2) and registry.matches(BIDEN) == {}
+    assert registry.ctx.audit.verify().ok
+    # The scratch copy the restore unpacked into lives only as long as the restore.
+    assert [p.name for p in registry.ctx.paths.backups.iterdir()] == [path.name]
+
+
 def test_old_backups_are_wiped_on_their_own_schedule(registry: Registry) -> None:
     """G-REG-4: backups are deleted when backup_retention_days ends (erasure reaches them too)."""
     days = registry.settings.registry.backup_retention_days
@@ -158,7 +248,7 @@ def test_key_rotation_locks_out_the_old_key(registry: Registry) -> None:
     # Backups readable with the old key are gone; a fresh one under the new key exists.
     assert old_backup != fresh_backup and not old_backup.exists()
     assert sorted(paths.backups.glob("*.backup")) == [fresh_backup]
-    assert backup.read_backup(registry.ctx, fresh_backup)[0]["store_id"]
+    assert backup.check_backup(registry.ctx.master_key, fresh_backup)["store_id"]
 
     ctx = registry.reopen()
     assert ctx.audit.verify().ok
