@@ -19,6 +19,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from registry.alerts.queue import (
 from registry.api.app import create_app
 from registry.domain import AlertStatus, Role, Store, User
 from registry.keys.master import new_master_key
+from registry.oversight.report import audit_records, verify_trail
 from registry.storage import migrations
 from registry.storage.database import open_registry_database
 from registry.storage.postgres.cluster import ThrowawayCluster
@@ -53,6 +55,7 @@ from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settin
 
 GINZA, UMEDA = "ginza", "umeda"
 NAMES = {GINZA: "銀座店", UMEDA: "梅田店"}
+DAY = timedelta(days=1)
 
 
 def _stores(reg: Registry) -> None:
@@ -171,6 +174,21 @@ def test_watchlist_approval_stays_chain_wide(registry: Registry) -> None:
     entry_id = registry.register(OBAMA, proposer="staff", approver="ginza-manager")
     entry = registry.ctx.repo.entry(entry_id)
     assert entry is not None and entry.state.value == "active"
+
+
+def test_the_trail_spans_every_store_and_is_read_by_the_chain_office(
+        two_stores: tuple[Registry, str, str]) -> None:
+    """G-SEC-1: the trail names every store's boxes and alerts; a store's manager does not
+    read it, the chain office's auditor reads all of it."""
+    reg, ginza_alert, umeda_alert = two_stores
+    with pytest.raises(PermissionDeniedError, match="works in store ginza"):
+        verify_trail(reg.ctx, actor=reg.user("ginza-manager"))
+    with pytest.raises(PermissionDeniedError):
+        audit_records(reg.ctx, actor=reg.user("umeda-manager"), start=T0 - DAY, end=T0 + DAY)
+    assert verify_trail(reg.ctx, actor=reg.user("auditor")).ok
+    records = audit_records(reg.ctx, actor=reg.user("auditor"), start=T0 - DAY, end=T0 + DAY)
+    received = {r["details"]["alert_id"] for r in records if r["action"] == "alert_received"}
+    assert received == {ginza_alert, umeda_alert}
 
 
 def test_stores_users_and_boxes_are_checked_when_added(registry: Registry) -> None:
