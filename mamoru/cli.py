@@ -23,6 +23,7 @@ from mamoru.commands import (
     registry,
     requests,
     serve,
+    stores,
     users,
     watchlist,
 )
@@ -44,6 +45,7 @@ app.command("demo")(demo.run)
 app.add_typer(registry.app, name="registry")
 app.add_typer(registry.key_app, name="key")
 app.add_typer(users.app, name="user")
+app.add_typer(stores.app, name="store")
 app.add_typer(watchlist.app, name="watchlist")
 app.add_typer(audit.app, name="audit")
 app.add_typer(devices.app, name="device")

@@ -127,13 +127,18 @@ class PostgresSettings(BaseModel):
                                    description="give up connecting after this many seconds")
 
 
+# The store a registry stands for when its settings name none (`registry.store_id`).
+DEFAULT_STORE_ID = "store-001"
+STORE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class RegistrySettings(BaseModel):
     """Store policy for the watchlist. Safe defaults; unsafe values are refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store_id: str = Field(
-        default="store-001", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        default=DEFAULT_STORE_ID, pattern=STORE_ID_PATTERN,
         description="this store's id, recorded on every incident",
     )
     retention_years: int = Field(

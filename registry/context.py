@@ -269,11 +269,12 @@ def open_registry(
     pending = paths.custody.pending()
     candidates = [key, pending.load()] if pending is not None and pending.exists() else [key]
     try:
-        opened = open_registry_database(paths.database, paths.audit_database, candidates)
+        opened = open_registry_database(paths.database, paths.audit_database, candidates,
+                                        default_store=policy.store_id)
     except WrongKeyError as exc:
         raise WrongKeyError(f"{paths.custody}: {exc}") from None  # name the key's custody too
-    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened), policy,
-                              index_spec)
+    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened, policy),
+                              policy, index_spec)
     if len(candidates) > 1:
         finish_rotation(context, candidates[-1], resumed=True)
     return context
@@ -315,12 +316,12 @@ class OwnerLogin:
     password_file: Path
 
 
-def _sqlcipher_storage(paths: RegistryPaths, key: MasterKey,
-                       opened: OpenedDatabase) -> SqlCipherStorage:
+def _sqlcipher_storage(paths: RegistryPaths, key: MasterKey, opened: OpenedDatabase,
+                       policy: RegistrySettings) -> SqlCipherStorage:
     return SqlCipherStorage(opened, database=paths.database,
                             audit_database=paths.audit_database, evidence_dir=paths.evidence,
                             head_file=paths.audit_head, base_file=paths.audit_base,
-                            lock_file=paths.lock, key=key)
+                            lock_file=paths.lock, key=key, default_store=policy.store_id)
 
 
 def _postgres_settings(policy: RegistrySettings) -> PostgresSettings:
@@ -407,11 +408,12 @@ def init_registry(
     else:
         key = new_master_key()
         custody.store(key)
-    opened = open_registry_database(paths.database, paths.audit_database, [key], create=True)
+    opened = open_registry_database(paths.database, paths.audit_database, [key], create=True,
+                                    default_store=policy.store_id)
     for path in (paths.database, paths.audit_database):
         os.chmod(path, 0o600)
-    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened), policy,
-                              index_spec)
+    context = RegistryContext(paths, key, _sqlcipher_storage(paths, key, opened, policy),
+                              policy, index_spec)
     return _record_init(context)
 
 

@@ -60,12 +60,37 @@ class ConfirmationKind(str, Enum):
 
 
 @dataclass(frozen=True)
+class Store:
+    """One store of the operator (issue 15, item 1): its boxes, staff and alerts belong to it.
+
+    A single-store registry has one, `registry.store_id`; a chain has hundreds.
+    The watchlist, approvals, retention, requests and erasure are the operator's,
+    chain-wide: a store is where alerts happen and who may see them (G-SEC-1).
+    """
+
+    store_id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class User:
+    """A named person with one role (G-SEC-1), scoped to their store.
+
+    `store_id` None: the chain office (or a single store's own staff, registered
+    before stores existed): the role reaches every store. Otherwise the role
+    reaches that store's alerts, boxes and precision only.
+    """
+
     user_id: int
     username: str
     role: Role
     trained_at: datetime | None  # G-SEC-1: privacy training recorded
     active: bool
+    store_id: str | None = None
+
+    @property
+    def chain_wide(self) -> bool:
+        return self.store_id is None
 
     @property
     def trained(self) -> bool:
@@ -176,6 +201,7 @@ class Device:
     name: str
     created_at: datetime
     active: bool
+    store_id: str  # the store it stands in; its alerts are that store's
 
 
 INDEX_STATES = ("none", "current", "stale")
@@ -234,6 +260,7 @@ class Alert:
     decided_by: int | None
     decided_at: datetime | None
     decision_reason: str
+    store_id: str  # the store of the device that sent it: who may see and judge it
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from registry.domain import (
     Role,
     SentBundle,
     StopUseRight,
+    Store,
     TemplateRecord,
     Triage,
     User,
@@ -88,10 +89,27 @@ class UnitOfWork(Protocol):
 
 
 @runtime_checkable
-class UserRepository(Protocol):
-    """The `users` aggregate: named staff, their roles and training (G-SEC-1)."""
+class StoreRepository(Protocol):
+    """The operator's stores (issue 15, item 1): what boxes, staff and alerts belong to."""
 
-    def add_user(self, username: str, role: Role, password_hash: str, now: datetime) -> User: ...
+    def add_store(self, store: Store, now: datetime) -> None:
+        """`ConflictError` if the id is taken."""
+        ...
+    def store(self, store_id: str) -> Store | None: ...
+    def stores(self) -> list[Store]:
+        """Every store, by id."""
+        ...
+
+
+@runtime_checkable
+class UserRepository(Protocol):
+    """The `users` aggregate: named staff, their roles and training (G-SEC-1).
+
+    A user has one role, scoped to their store (`store_id`), or chain-wide when None.
+    """
+
+    def add_user(self, username: str, role: Role, password_hash: str, now: datetime,
+                 store_id: str | None = None) -> User: ...
     def user_by_name(self, username: str) -> User | None: ...
     def user_by_id(self, user_id: int) -> User | None: ...
     def password_hash_of(self, username: str) -> str | None: ...
@@ -129,7 +147,8 @@ class SessionRepository(Protocol):
 class DeviceRepository(Protocol):
     """Edge boxes and their token hashes: who may fetch the index and post alerts (G-SEC-2)."""
 
-    def add_device(self, name: str, token_sha256: str, now: datetime) -> Device: ...
+    def add_device(self, name: str, token_sha256: str, now: datetime, store_id: str
+                   ) -> Device: ...
     def device_by_name(self, name: str) -> Device | None: ...
     def device_by_token_hash(self, token_sha256: str) -> Device | None: ...
     def devices(self) -> list[Device]: ...
@@ -137,8 +156,9 @@ class DeviceRepository(Protocol):
     def record_box_status(self, status: BoxStatus) -> None:
         """Keep `status` as its device's latest report (replacing the one before)."""
         ...
-    def box_statuses(self) -> list[BoxStatus]:
-        """The latest report of every box that reported, by device name."""
+    def box_statuses(self, store_id: str | None = None) -> list[BoxStatus]:
+        """The latest report of every box that reported (of `store_id`'s boxes only, if
+        given), by device name."""
         ...
 
 
@@ -236,7 +256,10 @@ class AlertRepository(Protocol):
 
     def add_alert(self, alert: Alert) -> None: ...
     def alert(self, alert_id: str) -> Alert | None: ...
-    def alerts(self, status: AlertStatus | None = None) -> list[Alert]: ...
+    def alerts(self, status: AlertStatus | None = None, store_id: str | None = None
+               ) -> list[Alert]:
+        """Oldest first; of one store if `store_id` is given (None: every store)."""
+        ...
     def decide_alert(self, alert: Alert) -> None:
         """Write an open alert's decision (status, by, at, reason, snapshot); `ConflictError`
         if it was decided meanwhile."""
@@ -245,8 +268,9 @@ class AlertRepository(Protocol):
         """(alert id, snapshot id) for every snapshot whose entry is not active (G-RET-1)."""
         ...
     def clear_alert_snapshot(self, alert_id: str) -> None: ...
-    def alert_counts(self) -> list[tuple[str, AlertStatus, int]]:
-        """(device, status, number of alerts), for the precision figure."""
+    def alert_counts(self, store_id: str | None = None) -> list[tuple[str, AlertStatus, int]]:
+        """(device, status, number of alerts), for the precision figure; of one store's
+        alerts if `store_id` is given."""
         ...
 
 
@@ -420,7 +444,8 @@ class StopUseRepository(Protocol):
 
 @runtime_checkable
 class RegistryRepository(
-    UnitOfWork, UserRepository, SessionRepository, DeviceRepository, EntryRepository,
+    UnitOfWork, StoreRepository, UserRepository, SessionRepository, DeviceRepository,
+    EntryRepository,
     FaceDataRepository, IndexRepository, AlertRepository, SchemeRepository, OutboundRepository,
     InboundRepository, EmergencyShareRepository, AuditRepository, ReviewRepository,
     BreachRepository, StopUseRepository, Protocol,
@@ -433,7 +458,7 @@ class RegistryRepository(
         ...
 
 
-class UserStore(UserRepository, UnitOfWork, Protocol):
+class UserStore(UserRepository, StoreRepository, UnitOfWork, Protocol):
     """What the account rules write: users, inside a unit of work."""
 
 

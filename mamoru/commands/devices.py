@@ -19,10 +19,14 @@ NameArgument = Annotated[str, typer.Argument(help="the box's name, e.g. store-00
 
 
 @app.command("add")
-def add(name: NameArgument, as_user: AsOption) -> None:
+def add(name: NameArgument, as_user: AsOption,
+        store: Annotated[str | None, typer.Option(
+            help="the store it stands in (its alerts are that store's); omit for this "
+                 "installation's own store (registry.store_id)")] = None) -> None:
     """Register a box and print its token, once: only a hash of it is kept."""
     with registry() as ctx:
-        token = add_device(ctx, admin=login(ctx, as_user), name=name, now=utc_now())
+        token = add_device(ctx, admin=login(ctx, as_user), name=name, now=utc_now(),
+                           store_id=store)
     typer.echo(f"device {name} added. Its token, shown only this once:")
     typer.echo(token)
     typer.echo(
@@ -38,14 +42,15 @@ def list_all(as_user: AsOption, as_json: JsonOption = False) -> None:
     """Boxes with their status (admins and auditors); tokens are never shown again."""
     with registry() as ctx:
         require_role(login(ctx, as_user), Role.ADMIN, Role.AUDITOR)
-        rows = [{"name": d.name, "active": d.active, "created_at": to_text(d.created_at)}
-                for d in list_devices(ctx)]
+        rows = [{"name": d.name, "store_id": d.store_id, "active": d.active,
+                 "created_at": to_text(d.created_at)} for d in list_devices(ctx)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         status = "active" if row["active"] else "disabled"
-        typer.echo(f"{row['name']:<32} {status:<9} added {row['created_at']}")
+        typer.echo(f"{row['name']:<32} {row['store_id']:<16} {status:<9} "
+                   f"added {row['created_at']}")
 
 
 @app.command("disable")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mamoru.commands.session import AsOption, JsonOption, login, read_new_password, registry
+from registry.accounts.stores import existing_store
 from registry.accounts.users import (
     add_user,
     change_role,
@@ -26,16 +27,23 @@ def add(
     username: Annotated[str, typer.Argument()],
     role: Annotated[Role, typer.Option(help="staff, manager, admin or auditor")],
     as_user: AsOption,
+    store: Annotated[str | None, typer.Option(
+        help="the store they work in (they see its alerts only); omit for the chain office, "
+             "whose role reaches every store")] = None,
 ) -> None:
     """Add a user; their password is read from MAMORU_NEW_PASSWORD or a prompt."""
     with registry() as ctx:
         admin = login(ctx, as_user)
         require_role(admin, Role.ADMIN)
+        if store is not None:
+            existing_store(ctx.repo, store)  # before asking for a password
         password = read_new_password(username)
         with ctx.writing():
             add_user(ctx.repo, ctx.audit, actor=admin.username, username=username, role=role,
-                     password=password, now=utc_now())
-    typer.echo(f"user {username} added as {role.value}; record training with `mamoru user train`")
+                     password=password, now=utc_now(), store_id=store)
+    where = f"in store {store}" if store else "in the chain office"
+    typer.echo(f"user {username} added as {role.value} {where}; "
+               "record training with `mamoru user train`")
 
 
 @app.command("train")
@@ -71,7 +79,8 @@ def list_users(as_user: AsOption, as_json: JsonOption = False) -> None:
     """Users with role, training and status (admins and auditors)."""
     with registry() as ctx:
         require_role(login(ctx, as_user), Role.ADMIN, Role.AUDITOR)
-        rows = [{"username": u.username, "role": u.role.value, "active": u.active,
+        rows = [{"username": u.username, "role": u.role.value, "store_id": u.store_id,
+                 "active": u.active,
                  "trained_at": to_text(u.trained_at) if u.trained_at else None}
                 for u in ctx.repo.users()]
     if as_json:
@@ -80,4 +89,5 @@ def list_users(as_user: AsOption, as_json: JsonOption = False) -> None:
     for row in rows:
         trained = row["trained_at"] or "NOT TRAINED"
         status = "active" if row["active"] else "disabled"
-        typer.echo(f"{row['username']:<16} {row['role']:<8} {status:<9} {trained}")
+        store = row["store_id"] or "(chain)"
+        typer.echo(f"{row['username']:<16} {row['role']:<8} {store:<16} {status:<9} {trained}")

@@ -21,7 +21,7 @@ from kernel.errors import AuthenticationError, NotFoundError, RuleViolationError
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.context import RegistryContext
-from registry.domain import BoxStatus, Device, Role, User
+from registry.domain import BoxStatus, Device, Role, Store, User
 from registry.repository import DeviceRepository
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -35,8 +35,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def add_device(ctx: RegistryContext, *, admin: User, name: str, now: datetime) -> str:
-    """Register a box; returns its token, which exists nowhere else after this call."""
+def add_device(ctx: RegistryContext, *, admin: User, name: str, now: datetime,
+               store_id: str | None = None) -> str:
+    """Register a box in a store; returns its token, which exists nowhere else after this call.
+
+    `store_id` None: the installation's own store (`registry.store_id`), created on first
+    need; a named store must exist (issue 15, item 1).
+    """
     require_role(admin, Role.ADMIN)
     if not _NAME.match(name):
         raise RuleViolationError(
@@ -46,10 +51,15 @@ def add_device(ctx: RegistryContext, *, admin: User, name: str, now: datetime) -
     with ctx.writing():
         if ctx.repo.device_by_name(name) is not None:
             raise RuleViolationError(f"device {name} already exists (names are never reused)")
+        store = store_id or ctx.policy.store_id
+        if store_id is not None and ctx.repo.store(store_id) is None:
+            raise NotFoundError(f"no store {store_id} (add it with `mamoru store add`)")
         with ctx.repo.unit_of_work():
-            ctx.repo.add_device(name, token_hash(token), now)
+            if ctx.repo.store(store) is None:
+                ctx.repo.add_store(Store(store, store), now)
+            ctx.repo.add_device(name, token_hash(token), now, store)
             ctx.audit.record(actor=admin.username, action=Action.DEVICE_ADD, at=now,
-                             details={"device": name})
+                             details={"device": name, "store_id": store})
     return token
 
 
@@ -128,16 +138,17 @@ def report_box_status(ctx: RegistryContext, status: BoxStatus) -> None:
         ctx.repo.record_box_status(status)
 
 
-def boxes_needing_attention(repo: DeviceRepository,
-                            now: datetime) -> list[tuple[BoxStatus, str]]:
+def boxes_needing_attention(repo: DeviceRepository, now: datetime,
+                            store_id: str | None = None) -> list[tuple[BoxStatus, str]]:
     """(status, why) for each box a person should look at: 'stale' or 'silent'.
 
     A stale watchlist: the box raises no alerts. Silent: no report for three
     intervals. A box that never reported (or whose registry was restored to
-    before its first report) shows after its first report.
+    before its first report) shows after its first report. `store_id`: that store's boxes
+    only (a store's tablet, issue 15 item 1); None: every store's.
     """
     found = []
-    for status in repo.box_statuses():
+    for status in repo.box_statuses(store_id):
         if status.blind:
             found.append((status, "stale"))
         elif now - status.reported_at > SILENT_AFTER:

@@ -8,7 +8,12 @@ from datetime import datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from kernel.errors import AuthenticationError, PermissionDeniedError, RuleViolationError
+from kernel.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RuleViolationError,
+)
 from registry.audit.trail import Action, AuditTrail
 from registry.domain import Role, User
 from registry.repository import UserStore
@@ -70,19 +75,25 @@ def require_role(user: User, *roles: Role, trained: bool = False) -> None:
 
 
 def add_user(repo: UserStore, audit: AuditTrail, *, actor: str, username: str,
-             role: Role, password: str, now: datetime) -> User:
-    """Create a named user; only an admin may do this (or `registry init` for the first one)."""
+             role: Role, password: str, now: datetime, store_id: str | None = None) -> User:
+    """Create a named user; only an admin may do this (or `registry init` for the first one).
+
+    `store_id`: the store they work in, whose alerts they see (G-SEC-1); None: the chain
+    office, whose role reaches every store (issue 15, item 1).
+    """
     if not _USERNAME.match(username):
         raise RuleViolationError(
             "user names are 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
         )
+    if store_id is not None and repo.store(store_id) is None:
+        raise NotFoundError(f"no store {store_id} (add it with `mamoru store add`)")
     if repo.user_by_name(username) is not None:
         raise RuleViolationError(f"user {username} already exists")
     password_hash = hash_password(password)
     with repo.unit_of_work():
-        user = repo.add_user(username, role, password_hash, now)
+        user = repo.add_user(username, role, password_hash, now, store_id)
         audit.record(actor=actor, action=Action.USER_ADD, at=now,
-                     details={"user": username, "role": role.value})
+                     details={"user": username, "role": role.value, "store_id": store_id})
     return user
 
 

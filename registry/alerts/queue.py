@@ -7,6 +7,11 @@ registry keeps the alert for a person on staff to confirm or dismiss, stores
 the snapshot encrypted like all evidence (G-SEC-2), and writes an audit
 record that holds ids, numbers and the snapshot's hash, never the picture.
 
+Stores (issue 15, item 1): an alert is the store's of the box that sent it;
+store staff and managers see and judge their own store's alerts only, the
+chain office every store's (`registry.accounts.stores`, G-SEC-1). Another
+store's alert answers as one that does not exist (404, never 403).
+
 Receiving is idempotent: the box keeps an outbox and may deliver the same
 alert again after a crash or a lost response, so a known `alert_id` from the
 same box is answered as a duplicate and changes nothing.
@@ -27,6 +32,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
+from registry.accounts.stores import sees_store, store_in_view
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
 from registry.clock import Timestamp, not_in_future, to_text
@@ -136,6 +142,7 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
             threshold=payload.threshold, entry_id=payload.entry_id,
             index_version=payload.index_version, snapshot_image_id=stored.image_id,
             status=AlertStatus.OPEN, decided_by=None, decided_at=None, decision_reason="",
+            store_id=device.store_id,
         )
         try:
             with ctx.repo.unit_of_work():
@@ -144,7 +151,8 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
                     actor=f"device:{device.name}", action=Action.ALERT_RECEIVED, at=now,
                     entry_id=payload.entry_id,
                     details={"alert_id": payload.alert_id, "device": device.name,
-                             "camera": payload.camera, "score": round(payload.score, 6),
+                             "store_id": device.store_id, "camera": payload.camera,
+                             "score": round(payload.score, 6),
                              "threshold": round(payload.threshold, 6),
                              "index_version": payload.index_version,
                              "detected_at": to_text(payload.detected_at),
@@ -156,8 +164,9 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
     return payload.alert_id, True
 
 
-def list_alerts(ctx: RegistryContext, status: AlertStatus | None = None) -> list[Alert]:
-    return ctx.repo.alerts(status)
+def list_alerts(ctx: RegistryContext, status: AlertStatus | None = None,
+                store_id: str | None = None) -> list[Alert]:
+    return ctx.repo.alerts(status, store_id)
 
 
 # --- staff decide: a match is a lead, not a verdict -------------------------------
@@ -175,6 +184,7 @@ class AlertView:
         a = self.alert
         return {
             "alert_id": a.alert_id,
+            "store_id": a.store_id,
             "device": a.device,
             "camera": a.camera,
             "detected_at": to_text(a.detected_at),
@@ -193,16 +203,20 @@ class AlertView:
         }
 
 
-def alert_views(ctx: RegistryContext, *, actor: User,
-                status: AlertStatus | None = None) -> list[AlertView]:
-    """Alerts for the live page, newest first; staff and managers only (they show faces)."""
+def alert_views(ctx: RegistryContext, *, actor: User, status: AlertStatus | None = None,
+                store: str | None = None) -> list[AlertView]:
+    """Alerts for the live page, newest first; staff and managers only (they show faces).
+
+    Of the actor's own store; the chain office sees `store`'s, or every store's (None).
+    """
     require_role(actor, Role.STAFF, Role.MANAGER)
-    return [_view(ctx, alert) for alert in reversed(ctx.repo.alerts(status))]
+    in_view = store_in_view(ctx.repo, actor, store)
+    return [_view(ctx, alert) for alert in reversed(ctx.repo.alerts(status, in_view))]
 
 
 def alert_view(ctx: RegistryContext, *, actor: User, alert_id: str) -> AlertView:
     require_role(actor, Role.STAFF, Role.MANAGER)
-    return _view(ctx, _existing_alert(ctx, alert_id))
+    return _view(ctx, _existing_alert(ctx, alert_id, actor))
 
 
 def _view(ctx: RegistryContext, alert: Alert) -> AlertView:
@@ -215,9 +229,10 @@ def _view(ctx: RegistryContext, alert: Alert) -> AlertView:
     )
 
 
-def _existing_alert(ctx: RegistryContext, alert_id: str) -> Alert:
+def _existing_alert(ctx: RegistryContext, alert_id: str, actor: User) -> Alert:
+    """The alert, if `actor` may see its store; another store's is as absent as none."""
     alert = ctx.repo.alert(alert_id)
-    if alert is None:
+    if alert is None or not sees_store(actor, alert.store_id):
         raise NotFoundError(f"no alert {alert_id}")
     return alert
 
@@ -225,7 +240,7 @@ def _existing_alert(ctx: RegistryContext, alert_id: str) -> Alert:
 def alert_snapshot_png(ctx: RegistryContext, *, actor: User, alert_id: str) -> bytes:
     """The alert's masked snapshot as PNG bytes; never for an auditor (G-SEC-1)."""
     require_role(actor, Role.STAFF, Role.MANAGER)
-    alert = _existing_alert(ctx, alert_id)
+    alert = _existing_alert(ctx, alert_id, actor)
     if alert.snapshot_image_id is None:
         raise NotFoundError(
             f"alert {alert_id} has no snapshot any more (dismissed, or the entry was erased)"
@@ -255,7 +270,7 @@ def _decide(ctx: RegistryContext, *, actor: User, alert_id: str, status: AlertSt
     require_role(actor, Role.STAFF, Role.MANAGER, trained=True)
     reason = REASON.clean(reason, field="reason")
     with ctx.writing():
-        alert = _existing_alert(ctx, alert_id)
+        alert = _existing_alert(ctx, alert_id, actor)
         if alert.status is not AlertStatus.OPEN:
             raise ConflictError(f"alert {alert_id} was already {alert.status.value}")
         erase = status is AlertStatus.DISMISSED and alert.snapshot_image_id is not None
@@ -269,7 +284,8 @@ def _decide(ctx: RegistryContext, *, actor: User, alert_id: str, status: AlertSt
             ctx.audit.record(actor=actor.username, action=action, at=now,
                              entry_id=alert.entry_id,
                              details={"alert_id": alert_id, "device": alert.device,
-                                      "reason": reason, "snapshot_erased": erase})
+                                      "store_id": alert.store_id, "reason": reason,
+                                      "snapshot_erased": erase})
         if erase and alert.snapshot_image_id is not None:
             ctx.evidence.delete(alert.snapshot_image_id)
     return decided
@@ -294,6 +310,7 @@ def lapse_stale_alerts(ctx: RegistryContext, *, now: datetime) -> list[str]:
             ctx.audit.record(actor="expiry-job", action=Action.ALERT_LAPSED, at=now,
                              entry_id=alert.entry_id,
                              details={"alert_id": alert.alert_id, "device": alert.device,
+                                      "store_id": alert.store_id,
                                       "open_alert_days": ctx.policy.open_alert_days,
                                       "received_before": to_text(cutoff),
                                       "snapshot_erased": snapshot is not None})
@@ -357,13 +374,17 @@ class StorePrecision:
                 "by_device": [{"device": d.scope, **d.to_dict()} for d in self.by_device]}
 
 
-def precision(ctx: RegistryContext) -> StorePrecision:
-    """This store's precision figure (its boxes' alerts), and each box's.
+def precision(ctx: RegistryContext, *, actor: User | None = None,
+              store: str | None = None) -> StorePrecision:
+    """A store's precision figure (its boxes' alerts), and each box's.
 
-    Numbers only, no faces: any logged-in role may see it.
+    Numbers only, no faces: any logged-in role may see it, for the stores they see:
+    `actor`'s own store; for the chain office (or no actor: the system) `store`'s, or
+    every store together (None) under the installation's store id (`registry.store_id`).
     """
+    in_view = store_in_view(ctx.repo, actor, store) if actor is not None else store
     counts: dict[str, dict[AlertStatus, int]] = {}
-    for device, status, n in ctx.repo.alert_counts():
+    for device, status, n in ctx.repo.alert_counts(in_view):
         counts.setdefault(device, {})[status] = n
 
     def figure(scope: str, by_status: dict[AlertStatus, int]) -> PrecisionFigure:
@@ -375,5 +396,5 @@ def precision(ctx: RegistryContext) -> StorePrecision:
     for by_status in counts.values():
         for status, n in by_status.items():
             total[status] = total.get(status, 0) + n
-    return StorePrecision(figure(ctx.policy.store_id, total),
+    return StorePrecision(figure(in_view or ctx.policy.store_id, total),
                           tuple(figure(d, s) for d, s in sorted(counts.items())))

@@ -10,7 +10,7 @@ role-guarded image routes, never at files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +66,7 @@ class AlertCard:
     decider: str | None
     can_decide: bool
     can_propose: bool
+    store_name: str
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,9 @@ def local_incidents(view_: EntryView, t: Translator) -> list[dict[str, Any]]:
     return [{**row, "occurred_at_local": t.when(from_text(row["occurred_at"]))} for row in rows]
 
 
-def alert_card(v: AlertView, user: User, t: Translator) -> AlertCard:
+def alert_card(v: AlertView, user: User, t: Translator,
+               store_names: Mapping[str, str] | None = None) -> AlertCard:
+    """`store_names`: store id -> name, for the alert's store (its id where not given)."""
     a = v.alert
     return AlertCard(
         alert=a,
@@ -138,6 +141,7 @@ def alert_card(v: AlertView, user: User, t: Translator) -> AlertCard:
         decider=v.decided_by,
         can_decide=user.trained,
         can_propose=user.trained,
+        store_name=(store_names or {}).get(a.store_id, a.store_id),
     )
 
 
@@ -148,10 +152,16 @@ def translator(request: Request) -> Translator:
 # --- page builders: the data each page shows, for a person ------------------------------
 
 def alerts_data(ctx: RegistryContext, user: User, t: Translator, *,
-                boxes: Sequence[tuple[BoxStatus, str]] = ()) -> dict[str, Any]:
-    """`boxes`: (status, why) of the boxes staff must know about: a blind box raises no alert."""
-    return {"alerts": [alert_card(v, user, t) for v in alert_views(ctx, actor=user)],
-            "precision": precision(ctx).store, "boxes": list(boxes)}
+                boxes: Sequence[tuple[BoxStatus, str]] = (),
+                store: str | None = None) -> dict[str, Any]:
+    """`boxes`: (status, why) of the boxes staff must know about: a blind box raises no alert.
+
+    The user's store's alerts and figure; the chain office's: `store`'s, or every store's.
+    """
+    names = {s.store_id: s.name for s in ctx.repo.stores()}
+    return {"alerts": [alert_card(v, user, t, names)
+                       for v in alert_views(ctx, actor=user, store=store)],
+            "precision": precision(ctx, actor=user, store=store).store, "boxes": list(boxes)}
 
 
 def approvals_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:
@@ -185,7 +195,7 @@ def watchlist_data(ctx: RegistryContext, user: User, t: Translator, *,
 def audit_data(ctx: RegistryContext, user: User, now: datetime) -> dict[str, Any]:
     end = now + timedelta(seconds=1)
     report = audit_report(ctx, actor=user, start=EARLIEST, end=end)
-    store = precision(ctx).store
+    store = precision(ctx, actor=user).store
     return {
         "chain": verify_trail(ctx, actor=user), "report": report, "period": (None, now),
         "alerts": {"received": report.get("alerts_received", 0), "confirmed": store.confirmed,
@@ -257,7 +267,7 @@ def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
     """The template and data of one page (by its nav href) for `user`."""
     t = translator(request)
     if page == "/alerts":
-        return "alerts.html", alerts_data(ctx, user, t)
+        return "alerts.html", alerts_data(ctx, user, t, store=request.query_params.get("store"))
     if page == "/approvals":
         return "approvals.html", approvals_data(ctx, user, t)
     if page == "/watchlist":

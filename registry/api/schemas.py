@@ -165,6 +165,7 @@ class AlertOut(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     alert_id: str
+    store_id: str
     device: str
     camera: str
     detected_at: datetime

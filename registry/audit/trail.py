@@ -48,6 +48,7 @@ class Action(str, Enum):
     USER_ROLE = "user_role"
     USER_TRAINED = "user_trained"
     USER_DISABLED = "user_disabled"
+    STORE_ADD = "store_add"  # issue 15, item 1: a store of the operator registered
     PROPOSE = "propose"
     APPROVE = "approve"
     REJECT = "reject"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlcipher3
 
 from kernel.errors import NotInitialisedError, RegistryError, StoreDamagedError, WrongKeyError
+from registry.config import DEFAULT_STORE_ID
 from registry.keys.master import MasterKey, Purpose, sqlcipher_pragma_value
 from registry.storage import damage
 from registry.storage.migrations import migrate
@@ -228,14 +229,16 @@ class OpenedDatabase:
 
 
 def open_registry_database(
-    database: Path, audit: Path, keys: Sequence[MasterKey], *, create: bool = False
+    database: Path, audit: Path, keys: Sequence[MasterKey], *, create: bool = False,
+    default_store: str = DEFAULT_STORE_ID,
 ) -> OpenedDatabase:
     """A migrated connection to both files; fails closed if no candidate key opens them.
 
     Without `create`, a missing file is an error: silently creating an empty
     registry next to a mistyped path would look like an empty watchlist.
     Normally `keys` holds the one master key; during an interrupted key
-    rotation it holds the old and the pending key.
+    rotation it holds the old and the pending key. `default_store`: the installation's
+    store (`registry.store_id`), given to boxes and alerts from before stores existed.
     """
     for path in (database, audit):
         if not create and not path.is_file():
@@ -255,7 +258,7 @@ def open_registry_database(
         # Deleted rows are overwritten, not left in free pages (G-REG-4: real erasure).
         connection.execute(f"PRAGMA {schema}.secure_delete = ON")
     connection.execute("PRAGMA foreign_keys = ON")
-    migrate(connection)
+    migrate(connection, default_store=default_store)
     return OpenedDatabase(connection, main_key, audit_key)
 
 

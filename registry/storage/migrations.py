@@ -8,7 +8,12 @@ append a new one.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
+
+from registry.clock import to_text, utc_now
+from registry.config import DEFAULT_STORE_ID
 
 # Every time column of the registry database (the audit trail's `at` is the server's own
 # clock and append-only; its `details` are hashed and stay as they were written).
@@ -438,6 +443,27 @@ REGISTRY_MIGRATIONS: tuple[str, ...] = (
         cameras_total INTEGER NOT NULL CHECK (cameras_total >= 0)
     ) WITHOUT ROWID;
     """,
+    # 12: stores as a dimension (issue 15, item 1). A box stands in a store and its alerts
+    #     are that store's; a user belongs to a store or (NULL) to the chain office, as every
+    #     user before this step did: they keep seeing everything. Boxes and alerts from before
+    #     go to the installation's own store (`registry.store_id`, the `:default_store`
+    #     parameter), so a single-store registry works exactly as before. Idempotent, like
+    #     10 and 11 (an ADD COLUMN already applied is kept, see `_apply`).
+    """
+    CREATE TABLE IF NOT EXISTS main.stores (
+        store_id TEXT PRIMARY KEY CHECK (length(store_id) BETWEEN 1 AND 64),
+        name TEXT NOT NULL CHECK (length(trim(name)) > 0),
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO main.stores (store_id, name, created_at)
+        VALUES (:default_store, :default_store, :now);
+    ALTER TABLE main.users ADD COLUMN store_id TEXT REFERENCES stores (store_id);
+    ALTER TABLE main.devices ADD COLUMN store_id TEXT REFERENCES stores (store_id);
+    ALTER TABLE main.alerts ADD COLUMN store_id TEXT REFERENCES stores (store_id);
+    UPDATE main.devices SET store_id = :default_store WHERE store_id IS NULL;
+    UPDATE main.alerts SET store_id = :default_store WHERE store_id IS NULL;
+    CREATE INDEX IF NOT EXISTS main.alerts_by_store ON alerts (store_id, status, received_at);
+    """,
 )
 # The step (1-based, = user_version after it) that repairs stored times (`_repair_times`).
 TIME_REPAIR_STEP = 9
@@ -483,7 +509,9 @@ AUDIT_MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def _apply(connection: Any, schema: str, steps: tuple[str, ...]) -> None:
+def _apply(connection: Any, schema: str, steps: tuple[str, ...],
+           params: Mapping[str, str] | None = None) -> None:
+    """Run the steps after the database's version; a statement naming `:key` gets `params`."""
     current = connection.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
     if current > len(steps):
         raise RuntimeError(
@@ -494,12 +522,29 @@ def _apply(connection: Any, schema: str, steps: tuple[str, ...]) -> None:
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(script):
-                connection.execute(statement)
+                if not _column_already_added(connection, statement):
+                    named = _NAMED_PARAMETER.search(statement) is not None
+                    connection.execute(statement, dict(params or {}) if named else ())
             connection.execute(f"PRAGMA {schema}.user_version = {version}")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+
+_NAMED_PARAMETER = re.compile(r":[a-z_]+\b")
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+)\.(\w+) ADD COLUMN (\w+)", re.IGNORECASE)
+
+
+def _column_already_added(connection: Any, statement: str) -> bool:
+    """An `ALTER TABLE s.t ADD COLUMN c` whose column exists: SQLite has no IF NOT EXISTS
+    for columns, and a step re-run (tests re-run step 9 and after) must not fail on it."""
+    match = _ADD_COLUMN.match(statement.strip())
+    if match is None:
+        return False
+    schema, table, column = match.groups()
+    rows = connection.execute(f"PRAGMA {schema}.table_info({table})").fetchall()
+    return any(row[1] == column for row in rows)
 
 
 def _statements(script: str) -> list[str]:
@@ -518,7 +563,12 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def migrate(connection: Any) -> None:
-    """Bring both databases to the newest schema this code knows."""
-    _apply(connection, "main", REGISTRY_MIGRATIONS)
+def migrate(connection: Any, *, default_store: str = DEFAULT_STORE_ID) -> None:
+    """Bring both databases to the newest schema this code knows.
+
+    `default_store`: the installation's own store (`registry.store_id`), which step 12
+    creates and gives the boxes and alerts from before stores existed.
+    """
+    _apply(connection, "main", REGISTRY_MIGRATIONS,
+           {"default_store": default_store, "now": to_text(utc_now())})
     _apply(connection, "audit", AUDIT_MIGRATIONS)

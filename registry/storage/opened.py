@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kernel.evidence import EvidenceImages, EvidenceStore
 from registry.audit.trail import FileAnchors, TrailAnchors
+from registry.config import DEFAULT_STORE_ID
 from registry.keys.master import MasterKey
 from registry.repository import RegistryRepository
 from registry.storage.database import OpenedDatabase, open_registry_database, rekey
@@ -72,8 +73,9 @@ class SqlCipherStorage:
 
     def __init__(self, opened: OpenedDatabase, *, database: Path, audit_database: Path,
                  evidence_dir: Path, head_file: Path, base_file: Path, lock_file: Path,
-                 key: MasterKey) -> None:
+                 key: MasterKey, default_store: str = DEFAULT_STORE_ID) -> None:
         self._opened = opened
+        self._default_store = default_store
         self._database = database
         self._audit_database = audit_database
         self._lock_file = lock_file
@@ -120,7 +122,8 @@ class SqlCipherStorage:
         self._opened.connection.close()
         while_closed()
         key = self._opened.main_key
-        self._opened = open_registry_database(self._database, self._audit_database, [key])
+        self._opened = open_registry_database(self._database, self._audit_database, [key],
+                                              default_store=self._default_store)
         self._repo.rebind(self._opened.connection)
 
     def switch_key(self, new_key: MasterKey) -> None:

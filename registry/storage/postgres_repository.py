@@ -26,11 +26,13 @@ from registry.storage.postgres.joint_use import (
     PostgresSchemes,
 )
 from registry.storage.postgres.requests import PostgresRequestDesk, PostgresReviews
+from registry.storage.postgres.stores import PostgresStores
 from registry.storage.postgres.users import PostgresSessions, PostgresUsers
 
 
 class PostgresRepository(
-    PostgresUnitOfWork, PostgresUsers, PostgresSessions, PostgresDevices, PostgresEntries,
+    PostgresUnitOfWork, PostgresStores, PostgresUsers, PostgresSessions, PostgresDevices,
+    PostgresEntries,
     PostgresFaceData, PostgresIndex, PostgresAlerts, PostgresSchemes, PostgresOutbound,
     PostgresInbound, PostgresEmergencyShares, PostgresAudit, PostgresReviews, PostgresRequestDesk,
     PostgresBreach, PostgresStopUse,

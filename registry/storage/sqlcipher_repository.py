@@ -37,11 +37,13 @@ from registry.storage.sqlcipher.joint_use import (
     SqlCipherSchemes,
 )
 from registry.storage.sqlcipher.requests import SqlCipherRequests, SqlCipherReviews
+from registry.storage.sqlcipher.stores import SqlCipherStores
 from registry.storage.sqlcipher.users import SqlCipherSessions, SqlCipherUsers
 
 
 class SqlCipherRepository(
-    SqlCipherUnitOfWork, SqlCipherUsers, SqlCipherSessions, SqlCipherDevices, SqlCipherEntries,
+    SqlCipherUnitOfWork, SqlCipherStores, SqlCipherUsers, SqlCipherSessions, SqlCipherDevices,
+    SqlCipherEntries,
     SqlCipherFaceData, SqlCipherIndex, SqlCipherAlerts, SqlCipherSchemes, SqlCipherOutbound,
     SqlCipherInbound, SqlCipherEmergencyShares, SqlCipherAudit, SqlCipherReviews, SqlCipherBreach,
     SqlCipherStopUse,

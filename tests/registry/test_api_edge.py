@@ -428,7 +428,8 @@ def test_the_real_server_takes_alerts_over_a_socket(registry: Registry) -> None:
     assert "0600" in added.stdout and "edge.device_token_file" in added.stdout
     listed = _mamoru("device", "list", "--as", "admin", "--json", env=env)
     assert json.loads(listed.stdout) == [
-        {"name": "box-1", "active": True, "created_at": json.loads(listed.stdout)[0]["created_at"]}]
+        {"name": "box-1", "store_id": registry.ctx.policy.store_id, "active": True,
+         "created_at": json.loads(listed.stdout)[0]["created_at"]}]
     assert token not in listed.stdout
 
     port = _free_port()

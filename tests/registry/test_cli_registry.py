@@ -92,3 +92,26 @@ def test_stored_text_is_printed_escaped_never_obeyed(registry: Registry) -> None
     assert as_json.returncode == 0, as_json.stderr
     assert not any(c in as_json.stdout for c in CONTROL)
     assert json.loads(as_json.stdout)["features"] == hostile  # still exact for a script
+
+
+def test_stores_are_added_and_named_on_users_and_boxes_unknown_ones_in_one_line(
+        registry: Registry) -> None:
+    """Issue 15, item 1: `mamoru store add/list`, `user add --store`, `device add --store`."""
+    data_dir = registry.data_dir
+    added = mamoru(data_dir, "store", "add", "store-042", "--name", "梅田店", "--as", "admin")
+    assert added.returncode == 0, added.stderr
+    listed = mamoru(data_dir, "store", "list", "--json", "--as", "admin")
+    assert {"store_id": "store-042", "name": "梅田店"} in json.loads(listed.stdout)
+    clerk = mamoru(data_dir, "user", "add", "umeda-clerk", "--role", "staff", "--store",
+                   "store-042", "--as", "admin", MAMORU_NEW_PASSWORD=PASSWORD)
+    assert clerk.returncode == 0, clerk.stderr
+    box = mamoru(data_dir, "device", "add", "umeda-door", "--store", "store-042", "--as",
+                 "admin")
+    assert box.returncode == 0, box.stderr
+    boxes = json.loads(mamoru(data_dir, "device", "list", "--json", "--as", "admin").stdout)
+    assert [b["store_id"] for b in boxes if b["name"] == "umeda-door"] == ["store-042"]
+    assert_one_line_error(mamoru(data_dir, "device", "add", "kobe-door", "--store", "kobe",
+                                 "--as", "admin"), "no store kobe")
+    assert_one_line_error(mamoru(data_dir, "user", "add", "kobe-clerk", "--role", "staff",
+                                 "--store", "kobe", "--as", "admin",
+                                 MAMORU_NEW_PASSWORD=PASSWORD), "no store kobe")

@@ -20,11 +20,12 @@ import psycopg
 import pytest
 import sqlcipher3
 
-from kernel.errors import NotFoundError
+from kernel.errors import ConflictError, NotFoundError
 from registry.clock import TimestampError
-from registry.domain import BoxStatus, Device, LoginFailures, Role, User, WebSession
+from registry.domain import BoxStatus, Device, LoginFailures, Role, Store, User, WebSession
 from registry.repository import DeviceRepository, SessionRepository, UserRepository
-from registry.storage.postgres.devices import DEFAULT_STORE_ID, PostgresDevices
+from registry.storage.postgres.devices import PostgresDevices
+from registry.storage.postgres.stores import PostgresStores
 from registry.storage.postgres.users import PostgresSessions, PostgresUsers
 from tests.registry.backends import Backend
 from tests.registry.test_repository_contract import _mismatches
@@ -34,11 +35,15 @@ JST = datetime(2026, 4, 1, 18, 0, tzinfo=ZoneInfo("Asia/Tokyo"))  # an offset ot
 # A duplicate key or a missing reference: each back-end's own integrity error, as SQLCipher's
 # stores let it through (the services check for duplicates before writing).
 INTEGRITY = (sqlcipher3.IntegrityError, psycopg.IntegrityError)
-STORES = (PostgresUsers, PostgresSessions, PostgresDevices)
+STORES = (PostgresStores, PostgresUsers, PostgresSessions, PostgresDevices)
+STORE = "ginza"  # boxes stand in a store (issue 15, item 1)
 
 
 def _open(backend: Backend) -> Any:
-    return backend.open(*STORES)
+    """The stores of this file over a fresh database, with one store, `STORE`."""
+    repo = backend.open(*STORES)
+    repo.add_store(Store(STORE, "Ginza"), T0)
+    return repo
 
 
 def _hash(text: str) -> str:
@@ -89,7 +94,7 @@ def test_users_are_listed_by_name_in_byte_order(backend: Backend) -> None:
     assert [(u.username, u.role) for u in listed] == [
         ("ab-e", Role.MANAGER), ("ab_c", Role.ADMIN), ("abd", Role.AUDITOR), ("sato", Role.STAFF)]
     assert len({u.user_id for u in listed}) == 4
-    assert _open(backend).users() == []  # a fresh repository has no users
+    assert backend.open(*STORES).users() == []  # a fresh repository has no users
 
 
 def test_a_users_password_training_role_and_activity_change_alone(backend: Backend) -> None:
@@ -240,14 +245,67 @@ def test_old_login_failures_are_pruned_unless_still_locked(backend: Backend) -> 
     assert repo.prune_login_failures(last_failure_before=before, now=now) == 0
 
 
+# --- stores (issue 15, item 1) --------------------------------------------------------
+
+
+def test_stores_are_added_once_found_and_listed_by_id(backend: Backend) -> None:
+    repo = backend.open(*STORES)
+    before = repo.stores()  # SQLCipher holds its installation's own store from migration 12
+    for store in (Store("umeda", "梅田店"), Store("a-1", "Airport"), Store("a_2", "Asakusa")):
+        repo.add_store(store, T0)
+    with pytest.raises(ConflictError, match="umeda"):
+        repo.add_store(Store("umeda", "another name"), T0)
+    assert repo.store("umeda") == Store("umeda", "梅田店")
+    assert repo.store("kobe") is None
+    added = [s for s in repo.stores() if s not in before]
+    assert [s.store_id for s in added] == ["a-1", "a_2", "umeda"]  # byte order, as SQLite
+
+
+def test_a_user_belongs_to_a_store_or_to_the_chain_office(backend: Backend) -> None:
+    """G-SEC-1: one role per user, scoped to their store; None is the chain office."""
+    repo = _open(backend)
+    clerk = repo.add_user("suzuki", Role.STAFF, "hash", T0, STORE)
+    office = repo.add_user("tanaka", Role.MANAGER, "hash", T0)
+    assert clerk == User(clerk.user_id, "suzuki", Role.STAFF, None, True, STORE)
+    assert office.store_id is None and office.chain_wide and not clerk.chain_wide
+    assert repo.user_by_name("suzuki") == clerk
+    assert repo.user_by_id(office.user_id) == office
+    repo.set_role(clerk.user_id, Role.MANAGER)
+    assert repo.user_by_id(clerk.user_id) == replace(clerk, role=Role.MANAGER)
+    assert [(u.username, u.store_id) for u in repo.users()] == [
+        ("suzuki", STORE), ("tanaka", None)]
+    with pytest.raises(INTEGRITY):
+        repo.add_user("sato", Role.STAFF, "hash", T0, "no-such-store")
+
+
+def test_devices_stand_in_their_store_and_status_reports_filter_by_it(
+        backend: Backend) -> None:
+    repo = _open(backend)
+    repo.add_store(Store("umeda", "Umeda"), T0)
+    ginza_box = repo.add_device("ginza-door", _hash("g"), T0, STORE)
+    umeda_box = repo.add_device("umeda-door", _hash("u"), T0, "umeda")
+    assert (ginza_box.store_id, umeda_box.store_id) == (STORE, "umeda")
+    assert repo.device_by_token_hash(_hash("u")) == umeda_box
+    assert [(d.name, d.store_id) for d in repo.devices()] == [
+        ("ginza-door", STORE), ("umeda-door", "umeda")]
+    with pytest.raises(INTEGRITY):
+        repo.add_device("kobe-door", _hash("k"), T0, "no-such-store")
+    for name in ("ginza-door", "umeda-door"):
+        repo.record_box_status(_report(name, T0))
+    assert [b.device for b in repo.box_statuses(STORE)] == ["ginza-door"]
+    assert [b.device for b in repo.box_statuses("umeda")] == ["umeda-door"]
+    assert [b.device for b in repo.box_statuses()] == ["ginza-door", "umeda-door"]
+    assert repo.box_statuses("kobe") == []
+
+
 # --- devices (G-SEC-2) -----------------------------------------------------------------
 
 
 def test_a_device_is_found_by_name_and_by_token_hash(backend: Backend) -> None:
     repo = _open(backend)
-    added = repo.add_device("entrance-box", _hash("token"), JST)
+    added = repo.add_device("entrance-box", _hash("token"), JST, STORE)
     assert added.device_id > 0
-    assert added == Device(added.device_id, "entrance-box", JST, True)
+    assert added == Device(added.device_id, "entrance-box", JST, True, STORE)
     assert added.created_at.tzinfo == UTC
     assert repo.device_by_name("entrance-box") == added
     assert repo.device_by_token_hash(_hash("token")) == added
@@ -259,7 +317,7 @@ def test_devices_are_listed_by_name_and_switched_on_and_off(backend: Backend) ->
     repo = _open(backend)
     assert repo.devices() == []
     for name in ("box_b", "boxa", "box-c"):
-        repo.add_device(name, _hash(name), T0)
+        repo.add_device(name, _hash(name), T0, STORE)
     assert [d.name for d in repo.devices()] == ["box-c", "box_b", "boxa"]
     box = repo.device_by_name("box_b")
     repo.set_device_active(box.device_id, False)
@@ -273,11 +331,11 @@ def test_devices_are_listed_by_name_and_switched_on_and_off(backend: Backend) ->
 
 def test_device_names_and_token_hashes_are_unique(backend: Backend) -> None:
     repo = _open(backend)
-    box = repo.add_device("entrance-box", _hash("token"), T0)
+    box = repo.add_device("entrance-box", _hash("token"), T0, STORE)
     with pytest.raises(INTEGRITY):
-        repo.add_device("entrance-box", _hash("another"), T0)
+        repo.add_device("entrance-box", _hash("another"), T0, STORE)
     with pytest.raises(INTEGRITY):
-        repo.add_device("exit-box", _hash("token"), T0)
+        repo.add_device("exit-box", _hash("token"), T0, STORE)
     assert repo.devices() == [box]
 
 
@@ -293,7 +351,7 @@ def test_a_boxs_latest_status_report_replaces_the_one_before(backend: Backend) -
     repo = _open(backend)
     assert repo.box_statuses() == []
     for name in ("box_b", "box-a"):
-        repo.add_device(name, _hash(name), T0)
+        repo.add_device(name, _hash(name), T0, STORE)
     with repo.unit_of_work():
         repo.record_box_status(_report("box_b", JST, index_version=None, index_state="none"))
     repo.record_box_status(_report("box-a", T0, outbox_pending=3, cameras_live=1))
@@ -309,7 +367,7 @@ def test_a_status_report_needs_a_registered_device_and_sane_counts(backend: Back
     repo = _open(backend)
     with pytest.raises(INTEGRITY):
         repo.record_box_status(_report("nobody", T0))
-    repo.add_device("box-1", _hash("1"), T0)
+    repo.add_device("box-1", _hash("1"), T0, STORE)
     for wrong in ({"index_state": "lost"}, {"outbox_pending": -1}, {"cameras_live": -1}):
         with pytest.raises(INTEGRITY), repo.unit_of_work():
             repo.record_box_status(_report("box-1", T0, **wrong))
@@ -330,7 +388,7 @@ def test_a_failed_unit_of_work_leaves_no_account_changed(backend: Backend) -> No
         repo.set_trained(user.user_id, T0)
         repo.add_web_session(_session(user.user_id, "token"))
         repo.record_login_failure(_hash("tanaka"), T0)
-        repo.add_device("entrance-box", _hash("token"), T0)
+        repo.add_device("entrance-box", _hash("token"), T0, STORE)
         with repo.unit_of_work():  # a nested use case joins the outer one
             repo.set_password_hash(user.user_id, "changed")
         assert repo.user_by_name("sato") is not None  # visible inside, not yet committed
@@ -342,7 +400,7 @@ def test_a_failed_unit_of_work_leaves_no_account_changed(backend: Backend) -> No
     assert repo.devices() == []
     with repo.unit_of_work():
         repo.set_role(user.user_id, Role.ADMIN)
-        repo.add_device("entrance-box", _hash("token"), T0)
+        repo.add_device("entrance-box", _hash("token"), T0, STORE)
     assert repo.user_by_id(user.user_id).role is Role.ADMIN
     assert [d.name for d in repo.devices()] == ["entrance-box"]
 
@@ -351,20 +409,20 @@ def test_a_failed_unit_of_work_leaves_no_account_changed(backend: Backend) -> No
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_a_users_one_role_is_its_chain_wide_row_and_devices_join_the_main_store(
+def test_a_users_one_role_is_the_row_of_its_store_and_devices_stand_in_theirs(
         backend: Backend) -> None:
-    """The documented mapping: `users.role` -> `user_roles` (store NULL); a device's store is
-    the repository's (`DEFAULT_STORE_ID`), created on first need, once."""
+    """The documented mapping: `users.role` -> the `user_roles` row of the user's store (NULL:
+    chain-wide); a device's store is the one it was added in (issue 15, item 1)."""
     repo = _open(backend)
     user = repo.add_user("tanaka", Role.STAFF, "hash", T0)
+    clerk = repo.add_user("suzuki", Role.STAFF, "hash", T0, STORE)
     repo.set_role(user.user_id, Role.MANAGER)
+    repo.set_role(clerk.user_id, Role.MANAGER)
     db = repo.connection
-    assert db.execute("SELECT user_id, store_id, role FROM user_roles").fetchall() == [
-        (user.user_id, None, "manager")]
-    assert db.execute("SELECT store_id FROM users").fetchall() == [(None,)]
-    repo.add_device("box-1", _hash("1"), T0)
-    repo.add_device("box-2", _hash("2"), T0 + timedelta(days=1))
-    assert db.execute("SELECT store_id, created_at FROM stores").fetchall() == [
-        (DEFAULT_STORE_ID, T0)]
-    assert db.execute("SELECT DISTINCT store_id FROM devices").fetchall() == [
-        (DEFAULT_STORE_ID,)]
+    assert db.execute("SELECT user_id, store_id, role FROM user_roles ORDER BY user_id"
+                      ).fetchall() == [(user.user_id, None, "manager"),
+                                       (clerk.user_id, STORE, "manager")]
+    assert db.execute("SELECT store_id FROM users ORDER BY user_id").fetchall() == [
+        (None,), (STORE,)]
+    repo.add_device("box-1", _hash("1"), T0, STORE)
+    assert db.execute("SELECT DISTINCT store_id FROM devices").fetchall() == [(STORE,)]

@@ -22,10 +22,11 @@ import sqlcipher3
 
 from kernel.errors import ConflictError, SealedIntegrityError
 from registry.clock import TimestampError
-from registry.domain import Alert, AlertStatus, Entry, EntryState, Role
+from registry.domain import Alert, AlertStatus, Entry, EntryState, Role, Store
 from registry.repository import AlertRepository
 from registry.storage.postgres.alerts import PostgresAlerts
 from registry.storage.postgres.devices import PostgresDevices
+from registry.storage.postgres.stores import PostgresStores
 from registry.storage.postgres.users import PostgresUsers
 from tests.registry.backends import Backend
 from tests.registry.test_repository_contract import _mismatches
@@ -33,6 +34,8 @@ from tests.registry.test_repository_contract import _mismatches
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 INTEGRITY = (sqlcipher3.IntegrityError, psycopg.IntegrityError)
 REASON = "常連客の田中様と判明、誤検知"  # free text naming a person: personal data
+STORES = {"ginza": "Ginza", "umeda": "Umeda"}  # issue 15, item 1: two stores of one chain
+BOXES = {"entrance": "ginza", "exit": "ginza", "umeda-door": "umeda"}
 
 
 def test_the_postgres_store_implements_its_protocol_on_its_own() -> None:
@@ -44,10 +47,13 @@ class World:
     """A repository with what alerts refer to: a manager, two boxes and watchlist entries."""
 
     def __init__(self, backend: Backend) -> None:
-        self.repo: Any = backend.open(PostgresUsers, PostgresDevices, PostgresAlerts)
+        self.repo: Any = backend.open(PostgresStores, PostgresUsers, PostgresDevices,
+                                      PostgresAlerts)
         self.manager = self.repo.add_user("sato", Role.MANAGER, "hash", T0)
-        for box in ("entrance", "exit"):
-            self.repo.add_device(box, hashlib.sha256(box.encode()).hexdigest(), T0)
+        for store, name in STORES.items():
+            self.repo.add_store(Store(store, name), T0)
+        for box, store in BOXES.items():
+            self.repo.add_device(box, hashlib.sha256(box.encode()).hexdigest(), T0, store)
 
     def entry(self, entry_id: str, state: EntryState = EntryState.ACTIVE) -> str:
         """An entry in `state`. PostgreSQL's entries store is another group's (h15-pgentries):
@@ -76,6 +82,7 @@ def _alert(alert_id: str, entry_id: str, *, device: str = "entrance",
         threshold=0.42, entry_id=entry_id, index_version=7,
         snapshot_image_id=None if snapshot is None else f"{snapshot}-{alert_id}",
         status=AlertStatus.OPEN, decided_by=None, decided_at=None, decision_reason="",
+        store_id=BOXES.get(device, "ginza"),
     )
 
 
@@ -173,6 +180,40 @@ def test_alerts_are_counted_per_device_and_status(backend: Backend) -> None:
         ("exit", AlertStatus.OPEN, 1)]
 
 
+# --- stores (issue 15, item 1; G-SEC-1: a store's people see their own store's alerts) -------
+
+
+def test_alerts_are_listed_and_counted_per_store(backend: Backend) -> None:
+    world = World(backend)
+    entry = world.entry("e1")
+    by = world.manager.user_id
+    ginza = [_alert("g1", entry), _alert("g2", entry, device="exit",
+                                         received=T0 + timedelta(minutes=1))]
+    umeda = [_alert("u1", entry, device="umeda-door", received=T0 + timedelta(seconds=30))]
+    for alert in (*ginza, *umeda):
+        world.repo.add_alert(alert)
+    world.repo.decide_alert(_decided(ginza[0], AlertStatus.CONFIRMED, by))
+    assert [a.alert_id for a in world.repo.alerts()] == ["g1", "u1", "g2"]
+    assert [a.alert_id for a in world.repo.alerts(store_id="ginza")] == ["g1", "g2"]
+    assert [(a.alert_id, a.store_id) for a in world.repo.alerts(store_id="umeda")] == [
+        ("u1", "umeda")]
+    assert [a.alert_id for a in world.repo.alerts(AlertStatus.OPEN, "ginza")] == ["g2"]
+    assert world.repo.alerts(AlertStatus.CONFIRMED, "umeda") == []
+    assert world.repo.alerts(store_id="no-such-store") == []
+    assert world.repo.alert_counts("ginza") == [
+        ("entrance", AlertStatus.CONFIRMED, 1), ("exit", AlertStatus.OPEN, 1)]
+    assert world.repo.alert_counts("umeda") == [("umeda-door", AlertStatus.OPEN, 1)]
+    assert len(world.repo.alert_counts()) == 3
+
+
+def test_an_alerts_store_must_exist(backend: Backend) -> None:
+    world = World(backend)
+    entry = world.entry("e1")
+    with pytest.raises(INTEGRITY):
+        world.repo.add_alert(replace(_alert("a1", entry), store_id="no-such-store"))
+    assert world.repo.alerts() == []
+
+
 def test_an_alert_id_is_used_once_and_needs_its_device_and_entry(backend: Backend) -> None:
     world = World(backend)
     entry = world.entry("e1")
@@ -220,7 +261,7 @@ def test_the_decision_reason_is_sealed_to_its_alert(backend: Backend) -> None:
     sealed = bytes(raw[0])
     assert REASON.encode() not in sealed and "田中".encode() not in sealed
     assert len(sealed) > len(REASON.encode())
-    assert raw[1] == "main"  # the sending device's store
+    assert raw[1] == "ginza"  # the sending device's store
     open_blank = bytes(db.execute("SELECT decision_reason FROM alerts WHERE alert_id = 'a2'"
                                   ).fetchone()[0])
     assert open_blank != b""  # even the empty reason of an open alert is sealed

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pytest
 
-from registry.domain import Role
+from registry.domain import Role, Store
 from registry.repository import (
     AlertRepository,
     AuditRepository,
@@ -37,6 +37,7 @@ from registry.repository import (
     SchemeRepository,
     SessionRepository,
     StopUseRepository,
+    StoreRepository,
     UnitOfWork,
     UserRepository,
 )
@@ -57,6 +58,7 @@ from registry.storage.postgres.requests import (
     PostgresRequests,
     PostgresReviews,
 )
+from registry.storage.postgres.stores import PostgresStores
 from registry.storage.postgres.users import PostgresSessions, PostgresUsers
 from registry.storage.postgres_repository import PostgresRepository
 from registry.storage.sqlcipher.alerts import SqlCipherAlerts
@@ -72,6 +74,7 @@ from registry.storage.sqlcipher.joint_use import (
     SqlCipherSchemes,
 )
 from registry.storage.sqlcipher.requests import SqlCipherRequests, SqlCipherReviews
+from registry.storage.sqlcipher.stores import SqlCipherStores
 from registry.storage.sqlcipher.users import SqlCipherSessions, SqlCipherUsers
 from registry.storage.sqlcipher_repository import SqlCipherRepository
 from tests.registry.backends import Backend
@@ -95,6 +98,7 @@ BACKEND_ONLY = {"connection", "rebind", "use_fields"}  # use_fields: PostgreSQL 
 # Each SQLCipher store and the protocol it implements on its own.
 SQLCIPHER_STORES: dict[type, type] = {
     UnitOfWork: SqlCipherUnitOfWork,
+    StoreRepository: SqlCipherStores,
     UserRepository: SqlCipherUsers,
     SessionRepository: SqlCipherSessions,
     DeviceRepository: SqlCipherDevices,
@@ -117,6 +121,7 @@ SQLCIPHER_STORES: dict[type, type] = {
 # And the PostgreSQL ones (issue 15): the same protocols, a chain's server database.
 POSTGRES_STORES: dict[type, type] = {
     UnitOfWork: PostgresUnitOfWork,
+    StoreRepository: PostgresStores,
     UserRepository: PostgresUsers,
     SessionRepository: PostgresSessions,
     DeviceRepository: PostgresDevices,
@@ -249,11 +254,13 @@ def test_the_protocols_are_small_disjoint_and_cover_every_storage_call() -> None
 def test_a_failed_unit_of_work_leaves_no_aggregate_changed(
         repository: RegistryRepository) -> None:
     with pytest.raises(RuntimeError), repository.unit_of_work():
-        repository.add_user("alice", Role.STAFF, "hash", T0)
-        repository.add_device("box-1", "0" * 64, T0)
+        repository.add_store(Store("ginza", "Ginza"), T0)
+        repository.add_user("alice", Role.STAFF, "hash", T0, "ginza")
+        repository.add_device("box-1", "0" * 64, T0, "ginza")
         raise RuntimeError("the audit record could not be written")
     assert repository.user_by_name("alice") is None
     assert repository.device_by_name("box-1") is None
+    assert repository.store("ginza") is None
 
 
 def test_a_nested_unit_of_work_joins_the_outer_one(repository: RegistryRepository) -> None:

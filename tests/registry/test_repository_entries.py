@@ -26,6 +26,7 @@ import pytest
 import sqlcipher3
 
 from kernel.errors import NotFoundError, SealedIntegrityError
+from registry.config import DEFAULT_STORE_ID
 from registry.domain import (
     Alert,
     AlertStatus,
@@ -75,7 +76,8 @@ class Others:
 
     def device(self, name: str = "box-1") -> None:
         if not self.postgres:
-            self.repo.add_device(name, hashlib.sha256(name.encode()).hexdigest(), T0)
+            self.repo.add_device(name, hashlib.sha256(name.encode()).hexdigest(), T0,
+                                 DEFAULT_STORE_ID)
             return
         self._sql("INSERT INTO stores (store_id, name, created_at) VALUES ('s1', 'Store 1', %s) "
                   "ON CONFLICT DO NOTHING", (T0,))
@@ -85,7 +87,7 @@ class Others:
 
     def alert(self, alert_id: str, entry_id: str, snapshot: str | None, reason: str) -> None:
         alert = Alert(alert_id, "box-1", "cam-1", T0, T0, 0.71, 0.5, entry_id, 1, snapshot,
-                      AlertStatus.CONFIRMED, None, None, reason)
+                      AlertStatus.CONFIRMED, None, None, reason, DEFAULT_STORE_ID)
         if not self.postgres:
             self.repo.add_alert(alert)
             return

@@ -1,6 +1,8 @@
 """Alerts for staff: review the match, confirm or dismiss it, and the store's precision figure.
 
 Staff and managers only: the snapshot is a face, so auditors and admins get 403.
+A store's people see their own store's alerts; the chain office every store's, or
+one store's with `?store=` (issue 15, item 1). Another store's alert is a 404.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from registry.alerts.queue import (
 )
 from registry.api.deps import ContextDep, NowDep, require_roles
 from registry.api.schemas import AlertOut, ReasonIn, StorePrecisionOut
+from registry.config import STORE_ID_PATTERN
 from registry.context import RegistryContext
 from registry.domain import AlertStatus, Role, User
 
@@ -26,25 +29,30 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 StaffOrManager = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER))]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the alert's id")]
+StoreFilter = Annotated[str | None, Query(
+    pattern=STORE_ID_PATTERN, description="one store's alerts (the chain office; a store's "
+    "people always see their own store's)")]
 _ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "not logged in"},
     403: {"description": "wrong role, no recorded training, or no CSRF token"},
-    404: {"description": "no such alert"},
+    404: {"description": "no such alert or store (or another store's)"},
 }
 
 
 @router.get("", response_model=list[AlertOut], responses=_ERRORS)
 def list_alerts(ctx: ContextDep, user: StaffOrManager,
-                status: Annotated[AlertStatus | None, Query()] = None) -> list[AlertOut]:
+                status: Annotated[AlertStatus | None, Query()] = None,
+                store: StoreFilter = None) -> list[AlertOut]:
     """Alerts, newest first; `?status=open` for the ones still to decide."""
     return [AlertOut.model_validate(v.to_dict())
-            for v in alert_views(ctx, actor=user, status=status)]
+            for v in alert_views(ctx, actor=user, status=status, store=store)]
 
 
 @router.get("/precision", response_model=StorePrecisionOut, responses=_ERRORS)
-def store_precision(ctx: ContextDep, user: StaffOrManager) -> StorePrecisionOut:
+def store_precision(ctx: ContextDep, user: StaffOrManager,
+                    store: StoreFilter = None) -> StorePrecisionOut:
     """How many decided alerts were the registered person, for this store and each box."""
-    return StorePrecisionOut.model_validate(precision(ctx).to_dict())
+    return StorePrecisionOut.model_validate(precision(ctx, actor=user, store=store).to_dict())
 
 
 @router.get("/{alert_id}/snapshot", response_class=Response, responses={

@@ -34,7 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    UploadFile,
+)
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -43,6 +53,7 @@ from models.engine import FaceEngine
 from models.quality import QualityPolicy
 from registry.accounts.devices import boxes_needing_attention
 from registry.accounts.sessions import SessionUser, log_out, resolve_session
+from registry.accounts.stores import store_in_view
 from registry.alerts.queue import (
     AlertView,
     alert_snapshot_png,
@@ -92,7 +103,7 @@ from registry.api.uploads import decode_photo, photo_from_upload, photos_from_up
 from registry.breach import incident as breach
 from registry.breach.report import DEFAULT_BODY, DEFAULT_INQUIRY_DESK, Draft, make_draft
 from registry.clock import parse_timestamp
-from registry.config import RegistrationCriteria
+from registry.config import STORE_ID_PATTERN, RegistrationCriteria
 from registry.context import RegistryContext
 from registry.domain import (
     ConfirmationKind,
@@ -133,6 +144,7 @@ Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
 Responder = Annotated[User, Depends(require_roles(Role.MANAGER, Role.ADMIN))]  # G-BRE-1..4
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+StoreFilter = Annotated[str | None, Query(pattern=STORE_ID_PATTERN)]
 RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ImageName = Annotated[str, Path(pattern=r"^evidence-[0-9]{1,3}\.png$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -259,10 +271,14 @@ def home(user: Anyone) -> RedirectResponse:
 
 @router.get("/alerts")
 def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                user: StaffOrManager, now: NowDep) -> HTMLResponse:
+                user: StaffOrManager, now: NowDep, store: StoreFilter = None) -> HTMLResponse:
+    """The store's alerts and its boxes' warnings; the chain office's: every store's, or
+    `?store=`'s (issue 15, item 1)."""
+    in_view = store_in_view(ctx.repo, user, store)
     return _page(request, current, "alerts.html", "/alerts",
                  **alerts_data(ctx, user, translator(request),
-                               boxes=boxes_needing_attention(ctx.repo, now)))
+                               boxes=boxes_needing_attention(ctx.repo, now, in_view),
+                               store=in_view))
 
 
 @router.post("/alerts/{alert_id}/confirm")

@@ -9,12 +9,9 @@ describe the person) and is sealed bound to `alerts.decision_reason` of the
 alert's id (`FieldSealer`), so PostgreSQL never sees it in the clear and a
 reason copied onto another alert fails to open. What does not map 1:1:
 
-- **The store.** `alerts.store_id` is the store of the device that sent the
-  alert, read from `devices` in the same statement: the device was registered
-  in the repository's store (`PostgresDevices._store_id`), and an alert can
-  belong to no other. An unknown device fails the NOT NULL store as SQLCipher's
-  foreign key fails it (an integrity error either way). Reads are chain-wide,
-  as the protocol has no store.
+- **The store.** `alerts.store_id` is the alert's store (`Alert.store_id`, the
+  store of the device that sent it, issue 15 item 1), a reference to `stores`;
+  lists and counts filter on it when given one (index `alerts_by_store_status`).
 - **Ordering** of text uses `COLLATE "C"` (byte order, as SQLite compares text).
 """
 
@@ -30,7 +27,8 @@ from registry.storage.postgres.base import PostgresStore, utc
 
 _ALERT_COLUMNS = (
     "alert_id, device, camera, detected_at, received_at, score, threshold, entry_id, "
-    "index_version, snapshot_image_id, status, decided_by, decided_at, decision_reason"
+    "index_version, snapshot_image_id, status, decided_by, decided_at, decision_reason, "
+    "store_id"
 )
 _ORDER = 'ORDER BY received_at, alert_id COLLATE "C"'
 
@@ -51,20 +49,18 @@ class PostgresAlerts(PostgresStore):
             decided_by=None if row[11] is None else int(row[11]), decided_at=utc(row[12]),
             decision_reason=self._fields.open(
                 "alerts", "decision_reason", alert_id, row[13]).decode("utf-8"),
+            store_id=str(row[14]),
         )
 
     def add_alert(self, alert: Alert) -> None:
         self._db.execute(
-            f"INSERT INTO alerts (store_id, {_ALERT_COLUMNS}) VALUES "
-            "((SELECT store_id FROM devices WHERE name = %s), "
-            f"{', '.join(['%s'] * 14)})",
+            f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})",
             (
-                alert.device,
                 alert.alert_id, alert.device, alert.camera, checked(alert.detected_at),
                 checked(alert.received_at), alert.score, alert.threshold, alert.entry_id,
                 alert.index_version, alert.snapshot_image_id, alert.status.value,
                 alert.decided_by, checked(alert.decided_at) if alert.decided_at else None,
-                self._seal_alert_reason(alert.alert_id, alert.decision_reason),
+                self._seal_alert_reason(alert.alert_id, alert.decision_reason), alert.store_id,
             ),
         )
 
@@ -72,12 +68,12 @@ class PostgresAlerts(PostgresStore):
         row = self._one(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = %s", (alert_id,))
         return self._alert(row) if row else None
 
-    def alerts(self, status: AlertStatus | None = None) -> list[Alert]:
-        if status is None:
-            rows = self._all(f"SELECT {_ALERT_COLUMNS} FROM alerts {_ORDER}")
-        else:
-            rows = self._all(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = %s {_ORDER}",
-                             (status.value,))
+    def alerts(self, status: AlertStatus | None = None, store_id: str | None = None
+               ) -> list[Alert]:
+        rows = self._all(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE (%s::text IS NULL OR status = %s) "
+            f"AND (%s::text IS NULL OR store_id = %s) {_ORDER}",
+            (*_twice(status.value if status else None), *_twice(store_id)))
         return [self._alert(r) for r in rows]
 
     def decide_alert(self, alert: Alert) -> None:
@@ -107,9 +103,15 @@ class PostgresAlerts(PostgresStore):
         self._db.execute("UPDATE alerts SET snapshot_image_id = NULL WHERE alert_id = %s",
                          (alert_id,))
 
-    def alert_counts(self) -> list[tuple[str, AlertStatus, int]]:
+    def alert_counts(self, store_id: str | None = None) -> list[tuple[str, AlertStatus, int]]:
         rows = self._all(
-            "SELECT device, status, count(*) FROM alerts GROUP BY device, status "
-            'ORDER BY device COLLATE "C", status COLLATE "C"'
+            "SELECT device, status, count(*) FROM alerts "
+            "WHERE %s::text IS NULL OR store_id = %s GROUP BY device, status "
+            'ORDER BY device COLLATE "C", status COLLATE "C"', _twice(store_id)
         )
         return [(str(r[0]), AlertStatus(r[1]), int(r[2])) for r in rows]
+
+
+def _twice(value: str | None) -> tuple[str | None, str | None]:
+    """A filter's value for `%s IS NULL OR column = %s` (None: no filter)."""
+    return value, value

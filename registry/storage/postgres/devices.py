@@ -3,14 +3,12 @@
 Mirrors `registry.storage.sqlcipher.devices`. What does not map 1:1:
 
 - **The store.** Each chain device belongs to a store (`devices.store_id`, a
-  reference to `stores`), but `DeviceRepository` carries no store yet. Until
-  the stores dimension reaches the protocols, a device is registered in the
-  store the repository stands for: the class attribute `_store_id`, by default
-  `DEFAULT_STORE_ID` ("main"), the one store a single-site registry has. Its
-  `stores` row is created on first need (`ON CONFLICT DO NOTHING`, so a
-  second host or a second device never conflicts). Reads are not filtered by
-  store: device names and token hashes are unique across the chain (as the
-  schema's UNIQUE constraints say), so a lookup has one answer either way.
+  reference to `stores`; issue 15, item 1): `add_device` is given it, and the
+  store must exist (`StoreRepository.add_store`; the service creates the
+  installation's default store on first need). Lookups by name or token are
+  not filtered by store: device names and token hashes are unique across the
+  chain (the schema's UNIQUE constraints), so a lookup has one answer either
+  way. `box_statuses` filters by the device's store when asked.
 - Token hashes are SHA-256 of random tokens: not personal, nothing sealed.
 - Status reports (`box_status`) are counts and states: nothing sealed either.
 """
@@ -18,23 +16,20 @@ Mirrors `registry.storage.sqlcipher.devices`. What does not map 1:1:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from registry.clock import checked
 from registry.domain import BoxStatus, Device
 from registry.storage.postgres.base import PostgresStore
 
-DEFAULT_STORE_ID = "main"
-DEFAULT_STORE_NAME = "main store"  # shown until the chain office names it
-
-_DEVICE_COLUMNS = "device_id, name, created_at, active"
+_DEVICE_COLUMNS = "device_id, name, created_at, active, store_id"
 _STATUS_COLUMNS = ("device, reported_at, index_version, index_state, outbox_pending, "
                    "cameras_live, cameras_total")
 
 
 def _device(row: Any) -> Device:
     return Device(device_id=int(row[0]), name=row[1], created_at=row[2].astimezone(UTC),
-                  active=bool(row[3]))
+                  active=bool(row[3]), store_id=str(row[4]))
 
 
 def _status(row: Any) -> BoxStatus:
@@ -45,27 +40,17 @@ def _status(row: Any) -> BoxStatus:
 
 
 class PostgresDevices(PostgresStore):
-    """`DeviceRepository`: the `devices` table, new devices in the repository's store."""
+    """`DeviceRepository`: the `devices` table, each device in its store."""
 
-    _store_id: ClassVar[str] = DEFAULT_STORE_ID
-
-    def _ensure_store(self, now: datetime) -> None:
-        """Create this repository's `stores` row the first time a device needs it."""
-        self._db.execute(
-            "INSERT INTO stores (store_id, name, created_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (store_id) DO NOTHING",
-            (self._store_id, DEFAULT_STORE_NAME, now),
-        )
-
-    def add_device(self, name: str, token_sha256: str, now: datetime) -> Device:
+    def add_device(self, name: str, token_sha256: str, now: datetime, store_id: str
+                   ) -> Device:
         at = checked(now)
-        self._ensure_store(at)
         row = self._one(
             "INSERT INTO devices (name, store_id, token_sha256, created_at) "
             "VALUES (%s, %s, %s, %s) RETURNING device_id",
-            (name, self._store_id, token_sha256, at),
+            (name, store_id, token_sha256, at),
         )
-        return Device(int(row[0]), name, at, True)
+        return Device(int(row[0]), name, at, True, store_id)
 
     def device_by_name(self, name: str) -> Device | None:
         row = self._one(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE name = %s", (name,))
@@ -95,6 +80,8 @@ class PostgresDevices(PostgresStore):
              status.index_state, status.outbox_pending, status.cameras_live,
              status.cameras_total))
 
-    def box_statuses(self) -> list[BoxStatus]:
+    def box_statuses(self, store_id: str | None = None) -> list[BoxStatus]:
         return [_status(r) for r in self._all(
-            f'SELECT {_STATUS_COLUMNS} FROM box_status ORDER BY device COLLATE "C"')]
+            f"SELECT {_STATUS_COLUMNS} FROM box_status WHERE %s::text IS NULL OR device "
+            "IN (SELECT name FROM devices WHERE store_id = %s) "
+            'ORDER BY device COLLATE "C"', (store_id, store_id))]

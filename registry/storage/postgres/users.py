@@ -4,11 +4,13 @@ Mirrors `registry.storage.sqlcipher.users`. What does not map 1:1:
 
 - **Roles.** SQLCipher keeps one `users.role`; the chain schema holds roles in
   `user_roles`, one per store or one chain-wide (`store_id` NULL). The
-  protocols know one role per user (G-SEC-1), so that role is the user's
-  chain-wide row: `add_user` writes it, `set_role` changes it, and every read
-  takes the role from it. Per-store rows are left alone until the stores
-  dimension reaches the protocols. A user written by these stores belongs to
-  no store (`users.store_id` NULL, the chain office's staff).
+  protocols know one role per user (G-SEC-1) scoped to the user's store
+  (issue 15, item 1), so that role is the row of `user_roles` for the user's
+  own store (`users.store_id`, NULL for the chain office: the chain-wide row):
+  `add_user` writes both in one statement, `set_role` changes it, and every
+  read takes the role from it. One role per person keeps the rule "who may
+  see what" a single comparison; a person working for two stores is two
+  accounts, each with its own audit trail of actions.
 - **Nothing personal is sealed here.** User names stay text (the login lookup
   key and the audit trail's actor, see `schema`); password hashes, session ids
   (SHA-256 of the cookie's token), CSRF tokens and the lockout's
@@ -30,10 +32,10 @@ from registry.clock import checked
 from registry.domain import LoginFailures, Role, User, WebSession
 from registry.storage.postgres.base import PostgresStore, utc
 
-# A user's one role is the chain-wide row of `user_roles` (store NULL); see the module docstring.
+# A user's one role is the row of `user_roles` for the user's own store (NULL: chain-wide).
 _USER_SELECT = (
-    "SELECT u.user_id, u.username, r.role, u.trained_at, u.active FROM users u "
-    "JOIN user_roles r ON r.user_id = u.user_id AND r.store_id IS NULL"
+    "SELECT u.user_id, u.username, r.role, u.trained_at, u.active, u.store_id FROM users u "
+    "JOIN user_roles r ON r.user_id = u.user_id AND r.store_id IS NOT DISTINCT FROM u.store_id"
 )
 _SESSION_COLUMNS = "session_id, user_id, created_at, last_seen_at, csrf_token, expires_at"
 
@@ -45,7 +47,7 @@ def _at(moment: datetime) -> datetime:
 
 def _user(row: Any) -> User:
     return User(user_id=int(row[0]), username=row[1], role=Role(row[2]),
-                trained_at=utc(row[3]), active=bool(row[4]))
+                trained_at=utc(row[3]), active=bool(row[4]), store_id=row[5])
 
 
 def _web_session(row: Any) -> WebSession:
@@ -54,18 +56,19 @@ def _web_session(row: Any) -> WebSession:
 
 
 class PostgresUsers(PostgresStore):
-    """`UserRepository`: `users` and each user's chain-wide row of `user_roles`."""
+    """`UserRepository`: `users` and each user's row of `user_roles` for their store."""
 
-    def add_user(self, username: str, role: Role, password_hash: str, now: datetime) -> User:
+    def add_user(self, username: str, role: Role, password_hash: str, now: datetime,
+                 store_id: str | None = None) -> User:
         # One statement, so the user never exists without its role, in a unit of work or not.
         row = self._one(
-            "WITH added AS (INSERT INTO users (username, password_hash, created_at) "
-            "VALUES (%s, %s, %s) RETURNING user_id) "
+            "WITH added AS (INSERT INTO users (username, password_hash, created_at, store_id) "
+            "VALUES (%s, %s, %s, %s) RETURNING user_id, store_id) "
             "INSERT INTO user_roles (user_id, store_id, role) "
-            "SELECT user_id, NULL, %s FROM added RETURNING user_id",
-            (username, password_hash, checked(now), role.value),
+            "SELECT user_id, store_id, %s FROM added RETURNING user_id",
+            (username, password_hash, checked(now), store_id, role.value),
         )
-        return User(int(row[0]), username, role, None, True)
+        return User(int(row[0]), username, role, None, True, store_id)
 
     def user_by_name(self, username: str) -> User | None:
         row = self._one(f"{_USER_SELECT} WHERE u.username = %s", (username,))
@@ -89,7 +92,8 @@ class PostgresUsers(PostgresStore):
 
     def set_role(self, user_id: int, role: Role) -> None:
         self._db.execute(
-            "UPDATE user_roles SET role = %s WHERE user_id = %s AND store_id IS NULL",
+            "UPDATE user_roles r SET role = %s FROM users u WHERE u.user_id = r.user_id "
+            "AND r.user_id = %s AND r.store_id IS NOT DISTINCT FROM u.store_id",
             (role.value, user_id))
 
     def set_active(self, user_id: int, active: bool) -> None:

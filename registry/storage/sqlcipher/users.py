@@ -18,10 +18,14 @@ from registry.storage.sqlcipher.base import SqlCipherStore
 _SESSION_COLUMNS = "session_id, user_id, created_at, last_seen_at, csrf_token, expires_at"
 
 
+_USER_COLUMNS = "user_id, username, role, trained_at, active, store_id"
+
+
 def _user(row: Any) -> User:
     return User(
         user_id=row[0], username=row[1], role=Role(row[2]),
         trained_at=from_text(row[3]) if row[3] else None, active=bool(row[4]),
+        store_id=row[5],
     )
 
 
@@ -32,25 +36,27 @@ def _web_session(row: Any) -> WebSession:
 
 
 class SqlCipherUsers(SqlCipherStore):
-    """`UserRepository`: the `users` table."""
+    """`UserRepository`: the `users` table; `store_id` NULL is the chain office."""
 
-    def add_user(self, username: str, role: Role, password_hash: str, now: datetime) -> User:
+    def add_user(self, username: str, role: Role, password_hash: str, now: datetime,
+                 store_id: str | None = None) -> User:
         cursor = self._db.execute(
-            "INSERT INTO users (username, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
-            (username, role.value, password_hash, to_text(now)),
+            "INSERT INTO users (username, role, password_hash, created_at, store_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (username, role.value, password_hash, to_text(now), store_id),
         )
-        return User(int(cursor.lastrowid or 0), username, role, None, True)
+        return User(int(cursor.lastrowid or 0), username, role, None, True, store_id)
 
     def user_by_name(self, username: str) -> User | None:
         row = self._one(
-            "SELECT user_id, username, role, trained_at, active FROM users WHERE username = ?",
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?",
             (username,),
         )
         return _user(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
         row = self._one(
-            "SELECT user_id, username, role, trained_at, active FROM users WHERE user_id = ?",
+            f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = ?",
             (user_id,),
         )
         return _user(row) if row else None
@@ -76,7 +82,7 @@ class SqlCipherUsers(SqlCipherStore):
 
     def users(self) -> list[User]:
         rows = self._db.execute(
-            "SELECT user_id, username, role, trained_at, active FROM users ORDER BY username"
+            f"SELECT {_USER_COLUMNS} FROM users ORDER BY username"
         )
         return [_user(r) for r in rows]
 
