@@ -107,6 +107,7 @@ def _expire(moment: datetime, *, dry_run: bool) -> None:
     typer.echo(f"lapsed {len(result.alerts_lapsed)} unjudged alert(s); erased "
                f"{result.stray_snapshots_erased} stray alert snapshot(s); deleted "
                f"{len(result.backups_deleted)} old backup(s); pruned "
-               f"{result.audit_records_pruned} audit record(s)")
+               f"{result.audit_records_pruned} audit record(s); wiped "
+               f"{len(result.scratch_swept)} backup scratch folder(s) a killed process left")
     typer.echo(f"wiped the contact and summary of {len(result.requests_wiped)} closed "
                "request(s) past registry.request_record_days")

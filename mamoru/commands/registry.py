@@ -76,7 +76,8 @@ def init(
 
 @app.command("check")
 def check(as_user: AsOption) -> None:
-    """Read every page and file (databases, evidence, index, backups); exit 1 naming damage.
+    """Read every page and file (databases, evidence, index, backups); exit 1 naming damage
+    and any scratch folder a killed backup or restore left.
 
     Read-only: the registry is opened without the start-up recovery, so a
     damaged file is reported, never rewritten.
@@ -90,7 +91,11 @@ def check(as_user: AsOption) -> None:
         return
     for error in report.damaged:
         typer.echo(f"DAMAGED: {error}")
-    typer.echo(f"{len(report.damaged)} damaged file(s); checked {', '.join(report.checked)}")
+    for folder in report.leftover:
+        typer.echo(f"LEFTOVER: {folder} (a copy of the database a killed backup or restore "
+                   "left; the nightly `mamoru expire` or the next `mamoru backup` wipes it)")
+    typer.echo(f"{len(report.damaged)} damaged file(s), {len(report.leftover)} leftover "
+               f"scratch folder(s); checked {', '.join(report.checked)}")
     raise typer.Exit(1)
 
 

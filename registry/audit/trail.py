@@ -100,6 +100,7 @@ class Action(str, Enum):
     # G-RET-1 lifetimes enforced by the nightly job
     ALERT_LAPSED = "alert_lapsed"  # an unjudged alert's snapshot erased after open_alert_days
     ALERT_SNAPSHOTS_SWEPT = "alert_snapshots_swept"  # safety net: snapshots of closed entries
+    BACKUP_SCRATCH_SWEPT = "backup_scratch_swept"  # folders a killed backup/restore left
     AUDIT_PRUNED = "audit_pruned"  # records past audit_retention_years deleted, base anchored
     # personal-data breach response (G-BRE-1..4)
     BREACH_OPENED = "breach_opened"

@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +52,7 @@ from kernel.watchlist_index import read_index_version
 from registry.accounts.devices import reapply_device_disables
 from registry.accounts.users import require_role
 from registry.audit.trail import ERASING_ACTIONS, Action
+from registry.backup.scratch import scratch_folder, sweep_scratch
 from registry.clock import from_text, to_text
 from registry.context import OwnerLogin, RegistryContext, RegistryPaths
 from registry.domain import EntryState, Role, User
@@ -136,16 +136,15 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime,
     access = _owner_access(ctx, owner, "`mamoru backup`")
     make_private_dir(ctx.paths.backups)
     target = ctx.paths.backups / f"mamoru-{now.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
-    with ctx.writing(), tempfile.TemporaryDirectory(dir=ctx.paths.backups) as scratch:
-        if access is None:
-            files, manifest = _sqlcipher_snapshot(ctx, Path(scratch), now)
-        else:
-            files, manifest = _postgres_snapshot(ctx, access, Path(scratch), now)
-        try:
+    with ctx.writing():
+        # What a killed backup or restore left goes before this one makes its own (G-REG-4).
+        swept = sweep_scratch(ctx.paths.backups)
+        with scratch_folder(ctx.paths.backups, "backup") as scratch:
+            if access is None:
+                files, manifest = _sqlcipher_snapshot(ctx, scratch, now)
+            else:
+                files, manifest = _postgres_snapshot(ctx, access, scratch, now)
             _write_archive(ctx.master_key, target, files, manifest)
-        finally:
-            if access is not None:
-                wipe_file(files[PG_DUMP_MEMBER])
     with target.open("rb") as written:
         sha256 = hashlib.file_digest(written, "sha256").hexdigest()
     # Its age is counted on the registry's clock, like every other lifetime (G-RET-1).
@@ -157,7 +156,8 @@ def create_backup(ctx: RegistryContext, *, actor: User, now: datetime,
                                       "evidence_files": sum(n.startswith("evidence/")
                                                             for n in files),
                                       "sha256": sha256,
-                                      "snapshot_audit_seq": manifest["audit_seq"]})
+                                      "snapshot_audit_seq": manifest["audit_seq"],
+                                      "scratch_folders_swept": len(swept)})
     except BaseException:
         wipe_file(target)  # a backup the audit trail does not list must not exist (G-REG-4)
         raise
@@ -304,13 +304,12 @@ def check_backup(key: MasterKey, path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def unpacked_backup(key: MasterKey, path: Path, folder: Path) -> Iterator[UnpackedBackup]:
-    """A backup's files unpacked into a private scratch folder under `folder`, removed after.
+    """A backup's files unpacked into a scratch folder under `folder`, wiped and removed after.
 
     Yields only once the whole backup authenticated. Usable for a registry
     that cannot be opened (its database is damaged): it needs the key only.
     """
-    make_private_dir(folder)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".restore-") as scratch:
+    with scratch_folder(folder, "restore") as scratch:
         files: dict[str, Path] = {}
 
         def keep(name: str, content: IO[bytes]) -> None:
@@ -320,12 +319,8 @@ def unpacked_backup(key: MasterKey, path: Path, folder: Path) -> Iterator[Unpack
                 shutil.copyfileobj(content, handle, _COPY_BYTES)
             files[name] = target
 
-        try:
-            manifest = _read_archive(key, path, keep)
-            yield UnpackedBackup(manifest, files)
-        finally:
-            if PG_DUMP_MEMBER in files:
-                wipe_file(files[PG_DUMP_MEMBER])  # rows in the clear beside the sealed columns
+        manifest = _read_archive(key, path, keep)
+        yield UnpackedBackup(manifest, files)
 
 
 def _private_new_file(path: Path) -> IO[bytes]:
@@ -349,6 +344,7 @@ def put_back_damaged_database(paths: RegistryPaths, key: MasterKey, backup: Path
     recorded since the snapshot (G-REG-4). The damaged file is wiped: it
     is ciphertext nobody can open, and nothing may outlive its use.
     """
+    sweep_scratch(paths.backups)  # no registry lock to take: the folders' own locks suffice
     with unpacked_backup(key, backup, paths.backups) as unpacked:
         aside = paths.database.with_name("registry.db.damaged")
         if paths.database.exists():
@@ -464,15 +460,18 @@ def restore_backup(
     """
     require_role(actor, Role.ADMIN)
     access = _owner_access(ctx, owner, "restoring a mamoru backup")
-    with unpacked_backup(ctx.master_key, path, ctx.paths.backups) as unpacked:
-        manifest = unpacked.manifest
-        if backup_backend(manifest) != ctx.backend:
-            raise BackupError(f"{path.name} is a backup of a {backup_backend(manifest)} "
-                              f"registry; this registry is on {ctx.backend}: nothing was "
-                              "restored")
-        refuse_if_erasures_were_pruned(ctx, manifest, path)
-        index_version = read_index_version(ctx.paths.index) or 0
-        with ctx.writing():
+    # One hold of the writer lock from the sweep of what a killed backup or restore left to
+    # the end (the lock is not re-entrant on SQLCipher: nothing below takes it again).
+    with ctx.writing():
+        sweep_scratch(ctx.paths.backups)
+        with unpacked_backup(ctx.master_key, path, ctx.paths.backups) as unpacked:
+            manifest = unpacked.manifest
+            if backup_backend(manifest) != ctx.backend:
+                raise BackupError(f"{path.name} is a backup of a {backup_backend(manifest)} "
+                                  f"registry; this registry is on {ctx.backend}: nothing was "
+                                  "restored")
+            refuse_if_erasures_were_pruned(ctx, manifest, path)
+            index_version = read_index_version(ctx.paths.index) or 0
             if access is None:
                 ctx.reconnect(lambda: restore_files(ctx, unpacked.files))
             else:

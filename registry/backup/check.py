@@ -12,6 +12,8 @@ damaged file with what to do about it:
 - the published index: decrypted, authenticated and parsed;
 - every backup: decrypted and authenticated chunk by chunk to its final
   chunk, its archive walked (a backup that does not open is no backup);
+- scratch folders a killed backup or restore left in `backups/` (a copy of
+  the database): named, never touched (the nightly job wipes them);
 - whatever the packages above the core keep under the master key (the
   joint-use key file), through the checks the caller passes in (`also`).
 
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kernel.errors import StoreDamagedError
 from kernel.evidence import EvidenceError, EvidenceNotFoundError
 from kernel.watchlist_index import WatchlistIndex, WatchlistIndexError
 from registry.backup.archive import SUFFIX as BACKUP_SUFFIX
 from registry.backup.archive import BackupError, check_backup
+from registry.backup.scratch import leftover_scratch
 from registry.context import RegistryContext
 from registry.storage import damage
 from registry.storage.database import schema_problems
@@ -36,14 +40,15 @@ from registry.storage.database import schema_problems
 
 @dataclass
 class CheckReport:
-    """What was read, and every damaged file found (empty when all is well)."""
+    """What was read, every damaged file, every leftover scratch folder (none if all is well)."""
 
     checked: list[str] = field(default_factory=list)
     damaged: list[StoreDamagedError] = field(default_factory=list)
+    leftover: list[Path] = field(default_factory=list)  # scratch a killed backup/restore left
 
     @property
     def ok(self) -> bool:
-        return not self.damaged
+        return not self.damaged and not self.leftover
 
 
 FileCheck = Callable[[RegistryContext, CheckReport], None]
@@ -58,6 +63,7 @@ def check_registry(ctx: RegistryContext, *, also: Sequence[FileCheck]) -> CheckR
     _check_evidence(ctx, report)
     _check_index(ctx, report)
     _check_backups(ctx, report)
+    report.leftover.extend(leftover_scratch(ctx.paths.backups))
     for check in also:
         check(ctx, report)
     return report

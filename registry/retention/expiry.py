@@ -6,6 +6,8 @@ What it ends, in order:
 - alerts nobody judged within `open_alert_days`: lapsed, the snapshot erased;
 - as a safety net, any alert snapshot whose entry is no longer active;
 - backups older than `backup_retention_days`, even if no new backup is taken;
+- scratch folders a killed backup or restore left in `backups/` (a database
+  snapshot or `pg_dump`), wiped;
 - audit records older than `audit_retention_years`, never one of an entry
   still on the watchlist nor one a kept backup needs to re-apply erasures;
   the chain is re-based on an anchor so it still verifies;
@@ -27,6 +29,7 @@ from datetime import datetime
 from registry.alerts.queue import lapse_stale_alerts, stale_open_alerts, sweep_stray_alert_snapshots
 from registry.audit.trail import Action
 from registry.backup.archive import backup_needs_from, prune_backups
+from registry.backup.scratch import sweep_scratch
 from registry.clock import add_years, to_text
 from registry.context import RegistryContext
 from registry.domain import EntryState
@@ -49,6 +52,7 @@ class ExpiryResult:
     backups_deleted: tuple[str, ...] = ()
     audit_records_pruned: int = 0
     requests_wiped: tuple[str, ...] = ()  # closed requests whose contact/summary were wiped
+    scratch_swept: tuple[str, ...] = ()  # backup/restore scratch folders a killed process left
 
 
 def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
@@ -77,6 +81,7 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
         ctx.publish_index_if_stale()
         lapsed = lapse_stale_alerts(ctx, now=now)
         stray = sweep_stray_alert_snapshots(ctx, now=now)
+        scratch = sweep_backup_scratch(ctx, now=now)
     backups = prune_backups(ctx, actor=EXPIRY_ACTOR, now=now)
     with ctx.writing():
         pruned = prune_audit_trail(ctx, now=now)
@@ -84,7 +89,22 @@ def run_expiry(ctx: RegistryContext, *, now: datetime, dry_run: bool = False,
     return ExpiryResult(tuple(e.entry_id for e in due), tuple(expired), swept, dry_run=False,
                         alerts_due=alerts_due, alerts_lapsed=tuple(lapsed),
                         stray_snapshots_erased=stray, backups_deleted=tuple(backups),
-                        audit_records_pruned=pruned, requests_wiped=tuple(wiped))
+                        audit_records_pruned=pruned, requests_wiped=tuple(wiped),
+                        scratch_swept=tuple(scratch))
+
+
+def sweep_backup_scratch(ctx: RegistryContext, *, now: datetime) -> list[str]:
+    """Wipe the scratch folders a killed backup or restore left; audited. Under the lock.
+
+    A backup or restore sweeps them too before it starts; this ends them even
+    when no backup runs again (G-RET-1: every copy has a lifetime).
+    """
+    swept = sweep_scratch(ctx.paths.backups)
+    if swept:
+        with ctx.repo.unit_of_work():
+            ctx.audit.record(actor=EXPIRY_ACTOR, action=Action.BACKUP_SCRATCH_SWEPT, at=now,
+                             details={"folders": swept})
+    return swept
 
 
 def prune_audit_trail(ctx: RegistryContext, *, now: datetime) -> int:
