@@ -25,7 +25,10 @@ class EdgeMetrics:
             "mamoru_frames_analysed", "frames analysed", ["camera"], registry=r)
         self.frames_read = Gauge("mamoru_frames_read", "frames decoded", ["camera"], registry=r)
         self.frames_dropped = Gauge(
-            "mamoru_frames_dropped", "frames replaced before analysis", ["camera"], registry=r)
+            "mamoru_frames_dropped",
+            "frames decoded but never analysed, by reason: rate (the stream sends more than is "
+            "analysed), late (the analysis did not come in time), unusable (garbage)",
+            ["camera", "reason"], registry=r)
         self.reconnects = Gauge("mamoru_camera_reconnects", "reconnects", ["camera"], registry=r)
         self.camera_up = Gauge(
             "mamoru_camera_state", "1 for the camera's current state", ["camera", "state"],
