@@ -27,6 +27,7 @@ import numpy.typing as npt
 from edge.alerts import Alert, AlertPolicy, build_alert
 from edge.capture import CameraReader, CameraState, Frame
 from edge.config import CameraConfig, EdgeSettings
+from edge.main_stream import MainStream, main_stream_snapshot
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
@@ -53,6 +54,7 @@ class CameraLane:
     tracker: IouTracker
     config: CameraConfig | None = None
     detector_input: tuple[int, int] | None = None
+    main_stream: MainStream | None = None  # the alert snapshot's source, if configured
     analysed: int = 0
     window_started: float = field(default_factory=time.monotonic)
     window_count: int = 0
@@ -86,6 +88,9 @@ class EdgeLoop:
                 tracker=IouTracker(max_age_s=settings.track_max_age_s),
                 config=camera,
                 detector_input=settings.camera_detector_input(camera),
+                main_stream=None if camera.snapshot_url is None else MainStream(
+                    camera.snapshot_url, open_timeout_s=min(2.0, settings.open_timeout_s),
+                    read_timeout_s=min(2.0, settings.read_timeout_s)),
             )
             for camera in cameras if camera.enabled
         ]
@@ -276,8 +281,13 @@ class EdgeLoop:
                 continue
             obs.track.matched_entry = match.entry_id
             if self._alerts.should_alert(match.entry_id, camera, frame.monotonic):
-                alert = build_alert(match, faces, index_version=self._matcher.version or 0,
-                                    style=self._style)
+                shot = main_stream_snapshot(match, faces, lane.main_stream, self._engine,
+                                            self._matcher)
+                alert = build_alert(shot.match, shot.faces,
+                                    index_version=self._matcher.version or 0, style=self._style)
+                if shot.source == "main":
+                    shot.match.frame.image.fill(0)  # the PNG is made: no other copy stays
+                self._metrics.snapshots.labels(camera, shot.source).inc()
                 self._emit(alert)
                 alerts.append(alert)
         return alerts

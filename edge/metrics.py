@@ -52,6 +52,9 @@ class EdgeMetrics:
         self.faces = Counter("mamoru_faces_detected", "faces detected", ["camera"], registry=r)
         self.embeds = Counter("mamoru_faces_embedded", "faces embedded", ["camera"], registry=r)
         self.alerts = Counter("mamoru_alerts", "alerts raised", ["camera"], registry=r)
+        self.snapshots = Counter(
+            "mamoru_alert_snapshots", "alert snapshots by the stream they came from: main (the "
+            "camera's snapshot_url) or analysis", ["camera", "source"], registry=r)
         self.detect_seconds = Histogram(
             "mamoru_detect_seconds", "detector latency", buckets=_LATENCY_BUCKETS, registry=r)
         self.embed_seconds = Histogram(
