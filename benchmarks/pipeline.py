@@ -690,7 +690,9 @@ def camera_row(lane: CameraLane, outcomes: Sequence[Outcome], clip: Clip, wall_s
         "camera": lane.reader.name, "analysed": lane.analysed,
         "analysis_fps": round(lane.analysed / wall_s, 2),
         "frames_read": stats.frames, "source_fps": round(stats.frames / wall_s, 2),
-        "dropped": stats.dropped,
+        "dropped": stats.dropped + stats.skipped,
+        "dropped_late": stats.dropped, "dropped_rate": stats.skipped,
+        "unusable": stats.bad_frames,
         "embeds_per_frame": round(sum(o.embedded for o in outcomes) / max(1, len(outcomes)), 2),
         "frame_age_ms_p50": _round(percentile(ages, 50)),
         "frame_age_ms_p99": _round(percentile(ages, 99)),
@@ -801,8 +803,21 @@ def profile_clip(main: Clip, size: tuple[int, int], fps: int) -> Clip:
     return Clip(out, size, fps, main.frame_count // step, boxes)
 
 
-def profile_costs(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int
-                  ) -> list[dict[str, Any]]:
+def chosen_profiles(texts: Sequence[str]) -> tuple[BenchProfile, ...]:
+    """The profiles named on the command line (a whole name, else part of one); all without."""
+    def named(text: str) -> list[BenchProfile]:
+        exact = [p for p in PROFILES if p.name == text]
+        return exact or [p for p in PROFILES if text in p.name]
+
+    picked = {p.name for t in texts for p in named(t)}
+    chosen = tuple(p for p in PROFILES if not texts or p.name in picked)
+    if not chosen:
+        raise SystemExit(f"no profile matches {list(texts)}: {[p.name for p in PROFILES]}")
+    return chosen
+
+
+def profile_costs(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int,
+                  profiles: Sequence[BenchProfile] = PROFILES) -> list[dict[str, Any]]:
     """Per profile, in CPU time (robust to other tenants of a shared box): decode cost of
     every frame the stream sends, the loop's analysis of the analysed frames on the clip's own
     clock (tracks live as in real time), and recall over the whole clip; what `cameras`
@@ -812,7 +827,7 @@ def profile_costs(settings: MamoruSettings, parts: EdgeParts, main: Clip, camera
 
     cores = os.cpu_count() or 1
     rows = []
-    for profile in PROFILES:
+    for profile in profiles:
         clip = profile_clip(main, profile.size, profile.fps)
         decode_ms, frames = measure_decode(clip.path, hw=False)
         camera = CameraConfig(name="bench", url=str(clip.path),
@@ -855,11 +870,11 @@ def costs_table(rows: Sequence[dict[str, Any]], cameras: int) -> str:
         for r in rows])
 
 
-def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, seconds: float
-          ) -> list[dict[str, Any]]:
+def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, seconds: float,
+          profiles: Sequence[BenchProfile] = PROFILES) -> list[dict[str, Any]]:
     """`cameras` cameras of each profile, the 1080p/25 main stream (naive) first, same run."""
     runs = []
-    for profile in PROFILES:
+    for profile in profiles:
         clip = profile_clip(main, profile.size, profile.fps)
         progress(f"part 3: {cameras} x {profile.name} for {seconds:g} s")
         run = run_live(settings, parts, clip, cameras, seconds, profile.detector_input)
@@ -873,7 +888,8 @@ def part3(settings: MamoruSettings, parts: EdgeParts, main: Clip, cameras: int, 
 
 def part3_table(runs: Sequence[dict[str, Any]]) -> str:
     headers = ["cameras", "profile", "detector input", "analysed fps per camera min / mean",
-               "decoded fps per camera", "CPU % core / machine", "CPU ms per analysed frame",
+               "decoded fps per camera", "dropped fps per camera late / rate",
+               "CPU % core / machine", "CPU ms per analysed frame",
                "machine busy %", "recall (alerted), all cameras", "frame age ms p50",
                "keeps up"]
     rows = []
@@ -887,6 +903,7 @@ def part3_table(runs: Sequence[dict[str, Any]]) -> str:
             run["cameras"], run["profile"], run["detector_input"],
             _pair(min(analysed), round(sum(analysed) / len(analysed), 2)),
             round(sum(c["source_fps"] for c in cams) / len(cams), 2),
+            _pair(_per_camera_fps(run, "dropped_late"), _per_camera_fps(run, "dropped_rate")),
             _pair(run["cpu_pct_core"], run["cpu_pct_machine"]), round(cpu_ms, 1),
             run["machine_busy_pct"],
             f"{sum(c['recalled'] for c in cams)}/{sum(c['appearances'] for c in cams)} "
@@ -897,10 +914,21 @@ def part3_table(runs: Sequence[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
+def _per_camera_fps(run: dict[str, Any], key: str) -> float:
+    """A per-camera count of a live run as a mean rate per camera."""
+    cams = run["per_camera"]
+    total: float = sum(c[key] for c in cams)
+    wall: float = run["wall_s"]
+    return round(total / len(cams) / wall, 2)
+
+
 PART3_LEGEND = """\
 Each profile is the same scene as the camera would send it (ffmpeg: scaled, at the stream's own
 frame rate); every camera of a run plays it from its own reader. analysed fps: frames analysed /
 wall; decoded fps: frames decoded / wall (= what the stream sends: every frame sent is decoded).
+dropped: decoded frames never analysed (mamoru_frames_dropped): late = replaced in the one-frame
+slot before the analysis took it (a frame chosen for analysis and lost), rate = not chosen by the
+reader's pacer (the stream sends more than the analysis rate: by design at 25 fps).
 CPU ms per analysed frame: process CPU time over the run / frames analysed (decode included).
 recall: appearances of the listed person shown in full during the run, over every camera, in
 which his face matched (alerted: alert raised; the configured cool-down allows one per camera).
@@ -926,10 +954,11 @@ matched appearances (few, so p99 is about the maximum).
 PART2_LEGEND = """\
 decode only: the cameras' readers alone, no analysis. analysis fps: frames analysed / wall of the
 run. decoded fps: frames the camera's reader decoded / wall (files replay at 25 fps; less means
-decoding fell behind the camera). dropped: decoded frames replaced in the one-frame slot before
-the analysis took one (by design ~20 of 25 a second at 5 fps). frame age: decode to the end of
-analyse(). recall: appearances shown in full during the run in which his face matched (alerted:
-alert raised; the configured cool-down allows one per camera per window). frames / ms to alert:
+decoding fell behind the camera). dropped: decoded frames never analysed (by design ~20 of 25 a
+second at 5 fps: not chosen by the reader's pacer; the rest replaced in the one-frame slot).
+frame age: decode to the end of analyse(). recall: appearances shown in full during the run in
+which his face matched (alerted: alert raised; the configured cool-down allows one per camera per
+window). frames / ms to alert:
 first matching frame - first frame showing him, in frames and as video time + that frame's age.
 CPU %: this process over the run; machine busy %: all CPUs, every process (the box is shared).
 keeps up: every camera analysed >= 95% of the analysis rate and decoded >= 95% of 25 fps.
@@ -1065,6 +1094,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="run only part 3 (cameras x stream profile, issue 16)")
     parser.add_argument("--skip-live-profiles", action="store_true",
                         help="part 3: only the CPU-time costs and recall, not the live runs")
+    parser.add_argument("--skip-costs", action="store_true",
+                        help="part 3: only the live runs, not the CPU-time costs (3a)")
+    parser.add_argument("--profile", action="append", default=[], metavar="TEXT",
+                        help="part 3: only the profile named TEXT, else those whose name "
+                             "contains it (repeatable: --profile naive --profile 'sub 720p/5')")
     args = parser.parse_args(argv)
     if args.seconds > args.segments * SEGMENT_S:
         parser.error("--seconds is longer than the clip (--segments x 6 s)")
@@ -1107,16 +1141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alert_cooldown_s": ALERT_COOLDOWN_S, "analysis_fps": settings.edge.analysis_fps,
         }
         if args.only_profiles:
-            costs = profile_costs(settings, parts, clips["1080p"], args.cameras)
-            report["part3_costs"] = costs
-            say(f"Part 3a: CPU cost per camera and recall per stream profile (CPU time, clip "
-                f"clock; load average {loadavg():.2f} on {os.cpu_count()} cores)\n")
-            say(costs_table(costs, args.cameras) + "\n")
+            profiles = chosen_profiles(args.profile)
+            if not args.skip_costs:
+                costs = profile_costs(settings, parts, clips["1080p"], args.cameras, profiles)
+                report["part3_costs"] = costs
+                say(f"Part 3a: CPU cost per camera and recall per stream profile (CPU time, "
+                    f"clip clock; load average {loadavg():.2f} on {os.cpu_count()} cores)\n")
+                say(costs_table(costs, args.cameras) + "\n")
             if args.skip_live_profiles:
                 OUT_FILE.with_name("pipeline-profiles.json").write_text(
                     json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
                 return 0
-            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds)
+            runs3 = part3(settings, parts, clips["1080p"], args.cameras, args.seconds, profiles)
             report["part3"] = runs3
             say(f"Part 3: {args.cameras} cameras per stream profile, {args.seconds:g} s each, "
                 f"analysis at {settings.edge.analysis_fps:g} fps, load average at start "

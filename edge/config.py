@@ -43,6 +43,12 @@ class CameraConfig(BaseModel):
 
     name: str = Field(pattern=CAMERA_NAME)
     url: SecretStr = Field(description="analysis stream: rtsp://user:pass@host/stream2 or a file")
+    snapshot_url: SecretStr | None = Field(
+        default=None,
+        description="main stream (e.g. rtsp://user:pass@host/stream1), used only for the alert "
+                    "snapshot: opened for one frame when an alert is raised, never decoded "
+                    "continuously; the analysis frame is the snapshot when it fails",
+    )
     analysis_fps: float | None = Field(
         default=None, gt=0.0, le=30.0, description="frames analysed per second; default: loop's"
     )

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from edge.alerts import Alert, AlertPolicy, build_alert
 from edge.capture import CameraReader, CameraState, Frame
 from edge.config import CameraConfig, EdgeSettings
+from edge.main_stream import MainStream, main_stream_snapshot
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
@@ -54,10 +55,9 @@ class CameraLane:
 
     reader: CameraReader
     tracker: IouTracker
-    period_s: float
     config: CameraConfig | None = None
     detector_input: tuple[int, int] | None = None
-    next_due: float = 0.0
+    main_stream: MainStream | None = None  # the alert snapshot's source, if configured
     analysed: int = 0
     window_started: float = field(default_factory=time.monotonic)
     window_count: int = 0
@@ -89,9 +89,11 @@ class EdgeLoop:
                 reader=CameraReader(camera, settings, on_event=self._camera_event,
                                     on_stream=self._stream_measured),
                 tracker=IouTracker(max_age_s=settings.track_max_age_s),
-                period_s=1.0 / settings.camera_fps(camera),
                 config=camera,
                 detector_input=settings.camera_detector_input(camera),
+                main_stream=None if camera.snapshot_url is None else MainStream(
+                    camera.snapshot_url, open_timeout_s=min(2.0, settings.open_timeout_s),
+                    read_timeout_s=min(2.0, settings.read_timeout_s)),
             )
             for camera in cameras if camera.enabled
         ]
@@ -185,7 +187,7 @@ class EdgeLoop:
         while not stop.is_set():
             worked = self._analyse_due_cameras(lanes)
             if exit_at_end and self._all_finished():
-                self._analyse_due_cameras(lanes, ignore_pacing=True)
+                self._analyse_due_cameras(lanes)
                 return
             if not worked:
                 stop.wait(0.005)
@@ -235,8 +237,8 @@ class EdgeLoop:
     def _all_finished(self) -> bool:
         return all(lane.reader.state in _FINISHED for lane in self.lanes)
 
-    def _analyse_due_cameras(self, lanes: list[CameraLane], *,
-                             ignore_pacing: bool = False) -> bool:
+    def _analyse_due_cameras(self, lanes: list[CameraLane]) -> bool:
+        """Analyse each camera's waiting frame; its reader paces which frames wait (issue 16)."""
         now = time.monotonic()
         worked = False
         for lane in lanes:
@@ -246,15 +248,9 @@ class EdgeLoop:
                 self._export_reader_stats(lane)
                 if lane is lanes[0]:  # one outbox export a second per worker, not per camera
                     self._export_outbox()
-            if not ignore_pacing and now < lane.next_due:
-                continue
             frame = lane.reader.slot.take()
             if frame is None:
                 continue
-            # Keep the camera's schedule: a frame taken a little late does not push every
-            # later one back; only a camera more than a period behind starts afresh.
-            behind = now - lane.next_due
-            lane.next_due = now if behind > lane.period_s else lane.next_due + lane.period_s
             self.analyse(lane, frame)
             worked = True
         return worked
@@ -271,7 +267,8 @@ class EdgeLoop:
     def _export_reader_stats(self, lane: CameraLane) -> None:
         stats, name = lane.reader.stats, lane.reader.name
         self._metrics.frames_read.labels(name).set(stats.frames)
-        self._metrics.frames_dropped.labels(name).set(stats.dropped)
+        for reason, count in stats.drops().items():
+            self._metrics.frames_dropped.labels(name, reason.value).set(count)
         self._metrics.reconnects.labels(name).set(stats.reconnects)
 
     def analyse(self, lane: CameraLane, frame: Frame) -> list[Alert]:
@@ -303,8 +300,13 @@ class EdgeLoop:
                 continue
             obs.track.matched_entry = match.entry_id
             if self._alerts.should_alert(match.entry_id, camera, frame.monotonic):
-                alert = build_alert(match, faces, index_version=self._matcher.version or 0,
-                                    style=self._style)
+                shot = main_stream_snapshot(match, faces, lane.main_stream, self._engine,
+                                            self._matcher)
+                alert = build_alert(shot.match, shot.faces,
+                                    index_version=self._matcher.version or 0, style=self._style)
+                if shot.source == "main":
+                    shot.match.frame.image.fill(0)  # the PNG is made: no other copy stays
+                self._metrics.snapshots.labels(camera, shot.source).inc()
                 self._emit(alert)
                 alerts.append(alert)
         return alerts

@@ -25,7 +25,10 @@ class EdgeMetrics:
             "mamoru_frames_analysed", "frames analysed", ["camera"], registry=r)
         self.frames_read = Gauge("mamoru_frames_read", "frames decoded", ["camera"], registry=r)
         self.frames_dropped = Gauge(
-            "mamoru_frames_dropped", "frames replaced before analysis", ["camera"], registry=r)
+            "mamoru_frames_dropped",
+            "frames decoded but never analysed, by reason: rate (the stream sends more than is "
+            "analysed), late (the analysis did not come in time), unusable (garbage)",
+            ["camera", "reason"], registry=r)
         self.reconnects = Gauge("mamoru_camera_reconnects", "reconnects", ["camera"], registry=r)
         self.camera_up = Gauge(
             "mamoru_camera_state", "1 for the camera's current state", ["camera", "state"],
@@ -49,6 +52,9 @@ class EdgeMetrics:
         self.faces = Counter("mamoru_faces_detected", "faces detected", ["camera"], registry=r)
         self.embeds = Counter("mamoru_faces_embedded", "faces embedded", ["camera"], registry=r)
         self.alerts = Counter("mamoru_alerts", "alerts raised", ["camera"], registry=r)
+        self.snapshots = Counter(
+            "mamoru_alert_snapshots", "alert snapshots by the stream they came from: main (the "
+            "camera's snapshot_url) or analysis", ["camera", "source"], registry=r)
         self.detect_seconds = Histogram(
             "mamoru_detect_seconds", "detector latency", buckets=_LATENCY_BUCKETS, registry=r)
         self.embed_seconds = Histogram(

@@ -89,14 +89,17 @@ class IouTracker:
     def update(self, faces: list[DetectedFace], now: float) -> list[Observation]:
         """Assign each face to a track (new or existing); forget tracks that are gone.
 
-        A track survives at least three analysis intervals: when the box is busy and
-        a camera is analysed less often, tracks must not expire between frames, or
-        every face would look new and be embedded again, making the box busier still.
+        A track is forgotten once it has gone unseen for `max_age_s` seconds, whatever
+        the camera's frame rate, and a frame since its last sighting looked for it: a
+        camera at 5 fps and one at 25 fps forget a person after the same time. A busy
+        box that analyses a camera less often than `max_age_s` keeps its tracks until
+        a frame has looked, so a standing face is not taken for a new one and embedded
+        again, making the box busier still (the rule was three analysis intervals,
+        which made a slower camera remember longer).
         """
-        gap = now - self._last_update if self._last_update is not None else 0.0
+        looked = self._last_update
         self._last_update = now
-        max_age = max(self._max_age_s, 3.0 * gap)
-        self._tracks = [t for t in self._tracks if now - t.last_seen <= max_age]
+        self._tracks = [t for t in self._tracks if not self._gone(t, now, looked)]
         pairs = sorted(
             ((self._affinity(t, f, now), ti, fi)
              for ti, t in enumerate(self._tracks) for fi, f in enumerate(faces)),
@@ -119,6 +122,11 @@ class IouTracker:
                 self._tracks.append(track)
                 assigned[fi] = track
         return [Observation(faces[fi], assigned[fi]) for fi in range(len(faces))]
+
+    def _gone(self, track: Track, now: float, looked: float | None) -> bool:
+        """Unseen past the age limit, and a frame after its last sighting did not show it."""
+        return (now - track.last_seen > self._max_age_s
+                and looked is not None and looked > track.last_seen)
 
     def _affinity(self, track: Track, face: DetectedFace, now: float) -> float:
         """Overlap wins (scores 1..2); failing that, centre proximity (0..min_iou)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import CameraConfig
 from edge.outbox import Delivery
 from mamoru.demo.cameras import RtspServer
 from tests.edge.harness import RtspServerFactory, RunningEdge, build_edge
@@ -37,7 +38,7 @@ def start_edge(registry: Registry) -> Iterator[Callable[..., RunningEdge]]:
     teardown."""
     running: list[RunningEdge] = []
 
-    def start(cameras: dict[str, str], delivery: Delivery | None = None,
+    def start(cameras: dict[str, str | CameraConfig], delivery: Delivery | None = None,
               **overrides: float) -> RunningEdge:
         edge = build_edge(registry, cameras, delivery, **overrides)
         running.append(edge)

@@ -76,8 +76,8 @@ class RunningEdge:
         assert not self.thread.is_alive(), "the edge loop did not stop"
 
 
-def build_edge(registry: Registry, cameras: dict[str, str], delivery: Delivery | None = None,
-               **overrides: float) -> RunningEdge:
+def build_edge(registry: Registry, cameras: dict[str, str | CameraConfig],
+               delivery: Delivery | None = None, **overrides: float) -> RunningEdge:
     """The loop wired as `open_edge_parts` wires it (outbox + snapshot archive), not started."""
     settings = EdgeSettings(**{**FAST, **overrides})
     edge_key = registry.ctx.master_key.derive("edge")
@@ -87,7 +87,8 @@ def build_edge(registry: Registry, cameras: dict[str, str], delivery: Delivery |
                     lifetimes=settings.outbox_lifetimes(), snapshots=archive)
     matcher = WatchlistMatcher(registry.ctx.paths.index, registry.ctx.index_key(),
                                pack=registry.engine.info.pack, poll_s=settings.index_poll_s)
-    configs = [CameraConfig(name=n, url=SecretStr(u)) for n, u in cameras.items()]
+    configs = [u if isinstance(u, CameraConfig) else CameraConfig(name=n, url=SecretStr(u))
+               for n, u in cameras.items()]
     edge: RunningEdge
     loop = EdgeLoop(settings, configs, engine=registry.engine, matcher=matcher, outbox=outbox,
                     matching_policy=registry.settings.quality.matching,

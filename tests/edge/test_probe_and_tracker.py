@@ -81,6 +81,28 @@ def test_tracks_outlive_slow_analysis() -> None:
     tracker = IouTracker(max_age_s=1.5)
     ids = {tracker.update([_face(300, 300)], now=2.0 * i)[0].track.track_id for i in range(5)}
     assert len(ids) == 1
+    tracker.update([], now=10.0)  # he left: the next frame forgets him, seconds later
+    assert tracker.tracks and tracker.update([], now=12.0) == [] and not tracker.tracks
+
+
+def _forgotten_after(fps: float, max_age_s: float) -> float:
+    """When a tracker at `fps` forgets a face that left the view at t = 0."""
+    tracker = IouTracker(max_age_s=max_age_s)
+    tracker.update([_face(300, 300)], now=0.0)
+    frame = 1
+    while tracker.update([], now=frame / fps) or tracker.tracks:
+        frame += 1
+    return frame / fps
+
+
+def test_a_track_is_forgotten_after_the_same_time_at_any_frame_rate() -> None:
+    """Tracks age by seconds: at 5 and 25 fps a person who left is forgotten once `max_age_s`
+    passed, at the first frame after it (the rule of three analysis intervals kept him for
+    0.6 s at 5 fps with a 0.3 s limit, for 0.32 s at 25 fps)."""
+    for max_age_s in (0.3, 0.5, 1.5):
+        at_5, at_25 = _forgotten_after(5.0, max_age_s), _forgotten_after(25.0, max_age_s)
+        assert max_age_s < at_5 <= max_age_s + 0.2, (max_age_s, at_5)
+        assert max_age_s < at_25 <= max_age_s + 0.04, (max_age_s, at_25)
 
 
 def test_a_track_is_embedded_a_few_times_not_every_frame() -> None:

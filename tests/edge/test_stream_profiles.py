@@ -37,6 +37,8 @@ def test_a_25fps_stream_to_a_5fps_analysis_is_measured_and_warned_once(
     # the harness builds CameraConfig from URLs only; the profile is checked against defaults
     edge.wait_for(lambda: all(lane.reader.stream is not None for lane in edge.loop.lanes),
                   timeout=40, what="both streams measured")
+    stats = {lane.reader.name: lane.reader.stats for lane in edge.loop.lanes}
+    measured = {name: (s.frames, s.skipped) for name, s in stats.items()}  # past the burst
 
     door = edge.metric("mamoru_camera_stream_fps", camera="door")
     aisle = edge.metric("mamoru_camera_stream_fps", camera="aisle")
@@ -47,12 +49,51 @@ def test_a_25fps_stream_to_a_5fps_analysis_is_measured_and_warned_once(
     assert edge.metric("mamoru_camera_profile_problem", camera="aisle", problem="excess_fps") == 0
     edge.wait_for(lambda: (edge.metric("mamoru_camera_decoded_fps", camera="door") or 0) > 15,
                   timeout=10, what="decoded fps exported")
+    # every frame decoded and not analysed is counted with why: the 25 fps door skips four of
+    # five (rate); past the burst FFmpeg delivers at connect (the frames it probed, arriving
+    # together), the 5 fps aisle hands every frame to the analysis
+    edge.wait_for(lambda: stats["aisle"].frames >= measured["aisle"][0] + 20, timeout=20,
+                  what="20 more frames of the aisle")
+    edge.finish()
+    assert edge.metric("mamoru_frames_dropped", camera="door", reason="rate") is not None
+    for camera, share in (("door", (0.7, 0.85)), ("aisle", (0.0, 0.1))):
+        frames, skipped = (now - then for now, then in zip(
+            (stats[camera].frames, stats[camera].skipped), measured[camera], strict=True))
+        assert share[0] <= skipped / frames <= share[1], (camera, stats[camera])
+        assert edge.metric("mamoru_frames_dropped", camera=camera, reason="unusable") == 0
 
     warnings = [r for r in caplog.records if "does not fit its profile" in r.getMessage()]
     assert [getattr(r, "camera", None) for r in warnings] == ["door"], warnings
     assert "set this stream's frame rate to 5 fps" in warnings[0].getMessage()
     assert "rtsp://" not in warnings[0].getMessage()  # logs never carry URLs
-    edge.finish()
+
+
+def _chosen(arrivals: list[float], analysis_fps: float) -> list[float]:
+    from edge.capture import FramePacer
+
+    pacer = FramePacer(1.0 / analysis_fps)
+    return [t for t in arrivals if pacer.wants(t)]
+
+
+def test_a_stream_at_the_analysis_rate_has_every_frame_analysed_despite_jitter() -> None:
+    """Issue 16: 5 fps cameras delivered 5 frames a second and 3.9 were analysed. The loop
+    paced on its own clock, so a late frame shifted the schedule and later frames waited up
+    to a period for their turn, replaced by the next one at the least delay. Frames are now
+    chosen as they arrive, on their own clock: jitter of a third of a period loses none."""
+    rng = np.random.default_rng(16)
+    arrivals = sorted(0.2 * i + float(rng.uniform(-0.07, 0.07)) for i in range(300))
+    assert len(_chosen(arrivals, 5.0)) == 300
+    late_start = [0.0, 0.45, *[0.45 + 0.2 * i for i in range(1, 50)]]  # one late frame
+    assert len(_chosen(late_start, 5.0)) == len(late_start)
+
+
+def test_a_faster_stream_has_the_analysis_rate_chosen_evenly() -> None:
+    for fps in (25.0, 10.0, 7.0, 12.5):
+        arrivals = [i / fps for i in range(int(60 * fps))]  # one minute
+        chosen = _chosen(arrivals, 5.0)
+        assert 299 <= len(chosen) <= 301, (fps, len(chosen))
+        gaps = np.diff(chosen)
+        assert gaps.min() >= 0.1 - 1e-9 and gaps.max() <= 0.2 + 1.0 / fps + 1e-9, fps
 
 
 def test_a_profile_states_its_stream_and_a_wrong_size_is_reported() -> None:
