@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from registry.accounts import devices, users
 from registry.accounts.stores import add_store
@@ -118,3 +119,56 @@ def test_store_managers_and_auditors_get_no_audit_link(chain: Chain) -> None:
         assert "/audit" not in _nav(_home(person))
         assert person.get("/audit").status_code == 403
     assert "/audit" in _nav(_home(chain.as_("auditor")))
+
+
+OPTION = re.compile(r'<option value="([^"]*)"( selected)?>([^<]*)</option>')
+STORE_OF_ALERT = re.compile(r'class="alert-store" data-store-id="([^"]+)">([^<]*)</dd>')
+
+
+def _picker(page: str) -> list[tuple[str, bool, str]]:
+    """(value, selected, label) of the store picker's options; [] when there is none."""
+    if 'id="store-picker"' not in page:
+        return []
+    form = page[page.index('id="store-picker"'):]
+    form = form[:form.index("</form>")]
+    assert 'method="get" action="/alerts"' in page  # a plain form: no script needed
+    return [(value, bool(selected), label) for value, selected, label in OPTION.findall(form)]
+
+
+def test_the_chain_office_picks_a_store_on_the_alerts_page(chain: Chain) -> None:
+    """Issue 15, item 1: the chain office chooses the store from a list, 'all stores' first;
+    every alert names its store (escaped); the choice filters as `?store=` does."""
+    office = chain.as_("mgr1")
+    every = office.get("/alerts?lang=en")
+    assert every.status_code == 200, every.text
+    stores = [(s.store_id, False, str(escape(s.name))) for s in chain.reg.ctx.repo.stores()]
+    assert (GINZA, False, "銀座店") in stores and (UMEDA, False, "梅田&lt;店&gt;") in stores
+    assert _picker(every.text) == [("", True, "All stores"), *stores]  # the default store too
+    assert sorted(STORE_OF_ALERT.findall(every.text)) == [(GINZA, "銀座店"),
+                                                          (UMEDA, "梅田&lt;店&gt;")]
+    assert chain.alerts[GINZA] in every.text and chain.alerts[UMEDA] in every.text
+    assert "全店舗" in _picker(office.get("/alerts?lang=ja").text)[0][2]
+
+    umeda = office.get(f"/alerts?store={UMEDA}")
+    assert umeda.status_code == 200, umeda.text
+    assert [v for v, selected, _ in _picker(umeda.text) if selected] == [UMEDA]
+    assert STORE_OF_ALERT.findall(umeda.text) == [(UMEDA, "梅田&lt;店&gt;")]
+    assert chain.alerts[UMEDA] in umeda.text and chain.alerts[GINZA] not in umeda.text
+
+    everything = office.get("/alerts?store=")  # the picker's "all stores"
+    assert everything.status_code == 200, everything.text
+    assert [v for v, selected, _ in _picker(everything.text) if selected] == [""]
+    assert len(STORE_OF_ALERT.findall(everything.text)) == 2
+    assert office.get("/alerts?store=kobe").status_code == 404
+    assert office.get("/alerts?store=bad%20id").status_code == 422
+
+
+def test_a_stores_people_get_no_store_picker(chain: Chain) -> None:
+    """A store's staff always see their own store: nothing to pick, another store is 404."""
+    person = chain.as_(_store_user(Role.STAFF))
+    page = person.get("/alerts")
+    assert page.status_code == 200, page.text
+    assert _picker(page.text) == [] and "<select" not in page.text.split("alert-list")[0]
+    assert STORE_OF_ALERT.findall(page.text) == [(GINZA, "銀座店")]
+    assert person.get(f"/alerts?store={UMEDA}").status_code == 404
+    assert person.get("/alerts?store=").status_code == 200  # "all" means their own

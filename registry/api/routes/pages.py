@@ -151,7 +151,8 @@ OpensAudit = Annotated[User, Depends(nav_page("/audit").guard)]  # the chain off
 OpensIncidents = Annotated[User, Depends(nav_page("/incidents").guard)]
 OpensRequests = Annotated[User, Depends(nav_page("/requests").guard)]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
-StoreFilter = Annotated[str | None, Query(pattern=STORE_ID_PATTERN)]
+# One store's alerts (the chain office's picker); empty: its "all stores" choice.
+StoreFilter = Annotated[str | None, Query(pattern=rf"^$|{STORE_ID_PATTERN}")]
 RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ImageName = Annotated[str, Path(pattern=r"^evidence-[0-9]{1,3}\.png$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -286,7 +287,7 @@ def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
                 user: OpensAlerts, now: NowDep, store: StoreFilter = None) -> HTMLResponse:
     """The store's alerts and its boxes' warnings; the chain office's: every store's, or
     `?store=`'s (issue 15, item 1)."""
-    in_view = store_in_view(ctx.repo, user, store)
+    in_view = store_in_view(ctx.repo, user, store or None)
     return _page(request, current, "alerts.html", "/alerts",
                  **alerts_data(ctx, user, translator(request),
                                boxes=boxes_needing_attention(ctx.repo, now, in_view),
