@@ -171,12 +171,15 @@ CurrentUser = Annotated[User, Depends(current_user)]
 _ROLES_MARK = "__mamoru_roles__"
 
 
-def require_roles(*roles: Role) -> Callable[[User], User]:
+def require_roles(*roles: Role,
+                  check: Callable[[User], None] | None = None) -> Callable[[User], User]:
     """A guard: the logged-in user, if their role is one of `roles` (else 403).
 
     Use as ``Depends(require_roles(Role.STAFF, Role.MANAGER))`` on a route or
     router; ``require_roles(*Role)`` lets anyone logged in through. Training
-    (G-SEC-1) is checked by the services that need it.
+    (G-SEC-1) is checked by the services that need it. `check`: a further rule
+    of the service behind the route (e.g. `require_overseer`: the chain office
+    only), raising `PermissionDeniedError` (403) for a person it refuses.
     """
     if not roles:
         raise ValueError("require_roles needs at least one role")
@@ -184,6 +187,8 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
 
     def role_guard(user: CurrentUser) -> User:
         require_role(user, *roles)
+        if check is not None:
+            check(user)
         return user
 
     role_guard.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed))

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Final
 from urllib.parse import urlencode
@@ -33,26 +34,67 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
-from kernel.errors import AuthenticationError, RegistryError
+from kernel.errors import AuthenticationError, PermissionDeniedError, RegistryError
+from registry.api.deps import require_roles
 from registry.api.errors import status_of
 from registry.domain import Role, User
 from registry.i18n import LANG_COOKIE, Lang, Translator, pick_lang
+from registry.oversight.report import OVERSIGHT_ROLES, require_overseer
 
 logger = logging.getLogger("mamoru.registry.pages")
 
 TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
 STATIC: Final = Path(__file__).resolve().parent / "static"
 
-# What each role's navigation shows: (i18n key, href). Routes enforce the same roles.
-NAV: Final[tuple[tuple[str, str, frozenset[Role]], ...]] = (
-    ("nav_alerts", "/alerts", frozenset({Role.STAFF, Role.MANAGER})),
-    ("nav_propose", "/propose", frozenset({Role.STAFF, Role.MANAGER})),
-    ("nav_approvals", "/approvals", frozenset({Role.STAFF, Role.MANAGER})),
-    ("nav_watchlist", "/watchlist", frozenset({Role.STAFF, Role.MANAGER, Role.ADMIN})),
-    ("nav_audit", "/audit", frozenset({Role.AUDITOR, Role.ADMIN, Role.MANAGER})),
-    ("nav_requests", "/requests", frozenset({Role.MANAGER})),  # G-DSR-1..4, G-REV-1
-    ("nav_incidents", "/incidents", frozenset({Role.MANAGER, Role.ADMIN})),  # G-BRE-1..4
+
+
+@dataclass(frozen=True)
+class NavPage:
+    """A page of the navigation and who may open it.
+
+    The one rule for both: the page's GET route is guarded by `guard()` and the
+    navigation shows the page to those `opens_for` lets through, so a person is
+    never offered a link that answers 403 (issue 15: a store's manager is not
+    offered the chain's audit trail).
+    """
+
+    key: str  # the i18n key of its label
+    href: str
+    roles: tuple[Role, ...]
+    check: Callable[[User], None] | None = None  # the service's further rule (its scope)
+
+    @cached_property
+    def guard(self) -> Callable[[User], User]:
+        """The route guard of the page (403 for whom the nav does not offer it)."""
+        return require_roles(*self.roles, check=self.check)
+
+    def opens_for(self, user: User) -> bool:
+        try:
+            self.guard(user)
+        except PermissionDeniedError:
+            return False
+        return True
+
+
+# What the navigation offers, in its order; each page's GET route uses `nav_page(href).guard`.
+NAV: Final[tuple[NavPage, ...]] = (
+    NavPage("nav_alerts", "/alerts", (Role.STAFF, Role.MANAGER)),
+    NavPage("nav_propose", "/propose", (Role.STAFF, Role.MANAGER)),
+    NavPage("nav_approvals", "/approvals", (Role.STAFF, Role.MANAGER)),
+    NavPage("nav_watchlist", "/watchlist", (Role.STAFF, Role.MANAGER, Role.ADMIN)),
+    NavPage("nav_audit", "/audit", OVERSIGHT_ROLES, require_overseer),  # the chain office's
+    NavPage("nav_requests", "/requests", (Role.MANAGER,)),  # G-DSR-1..4, G-REV-1
+    NavPage("nav_incidents", "/incidents", (Role.MANAGER, Role.ADMIN)),  # G-BRE-1..4
 )
+
+
+def nav_page(href: str) -> NavPage:
+    """The navigation's page at `href` (a route names its own page; a typo fails at import)."""
+    for page in NAV:
+        if page.href == href:
+            return page
+    raise LookupError(href)
+
 
 # Notices a POST may hand to the page it redirects to (`?done=<key>`): keys, never free text.
 NOTICES: Final = frozenset({
@@ -85,18 +127,16 @@ def lang_of(request: Request) -> Lang:
     return pick_lang(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
 
 
-def home_of(user: User) -> str:
-    """Where a role starts: the first page its navigation offers."""
-    for _, href, roles in NAV:
-        if user.role in roles:
-            return href
-    return "/login"
+def home_of(user: User) -> str | None:
+    """Where a person starts: the first page their navigation offers (None: no page)."""
+    return next((page.href for page in NAV if page.opens_for(user)), None)
 
 
 def nav_for(user: User | None) -> list[tuple[str, str]]:
+    """(i18n key, href) of the pages `user` may open: their role's, within their scope."""
     if user is None:
         return []
-    return [(key, href) for key, href, roles in NAV if user.role in roles]
+    return [(page.key, page.href) for page in NAV if page.opens_for(user)]
 
 
 def _lang_url(request: Request, lang: Lang) -> str:
@@ -168,7 +208,7 @@ PageRenderer = Callable[[Request, str, str, int], HTMLResponse | None]
 def page_of(path: str) -> str:
     """The page (nav href) a request path belongs to: '/alerts/x/confirm' -> '/alerts'."""
     first = "/" + path.strip("/").split("/", 1)[0]
-    known = {href for _, href, _ in NAV}
+    known = {page.href for page in NAV}
     return first if first in known else "/"
 
 

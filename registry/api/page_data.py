@@ -157,11 +157,15 @@ def alerts_data(ctx: RegistryContext, user: User, t: Translator, *,
     """`boxes`: (status, why) of the boxes staff must know about: a blind box raises no alert.
 
     The user's store's alerts and figure; the chain office's: `store`'s, or every store's.
+    `stores`: what the chain office's store picker offers (none to a store's people, nor
+    where there is only one store); `store`: the one shown (None: every store).
     """
-    names = {s.store_id: s.name for s in ctx.repo.stores()}
+    stores = ctx.repo.stores()
+    names = {s.store_id: s.name for s in stores}
     return {"alerts": [alert_card(v, user, t, names)
                        for v in alert_views(ctx, actor=user, store=store)],
-            "precision": precision(ctx, actor=user, store=store).store, "boxes": list(boxes)}
+            "precision": precision(ctx, actor=user, store=store).store, "boxes": list(boxes),
+            "stores": stores if user.chain_wide and len(stores) > 1 else [], "store": store}
 
 
 def approvals_data(ctx: RegistryContext, user: User, t: Translator) -> dict[str, Any]:
@@ -267,7 +271,8 @@ def build_page(page: str, request: Request, ctx: RegistryContext, user: User,
     """The template and data of one page (by its nav href) for `user`."""
     t = translator(request)
     if page == "/alerts":
-        return "alerts.html", alerts_data(ctx, user, t, store=request.query_params.get("store"))
+        return "alerts.html", alerts_data(ctx, user, t,
+                                          store=request.query_params.get("store") or None)
     if page == "/approvals":
         return "approvals.html", approvals_data(ctx, user, t)
     if page == "/watchlist":

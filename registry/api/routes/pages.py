@@ -80,6 +80,7 @@ from registry.api.html import (
     PageRoute,
     home_of,
     login_page,
+    nav_page,
     render,
     safe_next,
     static_file,
@@ -117,7 +118,6 @@ from registry.domain import (
     User,
 )
 from registry.i18n import STORE_TZ
-from registry.oversight.report import OVERSIGHT_ROLES
 from registry.requests import desk
 from registry.text import CONFIRMATION_REF, DAMAGE, DESCRIPTION, DISPLAY_NAME, FEATURES, REASON
 from registry.watchlist.approval import (
@@ -140,11 +140,19 @@ Anyone = Annotated[User, Depends(require_roles(*Role))]
 StaffOrManager = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER))]
 Manager = Annotated[User, Depends(require_roles(Role.MANAGER))]
 Reader = Annotated[User, Depends(require_roles(Role.STAFF, Role.MANAGER, Role.ADMIN))]
-Overseer = Annotated[User, Depends(require_roles(*OVERSIGHT_ROLES))]
 Responder = Annotated[User, Depends(require_roles(Role.MANAGER, Role.ADMIN))]  # G-BRE-1..4
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
+# The tablet's pages: opened by whom the navigation offers them to (`html.NAV`).
+OpensAlerts = Annotated[User, Depends(nav_page("/alerts").guard)]
+OpensPropose = Annotated[User, Depends(nav_page("/propose").guard)]
+OpensApprovals = Annotated[User, Depends(nav_page("/approvals").guard)]
+OpensWatchlist = Annotated[User, Depends(nav_page("/watchlist").guard)]
+OpensAudit = Annotated[User, Depends(nav_page("/audit").guard)]  # the chain office's
+OpensIncidents = Annotated[User, Depends(nav_page("/incidents").guard)]
+OpensRequests = Annotated[User, Depends(nav_page("/requests").guard)]
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
-StoreFilter = Annotated[str | None, Query(pattern=STORE_ID_PATTERN)]
+# One store's alerts (the chain office's picker); empty: its "all stores" choice.
+StoreFilter = Annotated[str | None, Query(pattern=rf"^$|{STORE_ID_PATTERN}")]
 RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ImageName = Annotated[str, Path(pattern=r"^evidence-[0-9]{1,3}\.png$")]
 EntryId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -246,7 +254,7 @@ async def login(request: Request, gate: GateDep, web: WebDep, now: NowDep,
         return login_page(request, status_code=401, error=str(exc), username=username,
                           next_path=next_path)
     target = safe_next(next_path)
-    response = RedirectResponse(home_of(issued.user) if target == "/" else target,
+    response = RedirectResponse((home_of(issued.user) or "/") if target == "/" else target,
                                 status_code=303)
     set_session_cookie(response, issued.token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login", secure=True, httponly=True,
@@ -263,18 +271,23 @@ def logout(current: CurrentSession, ctx: ContextDep, now: NowDep, user: Anyone) 
 
 
 @router.get("/")
-def home(user: Anyone) -> RedirectResponse:
-    return RedirectResponse(home_of(user), status_code=303)
+def home(request: Request, current: CurrentSession, user: Anyone) -> Response:
+    """The person's first page; a role with none here (a store's auditor) is told so."""
+    first = home_of(user)
+    if first is None:
+        return _page(request, current, "error.html", "/", status_code=403,
+                     error=translator(request)("no_pages"))
+    return RedirectResponse(first, status_code=303)
 
 
 # --- alerts -------------------------------------------------------------------------------
 
 @router.get("/alerts")
 def alerts_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                user: StaffOrManager, now: NowDep, store: StoreFilter = None) -> HTMLResponse:
+                user: OpensAlerts, now: NowDep, store: StoreFilter = None) -> HTMLResponse:
     """The store's alerts and its boxes' warnings; the chain office's: every store's, or
     `?store=`'s (issue 15, item 1)."""
-    in_view = store_in_view(ctx.repo, user, store)
+    in_view = store_in_view(ctx.repo, user, store or None)
     return _page(request, current, "alerts.html", "/alerts",
                  **alerts_data(ctx, user, translator(request),
                                boxes=boxes_needing_attention(ctx.repo, now, in_view),
@@ -382,7 +395,7 @@ ProposalFormDep = Annotated[ProposalForm, Depends(proposal_form)]
 
 
 @router.get("/propose")
-def propose_page(request: Request, current: CurrentSession, user: StaffOrManager) -> HTMLResponse:
+def propose_page(request: Request, current: CurrentSession, user: OpensPropose) -> HTMLResponse:
     return _page(request, current, "propose.html", "/propose",
                  **propose_data(None, user, translator(request), criteria=_criteria(request)))
 
@@ -452,7 +465,7 @@ def propose_submit(request: Request, ctx: ContextDep, engine: EngineDep, current
 
 @router.get("/approvals")
 def approvals_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                   user: StaffOrManager) -> HTMLResponse:
+                   user: OpensApprovals) -> HTMLResponse:
     return _page(request, current, "approvals.html", "/approvals",
                  **approvals_data(ctx, user, translator(request)))
 
@@ -475,7 +488,7 @@ def approval_reject(entry_id: EntryId, ctx: ContextDep, user: Manager, now: NowD
 
 @router.get("/watchlist")
 def watchlist_page(request: Request, ctx: ContextDep, current: CurrentSession,
-                   user: Reader) -> HTMLResponse:
+                   user: OpensWatchlist) -> HTMLResponse:
     show_all = request.query_params.get("state") == "all"
     return _page(request, current, "watchlist.html", "/watchlist",
                  **watchlist_data(ctx, user, translator(request), show_all=show_all))
@@ -524,7 +537,7 @@ def watchlist_reoffence(entry_id: EntryId, ctx: ContextDep, user: Manager, now: 
 # --- audit ----------------------------------------------------------------------------------
 
 @router.get("/audit")
-def audit_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Overseer,
+def audit_page(request: Request, ctx: ContextDep, current: CurrentSession, user: OpensAudit,
                now: NowDep) -> HTMLResponse:
     """Counts and the chain's state; no image, no name of a registered person."""
     return _page(request, current, "audit.html", "/audit", **audit_data(ctx, user, now))
@@ -537,7 +550,7 @@ def _at(incident_id: str) -> str:
 
 
 @router.get("/incidents")
-def incidents_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Responder,
+def incidents_page(request: Request, ctx: ContextDep, current: CurrentSession, user: OpensIncidents,
                    now: NowDep) -> HTMLResponse:
     """Incidents with their state and the 速報/確報 deadlines (warned within a day or past)."""
     return _page(request, current, "incidents.html", "/incidents",
@@ -628,7 +641,7 @@ def incident_report_submitted(incident_id: BreachId, draft: Draft, ctx: ContextD
 # --- the request desk and periodic review (G-DSR-1..4, G-REV-1) ---------------------------
 
 @router.get("/requests")
-def requests_page(request: Request, ctx: ContextDep, current: CurrentSession, user: Manager,
+def requests_page(request: Request, ctx: ContextDep, current: CurrentSession, user: OpensRequests,
                   now: NowDep) -> HTMLResponse:
     """Requests and complaints (overdue first, no contact details) and reviews past due."""
     return _page(request, current, "requests.html", "/requests",
