@@ -110,14 +110,21 @@ _bearer = HTTPBearer(auto_error=False, description="the device token from `mamor
 _REFUSED = "unknown, disabled or missing device token"
 
 
-def current_device(
-    ctx: ContextDep,
+async def current_device(
+    gate: GateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Device:
-    """The active edge box whose `Authorization: Bearer <token>` this request carries."""
+    """The active edge box whose `Authorization: Bearer <token>` this request carries.
+
+    Looked up on the read-only connection (`RegistryGate.reading`), so a box's
+    request is authenticated while another request holds the registry: the
+    lookup sees every committed disable (no cache), so a disabled box is refused
+    by the first request it starts after the disable commits.
+    """
     if credentials is None:
         raise AuthenticationError(_REFUSED)
-    return authenticate_device(ctx, credentials.credentials)
+    token = credentials.credentials
+    return await gate.read(lambda ctx: authenticate_device(ctx, token))
 
 
 CurrentDevice = Annotated[Device, Depends(current_device)]
