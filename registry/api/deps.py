@@ -67,7 +67,16 @@ async def get_context(request: Request) -> AsyncIterator[RegistryContext]:
         yield ctx
 
 
-GateDep = Annotated[RegistryGate, Depends(get_gate)]
+# The small dependencies are `async def` though they never wait: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency per request (2,000 boxes'
+# polls: ~270 requests a second; tests/registry/test_api_edge_reads.py).
+
+
+async def gate_dependency(request: Request) -> RegistryGate:
+    return get_gate(request)
+
+
+GateDep = Annotated[RegistryGate, Depends(gate_dependency)]
 # scope="function": the lock is released when the route returns, before the response is sent.
 ContextDep = Annotated[RegistryContext, Depends(get_context, scope="function")]
 
@@ -87,10 +96,14 @@ def get_host(request: Request) -> ApiHost:
     return host
 
 
-HostDep = Annotated[ApiHost, Depends(get_host)]
+async def host_dependency(request: Request) -> ApiHost:
+    return get_host(request)
 
 
-def get_now(host: HostDep) -> datetime:
+HostDep = Annotated[ApiHost, Depends(host_dependency)]
+
+
+async def get_now(host: HostDep) -> datetime:
     """The app's clock (UTC); tests give the app a clock they can move."""
     return host.clock()
 
@@ -98,7 +111,7 @@ def get_now(host: HostDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_web_settings(host: HostDep) -> WebSettings:
+async def get_web_settings(host: HostDep) -> WebSettings:
     return host.web
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import cv2
 import numpy as np
 import pytest
@@ -214,3 +215,18 @@ def test_an_alert_s_snapshot_is_decoded_before_the_registry_is_taken(
     assert sent.result(30).status_code == 201
     assert decoded_while_held
     assert [a.alert_id for a in queue.list_alerts(api.reg.ctx)] == ["a" * 32]
+
+
+def test_a_poll_takes_at_most_two_pooled_threads(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token check and the header read; the app's small dependencies (gate, host, clock)
+    run in the event loop: a thread hop each was paid by every box request."""
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    assert api.client.get(VERSION, headers=api.auth()).status_code == 200
+    assert len(hops) <= 2, hops

@@ -68,13 +68,15 @@ def post_status(report: BoxStatusIn, ctx: ContextDep, device: CurrentDevice,
 
 
 @router.get("/index/version", response_model=IndexVersionOut, responses=_ERRORS)
-def index_version(gate: GateDep) -> IndexVersionOut:
+async def index_version(gate: GateDep) -> IndexVersionOut:
     """The published version: poll this, download only when it changed.
 
     Read from the published file's header: no database, no registry turn, so a
-    poll is answered while alerts are being written (registry.api.gate).
+    poll is answered while alerts are being written (registry.api.gate). An
+    `async` route with the one file read in a thread: a sync route costs a
+    pooled thread for the route and another for its answer's serialisation.
     """
-    header = read_index_header(gate.paths.index)
+    header = await anyio.to_thread.run_sync(read_index_header, gate.paths.index)
     if header is None:
         raise HTTPException(503, _NO_INDEX)
     return IndexVersionOut(version=header.version, pack=header.pack)
