@@ -26,7 +26,10 @@ post one alert within the same second. Only requests started inside the
 measured window (after ``--warmup-s``, for ``--seconds``) count; latency is
 measured by the client from send to the end of the response, so it includes
 the client's own scheduling delay (the event loop's lag is reported beside it:
-on a small machine client and server share the cores).
+on a small machine client and server share the cores). A request with no
+answer within ``REQUEST_TIMEOUT_S`` in total (connect included) counts as a
+``ReadTimeout`` error; with httpx before, that limit was per read, so a slow
+answer showed as a latency of 50-85 s instead.
 
 Server CPU and RSS are read from /proc for the whole process tree of the
 server, plus the PostgreSQL cluster's processes on that back-end (psutil is
