@@ -62,9 +62,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
+from benchmarks.box_http import BoxClient, HttpError, Reply
 from benchmarks.chain_backends import Backend, registry_backend
 from benchmarks.chain_load import (
     BOXES_PER_STORE,
@@ -227,30 +227,29 @@ class Fleet:
         self.copies += 1
         return fresh
 
-    async def get(self, client: httpx.AsyncClient, kind: str, path: str,
-                  params: dict[str, int] | None = None) -> httpx.Response | None:
+    async def get(self, client: BoxClient, kind: str, path: str) -> Reply | None:
         started = time.perf_counter()
         try:
-            response = await client.get(path, params=params)
-        except httpx.HTTPError as exc:
-            self.outcomes[f"{kind}: {type(exc).__name__}"] += 1
+            response = await client.get(path)
+        except HttpError as exc:
+            self.outcomes[f"{kind}: {exc.kind}"] += 1
             return None
         self.latency_s.setdefault(kind, []).append(time.perf_counter() - started)
-        if response.status_code != 200:
-            self.outcomes[f"{kind}: HTTP {response.status_code}"] += 1
+        if response.status != 200:
+            self.outcomes[f"{kind}: HTTP {response.status}"] += 1
             return None
         self.outcomes[f"{kind}: ok"] += 1
         return response
 
 
-async def first_download(fleet: Fleet, box: int, client: httpx.AsyncClient) -> WatchlistIndex:
+async def first_download(fleet: Fleet, box: int, client: BoxClient) -> WatchlistIndex:
     """The whole index, retried until it comes (a box cannot match without it)."""
     chain = fleet.chain
     started = fleet.now()
     while True:
         response = await fleet.get(client, "whole (start)", INDEX_PATH)
         if response is not None:
-            blob = response.content
+            blob = response.body
             index = WatchlistIndex.from_sealed(blob, key=chain.index_key, name=f"box {box}",
                                                expected_pack=chain.pack)
             fleet.initial_s[box] = fleet.now() - started
@@ -259,29 +258,31 @@ async def first_download(fleet: Fleet, box: int, client: httpx.AsyncClient) -> W
         await asyncio.sleep(RETRY_S)
 
 
-async def catch_up(fleet: Fleet, box: int, client: httpx.AsyncClient,
+async def catch_up(fleet: Fleet, box: int, client: BoxClient,
                    held: WatchlistIndex) -> WatchlistIndex:
     """One poll; on a newer version, the phase's way to it (delta or whole index)."""
     response = await fleet.get(client, "version", VERSION_PATH)
     phase = fleet.phase
-    if response is None or phase is None or int(response.json()["version"]) <= held.version:
+    if response is None or phase is None:
+        return held
+    if int(json.loads(response.body)["version"]) <= held.version:
         return held
     chain = fleet.chain
     if phase.mode == "delta":
-        response = await fleet.get(client, "delta", DELTA_PATH, {"since": held.version})
+        response = await fleet.get(client, "delta", f"{DELTA_PATH}?since={held.version}")
         if response is None:
             return held
         work = time.perf_counter()
-        fresh = held.apply(open_delta(response.content, key=chain.index_key, name=f"box {box}"))
+        fresh = held.apply(open_delta(response.body, key=chain.index_key, name=f"box {box}"))
     else:
         response = await fleet.get(client, "whole", INDEX_PATH)
         if response is None:
             return held
         work = time.perf_counter()
-        fresh = WatchlistIndex.from_sealed(response.content, key=chain.index_key,
+        fresh = WatchlistIndex.from_sealed(response.body, key=chain.index_key,
                                            name=f"box {box}", expected_pack=chain.pack)
     done = time.perf_counter()
-    phase.bytes[box] = phase.bytes.get(box, 0) + len(response.content)
+    phase.bytes[box] = phase.bytes.get(box, 0) + len(response.body)
     if phase.entry_id not in fresh.entry_ids() and box not in phase.done_s:
         phase.done_s[box] = fleet.now() - phase.started_s
         phase.work_s.append(done - work)
@@ -289,7 +290,7 @@ async def catch_up(fleet: Fleet, box: int, client: httpx.AsyncClient,
     return fleet.share(fresh)
 
 
-async def run_box(fleet: Fleet, box: int, client: httpx.AsyncClient, rng: random.Random) -> None:
+async def run_box(fleet: Fleet, box: int, client: BoxClient, rng: random.Random) -> None:
     held = await first_download(fleet, box, client)
     if len(fleet.initial_s) == fleet.boxes:
         fleet.ready.set()
@@ -337,10 +338,9 @@ async def simulate(chain: Chain, server: Server, args: argparse.Namespace) -> tu
     boxes = len(chain.tokens)
     fleet = Fleet(chain, boxes, args.poll_s, args.jitter_s)
     rng = random.Random(args.seed)
-    clients = [box_client(server, token, i // BOXES_PER_STORE, args.connections_per_box)
+    clients = [box_client(server, token, i // BOXES_PER_STORE, args.connections_per_box,
+                          timeout_s=REQUEST_TIMEOUT_S)
                for i, token in enumerate(chain.tokens)]
-    for client in clients:
-        client.timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     tasks = [asyncio.create_task(run_box(fleet, i, c, random.Random(rng.random())))
              for i, c in enumerate(clients)]
     with ThreadPoolExecutor(1, thread_name_prefix="centre") as centre:

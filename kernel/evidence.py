@@ -21,7 +21,7 @@ import os
 import re
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -75,19 +75,38 @@ def validate_image_id(image_id: str) -> str:
     return image_id
 
 
+@dataclass(frozen=True)
+class EncodedPng:
+    """An image already encoded as evidence is (`EncodedPng.of`: lossless PNG of its pixels).
+
+    `put` stores it without encoding again, so the encoding (milliseconds of
+    CPU for a camera frame) can run before the registry's writer turn is taken
+    (an alert's snapshot, registry.alerts.queue.ReceivedSnapshot).
+    """
+
+    data: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, image: npt.NDArray[np.uint8]) -> EncodedPng:
+        return cls(encode_png(image))
+
+
 class EvidenceImages(ABC):
     """Where the registry keeps its sealed evidence images: this folder store, or a chain's
     database (`registry.storage.postgres.evidence`). Same sealing, same ids, same errors;
     a back-end says only how sealed bytes are kept (`_put_new`, `get_bytes`, ...)."""
 
-    def put(self, image: npt.NDArray[np.uint8], *, image_id: str | None = None) -> StoredImage:
+    def put(self, image: npt.NDArray[np.uint8] | EncodedPng, *,
+            image_id: str | None = None) -> StoredImage:
         """Encrypt and store one image as lossless PNG; refuses to overwrite an existing id.
 
         Evidence is write-once: replacing it under the same id would break the
         hash the audit trail recorded. Erase and store under a new id instead.
+        An `EncodedPng` is stored as it was encoded.
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        return self._put_new(image_id, encode_png(image))
+        png = image.data if isinstance(image, EncodedPng) else encode_png(image)
+        return self._put_new(image_id, png)
 
     def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
         """Encrypt and store PNG bytes as they are (e.g. received from a joint-use member).

@@ -173,6 +173,10 @@ class RegistryContext:
         """The key the edge box needs to read the published index, and nothing else."""
         return self._key.derive("index")
 
+    def forbid_writes(self) -> None:
+        """Make this opening read-only for good: the database refuses any write on it."""
+        self._storage.forbid_writes()
+
     def close(self) -> None:
         self._storage.close()
 

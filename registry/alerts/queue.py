@@ -32,6 +32,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.errors import ConflictError, NotFoundError, RegistryError, RuleViolationError
+from kernel.evidence import EncodedPng
 from registry.accounts.stores import sees_store, store_in_view
 from registry.accounts.users import require_role
 from registry.audit.trail import Action
@@ -118,9 +119,41 @@ def decode_snapshot(snapshot_b64: str) -> npt.NDArray[np.uint8]:
     return cast(npt.NDArray[np.uint8], image)
 
 
+@dataclass(frozen=True)
+class ReceivedSnapshot:
+    """An alert's snapshot decoded, checked and encoded as evidence, or why it cannot be.
+
+    Made before the registry is taken (the API does it in a worker thread,
+    registry/api/routes/edge.py): the image work is most of an alert's cost
+    (~15 ms for a 640x360 frame) and needs no connection, so a burst of alerts
+    does not hold the registry's turn for it. A snapshot that does not decode
+    keeps its error, raised where `receive_alert` checks it (after the
+    re-delivery and entry checks), so the answers stay as they were.
+    """
+
+    png: EncodedPng | None
+    error: RegistryError | None
+
+    @classmethod
+    def of(cls, snapshot_b64: str) -> ReceivedSnapshot:
+        try:
+            return cls(EncodedPng.of(decode_snapshot(snapshot_b64)), None)
+        except RegistryError as exc:  # SnapshotError, or an image evidence cannot hold
+            return cls(None, exc)
+
+    def encoded(self) -> EncodedPng:
+        if self.png is None:
+            raise self.error or SnapshotError("the snapshot was not received")
+        return self.png
+
+
 def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
-                  now: datetime) -> tuple[str, bool]:
-    """Store one alert; `(alert_id, True)` if new, `(alert_id, False)` for a re-delivery."""
+                  now: datetime, snapshot: ReceivedSnapshot | None = None) -> tuple[str, bool]:
+    """Store one alert; `(alert_id, True)` if new, `(alert_id, False)` for a re-delivery.
+
+    `snapshot`: `payload`'s snapshot already prepared (`ReceivedSnapshot.of`);
+    by default it is prepared here.
+    """
     with ctx.writing():
         existing = ctx.repo.alert(payload.alert_id)
         if existing is not None:
@@ -135,7 +168,9 @@ def receive_alert(ctx: RegistryContext, *, device: Device, payload: AlertIn,
                 f"entry {payload.entry_id} is not an active watchlist entry (erased, expired "
                 "or never approved): drop the alert and its snapshot, and refresh the index"
             )
-        stored = ctx.evidence.put(decode_snapshot(payload.snapshot_png_b64))
+        if snapshot is None:
+            snapshot = ReceivedSnapshot.of(payload.snapshot_png_b64)
+        stored = ctx.evidence.put(snapshot.encoded())
         alert = Alert(
             alert_id=payload.alert_id, device=device.name, camera=payload.camera,
             detected_at=payload.detected_at, received_at=now, score=payload.score,

@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from registry.alerts.queue import MAX_SNAPSHOT_B64_CHARS
+from registry.api.deltas import DeltaCache
 from registry.api.deps import enforce_guards
 from registry.api.errors import install_error_handlers
 from registry.api.gate import RegistryGate
@@ -70,8 +71,17 @@ def create_app(host: ApiHost) -> FastAPI:
         except BaseException:
             registry.close()
             raise
-        gate = RegistryGate(registry, face_engine)
+        try:
+            # The edge boxes' reads (token, index version, delta) on a second connection
+            # that never waits for a writer's turn (`gate.RegistryGate.reading`).
+            reader = host.open_registry()
+        except BaseException:
+            registry.close()
+            raise
+        reader.forbid_writes()
+        gate = RegistryGate(registry, face_engine, reader=reader)
         app.state.registry = gate
+        app.state.deltas = DeltaCache()
         try:
             yield
         finally:

@@ -67,7 +67,16 @@ async def get_context(request: Request) -> AsyncIterator[RegistryContext]:
         yield ctx
 
 
-GateDep = Annotated[RegistryGate, Depends(get_gate)]
+# The small dependencies are `async def` though they never wait: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency per request (2,000 boxes'
+# polls: ~270 requests a second; tests/registry/test_api_edge_reads.py).
+
+
+async def gate_dependency(request: Request) -> RegistryGate:
+    return get_gate(request)
+
+
+GateDep = Annotated[RegistryGate, Depends(gate_dependency)]
 # scope="function": the lock is released when the route returns, before the response is sent.
 ContextDep = Annotated[RegistryContext, Depends(get_context, scope="function")]
 
@@ -87,10 +96,14 @@ def get_host(request: Request) -> ApiHost:
     return host
 
 
-HostDep = Annotated[ApiHost, Depends(get_host)]
+async def host_dependency(request: Request) -> ApiHost:
+    return get_host(request)
 
 
-def get_now(host: HostDep) -> datetime:
+HostDep = Annotated[ApiHost, Depends(host_dependency)]
+
+
+async def get_now(host: HostDep) -> datetime:
     """The app's clock (UTC); tests give the app a clock they can move."""
     return host.clock()
 
@@ -98,7 +111,7 @@ def get_now(host: HostDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_web_settings(host: HostDep) -> WebSettings:
+async def get_web_settings(host: HostDep) -> WebSettings:
     return host.web
 
 
@@ -110,14 +123,21 @@ _bearer = HTTPBearer(auto_error=False, description="the device token from `mamor
 _REFUSED = "unknown, disabled or missing device token"
 
 
-def current_device(
-    ctx: ContextDep,
+async def current_device(
+    gate: GateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Device:
-    """The active edge box whose `Authorization: Bearer <token>` this request carries."""
+    """The active edge box whose `Authorization: Bearer <token>` this request carries.
+
+    Looked up on the read-only connection (`RegistryGate.reading`), so a box's
+    request is authenticated while another request holds the registry: the
+    lookup sees every committed disable (no cache), so a disabled box is refused
+    by the first request it starts after the disable commits.
+    """
     if credentials is None:
         raise AuthenticationError(_REFUSED)
-    return authenticate_device(ctx, credentials.credentials)
+    token = credentials.credentials
+    return await gate.read(lambda ctx: authenticate_device(ctx, token))
 
 
 CurrentDevice = Annotated[Device, Depends(current_device)]

@@ -11,6 +11,15 @@ its route in, and the server stopped answering for good (found by the
 tests/registry/test_api_concurrency.py). Writers additionally take
 `ctx.writing()`, which serialises them with the CLI and the timers running
 in other processes.
+
+What an edge box does most (the index-version poll every 10 s, the delta
+after a change, the token check of every box request) only reads, and does
+not wait for that turn: it runs on a second connection, opened read-only
+(`RegistryContext.forbid_writes`), with a turn of its own (`reading`). Before,
+a burst of alerts held each worker's one turn and 2,000 boxes' polls queued
+behind it for tens of seconds (benchmarks/chain.py --only load). A token
+check on the reader sees every committed disable: a disabled box is refused
+by the first request that starts after the disable commits (no cache).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from models.engine import FaceEngine
-from registry.context import RegistryContext
+from registry.context import RegistryContext, RegistryPaths
 
 T = TypeVar("T")
 
@@ -33,9 +42,16 @@ T = TypeVar("T")
 class RegistryGate:
     """Hands out the registry (and the engine) to one request at a time."""
 
-    def __init__(self, ctx: RegistryContext, engine: FaceEngine | None = None) -> None:
+    def __init__(self, ctx: RegistryContext, engine: FaceEngine | None = None,
+                 reader: RegistryContext | None = None) -> None:
+        """`reader`: a second, read-only opening of the same registry for `reading`
+        (without one, readers take the registry's own turn)."""
+        if reader is ctx:
+            raise ValueError("the reader must be a second connection, not the registry itself")
         self._ctx = ctx
         self._engine = engine
+        self._reader = reader
+        self._read_turn = anyio.Semaphore(1)
         # The queue: waiting here costs no thread. A semaphore, not a lock: a turn taken
         # from a worker thread (`use_from_thread`) is given back by another event-loop task.
         self._turn = anyio.Semaphore(1)
@@ -62,6 +78,27 @@ class RegistryGate:
         async with self.holding() as ctx:
             return await anyio.to_thread.run_sync(work, ctx)
 
+    @property
+    def paths(self) -> RegistryPaths:
+        """Where the registry's files are (the published index): fixed, needs no turn."""
+        return self._ctx.paths
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[RegistryContext]:
+        """The read-only registry, exclusively, until the block ends; never waits for a
+        writer's turn (`holding`), only for other readers (one connection, one at a time)."""
+        if self._reader is None:
+            async with self.holding() as ctx:
+                yield ctx
+            return
+        async with self._read_turn:
+            yield self._reader
+
+    async def read(self, work: Callable[[RegistryContext], T]) -> T:
+        """`work(reader)` in a worker thread on the read-only connection; its result."""
+        async with self.reading() as ctx:
+            return await anyio.to_thread.run_sync(work, ctx)
+
     @contextmanager
     def use_from_thread(self) -> Iterator[RegistryContext]:
         """For sync code already in a worker thread (an error page drawn again): takes the
@@ -83,4 +120,8 @@ class RegistryGate:
 
     def close(self) -> None:
         with self._lock:
-            self._ctx.close()
+            try:
+                if self._reader is not None:
+                    self._reader.close()
+            finally:
+                self._ctx.close()

@@ -50,6 +50,11 @@ class OpenedStorage(Protocol):
         """Held by every writing use case: one writer at a time across processes and hosts."""
         ...
 
+    def forbid_writes(self) -> None:
+        """From now on this connection only reads: a write is refused by the database
+        (the API's second connection for the edge boxes' reads, `registry.api.gate`)."""
+        ...
+
     def close(self) -> None: ...
 
     def reconnect(self, while_closed: Callable[[], None]) -> None:
@@ -114,6 +119,9 @@ class SqlCipherStorage:
 
     def writer_lock(self) -> AbstractContextManager[None]:
         return self._locked()
+
+    def forbid_writes(self) -> None:
+        self._opened.connection.execute("PRAGMA query_only = ON")
 
     def close(self) -> None:
         self._opened.connection.close()

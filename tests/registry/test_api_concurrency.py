@@ -58,3 +58,36 @@ def test_a_crowd_of_boxes_polling_at_once_is_answered_and_the_api_stays_up(
         after = httpx.get(base + VERSION, headers={"Authorization": f"Bearer {tokens[0]}"},
                           timeout=10.0)
         assert after.status_code == 200
+
+
+@pytest.mark.server
+def test_the_load_benchmark_s_lean_box_client_speaks_to_the_real_server(
+        registry: Registry) -> None:
+    """benchmarks/box_http.py (the benchmark's 2,000 boxes in one process) against real uvicorn:
+    answers and their bodies, one kept-alive connection for many requests, a refusal."""
+    from benchmarks.box_http import BoxClient
+
+    registry.register(OBAMA)
+    token = devices.add_device(registry.ctx, admin=registry.user("admin"), name="box-1",
+                               now=T0)
+
+    async def box(port: int) -> tuple[list[int], int, int, bytes]:
+        good = BoxClient(host="127.0.0.1", port=port, tls=None, token=token,
+                         local_address="127.0.0.1", connections=1, timeout_s=20.0)
+        bad = BoxClient(host="127.0.0.1", port=port, tls=None, token="x" * 43,
+                        local_address=None, connections=1, timeout_s=20.0)
+        try:
+            replies = [await good.get(VERSION) for _ in range(5)]
+            whole = await good.get("/api/v1/edge/index")
+            refused = await bad.get(VERSION)
+            return ([r.status for r in replies], whole.status, refused.status,
+                    whole.body)
+        finally:
+            await good.aclose()
+            await bad.aclose()
+
+    with serve_in_threads(registry.settings, registry.engine) as base:
+        statuses, whole, refused, body = asyncio.run(box(int(base.rsplit(":", 1)[1])))
+    assert statuses == [200] * 5
+    assert whole == 200 and body == registry.ctx.paths.index.read_bytes()
+    assert refused == 401

@@ -239,6 +239,10 @@ class PostgresStorage:
     def writer_lock(self) -> AbstractContextManager[None]:
         return self._locked()
 
+    def forbid_writes(self) -> None:
+        # Every statement of this autocommit session runs in a read-only transaction.
+        self._conn.execute("SET default_transaction_read_only = on")
+
     def close(self) -> None:
         self._conn.close()
 
