@@ -104,14 +104,23 @@ demo: install system-deps
 	$(BIN)/mamoru models fetch
 	$(BIN)/mamoru demo
 
-test: system-deps models face-data
-	$(BIN)/python -m pytest
+# The whole suite (under 15 minutes on 2 cores), in two passes that must both pass: every test
+# but the `serial` ones on $(TEST_WORKERS) pytest-xdist workers, then the `serial` ones (a time,
+# rate or latency limit; pyproject.toml's markers) in one process with the cores to themselves.
+# Each worker is its own pytest session with its own session fixtures (a throw-away PostgreSQL
+# cluster in its own temporary folder on a free port, a registry template, a browser) and its
+# own basetemp; the models and face data in $(MAMORU_CACHE_DIR) are only read.
+TEST_WORKERS ?= 2
 
-# The inner loop, under 2 minutes on 2 cores: units and the API, without the slow tier (RTSP,
-# browser, real `mamoru serve` processes, crash loops, the fuzz gate; markers in pyproject.toml).
-# It fetches nothing: run `make test` (or `make models face-data`) once first.
+test: system-deps models face-data
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -m serial
+
+# The inner loop: units and the API on $(TEST_WORKERS) workers, without the slow tier (RTSP,
+# browser, real `mamoru serve` processes, crash loops, the fuzz gate, the serial tests; markers
+# in pyproject.toml). It fetches nothing: run `make test` (or `make models face-data`) once first.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 # Both read their settings (line length, strict, files) from pyproject.toml.
 check: install

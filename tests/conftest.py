@@ -36,8 +36,10 @@ PACKS = ("yunet-sface", "scrfd-mbf")
 # The tiers (pyproject.toml's markers): a test of one of these kinds is slow; a test that uses
 # one of these fixtures is of that kind whether or not it says so; and a test that starts one
 # of these processes outside the slow tier fails (`_spawned_kind`, `_tier_guard`), so a new slow
-# test cannot land in `make test-fast` unnoticed.
-SLOW_KINDS = ("rtsp", "browser", "server", "cli", "crash", "fuzz")
+# test cannot land in `make test-fast` unnoticed. `serial` (a time or rate limit, checked with
+# the cores to itself in `make test`'s second pass) is slow too: `make test-fast` runs on two
+# xdist workers and has no serial pass.
+SLOW_KINDS = ("rtsp", "browser", "server", "cli", "crash", "fuzz", "serial")
 KIND_OF_FIXTURE = {"rtsp_server_factory": "rtsp", "start_edge": "rtsp", "browser": "browser"}
 _SPAWNED: list[str] | None = None  # kinds of the processes the running test started
 

@@ -10,14 +10,18 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from mamoru.settings import MamoruSettings
 from tests import REPO
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.server, pytest.mark.rtsp]  # the whole demo, for real
+# The whole demo, for real; its first alert within 60 s of start-up is the README's promise
+# on a box whose cores it has to itself, so it runs in `make test`'s serial pass.
+pytestmark = [pytest.mark.server, pytest.mark.rtsp, pytest.mark.serial]
 
 
 def _open(port: int) -> bool:
@@ -39,8 +43,23 @@ def _wait_for_an_alert_on_the_tablet(port: int, output: str) -> None:
                    "the outbox to deliver the alert to the registry")
 
 
-def test_the_demo_alerts_within_a_minute_and_ctrl_c_stops_everything() -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def _own_cache(shared: Path, tmp_path: Path) -> Path:
+    """A cache folder of this test's own, for the demo's throw-away folder (`<cache>/demo`,
+    removed and remade on every run) that shares the read-only face data and carriers (the
+    models through MAMORU_MODELS_DIR): a demo in another pytest worker or checkout on the same
+    machine can never remove this one's registry or clip under it."""
+    own = tmp_path / "cache"
+    own.mkdir()
+    for name in ("face-data", "carriers"):
+        (own / name).symlink_to(shared / name, target_is_directory=True)
+    return own
+
+
+def test_the_demo_alerts_within_a_minute_and_ctrl_c_stops_everything(
+        settings: MamoruSettings, tmp_path: Path) -> None:
+    cache = _own_cache(settings.cache_dir, tmp_path)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAMORU_CACHE_DIR": str(cache),
+           "MAMORU_MODELS_DIR": str(settings.resolved_models_dir)}
     started = time.monotonic()
     demo = subprocess.Popen([sys.executable, "-m", "mamoru", "demo", "--port", "0"], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -67,5 +86,6 @@ def test_the_demo_alerts_within_a_minute_and_ctrl_c_stops_everything() -> None:
             demo.kill()
     assert demo.returncode == 0
     assert re.search(r"[1-9]\d* delivered to the registry", rest), rest
+    assert (cache / "demo" / "registry").is_dir()  # its own folder, not the shared cache's
     for port in (int(tablet.group(1)), int(camera.group(1))):
         assert not _open(port), f"port {port} still served after Ctrl-C"

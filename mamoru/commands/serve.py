@@ -42,6 +42,11 @@ MAX_WORKERS = 64
 WORKER_APP = "mamoru.commands.serve:worker_app"  # what each worker process imports
 
 KEEP_ALIVE_S = 75  # longer than any box's poll or report interval
+# uvicorn's supervisor pings each worker and kills one that has not answered within this many
+# seconds as hung. Its default, 5 s, killed healthy workers in start-up (imports, the face
+# engine) on a busy 2-core box, again and again ("Child process died" in the log) until the
+# load went: a worker that is really hung is still replaced, a minute later.
+WORKER_HEALTHCHECK_S = 60
 
 
 def is_loopback(host: str) -> bool:
@@ -128,7 +133,8 @@ def serve(
         uvicorn.run(create_app(api_host(settings, engine=engine)), **options)
         return
     typer.echo(f"{workers} worker processes, each with its own face engine")
-    _run_workers(uvicorn.Config(WORKER_APP, factory=True, workers=workers, **options))
+    _run_workers(uvicorn.Config(WORKER_APP, factory=True, workers=workers,
+                                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S, **options))
 
 
 def _run_workers(config: Any) -> None:  # uvicorn.Config

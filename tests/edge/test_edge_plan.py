@@ -15,6 +15,9 @@ from tests import REPO
 pytestmark = pytest.mark.cli
 
 
+# It times decoding on this box, profile after profile: a test on the other worker taking a
+# core during one profile's timing and not the other's skews the ratio it compares.
+@pytest.mark.serial
 def test_plan_times_each_profile_on_this_box_and_says_how_many_cameras(
     tmp_path: Path, face_data: Path
 ) -> None:

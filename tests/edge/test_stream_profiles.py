@@ -21,6 +21,7 @@ from mamoru.demo.scene import cast, compose_walk_past, default_engine
 from tests.edge.harness import RtspServerFactory, RunningEdge
 
 
+@pytest.mark.serial  # the decoded rate must exceed 15 fps: a core taken by another test drops it
 def test_a_25fps_stream_to_a_5fps_analysis_is_measured_and_warned_once(
     tmp_path: Path, face_data: Path, rtsp_server_factory: RtspServerFactory,
     start_edge: Callable[..., RunningEdge], caplog: pytest.LogCaptureFixture,

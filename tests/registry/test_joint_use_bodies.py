@@ -327,6 +327,7 @@ class _SlowDecryption:
 
 
 @pytest.mark.server  # uvicorn on loopback, and a 3 s decryption on purpose
+@pytest.mark.serial  # the longest poll must stay under 1 s: applying the bundle needs a core
 def test_edge_index_version_answers_while_a_bundle_is_decrypted(
         world: World, engines: dict[str, FaceEngine], monkeypatch: pytest.MonkeyPatch) -> None:
     """Decrypting and verifying take the time a ~100 MB bundle takes (3 s here); an edge box

@@ -132,6 +132,28 @@ def test_every_worker_speaks_https_with_our_tls_context(registry: Registry) -> N
                     _handshake(port, tls_dir / "cert.pem", ciphers="ECDHE-ECDSA-AES128-SHA")
 
 
+# A worker's start-up (imports, its face engine) on a busy box, before it can answer the
+# supervisor's ping: longer than uvicorn's default health-check timeout of 5 s.
+SLOW_START = """import sys, time
+if "--multiprocessing-fork" in sys.argv:  # a worker spawned by uvicorn's supervisor
+    time.sleep(8)
+"""
+
+
+@pytest.mark.server
+def test_workers_slow_to_start_are_not_killed_as_hung(registry: Registry, tmp_path: Path) -> None:
+    """Found by the suite on two xdist workers on a loaded 2-core machine: uvicorn killed each
+    worker still starting after 5 s as hung and started another ("Child process died"), so the
+    server never came up while the load lasted (mamoru/commands/serve.py, WORKER_HEALTHCHECK_S)."""
+    slow = tmp_path / "slow-start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_START, encoding="utf-8")
+    path = os.pathsep.join(filter(None, (str(slow), os.environ.get("PYTHONPATH"))))
+    with served(registry, "--insecure-http", env={"PYTHONPATH": path}) as (server, port):
+        with no_keep_alive(f"http://127.0.0.1:{port}") as client:
+            wait_until_up(server, client)  # and `served` checks: each worker started once
+
+
 @pytest.mark.cli
 def test_workers_is_validated(registry: Registry) -> None:
     env = {**os.environ, "MAMORU_DATA_DIR": str(registry.data_dir)}
