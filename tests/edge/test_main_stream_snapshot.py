@@ -266,3 +266,36 @@ def test_a_pending_snapshot_cannot_be_pickled_or_copied() -> None:
         with pytest.raises(TypeError, match="memory only"):
             leak(pending)
     assert "rtsp" not in repr(pending)
+
+
+def _stranger_photo(face_data: Path) -> str:
+    """The first stranger `cast` puts in the clips, as a photo path the registry takes."""
+    groups: dict[str, Path] = {}
+    for path in sorted((face_data / "ctu_unknowns").glob("*.jpg")):
+        groups.setdefault("_".join(path.stem.lower().split("_")[:2]), path)
+    return str(next(iter(groups.values())).relative_to(face_data))
+
+
+def test_a_second_alert_while_the_cameras_grab_is_pending_uses_the_analysis_frame_at_once(
+    registry: Registry, nvr: RtspServer, start_edge: Callable[..., RunningEdge],
+    stalling: StallingCamera, face_data: Path,
+) -> None:
+    """One grab per camera at a time: two listed people in view of the door, the first alert
+    waits for the main stream, the second is raised from the analysis frame without waiting
+    (`analysis-busy`); both arrive once."""
+    registry.register(OBAMA)
+    registry.register(_stranger_photo(face_data))
+    door = CameraConfig(name="door", url=SecretStr(nvr.url("sub")),
+                        snapshot_url=SecretStr(stalling.url))
+    edge = start_edge({"door": door}, snapshot_timeout_s=20.0)
+    edge.wait_for(lambda: len(edge.alerts) == 1, 40, "the second alert, while the grab waits")
+    assert edge.loop.pending_snapshots == 1 and not stalling.closed.is_set()
+    assert edge.metric("mamoru_alert_snapshots_total", camera="door",
+                       source="analysis-busy") == 1
+    stalling.release()
+    edge.wait_for(lambda: len(edge.alerts) == 2, 10, "the first alert, once its grab failed")
+    edge.finish()
+
+    assert len({a.entry_id for a in edge.alerts}) == 2
+    assert edge.metric("mamoru_alert_snapshots_total", camera="door", source="analysis") == 1
+    assert stalling.connections == 1
