@@ -112,6 +112,11 @@ class EdgeSettings(BaseModel):
     analysis_workers: int = Field(
         default=2, ge=1, le=8, description="analysis threads; cameras are shared out among them"
     )
+    snapshot_timeout_s: float = Field(
+        default=2.0, ge=0.5, le=30.0,
+        description="open and read timeouts of a camera's main stream (snapshot_url) when an "
+                    "alert's snapshot is grabbed from it, on the snapshot thread",
+    )
     open_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
     read_timeout_s: float = Field(default=5.0, ge=0.5, le=60.0)
     reconnect_initial_s: float = Field(default=0.5, ge=0.1, le=60.0)

@@ -12,7 +12,9 @@ When a new index version drops entries, every local copy about them goes
 has its own thread, `mamoru.index`: analysis never waits for the network or
 the disk, and the matcher swaps the new index in between two searches. One
 analysis thread serves all cameras: on a 2-core box the ONNX sessions already
-use both cores, and more threads would only contend.
+use both cores, and more threads would only contend. An alert snapshot from
+a camera's main stream is grabbed on the `mamoru.snapshot` thread
+(edge/main_stream.py): the analysis never waits for a camera to answer.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy.typing as npt
 from edge.alerts import Alert, AlertPolicy, build_alert
 from edge.capture import CameraReader, CameraState, Frame
 from edge.config import CameraConfig, EdgeSettings
-from edge.main_stream import MainStream, main_stream_snapshot
+from edge.main_stream import MainStream, Snapshot, SnapshotTaker
 from edge.matcher import WatchlistMatcher
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
@@ -92,16 +94,22 @@ class EdgeLoop:
                 config=camera,
                 detector_input=settings.camera_detector_input(camera),
                 main_stream=None if camera.snapshot_url is None else MainStream(
-                    camera.snapshot_url, open_timeout_s=min(2.0, settings.open_timeout_s),
-                    read_timeout_s=min(2.0, settings.read_timeout_s)),
+                    camera.snapshot_url, open_timeout_s=settings.snapshot_timeout_s,
+                    read_timeout_s=settings.snapshot_timeout_s),
             )
             for camera in cameras if camera.enabled
         ]
+        self._snapshots = SnapshotTaker(engine, matcher, self._finish_alert)
         self._configs = {camera.name: camera for camera in cameras}
 
     @property
     def metrics(self) -> EdgeMetrics:
         return self._metrics
+
+    @property
+    def pending_snapshots(self) -> int:
+        """Alerts waiting on the snapshot thread for their main-stream grab."""
+        return self._snapshots.pending()
 
     def states(self) -> dict[str, CameraState]:
         return {lane.reader.name: lane.reader.state for lane in self.lanes}
@@ -172,6 +180,9 @@ class EdgeLoop:
             stop.set()
             for helper in helpers:
                 helper.join(timeout=10)
+            # pending snapshots finish from their analysis frame; a grab in flight ends within
+            # its open timeout and three reads
+            self._snapshots.close(timeout_s=4 * self._settings.snapshot_timeout_s + 5)
             follower.join(timeout=10)
             self._outbox.wake()
             delivery.join(timeout=10)
@@ -299,17 +310,29 @@ class EdgeLoop:
             if match is None:
                 continue
             obs.track.matched_entry = match.entry_id
-            if self._alerts.should_alert(match.entry_id, camera, frame.monotonic):
-                shot = main_stream_snapshot(match, faces, lane.main_stream, self._engine,
-                                            self._matcher)
-                alert = build_alert(shot.match, shot.faces,
-                                    index_version=self._matcher.version or 0, style=self._style)
-                if shot.source == "main":
-                    shot.match.frame.image.fill(0)  # the PNG is made: no other copy stays
-                self._metrics.snapshots.labels(camera, shot.source).inc()
-                self._emit(alert)
-                alerts.append(alert)
+            if not self._alerts.should_alert(match.entry_id, camera, frame.monotonic):
+                continue
+            if lane.main_stream is not None and self._snapshots.offer(match, faces,
+                                                                      lane.main_stream):
+                continue  # the snapshot thread grabs the main stream and raises it
+            source = "analysis" if lane.main_stream is None else "analysis-busy"
+            alerts.append(self._finish_alert(Snapshot(match, faces, source), ()))
         return alerts
+
+    def _finish_alert(self, shot: Snapshot, wipe: Sequence[Image]) -> Alert:
+        """The alert's PNG, then `wipe` zeroed (the frames only this alert held), then emitted.
+
+        Called by an analysis worker, or by the snapshot thread for an alert
+        whose snapshot was pending (exactly once each)."""
+        try:
+            alert = build_alert(shot.match, shot.faces,
+                                index_version=self._matcher.version or 0, style=self._style)
+        finally:
+            for image in wipe:
+                image.fill(0)  # the PNG is made: no other copy stays
+        self._metrics.snapshots.labels(shot.match.frame.camera, shot.source).inc()
+        self._emit(alert)
+        return alert
 
     def _count_frame(self, lane: CameraLane, camera: str, faces: int) -> None:
         lane.analysed += 1

@@ -142,6 +142,13 @@ class WatchlistMatcher:
             log.info("watchlist index usable again", extra={"version": self.version})
         return IndexChange(self.version, state, removed)
 
+    def holds(self, entry_id: str) -> bool:
+        """Whether the index in use still lists `entry_id`: an alert raised before a swap that
+        removed it is dropped when it is finished after the swap (a pending snapshot)."""
+        with self._lock:
+            index = self._index
+        return index is not None and entry_id in index.entry_ids()
+
     def resolve(self, probes: Sequence[FaceProbe], threshold: float) -> list[Match | None]:
         """Each probe's match, or None; every probe is resolved (and wiped) exactly once.
 

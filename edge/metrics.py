@@ -54,7 +54,9 @@ class EdgeMetrics:
         self.alerts = Counter("mamoru_alerts", "alerts raised", ["camera"], registry=r)
         self.snapshots = Counter(
             "mamoru_alert_snapshots", "alert snapshots by the stream they came from: main (the "
-            "camera's snapshot_url) or analysis", ["camera", "source"], registry=r)
+            "camera's snapshot_url), analysis, or analysis-busy (the snapshot thread already had "
+            "a grab pending for the camera, or its queue was full)", ["camera", "source"],
+            registry=r)
         self.detect_seconds = Histogram(
             "mamoru_detect_seconds", "detector latency", buckets=_LATENCY_BUCKETS, registry=r)
         self.embed_seconds = Histogram(
