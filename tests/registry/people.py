@@ -56,6 +56,22 @@ def png_bytes(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def box_alert(reg: Registry, box: str, entry_id: str, *, at: datetime = T0,
+              snapshot: str = "face_recognition/obama2.jpg", score: float = 0.71) -> str:
+    """A new alert about `entry_id` from the registered box `box`, received through the
+    service as the edge route does; the alert's id."""
+    device = reg.ctx.repo.device_by_name(box)
+    assert device is not None, f"no box named {box}"
+    payload = AlertIn(
+        alert_id=uuid.uuid4().hex, camera="entrance-1", detected_at=at, score=score,
+        threshold=0.363, entry_id=entry_id, index_version=reg.ctx.repo.watchlist_version(),
+        snapshot_png_b64=base64.b64encode(png_bytes(reg.image(snapshot))).decode(),
+    )
+    alert_id, created = receive_alert(reg.ctx, device=device, payload=payload, now=at)
+    assert created
+    return alert_id
+
+
 def jpeg_bytes(image: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
@@ -119,22 +135,11 @@ class Api:
     def alert(self, entry_id: str, *, snapshot: str = "face_recognition/obama2.jpg",
               score: float = 0.71) -> str:
         """An alert from box-1 (received through the service, as the edge route does)."""
-        device = self.reg.ctx.repo.device_by_name("box-1")
-        if device is None:
+        if self.reg.ctx.repo.device_by_name("box-1") is None:
             self.box_token = devices.add_device(self.reg.ctx, admin=self.reg.user("admin"),
                                                 name="box-1", now=T0)
-            device = self.reg.ctx.repo.device_by_name("box-1")
-        assert device is not None
-        payload = AlertIn(
-            alert_id=uuid.uuid4().hex, camera="entrance-1", detected_at=self.clock.now,
-            score=score, threshold=0.363, entry_id=entry_id,
-            index_version=self.reg.ctx.repo.watchlist_version(),
-            snapshot_png_b64=base64.b64encode(png_bytes(self.reg.image(snapshot))).decode(),
-        )
-        alert_id, created = receive_alert(self.reg.ctx, device=device, payload=payload,
-                                          now=self.clock.now)
-        assert created
-        return alert_id
+        return box_alert(self.reg, "box-1", entry_id, at=self.clock.now, snapshot=snapshot,
+                         score=score)
 
     def audit_actions(self) -> list[str]:
         return [r.action for r in self.reg.ctx.repo.audit_rows()]

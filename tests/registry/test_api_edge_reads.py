@@ -26,7 +26,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,16 +37,13 @@ from fastapi.testclient import TestClient
 
 from kernel.watchlist_index import open_delta
 from mamoru.wiring import api_host
-from models.engine import FaceEngine
 from registry.accounts import devices
 from registry.alerts import queue
 from registry.api import deltas
 from registry.api.app import create_app
 from registry.api.gate import RegistryGate
-from registry.storage.postgres.cluster import ThrowawayCluster
 from registry.watchlist import entries as watchlist
 from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
-from tests.registry.chain import chain_registry
 
 VERSION = "/api/v1/edge/index/version"
 DELTA = "/api/v1/edge/index/delta"
@@ -55,18 +51,6 @@ ALERTS = "/api/v1/edge/alerts"
 HOLD_S = 20.0  # the holder's own limit: far beyond any answer that did not wait for it
 
 
-@pytest.fixture(params=("sqlcipher", "postgres"))
-def backend_registry(request: pytest.FixtureRequest, tmp_path: Path,
-                     engine_default: FaceEngine, face_data: Path) -> Iterator[Registry]:
-    """The SQLCipher `registry` fixture, or a chain's PostgreSQL database."""
-    if request.param == "sqlcipher":
-        yield request.getfixturevalue("registry")
-        return
-    cluster: ThrowawayCluster = request.getfixturevalue("pg_cluster")
-    reg, _ = chain_registry(cluster, tmp_path, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
 
 
 @dataclass
@@ -111,8 +95,8 @@ class Api:
 
 
 @pytest.fixture
-def api(backend_registry: Registry) -> Iterator[Api]:
-    reg = backend_registry
+def api(each_backend_registry: Registry) -> Iterator[Api]:
+    reg = each_backend_registry
     entry_id = reg.register(OBAMA)
     token = devices.add_device(reg.ctx, admin=reg.user("admin"), name="box-1", now=T0)
     with TestClient(create_app(api_host(reg.settings, engine=reg.engine))) as client:

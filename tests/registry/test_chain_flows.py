@@ -14,11 +14,9 @@ Timings of each flow are printed (`TIMING <backend> <flow> <ms>`; run with -s).
 from __future__ import annotations
 
 import base64
-import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,7 +33,6 @@ from kernel.errors import (
 )
 from kernel.evidence import EvidenceImages, EvidenceStore
 from mamoru.wiring import api_host, index_spec, open_registry_from, registry_paths
-from models.engine import FaceEngine
 from registry.accounts import devices
 from registry.alerts.queue import list_alerts
 from registry.api.app import create_app
@@ -51,7 +48,7 @@ from registry.storage.postgres.schema import MIGRATIONS, migrate
 from registry.watchlist import approval
 from registry.watchlist import entries as watchlist
 from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
-from tests.registry.chain import chain_registry, chain_settings, owner_login, password_file
+from tests.registry.chain import chain_settings, owner_login, password_file
 from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settings
 
 ALERTS = "/api/v1/edge/alerts"
@@ -64,25 +61,14 @@ def timing(reg: Registry, flow: str, started: float) -> None:
     print(f"\nTIMING {reg.ctx.backend:9} {flow:24} {elapsed_ms:8.1f} ms")  # noqa: T201 (-s)
 
 
-@pytest.fixture(params=("sqlcipher", "postgres"))
-def flows(request: pytest.FixtureRequest, tmp_path: Path, engine_default: FaceEngine,
-          face_data: Path) -> Iterator[Registry]:
-    """The registry a flow runs on: the SQLCipher `registry` fixture, or a chain database."""
-    if request.param == "sqlcipher":
-        yield request.getfixturevalue("registry")
-        return
-    cluster: ThrowawayCluster = request.getfixturevalue("pg_cluster")
-    reg, _ = chain_registry(cluster, tmp_path, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
 
 
 # --- registration: propose, approve by another, published, erased everywhere -------------
 
 
-def test_registration_publishes_the_template_and_erasure_removes_it(flows: Registry) -> None:
-    reg = flows
+def test_registration_publishes_the_template_and_erasure_removes_it(
+        each_backend_registry: Registry) -> None:
+    reg = each_backend_registry
     started = time.perf_counter()
     proposal = reg.propose(OBAMA, proposer="staff", display_name="万引き 男性 40代")
     assert reg.matches(OBAMA2) == {}  # G-REG-2: a proposal is not on the watchlist yet
@@ -109,8 +95,8 @@ def test_registration_publishes_the_template_and_erasure_removes_it(flows: Regis
     assert reg.ctx.audit.verify().ok
 
 
-def test_the_expiry_job_expires_an_entry_on_its_day(flows: Registry) -> None:
-    reg = flows
+def test_the_expiry_job_expires_an_entry_on_its_day(each_backend_registry: Registry) -> None:
+    reg = each_backend_registry
     entry_id = reg.register(OBAMA)
     assert run_expiry(reg.ctx, now=add_years(T0, 3) - DAY).expired == ()
     started = time.perf_counter()
@@ -125,8 +111,8 @@ def test_the_expiry_job_expires_an_entry_on_its_day(flows: Registry) -> None:
 # --- a box's alert through the API, judged on the tablet through the API ------------------
 
 
-def test_a_box_alert_reaches_the_tablet_and_is_confirmed(flows: Registry) -> None:
-    reg = flows
+def test_a_box_alert_reaches_the_tablet_and_is_confirmed(each_backend_registry: Registry) -> None:
+    reg = each_backend_registry
     entry_id = reg.register(OBAMA)
     token = devices.add_device(reg.ctx, admin=reg.user("admin"), name="box-1", now=T0)
     clock = Clock()
@@ -171,10 +157,10 @@ def test_a_box_alert_reaches_the_tablet_and_is_confirmed(flows: Registry) -> Non
 
 
 def test_a_breach_incident_gives_stop_use_rights_seen_on_the_entry_and_the_pages(
-        flows: Registry) -> None:
+        each_backend_registry: Registry) -> None:
     """G-BRE-1..4 on both back-ends: the record, a step, the rule-7 triage, and the
     stop-use right (APPI 35(5)) on the entry's view, the watchlist page and the desk."""
-    reg = flows
+    reg = each_backend_registry
     entry_id = reg.register(OBAMA)
     manager = reg.user("mgr1")
     started = time.perf_counter()
@@ -215,13 +201,6 @@ def test_a_breach_incident_gives_stop_use_rights_seen_on_the_entry_and_the_pages
 # --- PostgreSQL start-up: one clear line for each thing an operator gets wrong ------------
 
 
-@pytest.fixture
-def chain(pg_cluster: ThrowawayCluster, tmp_path: Path, engine_default: FaceEngine,
-          face_data: Path) -> Iterator[Registry]:
-    reg, _ = chain_registry(pg_cluster, tmp_path, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
 
 
 def _open(reg: Registry, **postgres: object) -> None:

@@ -9,9 +9,7 @@ have none and always see their own store. Real SQLCipher files, real faces.
 
 from __future__ import annotations
 
-import base64
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,11 +19,10 @@ from markupsafe import escape
 
 from registry.accounts import devices, users
 from registry.accounts.stores import add_store
-from registry.alerts.queue import AlertIn, receive_alert
 from registry.api.html import NAV
 from registry.domain import Role
-from tests.registries import OBAMA, OBAMA2, PASSWORD, T0, Registry
-from tests.registry.people import Clock, Person, log_in, png_bytes, start_app
+from tests.registries import OBAMA, PASSWORD, T0, Registry
+from tests.registry.people import Clock, Person, box_alert, log_in, start_app
 
 GINZA, UMEDA = "ginza", "umeda"
 NAMES = {GINZA: "銀座店", UMEDA: "梅田<店>"}  # a name the page must escape
@@ -50,15 +47,9 @@ def _store_user(role: Role) -> str:
 
 
 def _send(reg: Registry, store_id: str, entry_id: str) -> str:
-    admin = reg.user("admin")
-    devices.add_device(reg.ctx, admin=admin, name=f"box-{store_id}", now=T0, store_id=store_id)
-    device = reg.ctx.repo.device_by_name(f"box-{store_id}")
-    assert device is not None
-    payload = AlertIn(alert_id=uuid.uuid4().hex, camera="entrance-1", detected_at=T0,
-                      score=0.7, threshold=0.363, entry_id=entry_id,
-                      index_version=reg.ctx.repo.watchlist_version(),
-                      snapshot_png_b64=base64.b64encode(png_bytes(reg.image(OBAMA2))).decode())
-    return receive_alert(reg.ctx, device=device, payload=payload, now=T0)[0]
+    devices.add_device(reg.ctx, admin=reg.user("admin"), name=f"box-{store_id}", now=T0,
+                       store_id=store_id)
+    return box_alert(reg, f"box-{store_id}", entry_id, score=0.7)
 
 
 @pytest.fixture

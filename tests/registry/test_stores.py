@@ -28,18 +28,15 @@ from fastapi.testclient import TestClient
 
 from kernel.errors import ConflictError, NotFoundError, PermissionDeniedError
 from mamoru.wiring import api_host
-from models.engine import FaceEngine
 from registry.accounts import devices, users
 from registry.accounts.stores import add_store
 from registry.alerts.queue import (
-    AlertIn,
     alert_snapshot_png,
     alert_view,
     alert_views,
     confirm_alert,
     dismiss_alert,
     precision,
-    receive_alert,
 )
 from registry.api.app import create_app
 from registry.domain import AlertStatus, Role, Store, User
@@ -47,11 +44,9 @@ from registry.keys.master import new_master_key
 from registry.oversight.report import audit_records, verify_trail
 from registry.storage import migrations
 from registry.storage.database import open_registry_database
-from registry.storage.postgres.cluster import ThrowawayCluster
 from registry.storage.sqlcipher_repository import SqlCipherRepository
 from tests.registries import OBAMA, OBAMA2, PASSWORD, T0, Registry
-from tests.registry.chain import chain_registry
-from tests.registry.people import BASE_URL, Clock, log_in, png_bytes, web_settings
+from tests.registry.people import BASE_URL, Clock, box_alert, log_in, png_bytes, web_settings
 
 GINZA, UMEDA = "ginza", "umeda"
 NAMES = {GINZA: "銀座店", UMEDA: "梅田店"}
@@ -80,13 +75,7 @@ def _box(reg: Registry, store_id: str | None) -> str:
 
 
 def _alert(reg: Registry, box: str, entry_id: str) -> str:
-    device = reg.ctx.repo.device_by_name(box)
-    assert device is not None
-    payload = AlertIn(alert_id=uuid.uuid4().hex, camera="entrance-1", detected_at=T0,
-                      score=0.7, threshold=0.363, entry_id=entry_id,
-                      index_version=reg.ctx.repo.watchlist_version(),
-                      snapshot_png_b64=base64.b64encode(png_bytes(reg.image(OBAMA2))).decode())
-    return receive_alert(reg.ctx, device=device, payload=payload, now=T0)[0]
+    return box_alert(reg, box, entry_id, score=0.7)
 
 
 def _ids(reg: Registry, actor: User, store: str | None = None) -> set[str]:
@@ -256,13 +245,6 @@ def test_a_registry_from_before_stores_has_everything_in_its_default_store(
 # --- end to end on a chain's PostgreSQL: two stores, two boxes, two tablets ------------------
 
 
-@pytest.fixture
-def chain(pg_cluster: ThrowawayCluster, tmp_path: Path, engine_default: FaceEngine,
-          face_data: Path) -> Iterator[Registry]:
-    reg, _ = chain_registry(pg_cluster, tmp_path, engine_default, face_data)
-    yield reg
-    with contextlib.suppress(Exception):
-        reg.ctx.close()
 
 
 def test_each_stores_tablet_sees_only_its_boxes_alerts_on_postgres(chain: Registry) -> None:
