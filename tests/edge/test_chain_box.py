@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-import registry.api.routes.edge as edge_routes
+import registry.api.deltas as edge_deltas
 from edge.matcher import IndexState
 from kernel.sealed import INDEX_KEY, Sealer
 from mamoru.demo.cameras import free_port
@@ -112,7 +112,7 @@ def test_analysis_runs_on_while_an_index_refresh_waits_on_a_slow_registry(
     registry.register(BIDEN)
     token = add_device(registry.ctx, admin=registry.user("admin"), name="store-7-door", now=T0)
     asked, answered = threading.Event(), threading.Event()
-    build_delta = edge_routes.build_delta
+    build_delta = edge_deltas.build_delta
 
     def slow_delta(*args: Any, **kwargs: Any) -> bytes | None:
         """The registry's delta, answered late (a slow link, a busy registry)."""
@@ -123,7 +123,7 @@ def test_analysis_runs_on_while_an_index_refresh_waits_on_a_slow_registry(
         finally:
             answered.set()
 
-    monkeypatch.setattr(edge_routes, "build_delta", slow_delta)
+    monkeypatch.setattr(edge_deltas, "build_delta", slow_delta)
     camera = rtsp_server_factory({"door": walk_clip(tmp_path, face_data, "walk").path})
     with serve_in_threads(registry.settings, registry.engine) as url:
         settings = box_settings(tmp_path, url, token)

@@ -16,7 +16,7 @@ from tests.registry.crash_driver import _arm
 
 def main() -> None:
     data_dir, store_id, scheme_path, bundle_path = sys.argv[1:5]
-    kill_at, now_text = int(sys.argv[5]), sys.argv[6]
+    kill_at, now_text = sys.argv[5], sys.argv[6]
     from mamoru.settings import get_settings
     from mamoru.wiring import index_spec, registry_paths
     from registry.clock import parse_timestamp
