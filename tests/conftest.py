@@ -24,11 +24,10 @@ from mamoru.face_data import data_root
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, open_engine, registry_paths
 from models.engine import FaceEngine
-from registry.accounts import users
 from registry.context import init_registry, open_registry
 from registry.storage.postgres.cluster import ThrowawayCluster
 from tests import REPO
-from tests.registries import PACK, PASSWORD, T0, USERS, Registry
+from tests.registries import PACK, Registry, add_test_users
 from tests.registry.backends import BACKEND_NAMES, Backend
 
 PACKS = ("yunet-sface", "scrfd-mbf")
@@ -162,14 +161,7 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory,
     ctx = init_registry(registry_paths(template_settings), template_settings.registry,
                         index_spec(template_settings))
     with ctx:
-        for name, role, _ in USERS:
-            users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
-                           password=PASSWORD, now=T0)
-        admin = ctx.repo.user_by_name("admin")
-        assert admin is not None
-        for name, _, trained in USERS:
-            if trained:
-                users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
+        add_test_users(ctx)
     return data_dir
 
 

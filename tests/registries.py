@@ -27,6 +27,7 @@ from kernel.watchlist_index import Hit, WatchlistIndex
 from mamoru.settings import MamoruSettings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
+from registry.accounts import users
 from registry.context import RegistryContext, open_registry
 from registry.domain import ConfirmationKind, IncidentInput, OffenceCategory, Role, User
 from registry.watchlist import approval
@@ -53,6 +54,18 @@ USERS: tuple[tuple[str, Role, bool], ...] = (
     ("auditor", Role.AUDITOR, True),
     ("untrained", Role.STAFF, False),
 )
+
+
+def add_test_users(ctx: RegistryContext) -> None:
+    """Every user of `USERS` with `PASSWORD`, trained (G-SEC-1) where the table says so."""
+    for name, role, _ in USERS:
+        users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
+                       password=PASSWORD, now=T0)
+    admin = ctx.repo.user_by_name("admin")
+    assert admin is not None
+    for name, _, trained in USERS:
+        if trained:
+            users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
 
 
 def incident(occurred_at: datetime = T0, *, ref: str = "被害届-2026-0042",

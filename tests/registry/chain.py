@@ -17,11 +17,10 @@ from pathlib import Path
 from mamoru.settings import MamoruSettings, get_settings
 from mamoru.wiring import index_spec, registry_paths
 from models.engine import FaceEngine
-from registry.accounts import users
 from registry.config import PostgresSettings, RegistrySettings
 from registry.context import OwnerLogin, init_registry
 from registry.storage.postgres.cluster import Database, ThrowawayCluster
-from tests.registries import PASSWORD, T0, USERS, Registry
+from tests.registries import Registry, add_test_users
 
 
 def password_file(folder: Path, name: str, password: str) -> Path:
@@ -57,12 +56,5 @@ def chain_registry(cluster: ThrowawayCluster, tmp_path: Path, engine: FaceEngine
     settings = chain_settings(database, tmp_path / "data", secrets_dir)
     ctx = init_registry(registry_paths(settings), settings.registry, index_spec(settings),
                         owner=owner_login(database, secrets_dir))
-    for name, role, _ in USERS:
-        users.add_user(ctx.repo, ctx.audit, actor="system", username=name, role=role,
-                       password=PASSWORD, now=T0)
-    admin = ctx.repo.user_by_name("admin")
-    assert admin is not None
-    for name, _, trained in USERS:
-        if trained:
-            users.record_training(ctx.repo, ctx.audit, admin=admin, username=name, now=T0)
+    add_test_users(ctx)
     return Registry(settings, ctx, engine, face_data), database
