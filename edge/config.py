@@ -129,6 +129,12 @@ class EdgeSettings(BaseModel):
         default=0.5, ge=0.0, le=10.0, description="a track is embedded at most this often"
     )
     max_embeds_per_track: int = Field(default=6, ge=1, le=100)
+    max_embeds_per_frame: int = Field(
+        default=1, ge=1, le=32,
+        description="faces of one frame embedded at most; the others wait for the next frame, "
+                    "never-embedded faces first, so a crowd spreads over frames instead of "
+                    "stalling the cameras that share the analysis worker",
+    )
     track_max_age_s: float = Field(default=1.5, gt=0.0, le=30.0)
     mask_style: Literal["solid", "pixelate"] = "solid"
     index_poll_s: float = Field(default=1.0, ge=0.1, le=60.0, description="hot-reload check")

@@ -250,7 +250,8 @@ def test_no_non_matching_embedding_crop_or_frame_outlives_its_analysis(
 ) -> None:
     """What follows 1, by type: after `analyse` returns nothing of a stranger is referenced."""
     registry.register(OBAMA)
-    edge = build_edge(registry, {"door": "door.mp4"})
+    # every stranger of the group embedded in this one frame, not one a frame
+    edge = build_edge(registry, {"door": "door.mp4"}, max_embeds_per_frame=8)
     edge.matcher.load()
     lane = edge.loop.lanes[0]
 
