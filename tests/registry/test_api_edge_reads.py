@@ -31,7 +31,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import cv2
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -177,14 +176,14 @@ def test_the_edge_reads_connection_refuses_to_write(api: Api) -> None:
 def test_an_alert_s_snapshot_is_decoded_before_the_registry_is_taken(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = threading.Event()
-    real = queue.decode_snapshot
+    real = queue.read_snapshot
 
-    def observed(snapshot_b64: str) -> np.ndarray:
-        image = real(snapshot_b64)
+    def observed(snapshot_b64: str) -> bytes:
+        kept = real(snapshot_b64)
         decoded.set()
-        return image
+        return kept
 
-    monkeypatch.setattr(queue, "decode_snapshot", observed)
+    monkeypatch.setattr(queue, "read_snapshot", observed)
     ok, png = cv2.imencode(".png", api.reg.image(OBAMA2))
     assert ok
     body = {"alert_id": "a" * 32, "camera": "entrance-1",
