@@ -586,10 +586,20 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def _grants(app: str) -> sql.Composed:
-    """The application role's privileges, re-applied after every migration (idempotent)."""
+# Functions the application role may call, each from the step that creates it on.
+_CALLABLE: tuple[tuple[int, str], ...] = (
+    (7, "audit.locked_head()"),
+    (7, "audit.append(text, text, text, text, text, text, text)"),
+)
+
+
+def _grants(app: str, version: int) -> sql.Composed:
+    """The application role's privileges at schema `version`, re-applied after every
+    migration (idempotent)."""
     role = sql.Identifier(app)
-    return sql.SQL("""
+    callable_now = [sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {};").format(
+        sql.SQL(function), role) for step, function in _CALLABLE if step <= version]
+    return sql.Composed([sql.SQL("""
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
     REVOKE ALL ON SCHEMA registry, audit FROM PUBLIC;
     REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, audit FROM PUBLIC;
@@ -598,9 +608,7 @@ def _grants(app: str) -> sql.Composed:
     REVOKE INSERT, UPDATE, DELETE ON registry.schema_migrations FROM {role};
     GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA audit TO {role};
     GRANT EXECUTE ON FUNCTION audit.prune(bigint, text, text, text, integer) TO {role};
-    GRANT EXECUTE ON FUNCTION audit.locked_head(), audit.append(text, text, text, text, text,
-                                                                text, text) TO {role};
-    """).format(role=role)
+    """).format(role=role), *callable_now])
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
@@ -636,7 +644,7 @@ def migrate(conn: psycopg.Connection[Any], *, app_role: str) -> int:
             conn.execute(script.encode())  # no parameters: several statements in one go
             conn.execute("INSERT INTO registry.schema_migrations (version) VALUES (%s)",
                          (version,))
-        conn.execute(_grants(app_role))
+        conn.execute(_grants(app_role, len(MIGRATIONS)))
     return len(MIGRATIONS) - current
 
 
