@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from kernel.durable import make_private_dir, wipe_file
 from kernel.errors import RegistryError, SealedFileError
+from kernel.png import PngError, clean_png
 from kernel.sealed import EVIDENCE, Sealer
 
 KEY_BYTES = 32  # AES-256
@@ -77,11 +78,12 @@ def validate_image_id(image_id: str) -> str:
 
 @dataclass(frozen=True)
 class EncodedPng:
-    """An image already encoded as evidence is (`EncodedPng.of`: lossless PNG of its pixels).
+    """PNG bytes ready to be kept as evidence: encoded here (`EncodedPng.of`: lossless PNG
+    of its pixels), or received and cleaned (`kernel.png.clean_png`).
 
-    `put` stores it without encoding again, so the encoding (milliseconds of
-    CPU for a camera frame) can run before the registry's writer turn is taken
-    (an alert's snapshot, registry.alerts.queue.ReceivedSnapshot).
+    `put` stores it as it is, so that work (milliseconds of CPU for a camera
+    frame) runs before the registry's writer turn is taken (an alert's
+    snapshot, registry.alerts.queue.ReceivedSnapshot).
     """
 
     data: bytes = field(repr=False)
@@ -109,14 +111,19 @@ class EvidenceImages(ABC):
         return self._put_new(image_id, png)
 
     def put_png(self, png: bytes, *, image_id: str | None = None) -> StoredImage:
-        """Encrypt and store PNG bytes as they are (e.g. received from a joint-use member).
+        """Encrypt and store PNG bytes from outside (e.g. a joint-use member's evidence).
 
-        The bytes must decode as an image; they are not re-encoded, so the
-        SHA-256 is the same as at the store that made them.
+        Only the picture is kept (`kernel.png.clean_png`: the chunks that make it,
+        no text, Exif or times, nothing after its end), and it must decode as an
+        8-bit image. The pixels are not re-encoded: a PNG as mamoru writes it is
+        kept byte for byte, so its SHA-256 is the same as at the store that made it.
         """
         image_id = validate_image_id(image_id) if image_id is not None else uuid.uuid4().hex
-        check_png(png)
-        return self._put_new(image_id, png)
+        try:
+            kept = clean_png(png)
+        except PngError as exc:
+            raise EvidenceError(str(exc)) from None
+        return self._put_new(image_id, kept)
 
     def get(self, image_id: str) -> npt.NDArray[np.uint8]:
         """The stored image, decrypted in memory (pixel-exact)."""
@@ -221,13 +228,6 @@ class EvidenceStore(EvidenceImages):
     def _write(self, image_id: str, png: bytes) -> None:
         """Sealed to its id; a crash leaves the old file or the new one, never half of one."""
         self._sealer.write(self.path(image_id), png, context=image_id.encode())
-
-
-def check_png(png: bytes) -> None:
-    """Refuse bytes that are not a decodable PNG (e.g. received from a joint-use member)."""
-    if not png.startswith(b"\x89PNG\r\n\x1a\n") or cv2.imdecode(
-            np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
-        raise EvidenceError("not a decodable PNG image")
 
 
 def decode_png(image_id: str, png: bytes) -> npt.NDArray[np.uint8]:

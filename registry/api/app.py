@@ -73,13 +73,19 @@ def create_app(host: ApiHost) -> FastAPI:
             raise
         try:
             # The edge boxes' reads (token, index version, delta) on a second connection
-            # that never waits for a writer's turn (`gate.RegistryGate.reading`).
+            # that never waits for a writer's turn (`gate.RegistryGate.reading`), and their
+            # status reports on a third (`gate.RegistryGate.report`).
             reader = host.open_registry()
+            reader.forbid_writes()
+            try:
+                reporter = host.open_registry()
+            except BaseException:
+                reader.close()
+                raise
         except BaseException:
             registry.close()
             raise
-        reader.forbid_writes()
-        gate = RegistryGate(registry, face_engine, reader=reader)
+        gate = RegistryGate(registry, face_engine, reader=reader, reporter=reporter)
         app.state.registry = gate
         app.state.deltas = DeltaCache()
         try:

@@ -264,12 +264,14 @@ class AuditTrail:
         last = self._repo.last_audit()
         if last is None:
             return
-        if self._anchors.head_present():
-            head = self._anchors.read_head()
+        # Read once; asked whether it is present only when it did not read (on PostgreSQL each
+        # is a round trip, and this runs after every write: issue 15, 2,000 boxes).
+        head = self._anchors.read_head()
+        if head is not None or self._anchors.head_present():
+            if head == last:
+                return  # the newest record is anchored already (so it is in the trail)
             if head is None or self._hash_at(head[0]) != head[1]:
                 return  # damaged or left behind: kept for `verify()` to report
-            if head == last:
-                return
         self._anchors.write_head(last[0], last[1])
 
     def reset_anchor(self) -> None:
@@ -354,14 +356,7 @@ class AuditTrail:
 
     def _hash_at(self, seq: int) -> str | None:
         """The hash of record `seq`, or None if the trail has no such record."""
-        rows = self._repo.audit_rows(seq - 1)
-        try:
-            row = next(iter(rows), None)
-        finally:
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
-        return row.hash if row is not None and row.seq == seq else None
+        return self._repo.audit_hash(seq)
 
     def _check_head(self, last_seq: int, last_hash: str) -> ChainProblem | None:
         if not self._anchors.head_present():

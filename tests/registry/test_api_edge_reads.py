@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import cv2
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,6 +44,9 @@ from registry.alerts import queue
 from registry.api import deltas
 from registry.api.app import create_app
 from registry.api.gate import RegistryGate
+from registry.context import RegistryContext
+from registry.domain import BoxStatus
+from registry.storage.postgres.opened import PostgresStorage
 from registry.watchlist import entries as watchlist
 from tests.registries import BIDEN, OBAMA, OBAMA2, T0, Registry
 
@@ -177,14 +182,14 @@ def test_the_edge_reads_connection_refuses_to_write(api: Api) -> None:
 def test_an_alert_s_snapshot_is_decoded_before_the_registry_is_taken(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = threading.Event()
-    real = queue.decode_snapshot
+    real = queue.read_snapshot
 
-    def observed(snapshot_b64: str) -> np.ndarray:
-        image = real(snapshot_b64)
+    def observed(snapshot_b64: str) -> bytes:
+        kept = real(snapshot_b64)
         decoded.set()
-        return image
+        return kept
 
-    monkeypatch.setattr(queue, "decode_snapshot", observed)
+    monkeypatch.setattr(queue, "read_snapshot", observed)
     ok, png = cv2.imencode(".png", api.reg.image(OBAMA2))
     assert ok
     body = {"alert_id": "a" * 32, "camera": "entrance-1",
@@ -214,3 +219,90 @@ def test_a_poll_takes_at_most_two_pooled_threads(api: Api, monkeypatch: pytest.M
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     assert api.client.get(VERSION, headers=api.auth()).status_code == 200
     assert len(hops) <= 2, hops
+
+
+STATUS = "/api/v1/edge/status"
+REPORT = {"index_version": 3, "index_state": "current", "outbox_pending": 0,
+          "cameras_live": 2, "cameras_total": 2}
+
+
+def test_a_status_report_is_stored_while_another_request_holds_the_registry(api: Api) -> None:
+    """~67 reports a second from 2,000 boxes waited behind every alert of a burst for the
+    registry's turn (status p99 1.7 s); they have a connection and turn of their own."""
+    with api.turn_held() as held:
+        response = api.client.post(STATUS, json=REPORT, headers=api.auth())
+        answered_while_held = held.is_set()
+    assert response.status_code == 204, response.text
+    assert answered_while_held, "the status report waited for the registry's turn"
+    [stored] = api.reg.ctx.repo.box_statuses()
+    assert (stored.device, stored.index_version, stored.cameras_live) == ("box-1", 3, 2)
+
+
+@contextlib.contextmanager
+def statements(ctx: RegistryContext) -> Iterator[list[str]]:
+    """Every statement `ctx`'s connection sends meanwhile: SQLCipher's trace callback,
+    libpq's protocol trace on PostgreSQL (one Query or Sync per round trip)."""
+    seen: list[str] = []
+    storage = ctx.storage
+    if isinstance(storage, PostgresStorage):
+        with tempfile.TemporaryFile("w+") as trace:
+            storage.connection.pgconn.trace(trace.fileno())
+            try:
+                yield seen
+            finally:
+                storage.connection.pgconn.untrace()
+                trace.seek(0)
+                seen.extend(line for line in trace.read().splitlines()
+                            if re.search(r"\tF\t\d+\t(Query|Sync)\b", line))
+        return
+    connection = ctx.sqlcipher_connection()
+    connection.set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        connection.set_trace_callback(None)
+
+
+def test_a_repeated_status_report_is_one_statement_and_keeps_the_box_from_silence(
+        api: Api) -> None:
+    """A report that repeats the stored one but for its time: one statement, no read first
+    and no transaction around it (three round trips on PostgreSQL before); the box counts
+    as silent exactly SILENT_AFTER after its newest report, as before."""
+    ctx = api.reg.ctx
+    first = BoxStatus(device="box-1", reported_at=T0, **REPORT)
+    devices.report_box_status(ctx, first)
+    later = T0 + timedelta(seconds=30)
+    with statements(ctx) as sent:
+        devices.report_box_status(ctx, replace(first, reported_at=later))
+    assert len(sent) == 1, sent
+    assert ctx.repo.box_statuses() == [replace(first, reported_at=later)]
+    assert devices.boxes_needing_attention(ctx.repo, later + devices.SILENT_AFTER) == []
+    [(status, why)] = devices.boxes_needing_attention(
+        ctx.repo, later + devices.SILENT_AFTER + timedelta(seconds=1))
+    assert (status.device, why) == ("box-1", "silent")
+
+
+def test_an_alert_on_postgresql_takes_fifteen_round_trips(chain: Registry) -> None:
+    """Issue 15 load: 26 round trips per alert before (a savepoint around the evidence
+    insert, seven statements for the audit append, a cursor to check the head anchor);
+    now the writer lock, the two checks, the evidence, the unit of work with the alert and
+    the audit append (`audit.locked_head`, `audit.append`), the head anchor, the unlock."""
+    entry_id = chain.register(OBAMA)
+    devices.add_device(chain.ctx, admin=chain.user("admin"), name="box-1", now=T0)
+    device = chain.ctx.repo.device_by_name("box-1")
+    assert device is not None
+    ok, png = cv2.imencode(".png", chain.image(OBAMA2))
+    assert ok
+    snapshot_b64 = base64.b64encode(png.tobytes()).decode("ascii")
+    for n in range(3):  # the last one after psycopg prepared its statements
+        payload = queue.AlertIn(
+            alert_id=f"{n:032x}", camera="entrance-1", detected_at=T0, score=0.71,
+            threshold=0.363, entry_id=entry_id, index_version=1,
+            snapshot_png_b64=snapshot_b64)
+        snapshot = queue.ReceivedSnapshot.of(snapshot_b64)
+        with statements(chain.ctx) as sent:
+            assert queue.receive_alert(chain.ctx, device=device, payload=payload, now=T0,
+                                       snapshot=snapshot) == (payload.alert_id, True)
+    assert len(sent) == 15, f"{len(sent)} round trips:\n" + "\n".join(sent)
+    report = chain.ctx.audit.verify()
+    assert report.ok and report.records >= 3, report.problem

@@ -25,6 +25,7 @@ from kernel.evidence import (
 )
 from kernel.masking import mask_faces
 from models.engine import FaceEngine
+from tests import pngs
 from tests.faces import image
 
 Image = npt.NDArray[np.uint8]
@@ -244,3 +245,23 @@ def test_non_images_are_refused(store: EvidenceStore) -> None:
         store.put(np.zeros((10, 10, 3), dtype=np.float32))  # type: ignore[arg-type]
     with pytest.raises(EvidenceError):
         store.put(np.zeros((0, 10, 3), dtype=np.uint8))
+
+
+def test_a_png_from_outside_keeps_its_picture_only(store: EvidenceStore,
+                                                    evidence_image: Image) -> None:
+    """A joint-use member's evidence (`put_png`): a name in tEXt or Exif, or a file after
+    IEND, is not kept with the face (kernel/png.py); the pixels and, for a PNG as mamoru
+    writes it, the bytes and their SHA-256 are."""
+    png = pngs.png_of(evidence_image)
+    name = b"Yamada Taro"
+    dressed = pngs.with_chunks(png, pngs.chunk(b"tEXt", b"Author\0" + name),
+                               pngs.chunk(b"eXIf", b"MM\0*\0\0\0\x08" + name))
+    stored = store.put_png(dressed, image_id=ID_A)
+    assert store.get_bytes(ID_A) == png
+    assert stored.sha256 == hashlib.sha256(png).hexdigest()
+    assert np.array_equal(store.get(ID_A), evidence_image)
+    for shaped in (png + b"PK\x03\x04" + name, pngs.with_bad_crc(png)):
+        with pytest.raises(EvidenceError) as caught:
+            store.put_png(shaped, image_id=ID_B)
+        assert "damaged PNG" in str(caught.value) or "after its end" in str(caught.value)
+    assert store.ids() == {ID_A}

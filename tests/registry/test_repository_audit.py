@@ -83,6 +83,8 @@ def test_append_audit_and_read_back(backend: Backend) -> None:
                                (2, at, "system", "expire", None, "{}", first, second)]
     assert [r.seq for r in repo.audit_rows(1)] == [2]
     assert list(repo.audit_rows(2)) == []
+    assert (repo.audit_hash(1), repo.audit_hash(2)) == (first, second)
+    assert repo.audit_hash(3) is None and repo.audit_hash(0) is None
 
 
 def test_trail_records_in_order_and_verifies(backend: Backend) -> None:

@@ -65,12 +65,16 @@ async def post_alert(payload: AlertIn, gate: GateDep, device: CurrentDevice, now
 
 
 @router.post("/status", status_code=204, responses=_ERRORS)
-def post_status(report: BoxStatusIn, ctx: ContextDep, device: CurrentDevice,
-                now: NowDep) -> Response:
+async def post_status(report: BoxStatusIn, gate: GateDep, device: CurrentDevice,
+                      now: NowDep) -> Response:
     """The box's own state; a stale watchlist (no alerts) shows on the tablet at once,
-    whichever worker serves it (the report is kept in the registry database)."""
-    report_box_status(ctx, BoxStatus(device=device.name, reported_at=now,
-                                     **report.model_dump()))
+    whichever worker serves it (the report is kept in the registry database).
+
+    On the status reports' own connection (`RegistryGate.report`): one
+    statement, never behind the alerts holding the registry's turn.
+    """
+    status = BoxStatus(device=device.name, reported_at=now, **report.model_dump())
+    await gate.report(lambda ctx: report_box_status(ctx, status))
     return Response(status_code=204)
 
 

@@ -19,6 +19,11 @@ same predecessor). Two guards keep it one chain:
   loudly instead of forking. The record's `seq` is the head's plus one, given
   explicitly (the column has no default, as the hash covers it).
 
+Both run server-side, one round trip each (`audit.locked_head`, `audit.append`,
+schema step 7): as separate statements they were seven per alert (issue 15,
+2,000 boxes). Inside a function each statement takes a fresh snapshot, so the
+head is still read after the lock is held.
+
 The application role cannot update or delete records (grants and triggers,
 schema.py); pruning is the SECURITY DEFINER function `audit.prune`, which
 writes the anchor before it deletes, in the caller's transaction.
@@ -30,14 +35,17 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import pq
 
 from kernel.errors import ConflictError
 from registry.repository import AuditRow
 from registry.storage.postgres.base import PostgresStore
 
-# pg_advisory_xact_lock key of the trail's head: "mamoruAT" (the migration lock is "mamoru")
+# pg_advisory_xact_lock key of the trail's head: "mamoruAT" (the migration lock is "mamoru"),
+# taken by the functions `audit.locked_head` and `audit.append` (schema step 7)
 AUDIT_HEAD_LOCK = 0x6D616D6F72754154
+_HEAD_MOVED = "MA409"  # SQLSTATE of `audit.append` refusing a record that does not follow
 # Rows fetched per round trip while a server-side cursor walks the trail
 _BATCH = 1000
 _cursor_names = itertools.count(1)
@@ -58,45 +66,36 @@ class _AuditRow:
 class PostgresAudit(PostgresStore):
     """`AuditRepository`: `audit.records`, `audit.prune_anchors` and `registry.audit_texts`."""
 
-    def _lock_head(self) -> None:
-        """Serialise appends until this transaction ends (a no-op in autocommit)."""
-        self._db.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_HEAD_LOCK,))
-
     def _in_transaction(self) -> bool:
         return self._db.info.transaction_status == pq.TransactionStatus.INTRANS
-
-    def _head(self) -> tuple[int, str] | None:
-        """The newest record's (seq, hash), else the newest anchor's: what the next follows."""
-        return self._newest_record() or self.audit_anchor()
-
-    def _newest_record(self) -> tuple[int, str] | None:
-        row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
-        return (int(row[0]), str(row[1])) if row else None
 
     def append_audit(
         self, at: str, actor: str, action: str, entry_id: str | None, details: str,
         prev_hash: str, hash_: str,
     ) -> int:
-        with self._db.transaction():  # a savepoint inside the caller's unit of work
-            self._lock_head()
-            head = self._head()
-            if head is not None and head[1] != prev_hash:
+        # One round trip: lock, head check and insert in `audit.append` (schema step 7).
+        try:
+            row = self._one("SELECT audit.append(%s, %s, %s, %s, %s, %s, %s)",
+                            (at, actor, action, entry_id, details, prev_hash, hash_))
+        except psycopg.Error as exc:
+            if exc.sqlstate == _HEAD_MOVED:
                 raise ConflictError(
                     "the audit trail's head moved while this record was prepared (another "
-                    "worker appended first); the use case was not recorded, retry it")
-            seq = (head[0] if head else 0) + 1
-            self._db.execute(
-                "INSERT INTO audit.records (seq, at, actor, action, entry_id, details, "
-                "prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (seq, at, actor, action, entry_id, details, prev_hash, hash_),
-            )
-        return seq
+                    "worker appended first); the use case was not recorded, retry it") from None
+            raise
+        return int(row[0])
 
     def last_audit(self) -> tuple[int, str] | None:
         if self._in_transaction():
             # The head read of an append: no other worker appends until this one commits.
-            self._lock_head()
-        return self._newest_record()
+            row = self._one("SELECT head_seq, head_hash FROM audit.locked_head()")
+        else:
+            row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), str(row[1])) if row and row[0] is not None else None
+
+    def audit_hash(self, seq: int) -> str | None:
+        row = self._one("SELECT hash FROM audit.records WHERE seq = %s", (seq,))
+        return str(row[0]) if row else None
 
     def last_audit_details(self, action: str) -> str | None:
         row = self._one("SELECT details FROM audit.records WHERE action = %s "

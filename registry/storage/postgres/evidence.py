@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 
-import psycopg
-
 from kernel.errors import SealedFileError
 from kernel.evidence import (
     KEY_BYTES,
@@ -80,11 +78,11 @@ class PostgresEvidence(EvidenceImages):
 
     def _put_new(self, image_id: str, png: bytes) -> StoredImage:
         sealed = self._sealer.seal(png, context=image_id.encode())
-        try:
-            with self._db.transaction():  # a savepoint inside a unit of work
-                self._db.execute("INSERT INTO evidence_images (image_id, png) VALUES (%s, %s)",
-                                 (image_id, sealed))
-        except psycopg.errors.UniqueViolation:
-            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once"
-                                ) from None
+        # One statement, one round trip (no savepoint around it): a used id inserts nothing
+        # instead of failing, so a unit of work around it stays usable.
+        inserted = self._db.execute(
+            "INSERT INTO evidence_images (image_id, png) VALUES (%s, %s) "
+            "ON CONFLICT (image_id) DO NOTHING RETURNING 1", (image_id, sealed)).fetchone()
+        if inserted is None:
+            raise EvidenceError(f"evidence {image_id} already exists; evidence is write-once")
         return StoredImage(image_id=image_id, sha256=hashlib.sha256(png).hexdigest())

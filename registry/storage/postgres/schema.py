@@ -540,13 +540,66 @@ MIGRATIONS: tuple[str, ...] = (
         cameras_total integer NOT NULL CHECK (cameras_total >= 0)
     );
     """,
+    # ---- load (issue 15: 2,000 boxes, benchmarks/chain.py --only load) ---------------------
+    # 7: an audit append in two round trips, not seven. `audit.locked_head` takes the trail's
+    #    head lock (pg_advisory_xact_lock, "mamoruAT" = 7881701148304163156, the key of
+    #    registry.storage.postgres.audit) and reads the newest record; `audit.append` takes
+    #    the lock, re-reads the head (the newest record, else the newest prune anchor),
+    #    refuses a record that does not follow it (SQLSTATE MA409) and inserts it. Each
+    #    statement of a VOLATILE plpgsql function takes a fresh snapshot, so the head is read
+    #    after the lock is held, as the separate statements did. SECURITY INVOKER: the
+    #    application role's own SELECT/INSERT on the audit tables, nothing more.
+    """
+    CREATE FUNCTION audit.locked_head(OUT head_seq bigint, OUT head_hash text)
+        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(7881701148304163156);
+        SELECT r.seq, r.hash INTO head_seq, head_hash
+            FROM audit.records r ORDER BY r.seq DESC LIMIT 1;
+    END
+    $$;
+    CREATE FUNCTION audit.append(rec_at text, rec_actor text, rec_action text,
+                                 rec_entry_id text, rec_details text, rec_prev_hash text,
+                                 rec_hash text) RETURNS bigint
+        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    DECLARE
+        head_seq bigint;
+        head_hash text;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(7881701148304163156);
+        SELECT r.seq, r.hash INTO head_seq, head_hash
+            FROM audit.records r ORDER BY r.seq DESC LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT a.seq, a.hash INTO head_seq, head_hash
+                FROM audit.prune_anchors a ORDER BY a.seq DESC LIMIT 1;
+        END IF;
+        IF head_hash IS NOT NULL AND head_hash IS DISTINCT FROM rec_prev_hash THEN
+            RAISE EXCEPTION 'the audit trail''s head moved' USING ERRCODE = 'MA409';
+        END IF;
+        INSERT INTO audit.records (seq, at, actor, action, entry_id, details, prev_hash, hash)
+            VALUES (coalesce(head_seq, 0) + 1, rec_at, rec_actor, rec_action, rec_entry_id,
+                    rec_details, rec_prev_hash, rec_hash);
+        RETURN coalesce(head_seq, 0) + 1;
+    END
+    $$;
+    """,
 )
 
 
-def _grants(app: str) -> sql.Composed:
-    """The application role's privileges, re-applied after every migration (idempotent)."""
+# Functions the application role may call, each from the step that creates it on.
+_CALLABLE: tuple[tuple[int, str], ...] = (
+    (7, "audit.locked_head()"),
+    (7, "audit.append(text, text, text, text, text, text, text)"),
+)
+
+
+def _grants(app: str, version: int) -> sql.Composed:
+    """The application role's privileges at schema `version`, re-applied after every
+    migration (idempotent)."""
     role = sql.Identifier(app)
-    return sql.SQL("""
+    callable_now = [sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {};").format(
+        sql.SQL(function), role) for step, function in _CALLABLE if step <= version]
+    return sql.Composed([sql.SQL("""
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
     REVOKE ALL ON SCHEMA registry, audit FROM PUBLIC;
     REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, audit FROM PUBLIC;
@@ -555,7 +608,7 @@ def _grants(app: str) -> sql.Composed:
     REVOKE INSERT, UPDATE, DELETE ON registry.schema_migrations FROM {role};
     GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA audit TO {role};
     GRANT EXECUTE ON FUNCTION audit.prune(bigint, text, text, text, integer) TO {role};
-    """).format(role=role)
+    """).format(role=role), *callable_now])
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
@@ -591,7 +644,7 @@ def migrate(conn: psycopg.Connection[Any], *, app_role: str) -> int:
             conn.execute(script.encode())  # no parameters: several statements in one go
             conn.execute("INSERT INTO registry.schema_migrations (version) VALUES (%s)",
                          (version,))
-        conn.execute(_grants(app_role))
+        conn.execute(_grants(app_role, len(MIGRATIONS)))
     return len(MIGRATIONS) - current
 
 

@@ -39,6 +39,10 @@ class SqlCipherAudit(SqlCipherStore):
         row = self._one("SELECT seq, hash FROM audit.records ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), str(row[1])) if row else None
 
+    def audit_hash(self, seq: int) -> str | None:
+        row = self._one("SELECT hash FROM audit.records WHERE seq = ?", (seq,))
+        return str(row[0]) if row else None
+
     def last_audit_details(self, action: str) -> str | None:
         row = self._one("SELECT details FROM audit.records WHERE action = ? "
                         "ORDER BY seq DESC LIMIT 1", (action,))
